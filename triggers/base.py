@@ -1,0 +1,56 @@
+"""The contract every trigger keeps: emit returns only after the event is committed.
+
+A trigger acknowledges its source (moves the file, records the cron fire,
+answers ``202``) only after ``emit`` has returned, so an acknowledged event is
+never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    event_id: str
+    run_ids: tuple[str, ...]
+    duplicate: bool = False  #: the dedupe key was seen before; nothing new was started
+
+
+class Emit(Protocol):
+    async def __call__(
+        self, event: dict[str, Any], *, dedupe_key: str | None = None, workflow: str | None = None
+    ) -> EmitResult:
+        """Commit ``event`` (an EventBridge envelope without ``id``), route it, return the ids.
+
+        ``dedupe_key``: an event with a key already committed starts nothing and
+        returns the first event's id with ``duplicate=True``.
+        ``workflow``: route only to this workflow's rules (a trigger's own event).
+        """
+        ...
+
+
+class KV(Protocol):
+    """Small durable state a trigger keeps across restarts (last cron fire, files seen)."""
+
+    async def get(self, key: str) -> Any | None: ...
+
+    async def set(self, key: str, value: Any) -> None: ...
+
+
+class Trigger(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Arm the source (watch added, socket bound); return once ready."""
+        ...
+
+    async def run(self, emit: Emit) -> None:
+        """Run until cancelled; acknowledge the source only after ``emit`` returns."""
+        ...
+
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]

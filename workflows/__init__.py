@@ -1,0 +1,1 @@
+"""The workflow language: spec models and loading, DAG, templating, event patterns, schedules."""
