@@ -1,0 +1,438 @@
+"""Function steps (Lambda-like) in a pool of warm worker processes.
+
+Each worker is a separate Python interpreter running ``engine/executors/worker.py``, so a crash, a
+hang or a leak in user code costs one worker, never the engine. Workers are started once and kept
+warm: a dispatch is one length-prefixed JSON frame each way over the worker's stdin/stdout pipes,
+read and written with asyncio's own pipe transports (no thread per call, nothing blocking the
+loop). Why ``asyncio.create_subprocess_exec`` rather than ``multiprocessing``: no fork of a
+multi-threaded engine process, no pickling, a worker can run under another interpreter
+(``python=``), and the parent keeps direct control of the process to SIGKILL it at a deadline.
+
+Guarantees per attempt: a timeout kills the worker (it is replaced), a memory limit is enforced
+in the worker with ``RLIMIT_AS`` (a worker that ran out of memory is never reused), a crash is an
+``Outcome`` and not an exception, and the handler's stdout/stderr/logging go to ``call.log_path``.
+Functions are at-least-once: an attempt interrupted by an engine restart is retried by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.executors.base import (
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    WORKER_CRASHED,
+    FunctionCall,
+    Outcome,
+)
+
+log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
+_HEADER = struct.Struct(">I")
+_START_TIMEOUT_S = 30.0  #: a worker that does not say "ready" by then is broken
+_EXIT_GRACE_S = 2.0  #: after closing its stdin, how long a worker gets to exit on its own
+_TERM_GRACE_S = 1.0  #: after SIGTERM, before SIGKILL
+_RESPAWN_MAX_DELAY_S = 5.0
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process did not come up; the message says what it printed or how it exited."""
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    header = await reader.readexactly(_HEADER.size)
+    return json.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
+
+
+def _describe_exit(pid: int, returncode: int | None) -> str:
+    if returncode is None:
+        return f"worker {pid} stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"worker {pid} was killed by signal {name}"
+    return f"worker {pid} exited with code {returncode}"
+
+
+def _request(call: FunctionCall) -> dict[str, Any]:
+    """The request frame's body. Paths are made absolute here: the worker's cwd is not ours."""
+    return {
+        "attempt_id": call.attempt_id,
+        "handler": call.handler,
+        "base_dir": os.path.abspath(call.base_dir),
+        "event": call.event,
+        "run_id": call.run_id,
+        "step": call.step,
+        "attempt": call.attempt,
+        "index": call.index,
+        "deadline": None if call.timeout_s is None else time.time() + call.timeout_s,
+        "memory_bytes": call.memory_bytes,
+        "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
+        "extra": call.extra,
+    }
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    """One worker process and what the pool knows about it."""
+
+    proc: asyncio.subprocess.Process
+    calls: int = 0
+    busy: bool = False
+    dead: bool = False  #: retired by the pool: never handed out again
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return not self.dead and self.proc.returncode is None
+
+
+class FunctionExecutor:
+    """Runs :class:`FunctionCall` attempts in warm worker processes; see the module docstring.
+
+    ``workers`` is the pool size (default: the CPU count, at least 2); ``max_calls_per_worker``
+    recycles a worker after that many attempts (leak protection); ``python`` is the interpreter
+    the workers run under.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int | None = None,
+        max_calls_per_worker: int | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        size = max(2, os.cpu_count() or 2) if workers is None else workers
+        if size < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        if max_calls_per_worker is not None and max_calls_per_worker < 1:
+            raise ValueError(f"max_calls_per_worker must be at least 1, not {max_calls_per_worker}")
+        self.size = size
+        self.max_calls_per_worker = max_calls_per_worker
+        self.python = python
+        self._workers: set[_Worker] = set()
+        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
+        self._limits: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()  #: death watchers, owned here
+        self._spawning: set[asyncio.Task[Any]] = set()  #: replacements being started
+        self._made_dirs: set[str] = set()
+        self._started = False
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self._calls = self._failures = self._timeouts = self._replaced = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker and return once each has said it is ready."""
+        if self._closed:
+            raise RuntimeError("FunctionExecutor is closed")
+        if self._started:
+            return
+        results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._stop_all()
+            raise errors[0]
+        for worker in results:
+            assert isinstance(worker, _Worker)
+            self._idle.put_nowait(worker)
+        self._started = True
+        log.info("function executor started: %d workers (%s)", self.size, self.python)
+
+    async def aclose(self) -> None:
+        """Stop the pool: close each worker's stdin, wait a little, SIGTERM, wait, SIGKILL."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closed_event.set()
+        self._idle.put_nowait(None)  # wakes callers waiting for a worker; they get RuntimeError
+        # Let replacements being started finish (bounded by _START_TIMEOUT_S): cancelling one inside
+        # create_subprocess_exec could lose a process we never got a handle on.
+        await asyncio.gather(*self._spawning, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel("function executor closing")
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_all()
+        log.info("function executor closed: %s", self.stats)
+
+    async def __aenter__(self) -> FunctionExecutor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _stop_all(self) -> None:
+        workers = list(self._workers)
+        self._workers.clear()
+        for worker in workers:
+            worker.dead = True
+            self._close_stdin(worker)
+        pending = await self._wait_exit(workers, _EXIT_GRACE_S)
+        if pending:
+            log.info("sending SIGTERM to %d function workers", len(pending))
+            for worker in pending:
+                self._signal(worker, signal.SIGTERM)
+            pending = await self._wait_exit(pending, _TERM_GRACE_S)
+        if pending:
+            log.warning("sending SIGKILL to %d function workers", len(pending))
+            for worker in pending:
+                self._signal(worker, signal.SIGKILL)
+            await self._wait_exit(pending, None)
+
+    @staticmethod
+    async def _wait_exit(workers: list[_Worker], timeout_s: float | None) -> list[_Worker]:
+        """Wait up to timeout_s for the workers to exit; answer those still running."""
+        if not workers:
+            return []
+        waits = {asyncio.ensure_future(w.proc.wait()): w for w in workers}
+        _done, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for fut in pending:
+            fut.cancel()
+        return [waits[fut] for fut in pending]
+
+    @staticmethod
+    def _signal(worker: _Worker, sig: signal.Signals) -> None:
+        if worker.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.send_signal(sig)
+
+    @staticmethod
+    def _close_stdin(worker: _Worker) -> None:
+        stdin = worker.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+
+    async def _spawn(self) -> _Worker:
+        """Start one worker and wait for its ready frame (the second phase of a two-phase start)."""
+        proc = await asyncio.create_subprocess_exec(
+            self.python,
+            WORKER_SCRIPT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                hello = await _read_frame(proc.stdout)
+        except BaseException as exc:
+            if proc.returncode is None:
+                proc.kill()
+            code = await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise WorkerStartError(
+                f"function worker ({self.python} {WORKER_SCRIPT}) did not start: "
+                f"{_describe_exit(proc.pid, code)} ({type(exc).__name__})"
+            ) from exc
+        if hello.get("ready") is not True:
+            proc.kill()
+            await proc.wait()
+            raise WorkerStartError(f"function worker sent {hello!r} instead of a ready frame")
+        worker = _Worker(proc)
+        self._workers.add(worker)
+        self._own(self._tasks, self._watch(worker))
+        return worker
+
+    @staticmethod
+    def _own(tasks: set[asyncio.Task[Any]], coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _watch(self, worker: _Worker) -> None:
+        """Reap the worker when it exits; replace it if it died while idle."""
+        code = await worker.proc.wait()
+        if not worker.dead and not worker.busy and not self._closed:
+            log.warning("function %s while idle; replacing it", _describe_exit(worker.pid, code))
+            self._retire(worker, kill=False)
+
+    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+        """Take the worker out of the pool for good and start its replacement."""
+        if worker.dead:
+            return
+        worker.dead = True
+        self._workers.discard(worker)
+        if kill:
+            self._signal(worker, signal.SIGKILL)
+        self._close_stdin(worker)  # a polite retirement: the worker exits on EOF
+        if not self._closed:
+            self._replaced += 1
+            self._own(self._spawning, self._respawn())
+
+    async def _respawn(self) -> None:
+        """Start a replacement, retrying with backoff until it comes up or the pool closes."""
+        delay = 0.1
+        while not self._closed:
+            try:
+                worker = await self._spawn()
+            except WorkerStartError:
+                log.exception("could not start a replacement function worker; retrying in %.1fs", delay)
+                await self._closing_or(delay)
+                delay = min(delay * 2, _RESPAWN_MAX_DELAY_S)
+                continue
+            self._idle.put_nowait(worker)  # if the pool closed meanwhile, _stop_all stops it
+            return
+
+    async def _closing_or(self, delay_s: float) -> None:
+        """Sleep for delay_s, but wake as soon as the pool starts closing."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self._closed_event.wait()
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    async def execute(self, call: FunctionCall) -> Outcome:
+        """Run one attempt. The step's own failure is an ``Outcome(ok=False)``, never an exception.
+
+        Waits (FIFO) for the handler's concurrency slot, then for an idle worker. If the awaiting
+        task is cancelled, the worker running the attempt is killed and replaced.
+        """
+        if not self._started or self._closed:
+            raise RuntimeError(f"FunctionExecutor is {'closed' if self._closed else 'not started'}")
+        if call.log_path:
+            self._make_log_dir(call.log_path)
+        if call.concurrency is None:
+            return await self._dispatch(call)
+        async with self._limit(call):
+            return await self._dispatch(call)
+
+    def _limit(self, call: FunctionCall) -> asyncio.Semaphore:
+        assert call.concurrency is not None
+        if call.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {call.concurrency} ({call.attempt_id})")
+        key = (call.base_dir, call.handler, call.concurrency)
+        sem = self._limits.get(key)
+        if sem is None:
+            sem = self._limits[key] = asyncio.Semaphore(call.concurrency)
+        return sem
+
+    def _make_log_dir(self, log_path: str) -> None:
+        parent = os.path.dirname(os.path.abspath(log_path))
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)  # one cheap syscall per new folder
+            self._made_dirs.add(parent)
+
+    async def _acquire(self) -> _Worker:
+        while True:
+            worker = await self._idle.get()
+            if worker is None:
+                self._idle.put_nowait(None)  # pass the news on to the next waiter
+                raise RuntimeError("FunctionExecutor closed while the call waited for a worker")
+            if worker.alive():
+                return worker
+            # dead while queued: its watcher has replaced it (or will, as it is not busy)
+
+    async def _dispatch(self, call: FunctionCall) -> Outcome:
+        worker = await self._acquire()
+        try:
+            data = json.dumps(_request(call), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:  # the engine rendered a non-JSON event: its bug
+            self._idle.put_nowait(worker)
+            raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
+        worker.busy = True
+        worker.calls += 1
+        self._calls += 1
+        started = time.perf_counter()
+        try:
+            outcome = await self._roundtrip(worker, call, data, started)
+        except BaseException:  # cancelled, or a bug: the worker's state is unknown, so kill it
+            self._retire(worker, kill=True)
+            raise
+        if not outcome.ok:
+            self._failures += 1
+        return outcome
+
+    async def _roundtrip(self, worker: _Worker, call: FunctionCall, data: bytes, started: float) -> Outcome:
+        stdin, stdout = worker.proc.stdin, worker.proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                stdin.write(_HEADER.pack(len(data)) + data)
+                await stdin.drain()
+                reply = await _read_frame(stdout)
+        except TimeoutError:
+            self._timeouts += 1
+            self._retire(worker, kill=True)
+            log.info("function attempt %s timed out after %ss", call.attempt_id, call.timeout_s)
+            message = f"Task timed out after {call.timeout_s:.2f} seconds"
+            return self._failed(call, started, TIMEOUT, message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return await self._crashed(worker, call, started)
+        duration = time.perf_counter() - started
+        worker.busy = False
+        limit = self.max_calls_per_worker
+        if reply.get("retire") or (limit is not None and worker.calls >= limit):
+            self._retire(worker, kill=False)
+        else:
+            self._idle.put_nowait(worker)
+        if reply.get("ok"):
+            return Outcome(ok=True, output=reply.get("output"), duration_s=duration, log_path=call.log_path)
+        return Outcome(ok=False, error=reply.get("error"), duration_s=duration, log_path=call.log_path)
+
+    async def _crashed(self, worker: _Worker, call: FunctionCall, started: float) -> Outcome:
+        """The worker closed its pipe mid-attempt: find out how it died, then replace it."""
+        try:
+            async with asyncio.timeout(_EXIT_GRACE_S):
+                code: int | None = await worker.proc.wait()
+        except TimeoutError:
+            code = None
+        self._retire(worker, kill=True)
+        how = _describe_exit(worker.pid, code)
+        log.warning("function attempt %s: %s", call.attempt_id, how)
+        if call.memory_bytes and code in (-signal.SIGKILL, -signal.SIGABRT):
+            # RLIMIT_AS failures in C code abort, the kernel's OOM killer sends SIGKILL
+            limit = call.memory_bytes / (1024 * 1024)
+            return self._failed(call, started, OUT_OF_MEMORY, f"{how} while limited to {limit:.0f} MiB")
+        return self._failed(call, started, WORKER_CRASHED, f"{how} during the attempt")
+
+    @staticmethod
+    def _failed(call: FunctionCall, started: float, error_type: str, message: str) -> Outcome:
+        error = {"errorType": error_type, "errorMessage": message, "stackTrace": []}
+        return Outcome(
+            ok=False, error=error, duration_s=time.perf_counter() - started, log_path=call.log_path
+        )
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since start: calls, failures (timeouts included), timeouts, workers_replaced."""
+        return {
+            "calls": self._calls,
+            "failures": self._failures,
+            "timeouts": self._timeouts,
+            "workers_replaced": self._replaced,
+        }
+
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """The live workers' process ids (for operators and tests)."""
+        return tuple(sorted(w.pid for w in self._workers if w.alive()))
+
+    def __repr__(self) -> str:
+        busy = sum(1 for w in self._workers if w.busy)
+        state = "closed" if self._closed else "running" if self._started else "new"
+        return (
+            f"<FunctionExecutor {state} workers={len(self._workers)}/{self.size} busy={busy} "
+            f"calls={self._calls} failures={self._failures} timeouts={self._timeouts} "
+            f"replaced={self._replaced}>"
+        )

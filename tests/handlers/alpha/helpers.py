@@ -1,0 +1,3 @@
+"""A sibling module the alpha handlers import."""
+
+NAME = "alpha-helpers"

@@ -1,0 +1,3 @@
+"""A sibling module the beta handlers import."""
+
+NAME = "beta-helpers"

@@ -1,0 +1,295 @@
+"""FunctionExecutor against real worker processes and real handler files (tests/handlers/)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import itertools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.executors import worker as worker_module
+from engine.executors.base import (
+    BAD_OUTPUT,
+    HANDLER_NOT_FOUND,
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    WORKER_CRASHED,
+    FunctionCall,
+)
+from engine.executors.function import FunctionExecutor
+
+HANDLERS = Path(__file__).parent / "handlers"
+ALPHA = str(HANDLERS / "alpha")
+BETA = str(HANDLERS / "beta")
+MiB = 1024 * 1024
+
+MakeExecutor = Callable[..., Awaitable[FunctionExecutor]]
+
+
+def call(handler: str, event: Any = None, base_dir: str = ALPHA, **kw: Any) -> FunctionCall:
+    kw.setdefault("attempt_id", f"r-1/{handler}#1")
+    return FunctionCall(handler=f"handlers:{handler}", base_dir=base_dir, event=event, run_id="r-1",
+                        step="probe", attempt=1, **kw)  # fmt: skip
+
+
+def children() -> set[int]:
+    """Our live child processes (zombies count: they were not reaped)."""
+    pids: set[int] = set()
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        pids.update(int(p) for p in Path(path).read_text().split())
+    return pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait on a condition with a deadline (never a fixed sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polls process state, which has no event to await
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def make_executor() -> AsyncIterator[MakeExecutor]:
+    """A factory that starts executors and closes every one of them in teardown."""
+    made: list[FunctionExecutor] = []
+
+    async def make(**kw: Any) -> FunctionExecutor:
+        kw.setdefault("workers", 2)
+        fx = FunctionExecutor(**kw)
+        made.append(fx)
+        async with asyncio.timeout(30):
+            await fx.start()
+        return fx
+
+    yield make
+    async with asyncio.timeout(30):
+        for fx in made:
+            await fx.aclose()
+
+
+@pytest.fixture
+async def fx(make_executor: MakeExecutor) -> FunctionExecutor:
+    return await make_executor()
+
+
+def test_worker_error_types_match_base() -> None:
+    assert (worker_module.OUT_OF_MEMORY, worker_module.BAD_OUTPUT, worker_module.HANDLER_NOT_FOUND) == (
+        OUT_OF_MEMORY,
+        BAD_OUTPUT,
+        HANDLER_NOT_FOUND,
+    )
+
+
+async def test_sync_and_async_handlers_return_json(fx: FunctionExecutor) -> None:
+    out = await fx.execute(call("echo", {"a": [1, 2.5, None, "x"]}))
+    assert out.ok and out.output == {"event": {"a": [1, 2.5, None, "x"]}, "where": "alpha"}
+    assert out.error is None and out.duration_s > 0
+    out = await fx.execute(call("async_echo", 7))
+    assert out.ok and out.output == {"async": True, "event": 7}
+    out = await fx.execute(call("async_echo", 8))  # the worker's loop is reused
+    assert out.output == {"async": True, "event": 8}
+
+
+async def test_non_json_output_is_invalid_output(fx: FunctionExecutor) -> None:
+    out = await fx.execute(call("not_json"))
+    assert not out.ok and out.error_type == BAD_OUTPUT
+    assert "set" in out.error["errorMessage"]
+    out = await fx.execute(call("nan"))
+    assert out.error_type == BAD_OUTPUT and "float" in out.error["errorMessage"]
+
+
+async def test_exception_has_lambda_shape(fx: FunctionExecutor) -> None:
+    out = await fx.execute(call("fail", "x"))
+    assert not out.ok
+    assert out.error["errorType"] == "Boom"
+    assert out.error["errorMessage"] == "bad input 'x'"
+    trace = out.error["stackTrace"]
+    assert isinstance(trace, list) and all(isinstance(line, str) for line in trace)
+    assert any("raise Boom" in line for line in trace)
+    assert (await fx.execute(call("echo", 1))).ok  # the worker is still fine
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        ("nope:fn", "does not exist"),
+        ("handlers:missing", "has no attribute 'missing'"),
+        ("broken:fn", "No module named 'no_such_module_anywhere'"),
+        ("handlers", "not of the form"),
+    ],
+)
+async def test_handler_not_found(fx: FunctionExecutor, handler: str, reason: str) -> None:
+    c = FunctionCall(attempt_id="a", handler=handler, base_dir=ALPHA, event=None, run_id="r", step="s",
+                     attempt=1)  # fmt: skip
+    out = await fx.execute(c)
+    assert out.error_type == HANDLER_NOT_FOUND
+    assert reason in out.error["errorMessage"]
+
+
+async def test_sibling_imports_and_same_module_name_in_two_folders(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1)  # one worker, so both folders load into the same process
+    a = await fx.execute(call("sibling"))
+    b = await fx.execute(call("sibling", base_dir=BETA))
+    assert a.output["helper"] == "alpha-helpers" and b.output["helper"] == "beta-helpers"
+    assert a.output["module"] != b.output["module"]
+    assert (await fx.execute(call("echo", 1, base_dir=BETA))).output["where"] == "beta"
+    assert (await fx.execute(call("echo", 1))).output["where"] == "alpha"
+    # imports made while the handler runs resolve in its own folder too
+    assert (await fx.execute(call("lazy_sibling", base_dir=BETA))).output == "beta-helpers"
+    assert (await fx.execute(call("lazy_sibling"))).output == "alpha-helpers"
+
+
+async def test_timeout_kills_the_worker_and_the_pool_recovers(fx: FunctionExecutor) -> None:
+    before = set(fx.worker_pids)
+    started = time.monotonic()
+    out = await fx.execute(call("spin", timeout_s=0.5))
+    assert 0.5 <= time.monotonic() - started < 3
+    assert out.error_type == TIMEOUT
+    assert out.error["errorMessage"] == "Task timed out after 0.50 seconds"
+    assert fx.stats["timeouts"] == 1
+    await wait_for(lambda: len(fx.worker_pids) == 2)
+    killed = before - set(fx.worker_pids)
+    assert len(killed) == 1 and gone(killed.pop())
+    results = await asyncio.gather(*(fx.execute(call("double", i)) for i in range(10)))
+    assert [r.output for r in results] == [i * 2 for i in range(10)]
+
+
+async def test_memory_limit_is_enforced_and_the_worker_retired(fx: FunctionExecutor) -> None:
+    before = set(fx.worker_pids)
+    out = await fx.execute(call("hog", 400 * MiB, memory_bytes=100 * MiB))
+    assert out.error_type == OUT_OF_MEMORY, out.error
+    assert "100 MiB" in out.error["errorMessage"]
+    await wait_for(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
+    assert fx.stats["workers_replaced"] == 1
+    ok = await fx.execute(call("hog", 10 * MiB, memory_bytes=100 * MiB))  # under the limit: fine
+    assert ok.output == 10 * MiB
+    big = await fx.execute(call("hog", 200 * MiB))  # without a limit a big allocation works
+    assert big.ok
+
+
+@pytest.mark.parametrize(("handler", "event", "how"), [("exit_hard", 3, "exited with code 3"),
+                                                       ("segfault", None, "signal SIGSEGV")])  # fmt: skip
+async def test_crash_is_an_outcome(fx: FunctionExecutor, handler: str, event: Any, how: str) -> None:
+    out = await fx.execute(call(handler, event))
+    assert out.error_type == WORKER_CRASHED
+    assert how in out.error["errorMessage"]
+    await wait_for(lambda: len(fx.worker_pids) == 2)
+    assert (await fx.execute(call("double", 21))).output == 42
+    assert fx.stats["workers_replaced"] == 1
+
+
+async def test_worker_killed_while_idle_is_replaced(fx: FunctionExecutor) -> None:
+    victim = fx.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: victim not in fx.worker_pids and len(fx.worker_pids) == 2)
+    results = await asyncio.gather(*(fx.execute(call("double", i)) for i in range(4)))
+    assert all(r.ok for r in results)
+
+
+async def test_output_and_logging_captured_per_attempt(fx: FunctionExecutor, tmp_path: Path) -> None:
+    first = tmp_path / "logs" / "r-1" / "probe#1.log"  # parent folders are created
+    out = await fx.execute(call("chatty", log_path=str(first)))
+    assert out.ok and out.log_path == str(first)
+    text = first.read_text()
+    for line in ("to stdout", "to stderr", "raw fd 1", "from a subprocess", "INFO user: via logging",
+                 "WARNING sluice.function.probe: via context.logger"):  # fmt: skip
+        assert line in text
+    second = tmp_path / "logs" / "r-1" / "probe#2.log"
+    await fx.execute(call("echo", 1, log_path=str(second)))
+    assert second.read_text() == ""  # nothing from the earlier attempt leaks in
+    assert first.read_text() == text  # nor anything later into the earlier file
+
+
+async def test_context_fields(fx: FunctionExecutor) -> None:
+    before = time.time()
+    attempt_id = "r-1/probe[3]#1"
+    out = await fx.execute(call("ctx", timeout_s=5, index=3, extra={"tenant": "acme"}, attempt_id=attempt_id))
+    o = out.output
+    assert (o["run_id"], o["step"], o["attempt"], o["index"], o["tenant"]) == ("r-1", "probe", 1, 3, "acme")
+    assert before + 5 <= o["deadline"] <= time.time() + 5
+    assert 4 < o["first"] <= 5 and o["second"] < o["first"]
+    assert 0 < o["millis"] <= 5000
+    assert o["aws_request_id"] == "r-1/probe[3]#1" and o["function_name"] == "handlers:ctx"
+    no_timeout = (await fx.execute(call("ctx"))).output
+    assert no_timeout["deadline"] is None and no_timeout["first"] is None
+
+
+async def test_concurrency_limit(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=3)
+    limited = await asyncio.gather(*(fx.execute(call("sleep", 0.15, concurrency=1)) for _ in range(3)))
+    spans = sorted((r.output["start"], r.output["end"]) for r in limited)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end  # one at a time
+    free = await asyncio.gather(*(fx.execute(call("sleep", 0.15)) for _ in range(3)))
+    starts = [r.output["start"] for r in free]
+    ends = [r.output["end"] for r in free]
+    assert max(starts) < min(ends)  # without a limit all three overlap
+
+
+async def test_many_concurrent_calls(fx: FunctionExecutor) -> None:
+    results = await asyncio.gather(*(fx.execute(call("double", i)) for i in range(500)))
+    assert [r.output for r in results] == [i * 2 for i in range(500)]
+    assert fx.stats == {"calls": 500, "failures": 0, "timeouts": 0, "workers_replaced": 0}
+
+
+async def test_cancellation_kills_the_worker(fx: FunctionExecutor) -> None:
+    task = asyncio.create_task(fx.execute(call("sleep", 30)))
+    await wait_for(lambda: fx.stats["calls"] == 1)
+    before = set(fx.worker_pids)
+    task.cancel("run cancelled by user")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
+    killed = before - set(fx.worker_pids)
+    await wait_for(lambda: all(gone(pid) for pid in killed))
+    assert (await fx.execute(call("double", 1))).output == 2
+
+
+async def test_max_calls_per_worker_recycles(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1, max_calls_per_worker=2)
+    pids = [(await fx.execute(call("sleep", 0))).output["pid"] for _ in range(4)]
+    assert pids[0] == pids[1] != pids[2] == pids[3]
+    assert fx.stats["workers_replaced"] == 2
+
+
+async def test_aclose_leaves_no_child_processes() -> None:
+    before = children()
+    fx = FunctionExecutor(workers=2)
+    await fx.start()
+    pids = set(fx.worker_pids)
+    assert len(pids) == 2 and pids <= children()
+    busy = asyncio.create_task(fx.execute(call("sleep", 30)))  # a stuck attempt must not hold up aclose
+    await wait_for(lambda: fx.stats["calls"] == 1)
+    assert "busy=1" in repr(fx)
+    async with asyncio.timeout(10):
+        await fx.aclose()
+        await fx.aclose()  # idempotent
+        out = await busy
+    assert not out.ok
+    assert children() <= before and all(gone(pid) for pid in pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        await fx.execute(call("echo"))
+
+
+async def test_bad_python_fails_start_clearly(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 7\n")
+    fake.chmod(0o755)
+    fx = FunctionExecutor(workers=2, python=str(fake))
+    with pytest.raises(RuntimeError, match="exited with code 7"):
+        await fx.start()
+    await fx.aclose()
