@@ -1,0 +1,2 @@
+def ok(event, context):
+    return event

@@ -1,0 +1,1 @@
+from .sub.tools import helper  # noqa: F401
