@@ -23,7 +23,7 @@ from engine.executors.base import (
     WORKER_CRASHED,
     FunctionCall,
 )
-from engine.executors.function import FunctionExecutor
+from engine.executors.function import FunctionExecutor, WorkerStartError
 
 HANDLERS = Path(__file__).parent / "handlers"
 ALPHA = str(HANDLERS / "alpha")
@@ -234,7 +234,7 @@ async def test_concurrency_limit(make_executor: MakeExecutor) -> None:
     spans = sorted((r.output["start"], r.output["end"]) for r in limited)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end  # one at a time
-    free = await asyncio.gather(*(fx.execute(call("sleep", 0.15)) for _ in range(3)))
+    free = await asyncio.gather(*(fx.execute(call("sleep", 0.3)) for _ in range(3)))
     starts = [r.output["start"] for r in free]
     ends = [r.output["end"] for r in free]
     assert max(starts) < min(ends)  # without a limit all three overlap
@@ -285,11 +285,14 @@ async def test_aclose_leaves_no_child_processes() -> None:
         await fx.execute(call("echo"))
 
 
-async def test_bad_python_fails_start_clearly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("script", "message"), [("#!/bin/sh\nexit 7\n", "exited with code 7"),
+                                                 (None, "cannot run function worker")])  # fmt: skip
+async def test_bad_python_fails_start_clearly(tmp_path: Path, script: str | None, message: str) -> None:
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\nexit 7\n")
-    fake.chmod(0o755)
+    if script is not None:
+        fake.write_text(script)
+        fake.chmod(0o755)
     fx = FunctionExecutor(workers=2, python=str(fake))
-    with pytest.raises(RuntimeError, match="exited with code 7"):
+    with pytest.raises(WorkerStartError, match=message):
         await fx.start()
     await fx.aclose()

@@ -222,13 +222,16 @@ class FunctionExecutor:
 
     async def _spawn(self) -> _Worker:
         """Start one worker and wait for its ready frame (the second phase of a two-phase start)."""
-        proc = await asyncio.create_subprocess_exec(
-            self.python,
-            WORKER_SCRIPT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.python,
+                WORKER_SCRIPT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
+            )
+        except OSError as exc:
+            raise WorkerStartError(f"cannot run function worker with python={self.python!r}: {exc}") from exc
         assert proc.stdout is not None
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
