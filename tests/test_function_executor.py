@@ -17,6 +17,7 @@ import pytest
 from engine.executors import worker as worker_module
 from engine.executors.base import (
     BAD_OUTPUT,
+    ENGINE_RESTARTED,
     HANDLER_NOT_FOUND,
     OUT_OF_MEMORY,
     TIMEOUT,
@@ -279,7 +280,7 @@ async def test_aclose_leaves_no_child_processes() -> None:
         await fx.aclose()
         await fx.aclose()  # idempotent
         out = await busy
-    assert not out.ok
+    assert out.error_type == ENGINE_RESTARTED
     assert children() <= before and all(gone(pid) for pid in pids)
     with pytest.raises(RuntimeError, match="closed"):
         await fx.execute(call("echo"))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.executors.base import (
+    ENGINE_RESTARTED,
     OUT_OF_MEMORY,
     TIMEOUT,
     WORKER_CRASHED,
@@ -401,6 +402,9 @@ class FunctionExecutor:
         self._retire(worker, kill=True)
         how = _describe_exit(worker.pid, code)
         log.warning("function attempt %s: %s", call.attempt_id, how)
+        if self._closed:  # aclose stopped it: the step did nothing wrong, so say so (it is retried)
+            message = f"the executor shut down during the attempt ({how})"
+            return self._failed(call, started, ENGINE_RESTARTED, message)
         if call.memory_bytes and code in (-signal.SIGKILL, -signal.SIGABRT):
             # RLIMIT_AS failures in C code abort, the kernel's OOM killer sends SIGKILL
             limit = call.memory_bytes / (1024 * 1024)
