@@ -173,6 +173,8 @@ DST_CASES = [
         ["2026-03-28T01:30", "2026-03-29T01:00", "2026-03-30T00:30"],
     ),
     ("cron(30 2 * * ? *)", "Europe/Berlin", "2026-03-28T12:00", ["2026-03-29T01:00", "2026-03-30T00:30"]),
+    # Two skipped wall times collapse into the one fire after the gap.
+    ("0,30 2 * * *", "Europe/Berlin", "2026-03-28T12:00", ["2026-03-29T01:00", "2026-03-30T00:00"]),
     # An hourly job follows real time: one fire per real hour, none made up for 02:00.
     (
         "0 * * * *",

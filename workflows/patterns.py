@@ -15,7 +15,8 @@ rule written for AWS behaves the same in Sluice:
   pattern must match within one element;
 - a missing field matches only ``{"exists": false}``. ``anything-but`` matches a present
   ``null`` (as AWS does) but never a missing field. ``exists`` looks at leaf values only: an
-  object, or an empty array, counts as "no leaf value here".
+  object, or an empty array, counts as "no leaf value here"; a present ``null`` is a value.
+- an exact string never equals a number (``"300"`` vs ``300``), and ``true`` never equals ``1``.
 
 Patterns are compiled into closures with the per-leaf work decided up front (a set lookup for
 plain strings), so matching costs about a microsecond per rule; a bus can further skip rules by
@@ -83,7 +84,7 @@ class Pattern:
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (a decoded JSON object) satisfies the pattern."""
-        return type(event) is dict and self._match(event)
+        return isinstance(event, dict) and self._match(event)
 
     def __repr__(self) -> str:
         return f"Pattern({self.source!r})"

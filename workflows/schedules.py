@@ -19,7 +19,7 @@ name). Following cronie:
 
 - a wall time skipped by a spring-forward gap fires once, at the first instant after the gap
   (``30 2 * * *`` in Europe/Berlin fires at 03:00 CEST on the last Sunday of March) — the run
-  is late, never lost;
+  is late, never lost; several skipped times, or a skipped time and 03:00 itself, make one fire;
 - a wall time that occurs twice (fall-back) fires once, at its first occurrence;
 - except for schedules whose hour field selects every hour (``0 * * * *``, ``*/5 * * * *``):
   they follow real time instead, so they fire in both copies of a repeated hour and skip the
@@ -294,6 +294,8 @@ def _utc(seconds: float) -> datetime:
 def parse_schedule(expr: str, timezone: str = "UTC") -> Schedule:
     """Parse ``expr`` (5-field cron, ``cron(...)`` or ``rate(...)``) for ``timezone``.
 
+    ``rate(N seconds)`` is a Sluice extension; EventBridge's smallest rate unit is the minute.
+
     Raises ``ScheduleError`` naming the problem and a valid form, e.g.
     ``rate(1 minutes): write rate(1 minute)``.
     """
@@ -474,9 +476,7 @@ def _parse_field(
     values: set[int] = set()
     for part in text.split(","):
         base, slash, step_text = part.partition("/")
-        step = (
-            _number(step_text, f"{name} step", 1, hi - lo + 1 if hi > lo else 1, None, expr) if slash else 1
-        )
+        step = _number(step_text, f"{name} step", 1, hi - lo + 1, None, expr) if slash else 1
         if base == "*":
             first, last = lo, hi
         elif "-" in base:
