@@ -367,3 +367,27 @@ async def test_burst_of_2000_files_from_4_writers(make: Make, tmp_path: Path) ->
     assert len(events) == 2000
     assert len(set(keys(events))) == 2000
     assert running.emit.calls == 2001
+
+
+def test_from_spec_reads_the_spec_fields(tmp_path: Path) -> None:
+    from workflows.spec import FileTrigger
+
+    spec = FileTrigger(
+        name="drop",
+        path=tmp_path / "in",
+        recursive=True,
+        suffix=".jpg",
+        events=("created", "removed"),
+        after="move:done",
+    )
+    r = FileTriggerRunner.from_spec("thumbs", spec, kv=MemoryKV(), concurrency=4)
+    assert (r.name, r.workflow, r.root, r.recursive, r.suffix, r.prefix) == (
+        "drop",
+        "thumbs",
+        tmp_path / "in",
+        True,
+        ".jpg",
+        "",
+    )
+    assert r.events == {"created", "removed"} and r.after == "move" and r.move_dir == tmp_path / "in" / "done"
+    assert r.stable_s == 2.0 and r.concurrency == 4 and r.state_key == "files:thumbs:drop:state"

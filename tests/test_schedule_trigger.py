@@ -264,3 +264,54 @@ async def test_real_time_rate_one_second() -> None:
     assert second - first == timedelta(seconds=1)
     print(f"rate(1 second) lateness: {[f'{x * 1000:.1f} ms' for x in lateness]}")
     assert all(0 <= x < 0.5 for x in lateness)  # measured: a few ms; slack for a shared 2-core box
+
+
+async def test_a_tick_interrupted_mid_catchup_resumes_the_same_fires() -> None:
+    """The bus fails on the third of five catch-up fires; the restarted trigger fires 3-5, no more."""
+    emit, kv, audit = RecordingEmit(), MemoryKV(), AuditLog()
+    failing = {"2026-03-02T04:00:00Z"}
+
+    def flaky(event: dict[str, Any]) -> None:
+        if event["time"] in failing:
+            failing.clear()
+            raise RuntimeError("bus down")
+
+    emit.on_call = flaky
+    r = runner(kv=kv, catchup="all", max_catchup=5, audit=audit)
+    await r.tick(D0, emit)
+    await r.tick(D0.replace(hour=1, minute=0), emit)
+    back = D0 + timedelta(days=1)
+    with pytest.raises(RuntimeError, match="bus down"):
+        await r.tick(back, emit)
+    restarted = runner(kv=kv, catchup="all", max_catchup=5, audit=audit)
+    await restarted.tick(back + timedelta(minutes=1), emit)
+    assert times(emit) == [f"2026-03-02T{h:02d}:00:00Z" for h in range(1, 7)]
+    skipped = [a[3] for a in audit.entries]
+    assert len(skipped) == len(set(skipped)) == 23 - 5
+    assert (await kv.get("schedule:wf:tick"))["scheduled_time"] == "2026-03-03T00:00:00+00:00"
+
+
+def test_from_spec_reads_the_spec_fields() -> None:
+    from workflows.spec import ScheduleTrigger
+
+    spec = ScheduleTrigger(
+        name="nightly",
+        expression="cron(0 2 * * ? *)",
+        timezone="Europe/Berlin",
+        catchup="all",
+        catchup_window_s=3600.0,
+        max_catchup=3,
+    )
+    r = ScheduleTriggerRunner.from_spec("report", spec, kv=MemoryKV())
+    assert (r.name, r.workflow, r.catchup, r.catchup_window_s, r.max_catchup) == (
+        "nightly",
+        "report",
+        "all",
+        3600.0,
+        3,
+    )
+    assert (r.schedule.expression, r.schedule.timezone, r.key) == (
+        "cron(0 2 * * ? *)",
+        "Europe/Berlin",
+        "schedule:report:nightly",
+    )

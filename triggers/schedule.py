@@ -215,16 +215,40 @@ class ScheduleTriggerRunner:
             raise RuntimeError(f"schedule trigger {self.name!r}: tick() needs emit (or run(emit))")
         if self._state is None:
             await self.start(now)
+        # fires decided by an interrupted tick go first, exactly as decided (no re-planning)
+        results = await self._run_pending(emit, now)
         plan = self._plan(self.cursor, now)
-        if plan is None:
-            return []
-        await self._record_skips(plan, now)
+        if plan is not None:
+            await self._commit_plan(plan, now)
+            results += await self._run_pending(emit, now)
+        return results
+
+    async def _commit_plan(self, plan: _Plan, now: datetime) -> None:
+        """Audit the skips, then persist the decision in one write, before any fire is emitted.
+
+        A crash mid-way thus resumes the same fires rather than re-planning from a cursor that
+        already moved (which could fire more than ``max_catchup``, or audit skips twice).
+        """
+        changes: dict[str, Any] = {
+            "pending": [[t.isoformat(), is_catchup] for t, is_catchup in plan.fires],
+            "target": plan.cursor.isoformat(),
+        }
+        if plan.skipped_total:
+            changes.update(await self._audit_skips(plan, now))
+        await self._record(**changes)
+
+    async def _run_pending(self, emit: Emit, now: datetime) -> list[FireResult]:
+        assert self._state is not None
+        pending = self._state.get("pending") or []
+        target = self._state.get("target")
         results = []
-        for scheduled, is_catchup in plan.fires:
-            result = await self._fire(emit, scheduled, now, is_catchup)
-            results.append(result)
-        if self.cursor < plan.cursor:
-            await self._record(scheduled_time=plan.cursor.isoformat())
+        for iso, is_catchup in pending:
+            scheduled = datetime.fromisoformat(iso)
+            if scheduled > self.cursor:
+                results.append(await self._fire(emit, scheduled, now, is_catchup))
+        if pending or target:
+            cursor = max(self.cursor, datetime.fromisoformat(target)) if target else self.cursor
+            await self._record(scheduled_time=cursor.isoformat(), pending=[], target=None)
         return results
 
     def _plan(self, cursor: datetime, now: datetime) -> _Plan | None:
@@ -259,9 +283,7 @@ class ScheduleTriggerRunner:
             start = max(cursor, now - timedelta(seconds=self.catchup_window_s) - _TICK)
         return self.schedule.fires_between(start, missed_end, self.max_catchup, keep="first").fires
 
-    async def _record_skips(self, plan: _Plan, now: datetime) -> None:
-        if not plan.skipped_total:
-            return
+    async def _audit_skips(self, plan: _Plan, now: datetime) -> dict[str, Any]:
         reason = self._skip_reason()
         log.warning(
             "schedule %s/%s: %d missed fire(s) skipped (catchup=%s), from %s to %s",
@@ -278,16 +300,16 @@ class ScheduleTriggerRunner:
         if unlisted:
             await self._audit(plan.skipped[-1], f"{reason}; {unlisted} more skipped fires not listed")
         assert self._state is not None
-        await self._record(
-            skipped_total=int(self._state.get("skipped_total", 0)) + plan.skipped_total,
-            last_skip={
+        return {
+            "skipped_total": int(self._state.get("skipped_total", 0)) + plan.skipped_total,
+            "last_skip": {
                 "count": plan.skipped_total,
                 "first": iso_z(plan.skipped[0]),
                 "listed_last": iso_z(plan.skipped[-1]),
                 "decided_at": iso_z(now),
                 "reason": reason,
             },
-        )
+        }
 
     def _skip_reason(self) -> str:
         if self.catchup == "none":
