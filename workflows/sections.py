@@ -1,233 +1,56 @@
-"""Per-section parsers of a workflow file (params, triggers, steps, notify) for the loader.
-
-Every parser records problems on a FileCtx and returns a best-effort value, so one load reports
-every problem of a file; the loader builds a Workflow only when no problem was recorded.
-"""
+"""Parsing ``params:``, ``triggers:`` and ``notify:`` of a workflow file."""
 
 from __future__ import annotations
 
-import ast
-import datetime as dt
-import difflib
-import importlib.util
-import json
 import re
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from workflows.dag import Dag
-from workflows.errors import TemplateError
+import yaml
+
+from workflows.errors import PatternError, ScheduleError
+from workflows.fields import (
+    NAME,
+    FileCtx,
+    check_variables,
+    read_bool,
+    read_choice,
+    read_duration,
+    read_int,
+    read_size,
+    read_str,
+    read_str_list,
+    read_str_map,
+    type_ok,
+)
 from workflows.spec import (
     PARAM_TYPES,
-    ContainerSpec,
-    ExitRule,
-    FailSpec,
+    EventTrigger,
+    FileTrigger,
+    NotifySpec,
     ParamSpec,
-    RetrySpec,
-    StepSpec,
-    VolumeSpec,
-    WaitSpec,
+    ScheduleTrigger,
+    TriggerSpec,
+    WebhookTrigger,
 )
-from workflows.templating import CONTEXT_NAMES, Renderable, Static, compile_value
-from workflows.units import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
+from workflows.templating import Renderable
 
-NAME = re.compile(r"[A-Za-z0-9_-]+")
-_IDENT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list,),
-}
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def type_ok(type_name: str, value: Any) -> bool:
-    """Whether ``value`` has param type ``type_name``; a bool is neither an integer nor a number."""
-    if isinstance(value, bool) and type_name != "boolean":
-        return False
-    return isinstance(value, _PY_TYPES[type_name])
+class YamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """yaml's safe loader with YAML 1.2 booleans: only true/false, so ``on:`` stays the key "on"."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
-@dataclass
-class FileCtx:
-    """Where problems of one file are collected, and what paths resolve against."""
-
-    file: str
-    dir: Path
-    errors: list = field(default_factory=list)
-    schema_files: list[Path] = field(default_factory=list)
-
-    def err(self, where: str, problem: str, hint: str = "") -> None:
-        from workflows.errors import SpecError
-
-        self.errors.append(SpecError(self.file, where, problem, hint))
-
-    @staticmethod
-    def show(value: Any) -> str:
-        """A short rendering of an offending value; strings from the environment stay masked."""
-        if type(value).__name__ == "_EnvStr":
-            return "a value from the environment"
-        if isinstance(value, dict):
-            return "a mapping"
-        if isinstance(value, list):
-            return "a list"
-        text = json.dumps(value, ensure_ascii=False, default=str)
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    def fields(
-        self, where: str, value: Any, allowed: Collection[str], required: Collection[str] = ()
-    ) -> bool:
-        """Check that ``value`` is a mapping with known keys and the required ones; False if not a mapping."""
-        if not isinstance(value, dict):
-            self.err(
-                where, f"must be a mapping, got {self.show(value)}", f"write fields such as {_first(allowed)}"
-            )
-            return False
-        prefix = f"{where}." if where else ""
-        for key in value:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else f"valid fields: {', '.join(allowed)}"
-            self.err(f"{prefix}{key}", "unknown field", hint)
-        for key in required:
-            if value.get(key) is None:
-                self.err(f"{prefix}{key}", "is required", f"add {key}:")
-        return True
-
-    def template(self, where: str, value: Any) -> Renderable | None:
-        if value is None:
-            return None
-        try:
-            return compile_value(value, where)
-        except TemplateError as exc:
-            self.err(where, getattr(exc, "problem", str(exc)), "fix the {{ }} expression")
-            return None
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _first(allowed: Collection[str]) -> str:
-    return ", ".join(list(allowed)[:3])
-
-
-def _leaf(where: str) -> str:
-    return re.sub(r"\[\d+\]$", "", where).rsplit(".", 1)[-1]
-
-
-# --- scalar readers: None means "absent" (or wrong, with the problem recorded) -------------------
-
-
-def read_str(ctx: FileCtx, where: str, value: Any, example: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    ctx.err(where, f"must be a string, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}")
-    return None
-
-
-def read_int(ctx: FileCtx, where: str, value: Any, lo: int, hi: int, example: int) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
-        return value
-    ctx.err(
-        where,
-        f"must be an integer from {lo} to {hi}, got {ctx.show(value)}",
-        f"write e.g. {_leaf(where)}: {example}",
-    )
-    return None
-
-
-def read_number(ctx: FileCtx, where: str, value: Any, lo: float, example: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= lo:
-        return float(value)
-    ctx.err(
-        where, f"must be a number >= {lo:g}, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}"
-    )
-    return None
-
-
-def read_bool(ctx: FileCtx, where: str, value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    ctx.err(where, f"must be true or false, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: true")
-    return None
-
-
-def read_choice(ctx: FileCtx, where: str, value: Any, choices: Collection[str]) -> str | None:
-    if value is None or value in choices:
-        return value
-    ctx.err(
-        where,
-        f"must be one of {', '.join(choices)}, got {ctx.show(value)}",
-        f"write e.g. {_leaf(where)}: {_first_choice(choices)}",
-    )
-    return None
-
-
-def _first_choice(choices: Collection[str]) -> str:
-    return next(iter(choices))
-
-
-def read_duration(ctx: FileCtx, where: str, value: Any, example: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError:
-        ctx.err(
-            where,
-            f"must be a duration ({DURATION_FORMS}), got {ctx.show(value)}",
-            f"write e.g. {_leaf(where)}: {example}",
-        )
-        return None
-
-
-def read_size(ctx: FileCtx, where: str, value: Any, example: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError:
-        ctx.err(
-            where,
-            f"must be a size ({SIZE_FORMS}), got {ctx.show(value)}",
-            f"write e.g. {_leaf(where)}: {example}",
-        )
-        return None
-
-
-def read_str_list(ctx: FileCtx, where: str, value: Any, example: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    ctx.err(
-        where, f"must be a list of strings, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}"
-    )
-    return None
-
-
-def read_str_map(ctx: FileCtx, where: str, value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values()):
-        return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
-    ctx.err(
-        where,
-        f"must be a mapping of names to strings, got {ctx.show(value)}",
-        f"write e.g. {_leaf(where)}: {{NAME: value}}",
-    )
-    return None
-
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 # --- params ----------------------------------------------------------------------------------------
 
@@ -251,7 +74,7 @@ def parse_params(ctx: FileCtx, raw: Any) -> dict[str, ParamSpec]:
             ctx.err(
                 f"{where}.default",
                 f"must be of type {kind}, got {ctx.show(default)}",
-                f"write {_article(kind)} {kind} default, or change type",
+                f"write {'an' if kind[0] in 'aeiou' else 'a'} {kind} default, or change type",
             )
         required = read_bool(ctx, f"{where}.required", body.get("required"))
         description = read_str(ctx, f"{where}.description", body.get("description"), "the image width") or ""
@@ -265,438 +88,298 @@ def parse_params(ctx: FileCtx, raw: Any) -> dict[str, ParamSpec]:
     return params
 
 
-# --- steps -----------------------------------------------------------------------------------------
+# --- triggers and notify -----------------------------------------------------------------------------
 
-_KINDS = ("function", "container", "wait", "fail")
-_STEP_FIELDS = (
-    *_KINDS,
-    "needs",
-    "when",
-    "input",
-    "timeout",
-    "memory",
-    "concurrency",
-    "retry",
-    "on_failure",
-    "for_each",
-    "array",
-    "description",
+_TRIGGER_KINDS = ("files", "schedule", "webhook", "event")
+_SCHEDULE_SIBLINGS = ("timezone", "catchup", "catchup_window", "max_catchup")
+_FILE_FIELDS = ("path", "recursive", "prefix", "suffix", "glob", "events", "after", "stable")
+_WEBHOOK_FIELDS = (
+    "name",
+    "secret",
+    "token",
+    "signature_header",
+    "timestamp_header",
+    "tolerance",
+    "auth",
+    "schema",
+    "max_body",
 )
-_CONTAINER_FIELDS = (
-    "image",
-    "command",
-    "env",
-    "vcpus",
-    "memory",
-    "queue",
-    "volumes",
-    "working_dir",
-    "user",
-    "network",
-    "parameters",
-)
-_RETRY_FIELDS = ("attempts", "interval", "backoff_rate", "max_delay", "jitter", "errors", "evaluate_on_exit")
-_EXIT_FIELDS = ("on_exit_code", "on_reason", "on_status_reason", "action")
+_NOTIFY_FIELDS = ("url", "on", "secret", "headers", "pattern")
+_RUN_STATES = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+_AFTER = re.compile(r"keep|delete|move:.+")
 
 
-def parse_steps(ctx: FileCtx, raw: Any) -> dict[str, StepSpec]:
-    """``steps: {name: {...}}``; every step is returned (best effort) so needs checks stay accurate."""
+def parse_triggers(ctx: FileCtx, raw: Any) -> tuple[TriggerSpec, ...]:
+    """``triggers:`` is a list; each item has exactly one of files/schedule/webhook/event."""
     if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not raw:
+        return ()
+    if not isinstance(raw, list):
         ctx.err(
-            "steps",
-            f"must be a mapping of step names to steps, got {ctx.show(raw)}",
-            "write e.g. steps: {probe: {function: images:probe}}",
+            "triggers",
+            f"must be a list, got {ctx.show(raw)}",
+            'write e.g. triggers: [{schedule: "rate(5 minutes)"}]',
         )
-        return {}
-    steps = {}
-    for name, body in raw.items():
-        if not NAME.fullmatch(str(name)):
+        return ()
+    counts: Counter[str] = Counter()
+    triggers: list[TriggerSpec] = []
+    for i, item in enumerate(raw):
+        where = f"triggers[{i}]"
+        kinds = [k for k in _TRIGGER_KINDS if k in item] if isinstance(item, dict) else []
+        if len(kinds) != 1:
+            got = " and ".join(kinds) if kinds else ctx.show(item)
             ctx.err(
-                f"steps.{name}",
-                "a step name uses only letters, digits, - and _",
-                "rename it, e.g. resize-image",
-            )
-        steps[str(name)] = _step(ctx, str(name), body)
-    return steps
-
-
-def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
-    where = f"steps.{name}"
-    if not ctx.fields(where, body, _STEP_FIELDS):
-        return StepSpec(name, "fail", fail=FailSpec("Invalid"))
-    kinds = [k for k in _KINDS if k in body]
-    if len(kinds) != 1:
-        got = " and ".join(kinds) if kinds else "none"
-        ctx.err(
-            where,
-            f"must have exactly one of function, container, wait or fail, got {got}",
-            "write e.g. function: images:probe",
-        )
-    kind = kinds[0] if kinds else "function"
-    array = read_int(ctx, f"{where}.array", body.get("array"), 2, 10000, 4)
-    if array is not None and kind != "container":
-        ctx.err(f"{where}.array", "array is for container steps only", "use for_each for other steps")
-    if array is not None and body.get("for_each") is not None:
-        ctx.err(f"{where}.for_each", "a step has either for_each or array, not both", "remove one of them")
-    return StepSpec(
-        name=name,
-        kind=kind,  # type: ignore[arg-type]
-        needs=read_str_list(ctx, f"{where}.needs", body.get("needs"), "[probe]") or (),
-        when=ctx.template(f"{where}.when", body.get("when")),
-        input=ctx.template(f"{where}.input", body.get("input")),
-        function=_function(ctx, f"{where}.function", body.get("function")) if kind == "function" else None,
-        container=_container(ctx, f"{where}.container", body.get("container"))
-        if kind == "container"
-        else None,
-        wait=_wait(ctx, f"{where}.wait", body.get("wait")) if kind == "wait" else None,
-        fail=_fail(ctx, f"{where}.fail", body.get("fail")) if kind == "fail" else None,
-        timeout_s=read_duration(ctx, f"{where}.timeout", body.get("timeout"), "30s"),
-        memory_bytes=read_size(ctx, f"{where}.memory", body.get("memory"), "256MiB"),
-        concurrency=read_int(ctx, f"{where}.concurrency", body.get("concurrency"), 1, 10000, 4),
-        retry=_retry(ctx, f"{where}.retry", body.get("retry"), kind == "container"),
-        on_failure=read_choice(ctx, f"{where}.on_failure", body.get("on_failure"), ("fail", "continue"))
-        or "fail",  # type: ignore[arg-type]
-        for_each=_for_each(ctx, f"{where}.for_each", body.get("for_each")),
-        array=array,
-    )
-
-
-def _for_each(ctx: FileCtx, where: str, value: Any) -> Renderable | None:
-    if value is None:
-        return None
-    if isinstance(value, list) or (isinstance(value, str) and "{{" in value):
-        return ctx.template(where, value)
-    ctx.err(
-        where,
-        f"must be a list or a template giving a list, got {ctx.show(value)}",
-        'write e.g. for_each: "{{ steps.probe.output.tiles }}"',
-    )
-    return None
-
-
-def _function(ctx: FileCtx, where: str, ref: Any) -> str | None:
-    """Check ``module:callable`` without importing user code: find the file, parse it with ast."""
-    if read_str(ctx, where, ref, "images:probe") is None:
-        return None
-    module, _, attr = ref.partition(":")
-    if not _IDENT_PATH.fullmatch(module) or not attr.isidentifier():
-        ctx.err(where, f"must be module:callable, got {ctx.show(ref)}", "write e.g. function: images:probe")
-        return None
-    relative = Path(*module.split("."))
-    for candidate in (ctx.dir / relative.with_suffix(".py"), ctx.dir / relative / "__init__.py"):
-        if candidate.is_file():
-            _check_defined(ctx, where, candidate, attr)
-            return ref
-    origin = _installed_origin(module)
-    if origin is None:
-        ctx.err(
-            where,
-            f"module {module} not found: no {relative}.py beside the workflow and no installed module",
-            f"create {relative}.py next to the workflow file",
-        )
-    elif origin.endswith(".py"):
-        _check_defined(ctx, where, Path(origin), attr)
-    return ref
-
-
-def _installed_origin(module: str) -> str | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    return None if spec is None else (spec.origin or "")
-
-
-def _check_defined(ctx: FileCtx, where: str, source: Path, attr: str) -> None:
-    try:
-        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
-    except (OSError, SyntaxError, ValueError) as exc:
-        line = getattr(exc, "lineno", None)
-        ctx.err(
-            where,
-            f"cannot parse {source.name}" + (f" (line {line})" if line else "") + f": {exc}",
-            "fix the Python file",
-        )
-        return
-    names = set(_top_level_names(tree))
-    if attr not in names and "*" not in names:
-        ctx.err(
-            where,
-            f"{source.name} defines no top-level {attr}",
-            f"add def {attr}(event, context): ... to {source.name}",
-        )
-
-
-def _top_level_names(tree: ast.Module) -> Iterator[str]:
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            yield node.name
-        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            yield from (n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            yield from ((a.asname or a.name).split(".")[0] for a in node.names)
-
-
-def _container(ctx: FileCtx, where: str, body: Any) -> ContainerSpec | None:
-    if not ctx.fields(where, body, _CONTAINER_FIELDS, required=("image",)):
-        return None
-    image = read_str(ctx, f"{where}.image", body.get("image"), "busybox:1.36") or ""
-    env = body.get("env") or {}
-    if not isinstance(env, dict):
-        ctx.err(
-            f"{where}.env",
-            f"must be a mapping of names to values, got {ctx.show(env)}",
-            'write e.g. env: {KEY: "{{ params.key }}"}',
-        )
-        env = {}
-    return ContainerSpec(
-        image=image,
-        command=_command(ctx, f"{where}.command", body.get("command")),
-        env={
-            str(k): ctx.template(f"{where}.env.{k}", v if isinstance(v, str) else json.dumps(v)) or Static("")
-            for k, v in env.items()
-        },
-        vcpus=read_number(ctx, f"{where}.vcpus", body.get("vcpus"), 0.01, "1") or 1.0,
-        memory_bytes=read_size(ctx, f"{where}.memory", body.get("memory"), "512MiB") or 512 * 1024**2,
-        queue=read_str(ctx, f"{where}.queue", body.get("queue"), "default") or "default",
-        volumes=_volumes(ctx, f"{where}.volumes", body.get("volumes")),
-        working_dir=read_str(ctx, f"{where}.working_dir", body.get("working_dir"), "/work"),
-        user=read_str(
-            ctx,
-            f"{where}.user",
-            str(body["user"]) if isinstance(body.get("user"), int) else body.get("user"),
-            '"1000:1000"',
-        ),
-        network=read_str(ctx, f"{where}.network", body.get("network"), "none"),
-        parameters=read_str_map(ctx, f"{where}.parameters", body.get("parameters")) or {},
-    )
-
-
-def _command(ctx: FileCtx, where: str, value: Any) -> tuple[Renderable, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        ctx.err(
-            where,
-            "must be a list of arguments (argv), not a string",
-            'write a list, e.g. command: [sh, -c, "echo hello"]',
-        )
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
-        ctx.err(
-            where, f"must be a list of strings, got {ctx.show(value)}", "write e.g. command: [python, run.py]"
-        )
-        return None
-    parts = [ctx.template(f"{where}[{i}]", v if isinstance(v, str) else str(v)) for i, v in enumerate(value)]
-    return tuple(p for p in parts if p is not None)
-
-
-def _volumes(ctx: FileCtx, where: str, value: Any) -> tuple[VolumeSpec, ...]:
-    volumes = []
-    for i, spec in enumerate(read_str_list(ctx, where, value, '["./data:/data:ro"]') or ()):
-        parts = spec.split(":")
-        if (
-            len(parts) not in (2, 3)
-            or not all(parts[:2])
-            or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
-        ):
-            ctx.err(
-                f"{where}[{i}]",
-                f"must be host:container or host:container:ro, got {ctx.show(spec)}",
-                'write e.g. "./data:/data:ro"',
+                where,
+                f"must have exactly one of files, schedule, webhook or event, got {got}",
+                "write e.g. - schedule: rate(5 minutes)",
             )
             continue
-        host = str((ctx.dir / parts[0]).resolve()) if parts[0].startswith(".") else parts[0]
-        volumes.append(VolumeSpec(host, parts[1], len(parts) == 3 and parts[2] == "ro"))
-    return tuple(volumes)
-
-
-def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec:
-    if body is None:
-        return RetrySpec()
-    if isinstance(body, int) and not isinstance(body, bool):
-        body = {"attempts": body}
-    if not ctx.fields(where, body, _RETRY_FIELDS):
-        return RetrySpec()
-    rules = _exit_rules(ctx, f"{where}.evaluate_on_exit", body.get("evaluate_on_exit"))
-    if rules and not is_container:
-        ctx.err(
-            f"{where}.evaluate_on_exit",
-            "evaluate_on_exit is for container steps only",
-            "use retry.errors for other steps",
+        kind = kinds[0]
+        counts[kind] += 1
+        extra = _SCHEDULE_SIBLINGS if kind == "schedule" else ()
+        ctx.fields(where, item, (kind, "name", "input", *extra))
+        name = read_str(ctx, f"{where}.name", item.get("name"), "nightly") or f"{kind}-{counts[kind]}"
+        trigger = _TRIGGER_PARSERS[kind](
+            ctx, where, item, name, _trigger_input(ctx, where, item.get("input"))
         )
-    default = RetrySpec()
-    return RetrySpec(
-        attempts=read_int(ctx, f"{where}.attempts", body.get("attempts"), 1, 10, 3) or default.attempts,
-        interval_s=_or(
-            read_duration(ctx, f"{where}.interval", body.get("interval"), "5s"), default.interval_s
-        ),
-        backoff_rate=_or(
-            read_number(ctx, f"{where}.backoff_rate", body.get("backoff_rate"), 1.0, "2.0"),
-            default.backoff_rate,
-        ),
-        max_delay_s=read_duration(ctx, f"{where}.max_delay", body.get("max_delay"), "10m"),
-        jitter=read_choice(ctx, f"{where}.jitter", body.get("jitter"), ("full", "none")) or "full",  # type: ignore[arg-type]
-        errors=read_str_list(ctx, f"{where}.errors", body.get("errors"), "[States.Timeout]")
-        or default.errors,
-        evaluate_on_exit=rules,
+        if trigger is not None:
+            triggers.append(trigger)
+    _unique_trigger_names(ctx, triggers)
+    return tuple(triggers)
+
+
+def _trigger_input(ctx: FileCtx, where: str, value: Any) -> Renderable | None:
+    renderable = ctx.template(f"{where}.input", value)
+    if renderable is not None:
+        check_variables(ctx, f"{where}.input", renderable, ("event",), {}, (), (), "")
+    return renderable
+
+
+def _unique_trigger_names(ctx: FileCtx, triggers: list[TriggerSpec]) -> None:
+    for name, count in Counter(t.name for t in triggers).items():
+        if count > 1:
+            ctx.err(
+                "triggers", f"trigger name {name!r} is used {count} times", "give each trigger a unique name:"
+            )
+
+
+def _file_trigger(
+    ctx: FileCtx, where: str, item: dict[str, Any], name: str, input_: Renderable | None
+) -> TriggerSpec | None:
+    w, body = f"{where}.files", item["files"]
+    if not ctx.fields(w, body, _FILE_FIELDS, required=("path",)):
+        return None
+    events = read_str_list(ctx, f"{w}.events", body.get("events"), "[created]") or ("created",)
+    for event in events:
+        if event not in ("created", "removed"):
+            ctx.err(f"{w}.events", f"unknown event {event!r}", "write created and/or removed")
+    after = read_str(ctx, f"{w}.after", body.get("after"), "move:done") or "keep"
+    if not _AFTER.fullmatch(after):
+        ctx.err(
+            f"{w}.after",
+            f"must be keep, delete or move:<dir>, got {ctx.show(after)}",
+            "write e.g. after: move:done",
+        )
+    return FileTrigger(
+        name=name,
+        input=input_,
+        path=(ctx.dir / (read_str(ctx, f"{w}.path", body.get("path"), "inbox") or ".")).resolve(),
+        recursive=bool(read_bool(ctx, f"{w}.recursive", body.get("recursive"))),
+        prefix=read_str(ctx, f"{w}.prefix", body.get("prefix"), "images/") or "",
+        suffix=read_str(ctx, f"{w}.suffix", body.get("suffix"), ".jpg") or "",
+        glob=read_str(ctx, f"{w}.glob", body.get("glob"), '"*.jpg"'),
+        events=events,
+        after=after,
+        stable_s=read_duration(ctx, f"{w}.stable", body.get("stable"), "2s") or 0.0,
     )
 
 
-def _or(value: float | None, default: float) -> float:
+def _schedule_trigger(
+    ctx: FileCtx, where: str, item: dict[str, Any], name: str, input_: Renderable | None
+) -> TriggerSpec | None:
+    expression = read_str(ctx, f"{where}.schedule", item["schedule"], '"rate(5 minutes)"')
+    timezone = read_str(ctx, f"{where}.timezone", item.get("timezone"), "Europe/Berlin") or "UTC"
+    if expression is None:
+        return None
+    try:
+        from workflows.schedules import parse_schedule
+    except ImportError:  # pragma: no cover - schedules.py not yet present
+        parse_schedule = None
+    if parse_schedule is not None:
+        try:
+            parse_schedule(expression, timezone)
+        except ScheduleError as exc:
+            ctx.err(
+                f"{where}.schedule", str(exc), 'write e.g. schedule: "cron(0 2 * * ? *)" or "rate(5 minutes)"'
+            )
+    return ScheduleTrigger(
+        name=name,
+        input=input_,
+        expression=expression,
+        timezone=timezone,
+        catchup=read_choice(ctx, f"{where}.catchup", item.get("catchup"), ("none", "latest", "all"))
+        or "none",  # type: ignore[arg-type]
+        catchup_window_s=read_duration(ctx, f"{where}.catchup_window", item.get("catchup_window"), "1d"),
+        max_catchup=read_int(ctx, f"{where}.max_catchup", item.get("max_catchup"), 1, 10000, 10) or 10,
+    )
+
+
+def _webhook_trigger(
+    ctx: FileCtx, where: str, item: dict[str, Any], name: str, input_: Renderable | None
+) -> TriggerSpec | None:
+    w, body = f"{where}.webhook", item["webhook"]
+    if isinstance(body, str):
+        body = {"name": body}
+    if not ctx.fields(w, body, _WEBHOOK_FIELDS):
+        return None
+    name = read_str(ctx, f"{w}.name", body.get("name"), "upload") or name
+    if not NAME.fullmatch(name):
+        ctx.err(
+            f"{w}.name",
+            f"must use only letters, digits, - and _, got {ctx.show(name)}",
+            "write e.g. name: upload",
+        )
+    secret = read_str(ctx, f"{w}.secret", body.get("secret"), '"${env:HOOK_SECRET}"')
+    token = read_str(ctx, f"{w}.token", body.get("token"), '"${env:HOOK_TOKEN}"')
+    auth = read_choice(ctx, f"{w}.auth", body.get("auth"), ("hmac", "token", "none"))
+    auth = _webhook_auth(ctx, w, auth, secret, token)
+    return WebhookTrigger(
+        name=name,
+        input=input_,
+        secret=secret,
+        token=token,
+        signature_header=read_str(ctx, f"{w}.signature_header", body.get("signature_header"), "X-Signature")
+        or "X-Hub-Signature-256",
+        timestamp_header=read_str(ctx, f"{w}.timestamp_header", body.get("timestamp_header"), "X-Timestamp"),
+        tolerance_s=_default(read_duration(ctx, f"{w}.tolerance", body.get("tolerance"), "5m"), 300.0),
+        auth=auth,  # type: ignore[arg-type]
+        schema=_webhook_schema(ctx, f"{w}.schema", body.get("schema")),
+        max_body_bytes=_default(read_size(ctx, f"{w}.max_body", body.get("max_body"), "1MiB"), 1024**2),
+    )
+
+
+def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _exit_rules(ctx: FileCtx, where: str, value: Any) -> tuple[ExitRule, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or len(value) > 5:
-        ctx.err(
-            where,
-            f"must be a list of at most 5 rules, got {ctx.show(value)}",
-            "write e.g. evaluate_on_exit: [{on_exit_code: '137', action: retry}]",
-        )
-        return ()
-    rules = []
-    for i, body in enumerate(value):
-        w = f"{where}[{i}]"
-        if not ctx.fields(w, body, _EXIT_FIELDS, required=("action",)):
-            continue
-        matchers = {k: str(body[k]) for k in _EXIT_FIELDS[:3] if body.get(k) is not None}
-        if not matchers:
-            ctx.err(
-                w,
-                "a rule needs on_exit_code, on_reason or on_status_reason",
-                "write e.g. on_exit_code: '137'",
-            )
-        action = body.get("action")
-        action = action.lower() if isinstance(action, str) else action
-        action = read_choice(ctx, f"{w}.action", action, ("retry", "exit")) or "exit"
-        rules.append(ExitRule(action, **matchers))  # type: ignore[arg-type]
-    return tuple(rules)
-
-
-def _wait(ctx: FileCtx, where: str, value: Any) -> WaitSpec | None:
-    """``wait: 30s``, ``wait: "{{ event.detail.at }}"``, an ISO timestamp, or ``{seconds|until: ...}``."""
-    if isinstance(value, dict):
-        if not ctx.fields(where, value, ("seconds", "until")) or len(value) != 1:
-            ctx.err(where, "must have exactly one of seconds or until", "write e.g. wait: {seconds: 30s}")
-            return None
-        value = value.get("seconds", value.get("until"))
-    if isinstance(value, dt.datetime | dt.date):
-        return WaitSpec(until=Static(value.isoformat()))
-    if isinstance(value, str) and "{{" in value:
-        return WaitSpec(until=ctx.template(where, value))
-    try:
-        return WaitSpec(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        return WaitSpec(until=Static(dt.datetime.fromisoformat(str(value)).isoformat()))
-    except ValueError:
-        ctx.err(
-            where,
-            f"must be a duration or an ISO timestamp, got {ctx.show(value)}",
-            'write e.g. wait: 30s or wait: "{{ event.detail.at }}"',
-        )
-        return None
-
-
-def _fail(ctx: FileCtx, where: str, value: Any) -> FailSpec | None:
-    if isinstance(value, str):
-        return FailSpec(value)
-    if not ctx.fields(where, value, ("error", "cause"), required=("error",)):
-        return None
-    error = read_str(ctx, f"{where}.error", value.get("error"), "BadInput") or ""
-    return FailSpec(error, ctx.template(f"{where}.cause", value.get("cause")))
-
-
-# --- template variables ----------------------------------------------------------------------------
-
-
-def check_templates(
-    ctx: FileCtx,
-    steps: Mapping[str, StepSpec],
-    dag: Dag,
-    params: Mapping[str, ParamSpec],
-    outputs: Renderable | None,
-) -> None:
-    """Check every name a template reads: context names, declared params, upstream steps."""
-    for step in steps.values():
-        fan_out = step.for_each is not None or step.array is not None
-        allowed = CONTEXT_NAMES if fan_out else CONTEXT_NAMES - {"item", "index"}
-        for where, renderable in _step_templates(step):
-            check_variables(
-                ctx, where, renderable, allowed, params, steps, dag.upstream(step.name), step.name
-            )
-    if outputs is not None:
-        check_variables(
-            ctx, "outputs", outputs, CONTEXT_NAMES - {"item", "index"}, params, steps, frozenset(steps), ""
-        )
-
-
-def _step_templates(step: StepSpec) -> Iterator[tuple[str, Renderable]]:
-    where = f"steps.{step.name}"
-    yield from ((f"{where}.{k}", r) for k, r in (("when", step.when), ("input", step.input)) if r is not None)
-    if step.for_each is not None:
-        yield f"{where}.for_each", step.for_each
-    if step.container is not None:
-        yield from ((f"{where}.container.command", r) for r in step.container.command or ())
-        yield from ((f"{where}.container.env.{k}", r) for k, r in step.container.env.items())
-    if step.wait is not None and step.wait.until is not None:
-        yield f"{where}.wait", step.wait.until
-    if step.fail is not None and step.fail.cause is not None:
-        yield f"{where}.fail.cause", step.fail.cause
-
-
-def check_variables(
-    ctx: FileCtx,
-    where: str,
-    renderable: Renderable,
-    allowed: Collection[str],
-    params: Mapping[str, Any],
-    steps: Collection[str],
-    upstream: Collection[str],
-    this_step: str,
-) -> None:
-    """Record one problem per bad name ``renderable`` reads (see :func:`check_templates`)."""
-    bad_tops = {v for v in renderable.variables if "." not in v and v not in allowed}
-    for var in sorted(renderable.variables):
-        top, _, rest = var.partition(".")
-        if var in bad_tops:
-            ctx.err(where, f"template uses unknown name {top!r}", _name_hint(top, allowed))
-        elif top in bad_tops:
-            continue
-        elif top == "params" and rest and rest not in params:
+def _webhook_auth(ctx: FileCtx, where: str, auth: str | None, secret: str | None, token: str | None) -> str:
+    """Explicit auth, or hmac with a secret, or token with a token; no credentials needs ``auth: none``."""
+    if auth is None:
+        if secret is None and token is None:
             ctx.err(
                 where,
-                f"template uses params.{rest}, which is not declared",
-                f"declare it under params: {rest}: {{type: string}}",
+                "has no secret and no token, so anyone could start this workflow",
+                'add secret: "${env:HOOK_SECRET}", or write auth: none',
             )
-        elif top == "steps" and rest:
-            _check_step_ref(ctx, where, rest, steps, upstream, this_step)
+            return "none"
+        return "hmac" if secret is not None else "token"
+    if auth == "hmac" and not secret:
+        ctx.err(f"{where}.secret", "auth: hmac needs a secret", 'add secret: "${env:HOOK_SECRET}"')
+    if auth == "token" and not token:
+        ctx.err(f"{where}.token", "auth: token needs a token", 'add token: "${env:HOOK_TOKEN}"')
+    return auth
 
 
-def _name_hint(name: str, allowed: Collection[str]) -> str:
-    if name in ("item", "index"):
-        return "item and index exist only in steps with for_each or array"
-    close = difflib.get_close_matches(name, list(allowed), n=1)
-    return f"did you mean {close[0]}?" if close else f"use one of {', '.join(sorted(allowed))}"
-
-
-def _check_step_ref(
-    ctx: FileCtx, where: str, ref: str, steps: Collection[str], upstream: Collection[str], this: str
-) -> None:
-    if ref == this:
-        ctx.err(where, f"template reads steps.{ref}, the step's own output", "read an upstream step instead")
-    elif ref not in steps:
+def _webhook_schema(ctx: FileCtx, where: str, value: Any) -> dict[str, Any] | None:
+    """An inline JSON Schema, or a JSON/YAML file beside the workflow; checked to be a valid schema."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        file = (ctx.dir / value).resolve()
+        try:
+            value = yaml.load(file.read_text(encoding="utf-8"), Loader=YamlLoader)
+        except (OSError, yaml.YAMLError) as exc:
+            ctx.err(
+                where,
+                f"cannot read schema file {file.name}: {exc}",
+                "give a JSON or YAML file relative to the workflow",
+            )
+            return None
+        ctx.schema_files.append(file)
+    if not isinstance(value, dict):
         ctx.err(
             where,
-            f"template reads steps.{ref}, but there is no step named {ref}",
-            f"steps are: {', '.join(steps)}",
+            f"must be a JSON Schema mapping or a file name, got {ctx.show(value)}",
+            "write e.g. schema: {type: object}",
         )
-    elif ref not in upstream:
-        ctx.err(where, f"template reads steps.{ref}, which is not upstream of {this}", f"add {ref} to needs")
+        return None
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(value).check_schema(value)
+    except jsonschema.SchemaError as exc:
+        ctx.err(where, f"not a valid JSON Schema: {exc.message}", "see https://json-schema.org")
+    return value
+
+
+def _event_trigger(
+    ctx: FileCtx, where: str, item: dict[str, Any], name: str, input_: Renderable | None
+) -> TriggerSpec | None:
+    w, body = f"{where}.event", item["event"]
+    if not ctx.fields(w, body, ("pattern",), required=("pattern",)):
+        return None
+    compiled = _pattern(ctx, f"{w}.pattern", body.get("pattern"))
+    if compiled is None:
+        return None
+    return EventTrigger(name=name, input=input_, pattern=body["pattern"], compiled=compiled)
+
+
+def _pattern(ctx: FileCtx, where: str, pattern: Any) -> Any:
+    if pattern is None:
+        return None
+    from workflows.patterns import compile_pattern
+
+    try:
+        return compile_pattern(pattern)
+    except PatternError as exc:
+        message = str(exc)
+        ctx.err(where, message, "" if "(" in message else "write e.g. pattern: {source: [sluice.run]}")
+        return None
+
+
+_TRIGGER_PARSERS: dict[str, Callable[..., TriggerSpec | None]] = {
+    "files": _file_trigger,
+    "schedule": _schedule_trigger,
+    "webhook": _webhook_trigger,
+    "event": _event_trigger,
+}
+
+
+def parse_notify(ctx: FileCtx, raw: Any) -> tuple[NotifySpec, ...]:
+    """``notify:`` subscribers: a URL told about run states in ``on`` (signed when ``secret`` is set)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        ctx.err(
+            "notify",
+            f"must be a list, got {ctx.show(raw)}",
+            'write e.g. notify: [{url: "http://127.0.0.1:9000/hook"}]',
+        )
+        return ()
+    subscribers = []
+    for i, body in enumerate(raw):
+        w = f"notify[{i}]"
+        if not ctx.fields(w, body, _NOTIFY_FIELDS, required=("url",)):
+            continue
+        url = read_str(ctx, f"{w}.url", body.get("url"), '"http://127.0.0.1:9000/hook"') or ""
+        if url and not url.startswith(("http://", "https://")):
+            ctx.err(
+                f"{w}.url",
+                f"must be an http:// or https:// URL, got {ctx.show(url)}",
+                'write e.g. url: "http://127.0.0.1:9000/hook"',
+            )
+        on = read_str_list(ctx, f"{w}.on", body.get("on"), "[SUCCEEDED, FAILED]") or ("SUCCEEDED", "FAILED")
+        for state in on:
+            if state not in _RUN_STATES:
+                ctx.err(f"{w}.on", f"unknown run state {state!r}", f"use {', '.join(_RUN_STATES)}")
+        if body.get("pattern") is not None:
+            _pattern(ctx, f"{w}.pattern", body["pattern"])
+        subscribers.append(
+            NotifySpec(
+                url=url,
+                on=on,
+                secret=read_str(ctx, f"{w}.secret", body.get("secret"), '"${env:NOTIFY_SECRET}"'),
+                headers=read_str_map(ctx, f"{w}.headers", body.get("headers")) or {},
+                pattern=body.get("pattern"),
+            )
+        )
+    return tuple(subscribers)

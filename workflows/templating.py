@@ -24,7 +24,22 @@ from workflows.errors import TemplateError
 
 CONTEXT_NAMES = frozenset({"event", "params", "steps", "run", "item", "index"})
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+class _DataEnvironment(SandboxedEnvironment):
+    """Dots read JSON keys first: ``steps.items.output`` and ``output.values`` mean the keys.
+
+    Plain jinja2 tries attributes before items, so a step named ``items`` or an
+    output key named ``values``/``count`` would resolve to a dict/list method.
+    Workflow data is JSON, so a key always wins over a Python attribute.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _DataEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _SINGLE_EXPR = re.compile(r"\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
 # Attributes of these names are recorded as "name.attr" in `.variables` so the loader can check them.
 _QUALIFIED = ("steps", "params")
