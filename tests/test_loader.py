@@ -144,6 +144,15 @@ BROKEN: dict[str, list[str]] = {
         "notify[0].on: unknown run state 'DONE' (use RUNNING, SUCCEEDED, FAILED, CANCELLED)",
     ],
     "trigger_input_var": ["triggers[0].input: template uses unknown name 'params' (use one of event)"],
+    "webhook_auth_mismatch": [
+        'triggers[0].webhook.secret: auth: hmac needs a secret (add secret: "${env:HOOK_SECRET}")',
+        'triggers[1].webhook.token: auth: token needs a token (add token: "${env:HOOK_TOKEN}")',
+        "triggers[1].webhook.schema: not a valid JSON Schema: 12 is not valid under any of the given schemas"
+        " (see https://json-schema.org)",
+        "triggers: trigger name 'a' is used 2 times (give each trigger a unique name)",
+        "steps.a.function: json/__init__.py defines no top-level nope"
+        " (add def nope(event, context): ... to json/__init__.py)",
+    ],
 }
 
 # Files whose message comes from a library or a sibling module: a stable prefix is asserted.
@@ -204,6 +213,12 @@ def test_load_dir_reports_every_file() -> None:
     files = {Path(e.file).stem for e in info.value.errors}
     assert files == set(BROKEN) | set(BROKEN_PREFIX)
     assert len(str(info.value).splitlines()) == len(info.value.errors)
+
+
+def test_a_missing_directory_is_one_problem(tmp_path: Path) -> None:
+    assert [str(e) for e in validate(tmp_path / "nope")] == [
+        f"{tmp_path}/nope: no such directory (give the folder that holds the workflow files)"
+    ]
 
 
 def test_duplicate_names_across_files_name_both_files() -> None:

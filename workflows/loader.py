@@ -79,6 +79,10 @@ def validate(path: str | os.PathLike[str]) -> list[SpecError]:
 
 
 def _load_all(root: Path) -> tuple[list[Workflow], list[SpecError]]:
+    if not root.is_dir():
+        return [], [
+            SpecError(str(root), "", "no such directory", "give the folder that holds the workflow files")
+        ]
     files = sorted(
         p
         for p in root.rglob("*")

@@ -158,7 +158,7 @@ def _unique_trigger_names(ctx: FileCtx, triggers: list[TriggerSpec]) -> None:
     for name, count in Counter(t.name for t in triggers).items():
         if count > 1:
             ctx.err(
-                "triggers", f"trigger name {name!r} is used {count} times", "give each trigger a unique name:"
+                "triggers", f"trigger name {name!r} is used {count} times", "give each trigger a unique name"
             )
 
 

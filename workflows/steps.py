@@ -203,9 +203,13 @@ def _check_defined(ctx: FileCtx, where: str, source: Path, attr: str) -> None:
     if attr not in names and "*" not in names:
         ctx.err(
             where,
-            f"{source.name} defines no top-level {attr}",
-            f"add def {attr}(event, context): ... to {source.name}",
+            f"{_shown(source)} defines no top-level {attr}",
+            f"add def {attr}(event, context): ... to {_shown(source)}",
         )
+
+
+def _shown(source: Path) -> str:
+    return f"{source.parent.name}/{source.name}" if source.name == "__init__.py" else source.name
 
 
 def _top_level_names(tree: ast.Module) -> Iterator[str]:
