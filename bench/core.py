@@ -127,6 +127,7 @@ class Measured:
     stderr: str
     wall_s: float
     peak_rss_mb: float
+    peak_pss_mb: float = 0.0
     timed_out: bool = False
 
 
@@ -159,6 +160,37 @@ def _tree_rss_kb(root: int) -> int:
     return total
 
 
+def _tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    pids, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack.extend(children.get(pid, []))
+    return pids
+
+
+def _tree_pss_kb(root: int) -> int:
+    """Proportional set size of the tree: shared pages split between sharers, so forked workers
+    (Luigi with workers=20) are not counted 20 times as a plain RSS sum would."""
+    total = 0
+    for pid in _tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next((int(ln.split()[1]) for ln in fh if ln.startswith("Pss:")), 0)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
@@ -169,10 +201,11 @@ def run_measured(
 ) -> Measured:
     """Run a command to exit, timing it and sampling its process tree's RSS every 100 ms.
 
-    Sampling the tree (not ``ru_maxrss`` of one process) matters for Prefect, whose local server may
-    live in a child process: the figure compared is what the whole tool costs the machine.
+    Sampling the tree (not ``ru_maxrss`` of one process) matters for Prefect, whose local server
+    lives in a child process: the figure compared is what the whole tool costs the machine. Both the
+    RSS sum and the PSS sum are kept; they differ when children share pages (forked workers).
     """
-    peak = [0]
+    peak = [0, 0]
     start = time.perf_counter()
     proc = subprocess.Popen(
         list(cmd),
@@ -187,6 +220,7 @@ def run_measured(
     def sampler() -> None:
         while not done.wait(0.1):
             peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            peak[1] = max(peak[1], _tree_pss_kb(proc.pid))
 
     thread = threading.Thread(target=sampler, daemon=True) if sample_rss else None
     if thread:
@@ -202,7 +236,7 @@ def run_measured(
     done.set()
     if thread:
         thread.join()
-    return Measured(proc.returncode, out, err, wall, peak[0] / 1024.0, timed_out)
+    return Measured(proc.returncode, out, err, wall, peak[0] / 1024.0, peak[1] / 1024.0, timed_out)
 
 
 def tail(text: str, lines: int = 6) -> str:

@@ -132,7 +132,7 @@ def _run_script(
     lines = [ln for ln in m.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"{peer.name} printed no JSON result: {tail(m.stdout + m.stderr)}")
-    return dict(json.loads(lines[-1])), m.wall_s, m.peak_rss_mb
+    return dict(json.loads(lines[-1])), m
 
 
 def _setup(peer: Peer) -> Callable[[Context], None]:
@@ -146,8 +146,8 @@ def _setup(peer: Peer) -> Callable[[Context], None]:
 def _w0(peer: Peer) -> Callable[[Context], Mapping[str, float]]:
     def w0(ctx: Context) -> Mapping[str, float]:
         """Fresh process, fresh state dir: a 1-step flow from interpreter start to exit."""
-        _, wall, rss = _run_script(peer, ctx, ["w0"], timeout_s=120)
-        return {"w0_s": wall, "peak_rss_mb": rss}
+        _, m = _run_script(peer, ctx, ["w0"], timeout_s=120)
+        return {"w0_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb, "peak_pss_mb": m.peak_pss_mb}
 
     return w0
 
@@ -163,13 +163,13 @@ def _w13(peer: Peer) -> Callable[[Context], Mapping[str, float]]:
             ctx.note("W2 with workers=2; W3 with workers=20 (w3_s) and workers=2 (w3_workers2_s)")
             if ctx.quick:
                 args += ["--no-w3-workers2"]
-        result, _, rss = _run_script(peer, ctx, args, timeout_s=600)
-        return {**result, "peak_rss_mb": rss}
+        result, m = _run_script(peer, ctx, args, timeout_s=600)
+        return {**result, "peak_rss_mb": m.peak_rss_mb, "peak_pss_mb": m.peak_pss_mb}
 
     return w13
 
 
-_UNITS_W0 = {"w0_s": "s", "peak_rss_mb": "MB"}
+_UNITS_W0 = {"w0_s": "s", "peak_rss_mb": "MB", "peak_pss_mb": "MB"}
 _UNITS_W13 = {
     "w1_runs_per_s": "runs/s",
     "w1_p50_ms": "ms",
@@ -180,6 +180,7 @@ _UNITS_W13 = {
     "w3_s": "s",
     "w3_workers2_s": "s",
     "peak_rss_mb": "MB",
+    "peak_pss_mb": "MB",
 }
 
 for _peer, _w0_reps in ((LUIGI, 3), (PREFECT, 3)):

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .core import REPO_DIR, Context, Skip, Workload, register, run_measured, tail
+from .core import REPO_DIR, Context, Measured, Skip, Workload, register, run_measured, tail
 
 ENGINE_MISSING = "engine not yet available"
 
@@ -122,10 +122,11 @@ def sluice_executable() -> str:
 
 def sluice_cli_run(
     workflow: str, folder: Path, data_dir: Path, run_input: Mapping[str, Any] | None = None
-) -> tuple[dict[str, Any], float, float]:
+) -> tuple[dict[str, Any], Measured]:
     """``sluice run WORKFLOW --dir DIR --input JSON --json`` in a fresh process.
 
-    Returns (parsed JSON of the last JSON line printed, wall seconds, peak RSS MB of the process tree).
+    Returns (the parsed ``--json`` answer, the :class:`~bench.core.Measured` process: wall seconds,
+    peak RSS and PSS of its process tree, i.e. engine plus workers).
     A non-zero exit is reported as :class:`Skip` with the CLI's stderr, because before the engine lands
     that is the expected state, not a harness failure.
     """
@@ -135,8 +136,20 @@ def sluice_cli_run(
     m = run_measured(cmd, env=env, cwd=folder, timeout_s=120)
     if m.returncode != 0 or m.timed_out:
         raise Skip(f"{ENGINE_MISSING}: `sluice run` exit {m.returncode}: {tail(m.stderr, 2)}")
-    lines = [ln for ln in m.stdout.splitlines() if ln.strip().startswith("{")]
-    return (json.loads(lines[-1]) if lines else {}), m.wall_s, m.peak_rss_mb
+    return _parse_json(m.stdout), m
+
+
+def _parse_json(stdout: str) -> dict[str, Any]:
+    """The CLI's ``--json`` answer: the whole stdout (pretty-printed), else its last JSON line."""
+    try:
+        return dict(json.loads(stdout))
+    except ValueError:
+        for line in reversed(stdout.splitlines()):
+            try:
+                return dict(json.loads(line))
+            except ValueError:
+                continue
+    raise RuntimeError(f"`sluice run --json` printed no JSON: {tail(stdout, 3)}")
 
 
 def _engine_available() -> None:
@@ -153,8 +166,12 @@ def w0_cold_start(ctx: Context) -> dict[str, float]:
     _engine_available()
     folder = ctx.tmp / f"w0-{ctx.rep}"
     write_bench_workflows(folder)
-    _, wall, rss = sluice_cli_run("w0_one", folder, folder / ".sluice")
-    return {"w0_s": wall, "peak_rss_mb": rss}
+    answer, m = sluice_cli_run("w0_one", folder, folder / ".sluice")
+    if answer.get("outputs", {}).get("result") != 1:
+        raise RuntimeError(
+            f"w0_one answered {answer.get('status')} / {answer.get('outputs')}, expected result 1"
+        )
+    return {"w0_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb, "peak_pss_mb": m.peak_pss_mb}
 
 
 def w1_chain(ctx: Context) -> dict[str, float]:
@@ -225,7 +242,7 @@ _SPECS: list[tuple[str, Any, str, dict[str, str], dict[str, str]]] = [
         "W0",
         w0_cold_start,
         "cold start: `sluice run` 1 step, fresh process",
-        {"w0_s": "s", "peak_rss_mb": "MB"},
+        {"w0_s": "s", "peak_rss_mb": "MB", "peak_pss_mb": "MB"},
         {"w0_s": "<= 0.6 s"},
     ),
     (

@@ -9,10 +9,10 @@ so Prefect runs its ephemeral local server against a fresh SQLite database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow, task
 
@@ -33,8 +33,8 @@ def total(values: list[int]) -> int:
 
 
 @task
-async def sleep1() -> int:
-    await asyncio.sleep(1.0)
+def sleep1() -> int:
+    time.sleep(1.0)
     return 1
 
 
@@ -55,8 +55,8 @@ def fan_out(n: int) -> int:
 
 
 @flow
-async def sleeper() -> int:
-    return await sleep1()
+def sleeper() -> int:
+    return sleep1()
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -90,9 +90,15 @@ def w2(n: int) -> float:
     return elapsed
 
 
-async def w3() -> float:
+def w3() -> float:
+    """20 flow runs started together from 20 threads.
+
+    Threads, not ``asyncio.gather`` of async flows: gathering was ~3.5x slower here (67 s vs 18 s),
+    and the peer should be measured at its best.
+    """
     start = time.perf_counter()
-    results = await asyncio.gather(*(sleeper() for _ in range(20)))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: sleeper(), range(20)))
     elapsed = time.perf_counter() - start
     assert results == [1] * 20, results
     return elapsed
@@ -113,7 +119,7 @@ def main() -> None:
     out["w2_100_s"] = w2(100)
     if not args.no_w2_1000:
         out["w2_1000_s"] = w2(1000)
-    out["w3_s"] = asyncio.run(w3())
+    out["w3_s"] = w3()
     print(json.dumps(out))
 
 
