@@ -1,0 +1,259 @@
+"""The bus: commit an event, match it against every rule, create runs — in one transaction.
+
+An event is acknowledged (``put`` returns) only after the transaction that holds
+it *and the runs it starts* has committed, so an accepted event can never be
+lost between "stored" and "routed". Routing is idempotent: a run is unique per
+(event, workflow), and a producer's ``dedupe_key`` makes a re-sent event (a file
+seen again after a restart, a webhook retried with the same Idempotency-Key)
+start nothing new.
+
+Matching runs on the writer thread inside the transaction: rules are compiled
+once when the catalog loads and are read-only afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from triggers.base import EmitResult
+from workflows.errors import InputError, SluiceError
+from workflows.loader import resolve_input
+
+from . import records
+from .events import complete
+from .records import RunRecord, dumps
+from .states import Status
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: a chain of workflows started by each other's state changes stops here (a loop guard)
+MAX_DEPTH = 8
+
+TxHook = Callable[[sqlite3.Connection, dict[str, Any], int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    workflow: str
+    trigger: str
+    pattern: Any  # workflows.patterns.Pattern
+    input: Any  # Renderable | None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a trigger's own event goes: its workflow, through the trigger's ``input`` template."""
+
+    workflow: str
+    trigger: str | None = None
+    params: Mapping[str, Any] | None = None  # explicit run input (a manual run), skips the template
+
+
+def new_run_id() -> str:
+    return "r-" + secrets.token_hex(8)
+
+
+class Bus:
+    """Durable intake and routing. Hand new runs to whoever listens (the orchestrator)."""
+
+    def __init__(self, store: Store, catalog: Mapping[str, Any], *, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+        self._catalog = catalog
+        self._by_source: dict[str, list[Rule]] = {}
+        self._any_source: list[Rule] = []
+        self._listeners: list[Callable[[list[RunRecord]], None]] = []
+        self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
+        self.events_accepted = 0
+        self._compile_rules()
+
+    def _compile_rules(self) -> None:
+        for wf in self._catalog.values():
+            for trig in wf.triggers:
+                if type(trig).__name__ != "EventTrigger":
+                    continue
+                rule = Rule(wf.name, trig.name, trig.compiled, trig.input)
+                sources = trig.pattern.get("source")
+                if isinstance(sources, list) and sources and all(isinstance(s, str) for s in sources):
+                    for source in sources:
+                        self._by_source.setdefault(source, []).append(rule)
+                else:
+                    self._any_source.append(rule)
+
+    @property
+    def rule_count(self) -> int:
+        return len(self._any_source) + sum(len(v) for v in self._by_source.values())
+
+    def on_runs(self, listener: Callable[[list[RunRecord]], None]) -> None:
+        self._listeners.append(listener)
+
+    def deliver(self, runs: list[RunRecord]) -> None:
+        """Hand committed runs to the listeners (call on the loop, after the commit)."""
+        if runs:
+            for listener in self._listeners:
+                listener(runs)
+
+    async def put(
+        self,
+        event: dict[str, Any],
+        *,
+        dedupe_key: str | None = None,
+        target: Target | None = None,
+        depth: int = 0,
+    ) -> EmitResult:
+        """Commit one event and the runs it starts; returns once both are durable."""
+        env = complete(event)
+        (result, runs) = await self.store.write(lambda conn: self.admit(conn, env, dedupe_key, target, depth))
+        self.deliver(runs)
+        return result
+
+    async def put_many(
+        self, entries: Iterable[tuple[dict[str, Any], str | None, Target | None]]
+    ) -> list[EmitResult]:
+        """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
+        prepared = [(complete(ev), key, target) for ev, key, target in entries]
+
+        def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
+            return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
+
+        outcomes = await self.store.write(admit_all)
+        self.deliver([run for _, runs in outcomes for run in runs])
+        return [result for result, _ in outcomes]
+
+    def emitter(self, workflow: str, trigger: str) -> Any:
+        """An ``Emit`` bound to one trigger of one workflow (see triggers/base.py)."""
+
+        async def emit(
+            event: dict[str, Any], *, dedupe_key: str | None = None, workflow: str | None = workflow
+        ) -> EmitResult:
+            return await self.put(event, dedupe_key=dedupe_key, target=Target(workflow or "", trigger))
+
+        return emit
+
+    # -- on the writer thread ---------------------------------------------------------------
+
+    def admit(
+        self,
+        conn: sqlite3.Connection,
+        env: dict[str, Any],
+        dedupe_key: str | None,
+        target: Target | None,
+        depth: int,
+    ) -> tuple[EmitResult, list[RunRecord]]:
+        if dedupe_key is not None:
+            row = conn.execute("SELECT id FROM events WHERE dedupe_key=?", (dedupe_key,)).fetchone()
+            if row is not None:
+                run_ids = tuple(r[0] for r in conn.execute("SELECT id FROM runs WHERE event_id=?", (row[0],)))
+                return EmitResult(row[0], run_ids, duplicate=True), []
+        self.insert_event(conn, env, dedupe_key)
+        runs = self.route(conn, env, target, depth)
+        return EmitResult(env["id"], tuple(r.id for r in runs)), runs
+
+    def insert_event(
+        self, conn: sqlite3.Connection, env: dict[str, Any], dedupe_key: str | None = None
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (id, source, detail_type, time, received_at, dedupe_key, replay_name, "
+            "origin_id, body) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                env["id"],
+                str(env.get("source", "")),
+                str(env.get("detail-type", "")),
+                str(env.get("time", "")),
+                self.clock(),
+                dedupe_key,
+                env.get("replay-name"),
+                env.get("_origin_id"),
+                dumps({k: v for k, v in env.items() if not k.startswith("_")}),
+            ),
+        )
+        self.events_accepted += 1
+
+    def publish(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> list[RunRecord]:
+        """Commit a state-change event inside the caller's transaction; returns the runs it starts."""
+        env = complete(env)
+        self.insert_event(conn, env)
+        return self.route(conn, env, None, depth)
+
+    def route(
+        self, conn: sqlite3.Connection, env: dict[str, Any], target: Target | None, depth: int
+    ) -> list[RunRecord]:
+        for hook in self.tx_hooks:
+            hook(conn, env, depth)
+        runs: list[RunRecord] = []
+        if target is not None and target.workflow:
+            run = self._start(conn, env, target.workflow, target.trigger, target.params, None, depth)
+            if run is not None:
+                runs.append(run)
+        for rule in self.matching_rules(env):
+            if depth + 1 > MAX_DEPTH:
+                self._audit_depth(conn, env, rule, depth)
+                continue
+            run = self._start(conn, env, rule.workflow, rule.trigger, None, rule.input, depth + 1)
+            if run is not None:
+                runs.append(run)
+        return runs
+
+    def matching_rules(self, env: dict[str, Any]) -> list[Rule]:
+        source = env.get("source")
+        candidates = self._by_source.get(source, []) if isinstance(source, str) else []
+        return [r for r in (*candidates, *self._any_source) if r.pattern.matches(env)]
+
+    def _start(
+        self,
+        conn: sqlite3.Connection,
+        env: dict[str, Any],
+        workflow: str,
+        trigger: str | None,
+        params: Mapping[str, Any] | None,
+        input_tpl: Any,
+        depth: int,
+    ) -> RunRecord | None:
+        wf = self._catalog.get(workflow)
+        if wf is None:
+            raise KeyError(f"no workflow named {workflow!r}")
+        if input_tpl is None and trigger is not None and params is None:
+            input_tpl = _trigger_input(wf, trigger)
+        now = self.clock()
+        run = RunRecord(new_run_id(), workflow, env, {}, now, depth, trigger)
+        try:
+            data = (
+                dict(params)
+                if params is not None
+                else ({} if input_tpl is None else input_tpl.render({"event": env}))
+            )
+            run.params = resolve_input(wf, data)
+        except (InputError, SluiceError) as exc:
+            run.status = Status.FAILED
+            run.error = {"errorType": "Sluice.InvalidInput", "errorMessage": str(exc)}
+        origin = env.get("_origin_id") or env["id"]
+        if not records.insert_run(conn, run, origin):
+            return None
+        return run
+
+    def _audit_depth(self, conn: sqlite3.Connection, env: dict[str, Any], rule: Rule, depth: int) -> None:
+        detail = {
+            "event_id": env["id"],
+            "workflow": rule.workflow,
+            "reason": f"workflow chain deeper than {MAX_DEPTH} runs; not starting {rule.workflow} "
+            "(check for workflows that start each other)",
+        }
+        conn.execute(
+            "INSERT INTO audit (at, kind, subject, detail) VALUES (?,?,?,?)",
+            (self.clock(), "chain-depth", rule.workflow, dumps(detail)),
+        )
+        log.warning("not starting %s from event %s: %s", rule.workflow, env["id"], detail["reason"])
+
+
+def _trigger_input(wf: Any, trigger: str) -> Any:
+    for trig in wf.triggers:
+        if trig.name == trigger:
+            return trig.input
+    return None

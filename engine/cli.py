@@ -1,0 +1,232 @@
+"""``sluice``: validate workflows, run one to the end in-process, or serve them.
+
+Exit codes (DESIGN.md): 0 the run SUCCEEDED (or all files are valid), 1 the run
+FAILED or was cancelled, 2 bad input (an invalid workflow, bad ``--input``,
+input that violates ``params``) — and bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+log = logging.getLogger("sluice")
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as ``sluice: error: ...`` with exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice", description="Self-hosted, event-driven workflows: functions and container jobs."
+    )
+    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check every workflow file under DIR")
+    p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
+
+    p = sub.add_parser("run", help="run one workflow to the end, in this process")
+    p.add_argument("workflow", help="a workflow name (found under --dir) or a path to a workflow file")
+    p.add_argument("--dir", default=None, help="folder of workflow files (default: the file's folder, or .)")
+    p.add_argument("--input", default=None, help="run input as JSON, or @file.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
+    p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
+    p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
+
+    p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
+    p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
+    p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    handler = {"validate": cmd_validate, "run": cmd_run, "serve": cmd_serve}[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+
+def _load_dir(path: Path) -> Any:
+    from workflows.errors import SpecErrors
+    from workflows.loader import load_dir
+
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a folder (give the folder that holds your workflow .yaml files)")
+    try:
+        return load_dir(path)
+    except SpecErrors as errs:
+        for err in errs.errors:
+            print(err, file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    catalog = _load_dir(Path(args.dir))
+    names = ", ".join(sorted(catalog)) or "none"
+    print(f"{len(catalog)} workflows OK: {names}")
+    return EXIT_OK
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+def parse_input(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    text, where = raw, "--input"
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--input {raw}: cannot read {path}: {exc.strerror}") from None
+        where = f"--input {raw}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "write an object, e.g. --input '{\"size\": 128}'"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: must be a JSON object of params, got {type(data).__name__}")
+    return data
+
+
+def _find_workflow(args: argparse.Namespace) -> tuple[Any, Any]:
+    target = Path(args.workflow)
+    if target.suffix in (".yaml", ".yml") or target.is_file():
+        if not target.is_file():
+            raise UsageError(f"{target}: no such workflow file")
+        catalog = _load_dir(Path(args.dir) if args.dir else target.parent)
+        for wf in catalog.values():
+            if Path(wf.file).resolve() == target.resolve():
+                return catalog, wf
+        raise UsageError(f"{target}: not found among the workflows of {args.dir or target.parent}")
+    catalog = _load_dir(Path(args.dir or "."))
+    if args.workflow not in catalog:
+        known = ", ".join(sorted(catalog)) or "none"
+        raise UsageError(f"no workflow named {args.workflow!r} in {args.dir or '.'} (known: {known})")
+    return catalog, catalog[args.workflow]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workflows.errors import InputError
+    from workflows.loader import resolve_input
+
+    catalog, wf = _find_workflow(args)
+    data = parse_input(args.input)
+    try:
+        params = resolve_input(wf, data)
+    except InputError as exc:
+        raise UsageError(f"--input: {exc}") from None
+    from .engine import Settings, default_data_dir
+
+    settings = Settings(data_dir=default_data_dir(args.data_dir), workers=args.workers)
+    return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
+
+
+async def _run_once(settings: Any, catalog: Any, wf: Any, params: dict[str, Any], *, as_json: bool) -> int:
+    from .engine import Engine
+    from .progress import ProgressPrinter, render_outputs
+
+    engine = Engine(settings, catalog)
+    printer = ProgressPrinter(sys.stderr)
+    async with engine:
+        if not as_json:
+            engine.orchestrator.listeners.append(printer)
+        run_id = await engine.start_run(wf.name, params)
+        printer.run_id = run_id
+        await _wait_or_cancel(engine, run_id)
+        summary = await engine.describe_run(run_id)
+    assert summary is not None
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    elif summary["status"] == "SUCCEEDED":
+        print(render_outputs(summary["outputs"]))
+    else:
+        print(f"run {run_id} {summary['status']}: {summary['reason'] or ''}", file=sys.stderr)
+    return EXIT_OK if summary["status"] == "SUCCEEDED" else EXIT_FAILED
+
+
+async def _wait_or_cancel(engine: Any, run_id: str) -> None:
+    """Wait for the run; CTRL+C (or SIGTERM) cancels it, recorded as cancelled by the user."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+    try:
+        waiter = asyncio.ensure_future(engine.orchestrator.wait(run_id))
+        stopper = asyncio.ensure_future(interrupted.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            print("interrupted: cancelling the run", file=sys.stderr)
+            await engine.orchestrator.cancel(run_id, "cancelled by user (signal)")
+            await waiter
+        stopper.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .engine import Settings, default_data_dir
+
+    catalog = _load_dir(Path(args.dir))
+    settings = Settings(
+        data_dir=default_data_dir(args.data_dir),
+        workers=args.workers,
+        grace_s=args.grace,
+        host=args.host,
+        port=args.port,
+    )
+    asyncio.run(_serve(settings, catalog, Path(args.dir)))
+    return EXIT_OK
+
+
+async def _serve(settings: Any, catalog: Any, workflows_dir: Path) -> None:
+    from .server import build_server
+
+    engine = build_server(settings, catalog, workflows_dir)
+    await engine.serve(handle_signals=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

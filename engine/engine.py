@@ -1,0 +1,210 @@
+"""The Engine: builds the components, starts them in order, and stops them in logged stages.
+
+Start is two-phase (ready means ready): the store is open and migrated, the
+worker pool is warm and unfinished runs are re-adopted before ``start()``
+returns; only then do sources (triggers, HTTP) begin to feed it. Stop runs the
+stages uvicorn taught us: stop intake, let running steps finish within a grace
+period, cancel the rest with a recorded reason, close executors, flush and
+close the store. A second signal forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bus import Bus
+from .orchestrator import Orchestrator
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir(arg: str | os.PathLike[str] | None = None) -> Path:
+    """The explicit argument wins, then ``SLUICE_DATA_DIR``, then ``./.sluice``."""
+    if arg:
+        return Path(arg)
+    return Path(os.environ.get("SLUICE_DATA_DIR") or ".sluice")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    workers: int | None = None  #: warm function workers (default: the number of cores, at least 2)
+    grace_s: float = 30.0  #: how long running steps may take to finish on shutdown
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+#: a long-running component: started by the Engine inside its TaskGroup, runs until cancelled
+Service = Callable[[], Awaitable[None]]
+
+
+class Engine:
+    """The running system. Use ``async with Engine(settings, catalog) as engine:`` or ``serve()``."""
+
+    def __init__(self, settings: Settings, catalog: Mapping[str, Any], *, functions: Any = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = Store(settings.data_dir / "sluice.db")
+        self.bus = Bus(self.store, catalog)
+        if functions is None:
+            from .executors.function import FunctionExecutor
+
+            functions = FunctionExecutor(workers=settings.workers)
+        self.functions = functions
+        self.orchestrator = Orchestrator(
+            self.store, self.bus, catalog, self.functions, data_dir=settings.data_dir
+        )
+        self.services: list[tuple[str, Service]] = []  #: intake (triggers, HTTP), stopped first
+        self.closers: list[Callable[[], Awaitable[None]]] = []  #: extra components, closed in reverse
+        self._group_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopped = False
+        self.should_exit = asyncio.Event()
+        self.force_exit = False
+
+    def __repr__(self) -> str:
+        return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"
+
+    async def start(self) -> None:
+        """Open the store, warm the workers, resume unfinished runs; then start the services."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(self.store.open(), self.functions.start())
+        recovered = await self.orchestrator.recover()
+        if recovered:
+            log.info("resumed %d unfinished runs", recovered)
+        self._started = True
+        if self.services:
+            ready = asyncio.get_running_loop().create_future()
+            self._group_task = asyncio.create_task(self._run_services(ready), name="sluice-services")
+            await ready
+
+    async def _run_services(self, ready: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, service in self.services:
+                    tg.create_task(service(), name=name)
+                ready.set_result(None)
+        except* Exception as group:  # a component bug: stop the engine loudly
+            for exc in group.exceptions:
+                log.error("component failed; stopping the engine", exc_info=exc)
+            self.should_exit.set()
+            raise
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop in stages (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        if self._group_task is not None:
+            log.info("stopping intake (triggers, HTTP)")
+            self._group_task.cancel(msg="engine stopping")
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._group_task
+        if self._started:
+            await self.orchestrator.drain(grace)
+            await self.orchestrator.aclose()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a component failed")
+        await self.functions.aclose()
+        await self.store.close()
+        log.info("engine stopped")
+
+    async def start_run(self, workflow: str, params: Mapping[str, Any] | None = None) -> str:
+        """Start one run of ``workflow`` by hand (a ``sluice.manual`` event); returns the run id.
+
+        Raises ``KeyError`` for an unknown workflow and ``InputError`` for params that do not
+        fit the workflow; either way nothing is stored.
+        """
+        from workflows.loader import resolve_input
+
+        from .bus import Target
+        from .events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
+
+        wf = self.catalog[workflow]
+        resolved = resolve_input(wf, dict(params or {}))
+        event = envelope(
+            MANUAL_SOURCE, MANUAL_DETAIL_TYPE, dict(params or {}), resources=[f"workflow/{workflow}"]
+        )
+        result = await self.bus.put(event, target=Target(workflow, None, resolved))
+        return result.run_ids[0]
+
+    async def describe_run(self, run_id: str) -> dict[str, Any] | None:
+        from .records import run_summary
+
+        return await self.store.read(lambda c: run_summary(c, run_id))
+
+    async def run_to_end(
+        self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Start a run, wait for it to end, return its summary (tests and embedding)."""
+        run_id = await self.start_run(workflow, params)
+        await self.orchestrator.wait(run_id, timeout_s)
+        summary = await self.describe_run(run_id)
+        assert summary is not None
+        return summary
+
+    async def __aenter__(self) -> Engine:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Run until SIGINT/SIGTERM (or ``should_exit``), then stop gracefully."""
+        with self.capture_signals(handle_signals):
+            await self.start()
+            log.info("Sluice is running (data: %s). Press CTRL+C to stop.", self.settings.data_dir)
+            await self.should_exit.wait()
+            log.info("shutting down: finishing running steps (CTRL+C again to force)")
+            stop = asyncio.create_task(self.stop())
+            while not stop.done():
+                await asyncio.wait([stop], timeout=0.1)
+                if self.force_exit and not stop.done():
+                    log.warning("forced exit: cancelling everything now")
+                    await self.orchestrator.aclose()
+                    break
+            await stop
+
+    @contextlib.contextmanager
+    def capture_signals(self, enabled: bool) -> Any:
+        if not enabled:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """Signal handlers only set flags (huey's rule); the first asks, the second forces."""
+        if self.should_exit.is_set():
+            self.force_exit = True
+        self.should_exit.set()
+        log.info("received %s", signal.Signals(sig).name)

@@ -1,0 +1,80 @@
+"""Event envelopes: the EventBridge shape every source and every state change uses."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+#: state-change event sources and detail-types (stable names; see docs/events.md)
+RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
+STEP_SOURCE, STEP_DETAIL_TYPE = "sluice.step", "Step State Change"
+JOB_SOURCE, JOB_DETAIL_TYPE = "sluice.job", "Job State Change"
+MANUAL_SOURCE, MANUAL_DETAIL_TYPE = "sluice.manual", "Manual Run"
+
+ENVELOPE_KEYS = frozenset(
+    {
+        "version",
+        "id",
+        "source",
+        "detail-type",
+        "time",
+        "account",
+        "region",
+        "resources",
+        "detail",
+        "replay-name",
+    }
+)
+
+
+def iso(ts: float | None = None) -> str:
+    """Epoch seconds as EventBridge writes times: ISO 8601, UTC, ``Z``, no fractions."""
+    moment = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_ms(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def envelope(
+    source: str,
+    detail_type: str,
+    detail: dict[str, Any],
+    *,
+    resources: list[str] | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
+    """A complete envelope, minus ``id`` (the bus assigns it when it commits)."""
+    return {
+        "version": "0",
+        "source": source,
+        "detail-type": detail_type,
+        "time": iso(at),
+        "account": "local",
+        "region": "local",
+        "resources": resources or [],
+        "detail": detail,
+    }
+
+
+def complete(event: dict[str, Any]) -> dict[str, Any]:
+    """Fill the envelope fields a producer may leave out; returns a new dict with an ``id``."""
+    out = dict(event)
+    out["id"] = new_id()
+    out.setdefault("version", "0")
+    out.setdefault("time", iso())
+    out.setdefault("account", "local")
+    out.setdefault("region", "local")
+    out.setdefault("resources", [])
+    out.setdefault("detail", {})
+    return out

@@ -1,0 +1,285 @@
+"""Rows of runs, steps and attempts: the SQL the orchestrator and the API share.
+
+Every function here takes a ``sqlite3.Connection`` and runs on the store's writer
+(or reader) thread; none awaits. Each write function is one state change and is
+checked against the transition table first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from .states import Status, check
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def dumps(value: Any) -> str:
+    return _dumps(value)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as the orchestrator drives it (created by the bus, or loaded on recovery)."""
+
+    id: str
+    workflow: str
+    event: dict[str, Any]
+    params: dict[str, Any]
+    created_at: float
+    depth: int = 0
+    trigger: str | None = None
+    status: str = Status.PENDING
+    started_at: float | None = None
+    error: dict[str, Any] | None = None
+    steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  #: recovery only
+
+
+def insert_run(conn: sqlite3.Connection, run: RunRecord, origin_id: str) -> bool:
+    """Insert a run; False when the (event, workflow) pair already has one (idempotent routing)."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO runs (id, workflow, event_id, origin_id, trigger, status, params, error, "
+        "reason, depth, created_at, ended_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            run.id,
+            run.workflow,
+            run.event["id"],
+            origin_id,
+            run.trigger,
+            run.status,
+            dumps(run.params),
+            None if run.error is None else dumps(run.error),
+            None if run.error is None else run.error.get("errorMessage"),
+            run.depth,
+            run.created_at,
+            run.created_at if run.status != Status.PENDING else None,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def set_run_status(
+    conn: sqlite3.Connection,
+    run_id: str,
+    old: str,
+    new: str,
+    at: float,
+    *,
+    reason: str | None = None,
+    outputs: Any = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    check("run", run_id, old, new)
+    if new == Status.RUNNING:
+        conn.execute("UPDATE runs SET status=?, started_at=? WHERE id=?", (new, at, run_id))
+        return
+    conn.execute(
+        "UPDATE runs SET status=?, ended_at=?, reason=?, outputs=?, error=? WHERE id=?",
+        (
+            new,
+            at,
+            reason,
+            None if outputs is None else dumps(outputs),
+            None if error is None else dumps(error),
+            run_id,
+        ),
+    )
+
+
+def start_attempt(
+    conn: sqlite3.Connection,
+    run_id: str,
+    step: str,
+    idx: int,
+    attempt: int,
+    at: float,
+    log_path: str | None,
+    *,
+    first: bool,
+) -> None:
+    """Record an attempt starting; the first one also moves the step PENDING -> RUNNING."""
+    if first:
+        conn.execute(
+            "INSERT INTO steps (run_id, step, idx, status, attempts, started_at) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (run_id, step, idx) DO UPDATE SET status=excluded.status, "
+            "attempts=excluded.attempts, started_at=excluded.started_at, wake_at=NULL",
+            (run_id, step, idx, Status.RUNNING, attempt, at),
+        )
+    else:
+        conn.execute(
+            "UPDATE steps SET attempts=?, wake_at=NULL WHERE run_id=? AND step=? AND idx=?",
+            (attempt, run_id, step, idx),
+        )
+    conn.execute(
+        "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (run_id, step, idx, attempt, Status.RUNNING, at, log_path),
+    )
+
+
+def end_attempt(
+    conn: sqlite3.Connection,
+    run_id: str,
+    step: str,
+    idx: int,
+    attempt: int,
+    status: str,
+    at: float,
+    error: dict[str, Any] | None,
+    *,
+    retry_at: float | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? AND attempt=?",
+        (status, at, None if error is None else dumps(error), run_id, step, idx, attempt),
+    )
+    if retry_at is not None:
+        conn.execute(
+            "UPDATE steps SET wake_at=? WHERE run_id=? AND step=? AND idx=?", (retry_at, run_id, step, idx)
+        )
+
+
+def begin_step(
+    conn: sqlite3.Connection,
+    run_id: str,
+    step: str,
+    idx: int,
+    at: float,
+    *,
+    items: int | None = None,
+    wake_at: float | None = None,
+) -> None:
+    """A step (or a fan-out parent, or a wait) moves PENDING -> RUNNING without an attempt."""
+    conn.execute(
+        "INSERT INTO steps (run_id, step, idx, status, started_at, items, wake_at) VALUES (?,?,?,?,?,?,?) "
+        "ON CONFLICT (run_id, step, idx) DO UPDATE SET status=excluded.status, items=excluded.items, "
+        "wake_at=excluded.wake_at",
+        (run_id, step, idx, Status.RUNNING, at, items, wake_at),
+    )
+
+
+def finish_step(
+    conn: sqlite3.Connection,
+    run_id: str,
+    step: str,
+    idx: int,
+    old: str,
+    new: str,
+    at: float,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> None:
+    check("step", f"{run_id}/{step}", old, new)
+    conn.execute(
+        "INSERT INTO steps (run_id, step, idx, status, output, error, reason, ended_at) "
+        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (run_id, step, idx) DO UPDATE SET status=excluded.status, "
+        "output=excluded.output, error=excluded.error, reason=excluded.reason, "
+        "ended_at=excluded.ended_at, wake_at=NULL",
+        (
+            run_id,
+            step,
+            idx,
+            new,
+            None if output is None else dumps(output),
+            None if error is None else dumps(error),
+            reason,
+            at,
+        ),
+    )
+
+
+def note_interrupted(conn: sqlite3.Connection, run_id: str, step: str, idx: int, at: float) -> int:
+    """After a crash: close attempts left RUNNING, count the interruption; returns the last attempt number."""
+    from .executors.base import ENGINE_RESTARTED
+
+    error = dumps({"errorType": ENGINE_RESTARTED, "errorMessage": "the engine stopped during this attempt"})
+    conn.execute(
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? AND status=?",
+        (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING),
+    )
+    conn.execute(
+        "UPDATE steps SET interrupted=interrupted+1 WHERE run_id=? AND step=? AND idx=?", (run_id, step, idx)
+    )
+    row = conn.execute(
+        "SELECT attempts FROM steps WHERE run_id=? AND step=? AND idx=?", (run_id, step, idx)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def load_active_runs(conn: sqlite3.Connection) -> list[RunRecord]:
+    """Every run not yet finished, with its step rows and its event, oldest first."""
+    runs: list[RunRecord] = []
+    rows = conn.execute(
+        "SELECT r.*, e.body FROM runs r JOIN events e ON e.id = r.event_id "
+        "WHERE r.status IN (?, ?) ORDER BY r.created_at",
+        (Status.PENDING, Status.RUNNING),
+    ).fetchall()
+    for row in rows:
+        run = RunRecord(
+            id=row["id"],
+            workflow=row["workflow"],
+            event=json.loads(row["body"]),
+            params=json.loads(row["params"]),
+            created_at=row["created_at"],
+            depth=row["depth"],
+            trigger=row["trigger"],
+            status=row["status"],
+            started_at=row["started_at"],
+        )
+        for srow in conn.execute("SELECT * FROM steps WHERE run_id=?", (run.id,)):
+            run.steps[(srow["step"], srow["idx"])] = {
+                "status": srow["status"],
+                "attempts": srow["attempts"],
+                "interrupted": srow["interrupted"],
+                "items": srow["items"],
+                "output": loads(srow["output"]),
+                "error": loads(srow["error"]),
+                "reason": srow["reason"],
+                "wake_at": srow["wake_at"],
+                "job_id": srow["job_id"],
+            }
+        runs.append(run)
+    return runs
+
+
+def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    """A run as users see it (CLI ``--json``, the API): status, outputs, error, and each step."""
+    row = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    steps: dict[str, dict[str, Any]] = {}
+    for srow in conn.execute("SELECT * FROM steps WHERE run_id=? AND idx=-1 ORDER BY started_at", (run_id,)):
+        steps[srow["step"]] = {
+            "status": srow["status"],
+            "attempts": srow["attempts"],
+            "items": srow["items"],
+            "started_at": srow["started_at"],
+            "ended_at": srow["ended_at"],
+            "reason": srow["reason"],
+            "error": loads(srow["error"]),
+            "output": loads(srow["output"]),
+        }
+    return {
+        "run_id": row["id"],
+        "workflow": row["workflow"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "event_id": row["event_id"],
+        "params": loads(row["params"]),
+        "outputs": loads(row["outputs"]),
+        "error": loads(row["error"]),
+        "reason": row["reason"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "steps": steps,
+    }
