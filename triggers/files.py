@@ -317,6 +317,8 @@ class FileTriggerRunner:
 
     async def start(self) -> None:
         """Load the index, arm the watch, queue the start-up scan; return once the watch is armed."""
+        if self._observer is not None:
+            return
         loop = asyncio.get_running_loop()
         state = await self.kv.get(self.state_key) or {}
         self._index = dict(state.get("files", {}))
