@@ -162,6 +162,35 @@ async def test_env_values_and_argv_stay_literal(
     assert read(echo.log_path) == f"{payload} $HOME\n"
 
 
+async def test_volumes_user_workdir_and_network(
+    container_runner: ContainerRunner, make_container_request: MakeRequest, tmp_path: Path
+) -> None:
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir(mode=0o777)
+    ro.mkdir()
+    rw.chmod(0o777)  # the container user is nobody
+    (ro / "in.txt").write_text("input")
+    script = "id -u; pwd; cat /in/in.txt; echo; echo made >/out/out.txt; touch /in/x 2>&- || echo ro-refused"
+    req = make_container_request(
+        command=["sh", "-c", script],
+        volumes=[(str(rw), "/out", False), (str(ro), "/in", True)],
+        user="65534",
+        working_dir="/tmp",
+    )
+    result = await container_runner.run(req)
+    assert result.exit_code == 0
+    assert read(req.log_path).splitlines()[:3] == ["65534", "/tmp", "input"]
+    assert "ro-refused" in read(req.log_path)
+    assert (rw / "out.txt").read_text() == "made\n"
+    assert not (ro / "x").exists()
+
+    bridged = make_container_request(command=["ip", "-o", "link"], network=None)
+    isolated = make_container_request(command=["ip", "-o", "link"], network="none")
+    await asyncio.gather(container_runner.run(bridged), container_runner.run(isolated))
+    assert "eth0" in read(bridged.log_path)
+    assert "eth0" not in read(isolated.log_path) and "lo" in read(isolated.log_path)
+
+
 async def test_exit_codes_and_times(
     container_runner: ContainerRunner, make_container_request: MakeRequest, docker_leftovers: Any
 ) -> None:

@@ -33,7 +33,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +76,8 @@ class ContainerRequest:
     vcpus: float = 1.0  #: NanoCpus = vcpus * 1e9 (a hard CFS quota, like Batch on EC2)
     memory_bytes: int = 512 << 20  #: hard limit, no swap; past it the kernel OOM-kills
     labels: Mapping[str, str] = field(default_factory=dict)
-    volumes: Sequence[tuple[str, str, bool]] = ()  #: (host path, container path, read_only)
+    #: (host path, container path, read_only); like Batch/ECS, Docker creates a missing host path
+    volumes: Sequence[tuple[str, str, bool]] = ()
     working_dir: str | None = None
     user: str | None = None
     network: str | None = None  #: None = Docker's default bridge; "none" = no network
@@ -185,11 +186,17 @@ class ContainerRunner:
         """Run one attempt to its end and remove its container; see the module docstring."""
         if not await self._ensure_image(req.image):
             return ContainerResult(None, None, CANNOT_PULL.format(image=req.image))
+        name = _container_name(req)
         try:
-            cid = await self.client.create(_container_name(req), container_config(req))
+            cid = await self.client.create(name, container_config(req))
         except DockerError as exc:
             log.warning("job %s#%d: create failed: %s", req.job_id, req.attempt, exc.message)
             return ContainerResult(None, None, CANNOT_CREATE.format(message=exc.message))
+        except asyncio.CancelledError:
+            # The daemon may have created it before the cancel arrived; we have no id, but
+            # the name is ours alone.
+            await self._in_background(self._remove(name))
+            raise
         return await self._own(cid, req, start=True)
 
     async def adopt(self, container_id: str, req: ContainerRequest) -> ContainerResult:
@@ -241,6 +248,19 @@ class ContainerRunner:
             self._terminated[container_id] = reason
         await self._stop(container_id, grace_s, why=reason or "terminate")
 
+    async def aclose(self) -> None:
+        """Wait for the stop-and-remove work that cancelled attempts left running; idempotent."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+
+    async def _in_background(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        # Shielded and owned by the runner: a second cancellation (shutdown right after a
+        # terminate) must not leave a container running; aclose() waits for what is left.
+        task = asyncio.create_task(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(task)
+
     # -- one attempt -------------------------------------------------------------------
 
     async def _ensure_image(self, image: str) -> bool:
@@ -262,12 +282,7 @@ class ContainerRunner:
             return await self._drive(cid, req, start=start)
         except asyncio.CancelledError:
             log.info("job %s#%d: cancelled; stopping container %s", req.job_id, req.attempt, cid[:12])
-            # Shielded: a second cancellation (shutdown after terminate) must not leave the
-            # container running; the task is kept so it finishes even if we are gone.
-            cleanup = asyncio.create_task(self._stop_and_remove(cid, req.stop_grace_s))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-            await asyncio.shield(cleanup)
+            await self._in_background(self._stop_and_remove(cid, req.stop_grace_s))
             raise
         except BaseException:
             await self._remove(cid)
