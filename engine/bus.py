@@ -71,6 +71,7 @@ class Bus:
         self._any_source: list[Rule] = []
         self._listeners: list[Callable[[list[RunRecord]], None]] = []
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
+        self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
         self._compile_rules()
 
@@ -95,10 +96,12 @@ class Bus:
         self._listeners.append(listener)
 
     def deliver(self, runs: list[RunRecord]) -> None:
-        """Hand committed runs to the listeners (call on the loop, after the commit)."""
+        """After a commit that held events: hand new runs over, wake post-commit listeners."""
         if runs:
             for listener in self._listeners:
                 listener(runs)
+        for wake in self.after_commit:
+            wake()
 
     async def put(
         self,

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check every workflow file under DIR")
     p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run one workflow to the end, in this process")
     p.add_argument("workflow", help="a workflow name (found under --dir) or a path to a workflow file")
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
     p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
+    p.set_defaults(func=cmd_serve)
+    # management commands that talk to a running server (one line per module)
     return parser
 
 
@@ -68,9 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    handler = {"validate": cmd_validate, "run": cmd_run, "serve": cmd_serve}[args.command]
     try:
-        return handler(args)
+        return int(args.func(args))
     except UsageError as exc:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

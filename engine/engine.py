@@ -18,7 +18,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .bus import Bus
 from .orchestrator import Orchestrator
@@ -43,8 +43,14 @@ class Settings:
     port: int = 8765
 
 
-#: a long-running component: started by the Engine inside its TaskGroup, runs until cancelled
-Service = Callable[[], Awaitable[None]]
+class Service(Protocol):
+    """A source of work (a trigger, the HTTP server): ready when ``start`` returns, then ``run``."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None: ...  # until cancelled
 
 
 class Engine:
@@ -63,8 +69,10 @@ class Engine:
         self.orchestrator = Orchestrator(
             self.store, self.bus, catalog, self.functions, data_dir=settings.data_dir
         )
-        self.services: list[tuple[str, Service]] = []  #: intake (triggers, HTTP), stopped first
+        self.services: list[Service] = []  #: intake (triggers, HTTP): started last, stopped first
         self.closers: list[Callable[[], Awaitable[None]]] = []  #: extra components, closed in reverse
+        #: functions that add routes to the HTTP app (notifications, batch jobs): ``add(app)``
+        self.api_extensions: list[Callable[[Any], None]] = []
         self._group_task: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
@@ -82,17 +90,16 @@ class Engine:
         if recovered:
             log.info("resumed %d unfinished runs", recovered)
         self._started = True
+        for service in self.services:  # in order; each is ready (socket bound, watch armed) on return
+            await service.start()
         if self.services:
-            ready = asyncio.get_running_loop().create_future()
-            self._group_task = asyncio.create_task(self._run_services(ready), name="sluice-services")
-            await ready
+            self._group_task = asyncio.create_task(self._run_services(), name="sluice-services")
 
-    async def _run_services(self, ready: asyncio.Future[None]) -> None:
+    async def _run_services(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                for name, service in self.services:
-                    tg.create_task(service(), name=name)
-                ready.set_result(None)
+                for service in self.services:
+                    tg.create_task(service.run(), name=service.name)
         except* Exception as group:  # a component bug: stop the engine loudly
             for exc in group.exceptions:
                 log.error("component failed; stopping the engine", exc_info=exc)

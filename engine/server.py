@@ -1,13 +1,69 @@
-"""``sluice serve``: the Engine plus its intake — triggers and the HTTP API."""
+"""``sluice serve``: the Engine plus its intake — triggers and the HTTP API.
+
+Each workflow trigger becomes a :class:`TriggerService` whose events go through
+the bus to that workflow. Event-pattern triggers need no service: they are bus
+rules.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from triggers.base import Emit, Trigger
+
 from .engine import Engine, Settings
+from .kv import StoreKV, record_audit
+
+log = logging.getLogger(__name__)
+
+
+class TriggerService:
+    """Adapts a trigger (``start``/``run(emit)``) to an Engine service."""
+
+    def __init__(self, trigger: Trigger, emit: Emit, name: str) -> None:
+        self.trigger = trigger
+        self.emit = emit
+        self.name = name
+
+    async def start(self) -> None:
+        await self.trigger.start()
+
+    async def run(self) -> None:
+        await self.trigger.run(self.emit)
+
+
+def trigger_services(engine: Engine) -> list[TriggerService]:
+    """One service per file and schedule trigger of every loaded workflow."""
+    from triggers.files import FileTriggerRunner
+    from triggers.schedule import ScheduleTriggerRunner
+
+    kv = StoreKV(engine.store)
+
+    async def audit(kind: str, workflow: str, trigger: str, scheduled: datetime, reason: str) -> None:
+        detail = {"workflow": workflow, "trigger": trigger, "reason": reason}
+        detail["scheduled_time"] = scheduled.isoformat()
+        await record_audit(engine.store, f"schedule-{kind}", f"{workflow}/{trigger}", detail)
+
+    services: list[TriggerService] = []
+    for wf in engine.catalog.values():
+        for spec in wf.triggers:
+            kind = type(spec).__name__
+            runner: Any
+            if kind == "FileTrigger":
+                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv)
+            elif kind == "ScheduleTrigger":
+                runner = ScheduleTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=audit)
+            else:
+                continue
+            emit = engine.bus.emitter(wf.name, spec.name)
+            services.append(TriggerService(runner, emit, f"trigger {wf.name}/{spec.name}"))
+    return services
 
 
 def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engine:
     engine = Engine(settings, catalog)
+    engine.services.extend(trigger_services(engine))
     return engine

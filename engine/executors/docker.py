@@ -190,6 +190,8 @@ class ContainerRunner:
         try:
             cid = await self.client.create(name, container_config(req))
         except DockerError as exc:
+            if exc.status == 0:  # no daemon: the engine's problem, not this attempt's
+                raise
             log.warning("job %s#%d: create failed: %s", req.job_id, req.attempt, exc.message)
             return ContainerResult(None, None, CANNOT_CREATE.format(message=exc.message))
         except asyncio.CancelledError:
@@ -244,7 +246,7 @@ class ContainerRunner:
 
         ``reason`` (e.g. "Terminated by user") becomes that attempt's ``status_reason``.
         """
-        if reason:
+        if reason and container_id in self.running.values():
             self._terminated[container_id] = reason
         await self._stop(container_id, grace_s, why=reason or "terminate")
 
@@ -284,6 +286,13 @@ class ContainerRunner:
             log.info("job %s#%d: cancelled; stopping container %s", req.job_id, req.attempt, cid[:12])
             await self._in_background(self._stop_and_remove(cid, req.stop_grace_s))
             raise
+        except DockerError as exc:
+            if exc.status != 404:
+                await self._remove(cid)
+                raise
+            # removed behind our back (`docker rm -f`): the attempt failed, the engine is fine
+            log.warning("job %s#%d: container %s vanished: %s", req.job_id, req.attempt, cid[:12], exc)
+            return ContainerResult(cid, None, LOST.format(message=exc.message))
         except BaseException:
             await self._remove(cid)
             raise
@@ -300,6 +309,8 @@ class ContainerRunner:
             try:
                 await self.client.start(cid)
             except DockerError as exc:
+                if exc.status == 0:
+                    raise
                 log.warning("job %s#%d: start failed: %s", req.job_id, req.attempt, exc.message)
                 await self._remove(cid)
                 return ContainerResult(cid, None, CANNOT_START.format(message=exc.message))
