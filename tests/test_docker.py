@@ -306,6 +306,20 @@ async def test_runs_overlap(container_runner: ContainerRunner, make_container_re
     assert time.monotonic() - started < 7, "four 2 s containers must overlap, not queue"
 
 
+async def test_container_removed_behind_our_back(
+    container_runner: ContainerRunner, docker_client: DockerClient, make_container_request: MakeRequest
+) -> None:
+    req = make_container_request(command=["sleep", "30"])
+    task = asyncio.create_task(container_runner.run(req))
+    cid = await running_id(container_runner, req)
+    await docker_client.remove(cid, force=True)
+    result = await task  # a result, not an exception: the engine itself is fine
+    # Whether `wait` or `inspect` sees the kill first or the removal is up to dockerd.
+    lost = result.exit_code is None and result.status_reason.startswith("ContainerLost: ")
+    killed = result.exit_code == 137 and result.status_reason == EXITED
+    assert lost or killed, result
+
+
 # -- recovery: find_managed, adopt -----------------------------------------------------
 
 _CRASHING_ENGINE = """

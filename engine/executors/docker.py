@@ -411,7 +411,8 @@ class ContainerRunner:
         try:
             await self.client.remove(cid, force=True)
         except DockerError as exc:
-            if exc.status != 404:  # already gone is what we wanted
+            # 404 gone, or 409 "removal already in progress": either way it is going
+            if exc.status not in (404, 409):
                 log.warning("container %s: remove failed: %s", cid[:12], exc)
 
     async def _stream_logs(self, cid: str, log_path: str, since: float | None) -> None:
