@@ -158,7 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--input: {exc}") from None
     from .engine import Settings, default_data_dir
 
-    settings = Settings(data_dir=default_data_dir(args.data_dir), workers=args.workers)
+    # a one-shot run leaves other unfinished runs alone: `sluice serve` on the data dir resumes them
+    settings = Settings(data_dir=default_data_dir(args.data_dir), workers=args.workers, recover=False)
     return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
 
 

@@ -41,6 +41,7 @@ class Settings:
     grace_s: float = 30.0  #: how long running steps may take to finish on shutdown
     host: str = "127.0.0.1"
     port: int = 8765
+    recover: bool = True  #: resume unfinished runs at start (``sluice run`` leaves that to ``serve``)
 
 
 class Service(Protocol):
@@ -86,9 +87,10 @@ class Engine:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.gather(self.store.open(), self.functions.start())
-        recovered = await self.orchestrator.recover()
-        if recovered:
-            log.info("resumed %d unfinished runs", recovered)
+        if self.settings.recover:
+            recovered = await self.orchestrator.recover()
+            if recovered:
+                log.info("resumed %d unfinished runs", recovered)
         self._started = True
         for service in self.services:  # in order; each is ready (socket bound, watch armed) on return
             await service.start()

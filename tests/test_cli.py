@@ -1,0 +1,232 @@
+"""The ``sluice`` command as users run it: real subprocesses, exit codes, signals, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import write_flow
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUICE = [sys.executable, "-m", "engine.cli"]
+
+
+def sluice(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SLUICE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env()
+    )
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("SLUICE_DATA_DIR", None)
+    return env
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_validate_the_bundled_examples(tmp_path: Path) -> None:
+    result = sluice("validate", str(ROOT / "examples"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "workflows OK" in result.stdout
+
+
+def test_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    write_flow(
+        tmp_path / "flows", "name: a\nsteps:\n  x: {function: nope:missing, tmeout: 3s}\n", name="a.yaml"
+    )
+    write_flow(
+        tmp_path / "flows", "name: b\nsteps:\n  y: {needs: [z], function: json:dumps}\n", name="b.yaml"
+    )
+    result = sluice("validate", "flows", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(
+        line.startswith("flows/a.yaml: steps.x.tmeout: unknown field") and "timeout" in line for line in lines
+    )
+    assert any(line.startswith("flows/b.yaml: steps.y.needs") and "z" in line for line in lines)
+
+
+def test_run_prints_progress_and_outputs(tmp_path: Path) -> None:
+    result = sluice(
+        "run",
+        str(ROOT / "examples/diamond/diamond.yaml"),
+        "--input",
+        '{"numbers": [2, 7, 1, 8], "label": "e"}',
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"report": "e: total 18, max 8", "count": 4}
+    assert "✓ report" in result.stderr and "SUCCEEDED" in result.stderr
+    assert (tmp_path / ".sluice" / "sluice.db").exists()
+
+
+def test_run_json_and_failure_exit_code(tmp_path: Path) -> None:
+    result = sluice(
+        "run",
+        str(ROOT / "examples/retry/flaky.yaml"),
+        "--input",
+        '{"fail_attempts": 9}',
+        "--json",
+        "--data-dir",
+        "state",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "FAILED"
+    assert summary["steps"]["call"]["attempts"] == 4
+    assert summary["steps"]["save"]["status"] == "SKIPPED"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "{nope"], "--input: not valid JSON"),
+        (["--input", "[1, 2]"], "must be a JSON object"),
+        (["--input", '{"numbers": "many"}'], "numbers"),
+        (["--input", '{"colour": "red"}'], "colour"),
+        (["--input", "@missing.json"], "cannot read"),
+    ],
+)
+def test_bad_input_exits_2_and_changes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    result = sluice("run", str(ROOT / "examples/diamond/diamond.yaml"), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / ".sluice").exists(), "bad input must not create a store"
+
+
+def test_unknown_workflow_name_lists_the_known_ones(tmp_path: Path) -> None:
+    result = sluice("run", "nope", "--dir", str(ROOT / "examples"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no workflow named 'nope'" in result.stderr and "diamond" in result.stderr
+
+
+SLOW = """
+import os, time
+
+def mark(event, context):
+    with open(os.path.join(event["dir"], f"{context.step}.count"), "a") as f:
+        f.write(f"{context.attempt}\\n")
+    return context.attempt
+
+def slow(event, context):
+    mark(event, context)
+    if context.attempt == 1:
+        time.sleep(60)
+    return "done"
+"""
+
+SLOW_FLOW = """
+name: slow
+params: {dir: {type: string}}
+steps:
+  first: {function: handlers:mark, input: {dir: "{{ params.dir }}"}}
+  second: {function: handlers:slow, needs: [first], input: {dir: "{{ params.dir }}"}}
+  third: {function: handlers:mark, needs: [second], input: {dir: "{{ params.dir }}"}}
+outputs: {second: "{{ steps.second.output }}"}
+"""
+
+
+def _status(db_path: Path) -> str:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT status FROM runs WHERE workflow='slow'").fetchone()[0]
+
+
+def _counts(folder: Path, step: str) -> list[str]:
+    path = folder / f"{step}.count"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_sigterm_cancels_a_one_shot_run_and_records_it(tmp_path: Path) -> None:
+    write_flow(tmp_path / "flows", SLOW_FLOW, SLOW)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = subprocess.Popen(
+        [*SLUICE, "run", "slow", "--dir", "flows", "--input", json.dumps({"dir": str(marks)})],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "cancelling the run" in err
+    db = sqlite3.connect(tmp_path / ".sluice" / "sluice.db")
+    run = db.execute("SELECT status, reason FROM runs").fetchone()
+    steps = dict(db.execute("SELECT step, status FROM steps WHERE idx=-1").fetchall())
+    assert run == ("CANCELLED", "cancelled by user (signal)")
+    assert steps == {"first": "SUCCEEDED", "second": "CANCELLED", "third": "CANCELLED"}
+
+
+def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: Path) -> None:
+    write_flow(tmp_path / "flows", SLOW_FLOW, SLOW)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = subprocess.Popen(
+        [*SLUICE, "run", "slow", "--dir", "flows", "--input", json.dumps({"dir": str(marks)})],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
+        proc.kill()  # SIGKILL: no cleanup at all
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    # the orphaned worker may still sleep; it is not the engine and holds no state
+    db_path = tmp_path / ".sluice" / "sluice.db"
+    status = sqlite3.connect(db_path).execute("SELECT status FROM runs").fetchone()[0]
+    assert status == "RUNNING"
+    # `sluice serve` on the same data dir resumes the run
+    server = subprocess.Popen(
+        [*SLUICE, "serve", "flows", "--port", "0"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _counts(marks, "third") == ["1"], what="the resumed run to finish")
+        wait_for(lambda: _status(db_path) == "SUCCEEDED", what="the run to be SUCCEEDED")
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "engine stopped" in err
+    db = sqlite3.connect(db_path)
+    run = db.execute("SELECT status, outputs FROM runs WHERE workflow='slow'").fetchone()
+    assert run[0] == "SUCCEEDED"
+    assert json.loads(run[1]) == {"second": "done"}
+    assert _counts(marks, "first") == ["1"], "a SUCCEEDED step must never run again"
+    assert _counts(marks, "second") == ["1", "2"], "the interrupted attempt is retried (at least once)"
+    attempts = db.execute(
+        "SELECT attempt, status FROM attempts WHERE step='second' ORDER BY attempt"
+    ).fetchall()
+    assert attempts == [(1, "CANCELLED"), (2, "SUCCEEDED")]
