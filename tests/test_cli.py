@@ -230,3 +230,88 @@ def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: 
         "SELECT attempt, status FROM attempts WHERE step='second' ORDER BY attempt"
     ).fetchall()
     assert attempts == [(1, "CANCELLED"), (2, "SUCCEEDED")]
+
+
+GRACEFUL = """
+import os, time
+
+def slow(event, context):
+    folder = os.environ["MARKS"]
+    with open(os.path.join(folder, "started"), "a") as f:
+        f.write(f"{context.attempt}\\n")
+    time.sleep(float(os.environ.get("SLOW_S", "1.5")))
+    with open(os.path.join(folder, "finished"), "a") as f:
+        f.write(f"{context.attempt}\\n")
+    return "ok"
+
+def after(event, context):
+    with open(os.path.join(os.environ["MARKS"], "after"), "a") as f:
+        f.write("x\\n")
+    return "after"
+"""
+
+GRACEFUL_FLOW = """
+name: graceful
+triggers:
+  - schedule: rate(1 second)
+steps:
+  slow: {function: handlers:slow}
+  after: {function: handlers:after, needs: [slow]}
+"""
+
+
+def _serve(tmp_path: Path, marks: Path, *extra: str, slow_s: str = "1.5") -> subprocess.Popen[str]:
+    env = _env() | {"MARKS": str(marks), "SLOW_S": slow_s}
+    return subprocess.Popen(
+        [*SLUICE, "serve", "flows", "--port", "0", *extra],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("grace", ["10", "0.2"])
+def test_sigterm_on_serve_stops_in_stages_and_records_interrupted_steps(tmp_path: Path, grace: str) -> None:
+    write_flow(tmp_path / "flows", GRACEFUL_FLOW, GRACEFUL)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = _serve(tmp_path, marks, "--grace", grace)
+    try:
+        wait_for(lambda: (marks / "started").exists(), what="a scheduled run's step to start")
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "stopping intake" in err and "engine stopped" in err
+    db = sqlite3.connect(tmp_path / ".sluice" / "sluice.db")
+    first_run = db.execute("SELECT id, status FROM runs ORDER BY created_at LIMIT 1").fetchone()
+    assert first_run[1] == "RUNNING", "an unfinished run stays RUNNING to resume on the next start"
+    attempts = db.execute(
+        "SELECT status, error FROM attempts WHERE run_id=? AND step='slow'", (first_run[0],)
+    ).fetchall()
+    if grace == "10":  # the running step was allowed to finish; nothing new was started
+        assert (marks / "finished").exists()
+        assert attempts == [("SUCCEEDED", None)]
+        assert not (marks / "after").exists()
+        assert "drained: 1 runs finished, 0 interrupted" in err or "drained:" in err
+    else:  # the grace period ran out: the attempt is recorded as interrupted by the shutdown
+        assert not (marks / "finished").exists()
+        assert attempts[0][0] == "CANCELLED" and "Sluice.EngineShutdown" in attempts[0][1]
+        audit = db.execute("SELECT detail FROM audit WHERE kind='shutdown'").fetchone()
+        assert audit is not None and json.loads(audit[0])["attempts_interrupted"] >= 1
+    # the next start resumes the run to the end
+    server = _serve(tmp_path, marks, slow_s="0")
+    try:
+        wait_for(lambda: (marks / "after").exists(), what="the resumed run to finish")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    status = (
+        sqlite3.connect(tmp_path / ".sluice" / "sluice.db")
+        .execute("SELECT status FROM runs WHERE id=?", (first_run[0],))
+        .fetchone()[0]
+    )
+    assert status == "SUCCEEDED"
