@@ -383,6 +383,8 @@ class RunDriver:
         )
         try:
             outcome = await self.o.functions.execute(call)
+        except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
+            outcome = Outcome(False, error=_error("Sluice.InvalidInput", str(exc)))
         finally:
             await started  # ordered before the attempt's end in the writer queue anyway
         return outcome

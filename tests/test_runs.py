@@ -469,3 +469,20 @@ async def test_state_changes_are_events_that_start_other_workflows(
     run = await engine.describe_run(rows[0][0])
     assert run is not None and run["status"] == "SUCCEEDED"
     assert run["outputs"] == {"got": 42}
+
+
+async def test_input_that_is_not_json_fails_the_step_clearly(make_engine: MakeEngine, flows: Path) -> None:
+    write_flow(
+        flows,
+        """
+        name: nonjson
+        steps:
+          a: {function: handlers:echo, input: "{{ range(3) }}"}
+        """,
+        HANDLERS,
+    )
+    engine = await make_engine(flows)
+    run = await engine.run_to_end("nonjson", timeout_s=20)
+    assert run["status"] == Status.FAILED
+    assert run["steps"]["a"]["error"]["errorType"] == "Sluice.InvalidInput"
+    assert "not JSON" in run["steps"]["a"]["error"]["errorMessage"]
