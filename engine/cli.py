@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
     # management commands that talk to a running server (one line per module)
+    __import__("engine.cli_remote", fromlist=["register"]).register(sub)
     return parser
 
 

@@ -283,3 +283,100 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
         "ended_at": row["ended_at"],
         "steps": steps,
     }
+
+
+# -- queries for the HTTP API (read-only) ---------------------------------------------------------
+
+
+def _run_row(row: sqlite3.Row) -> dict[str, Any]:
+    ended, started = row["ended_at"], row["started_at"]
+    return {
+        "run_id": row["id"],
+        "workflow": row["workflow"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "reason": row["reason"],
+        "created_at": row["created_at"],
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": None if ended is None or started is None else round(ended - started, 3),
+    }
+
+
+def list_runs(
+    conn: sqlite3.Connection,
+    *,
+    workflow: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> list[dict[str, Any]] | None:
+    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist."""
+    where, args = [], []  # type: ignore[var-annotated]
+    if before is not None:
+        row = conn.execute("SELECT created_at FROM runs WHERE id=?", (before,)).fetchone()
+        if row is None:
+            return None
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        args += [row[0], row[0], before]
+    if workflow:
+        where.append("workflow = ?")
+        args.append(workflow)
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    return [_run_row(r) for r in conn.execute(sql, (*args, limit))]
+
+
+def run_attempts(
+    conn: sqlite3.Connection, run_id: str, step: str | None = None, attempt: int | None = None
+) -> list[dict[str, Any]]:
+    """Every attempt of a run (optionally one step / attempt number), in start order."""
+    sql, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]
+    if step is not None:
+        sql += " AND step=?"
+        args.append(step)
+    if attempt is not None:
+        sql += " AND attempt=?"
+        args.append(attempt)
+    rows = conn.execute(sql + " ORDER BY started_at, step, idx, attempt", args)
+    return [
+        {
+            "step": r["step"],
+            "index": None if r["idx"] < 0 else r["idx"],
+            "attempt": r["attempt"],
+            "status": r["status"],
+            "started_at": r["started_at"],
+            "ended_at": r["ended_at"],
+            "error": loads(r["error"]),
+            "log_path": r["log_path"],
+        }
+        for r in rows
+    ]
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    *,
+    source: str | None = None,
+    detail_type: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Stored events newest first (by the time the bus received them)."""
+    where, args = [], []  # type: ignore[var-annotated]
+    for clause, value in (
+        ("source = ?", source),
+        ("detail_type = ?", detail_type),
+        ("received_at >= ?", since),
+        ("received_at < ?", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = "SELECT body, received_at FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+    return [{**json.loads(r["body"]), "received_at": r["received_at"]} for r in rows]

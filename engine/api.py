@@ -1,0 +1,459 @@
+"""The HTTP surface: webhooks, the management API under ``/api/v1/`` and the dashboard.
+
+Every answer of ``/api/v1`` and ``/hooks`` is JSON; every error is ``{"error": {"code",
+"message"}}`` with a status that says whose fault it was. The middleware turns anything
+unexpected into a JSON 500 and logs it: clients never see a stack trace or an HTML page.
+Handlers only read through ``engine.store.read`` and write through the bus or the
+orchestrator, like any other component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from triggers.webhook import WebhookEndpoint, json_error
+from workflows.errors import InputError
+
+from . import __version__, records
+from .bus import Target
+from .engine import Engine
+from .events import MANUAL_SOURCE, envelope, iso
+
+log = logging.getLogger(__name__)
+
+ENGINE = web.AppKey("engine", Engine)
+HOOKS = web.AppKey("hooks", dict)
+MAX_LIMIT = 500
+MAX_ENTRIES = 10
+MAX_LOG_BYTES = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A 4xx (or 409/503) answer: ``code`` is stable for programs, ``message`` is for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        message = "no such route; see /api/v1/health and the README" if exc.status == 404 else exc.reason
+        return json_error(
+            exc.status, code, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal_error", "the server failed on this request; see the server log")
+
+
+def build_app(engine: Engine) -> web.Application:
+    """The aiohttp app for ``engine``; extensions (notify, batch jobs) add their routes last."""
+    app = web.Application(middlewares=[errors_as_json], client_max_size=16 * 1024 * 1024)
+    app[ENGINE] = engine
+    app[HOOKS] = webhook_endpoints(engine)
+    app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
+    app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/api/v1/workflows", list_workflows)
+    app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
+    app.router.add_get("/api/v1/runs", list_runs)
+    app.router.add_get("/api/v1/runs/{id}", get_run)
+    app.router.add_post("/api/v1/runs/{id}/cancel", cancel_run)
+    app.router.add_post("/api/v1/runs/{id}/retry", retry_run)
+    app.router.add_get("/api/v1/runs/{id}/logs", run_logs)
+    app.router.add_post("/api/v1/events", put_events)
+    app.router.add_get("/api/v1/events", list_events)
+    from .dashboard import add_dashboard
+
+    add_dashboard(app, engine)
+    for add in engine.api_extensions:
+        add(app)
+    return app
+
+
+def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
+    async def wait(run_id: str, timeout_s: float) -> dict[str, Any] | None:
+        try:
+            await engine.orchestrator.wait(run_id, timeout_s)
+        except TimeoutError:
+            return None
+        return await engine.describe_run(run_id)
+
+    endpoints = {}
+    for wf in engine.catalog.values():
+        for spec in wf.triggers:
+            if type(spec).__name__ == "WebhookTrigger":
+                emit = engine.bus.emitter(wf.name, spec.name)
+                endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait)
+    return endpoints
+
+
+async def hook(request: web.Request) -> web.StreamResponse:
+    wf, trigger = request.match_info["workflow"], request.match_info["trigger"]
+    endpoint = request.app[HOOKS].get((wf, trigger))
+    if endpoint is None:
+        known = sorted(f"{w}/{t}" for w, t in request.app[HOOKS])
+        raise ApiError(
+            404, "unknown_webhook", f"no webhook {wf}/{trigger}; known: {', '.join(known) or 'none'}"
+        )
+    return await endpoint.handle(request)
+
+
+# -- reading requests ---------------------------------------------------------------------------
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app[ENGINE]
+
+
+async def _json_body(request: web.Request, *, default: Any = None) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if default is None:
+            raise ApiError(400, "bad_body", "send a JSON body")
+        return default
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(400, "bad_param", f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return value
+
+
+def _time_param(request: web.Request, name: str) -> float | None:
+    """Unix seconds or ISO 8601 (``2026-01-31T12:00:00Z``)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise ApiError(
+            400,
+            "bad_param",
+            f"{name} must be Unix seconds or ISO 8601 like 2026-01-31T12:00:00Z, got {raw!r}",
+        ) from None
+
+
+def parse_time(value: Any) -> float:
+    """Unix seconds (number or numeric string) or ISO 8601; naive times are UTC. ValueError otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+async def _summary(request: web.Request) -> dict[str, Any]:
+    run_id = request.match_info["id"]
+    summary = await _engine(request).describe_run(run_id)
+    if summary is None:
+        raise ApiError(404, "unknown_run", f"no run {run_id!r}; list runs with GET /api/v1/runs")
+    return summary
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "workflows": len(engine.catalog),
+            "active_runs": engine.orchestrator.active,
+            "events_accepted": engine.bus.events_accepted,
+        }
+    )
+
+
+def _trigger_view(spec: Any) -> dict[str, Any]:
+    """What a client may know of a trigger: its kind and name, never a credential."""
+    kind = type(spec).__name__.removesuffix("Trigger").lower()
+    view: dict[str, Any] = {"kind": kind, "name": spec.name}
+    if kind == "webhook":
+        view["url"] = None  # filled in by the caller, which knows the workflow
+        view["auth"] = spec.auth
+    elif kind == "schedule":
+        view["expression"] = spec.expression
+    return view
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    out = []
+    for wf in sorted(_engine(request).catalog.values(), key=lambda w: w.name):
+        triggers = [_trigger_view(t) for t in wf.triggers]
+        for view in triggers:
+            if view["kind"] == "webhook":
+                view["url"] = f"/hooks/{wf.name}/{view['name']}"
+        params = {
+            p.name: {
+                "type": p.type,
+                "default": p.default,
+                "required": p.required,
+                "description": p.description,
+            }
+            for p in wf.params.values()
+        }
+        out.append({"name": wf.name, "description": wf.description, "params": params, "triggers": triggers})
+    return web.json_response({"workflows": out})
+
+
+async def start_run(request: web.Request) -> web.Response:
+    engine, name = _engine(request), request.match_info["name"]
+    if name not in engine.catalog:
+        raise ApiError(404, "unknown_workflow", f"no workflow {name!r}; list them with GET /api/v1/workflows")
+    params = await _json_body(request, default={})
+    if not isinstance(params, dict):
+        raise ApiError(400, "bad_body", 'the body must be a JSON object of params, e.g. {"size": 128}')
+    try:
+        run_id = await engine.start_run(name, params)
+    except InputError as exc:
+        raise ApiError(400, "bad_input", str(exc)) from None
+    return web.json_response({"run_id": run_id, "status_url": f"/api/v1/runs/{run_id}"}, status=201)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
+    q = request.query
+
+    def query(conn: Any) -> list[dict[str, Any]] | None:
+        return records.list_runs(
+            conn, workflow=q.get("workflow"), status=q.get("status"), limit=limit, before=q.get("before")
+        )
+
+    runs = await _engine(request).store.read(query)
+    if runs is None:
+        raise ApiError(400, "bad_cursor", f"before={q.get('before')!r} is not a run id; use the 'next' value")
+    nxt = runs[-1]["run_id"] if len(runs) == limit else None
+    return web.json_response({"runs": runs, "next": nxt})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    summary = await _summary(request)
+    run_id = summary["run_id"]
+    attempts = await _engine(request).store.read(lambda c: records.run_attempts(c, run_id))
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for att in attempts:
+        att.pop("log_path", None)
+        by_step.setdefault(att["step"], []).append(att)
+    summary["attempts"] = by_step
+    return web.json_response(summary)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    summary = await _summary(request)
+    body = await _json_body(request, default={})
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if reason is not None and not isinstance(reason, str):
+        raise ApiError(400, "bad_body", "reason must be a string")
+    run_id = summary["run_id"]
+    cancelled = await _engine(request).orchestrator.cancel(run_id, reason or "cancelled by user (API)")
+    if not cancelled:
+        raise ApiError(
+            409, "not_running", f"run {run_id} is {summary['status']}, not running; nothing to cancel"
+        )
+    after = await _engine(request).describe_run(run_id)
+    return web.json_response({"run_id": run_id, "status": (after or summary)["status"]})
+
+
+async def retry_run(request: web.Request) -> web.Response:
+    engine, summary = _engine(request), await _summary(request)
+    old, workflow = summary["run_id"], summary["workflow"]
+    if workflow not in engine.catalog:
+        raise ApiError(409, "workflow_gone", f"workflow {workflow!r} of run {old} is no longer loaded")
+    params = summary["params"] or {}
+    event = envelope(
+        MANUAL_SOURCE, "Retry Run", {"retry_of": old, "params": params}, resources=[f"workflow/{workflow}"]
+    )
+    result = await engine.bus.put(event, target=Target(workflow, None, params))
+    run_id = result.run_ids[0]
+    return web.json_response(
+        {"run_id": run_id, "retry_of": old, "status_url": f"/api/v1/runs/{run_id}"}, status=201
+    )
+
+
+async def run_logs(request: web.Request) -> web.Response:
+    engine, summary = _engine(request), await _summary(request)
+    step = request.query.get("step") or None
+    attempt = _int_param(request, "attempt", None, 1, 1_000_000)
+    tail = _int_param(request, "tail", None, 1, 1_000_000)
+    run_id = summary["run_id"]
+    attempts = await engine.store.read(lambda c: records.run_attempts(c, run_id, step, attempt))
+    if step is not None and not attempts:
+        raise ApiError(
+            404, "no_attempts", f"run {run_id} has no attempts of step {step!r} (attempt {attempt})"
+        )
+    text = await asyncio.to_thread(
+        _read_logs, engine.settings.data_dir, attempts, tail, single=step is not None
+    )
+    return web.Response(text=text, content_type="text/plain")
+
+
+def _read_logs(data_dir: Path, attempts: list[dict[str, Any]], tail: int | None, *, single: bool) -> str:
+    root, parts = Path(data_dir).resolve(), []
+    for att in attempts:
+        if not att["log_path"]:
+            continue
+        path = Path(att["log_path"]).resolve()
+        if not path.is_relative_to(root):  # the store is trusted, but a path is still refused outside
+            log.warning("refusing log path outside the data dir: %s", path)
+            continue
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - MAX_LOG_BYTES))
+                text = fh.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            text = ""
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-tail:])
+        if not single or len(attempts) > 1:
+            index = "" if att["index"] is None else f"[{att['index']}]"
+            text = f"==> {att['step']}{index} attempt {att['attempt']} ({att['status']}) <==\n{text}"
+        parts.append(text)
+    return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts)
+
+
+def _entry_event(entry: Any) -> dict[str, Any]:
+    """One PutEvents entry as an envelope; raises ValueError with the reason."""
+    if not isinstance(entry, dict):
+        raise ValueError("an entry must be an object with Source, DetailType and Detail")
+    source, detail_type = entry.get("Source"), entry.get("DetailType")
+    if not isinstance(source, str) or not source:
+        raise ValueError("Source is required (a non-empty string, e.g. com.example.orders)")
+    if not isinstance(detail_type, str) or not detail_type:
+        raise ValueError("DetailType is required (a non-empty string, e.g. Order Placed)")
+    detail = entry.get("Detail", {})
+    if isinstance(detail, str):
+        try:
+            detail = json.loads(detail)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Detail is not valid JSON: {exc}") from None
+    if not isinstance(detail, dict):
+        raise ValueError("Detail must be a JSON object")
+    resources = entry.get("Resources", [])
+    if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+        raise ValueError("Resources must be a list of strings")
+    event = envelope(source, detail_type, detail, resources=resources)
+    if entry.get("Time") is not None:
+        try:
+            event["time"] = iso(parse_time(entry["Time"]))
+        except ValueError:
+            raise ValueError("Time must be ISO 8601 (2026-01-31T12:00:00Z) or Unix seconds") from None
+    return event
+
+
+async def put_events(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    entries = body.get("Entries") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_ENTRIES:
+        raise ApiError(400, "bad_body", f'send {{"Entries": [...]}} with 1 to {MAX_ENTRIES} entries')
+    answers: list[dict[str, Any]] = []
+    good: list[tuple[int, dict[str, Any]]] = []
+    for i, entry in enumerate(entries):
+        try:
+            good.append((i, _entry_event(entry)))
+            answers.append({})
+        except ValueError as exc:
+            answers.append({"ErrorCode": "InvalidArgument", "ErrorMessage": str(exc)})
+    if good:
+        results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good])
+        for (i, _), result in zip(good, results, strict=True):
+            answers[i] = {"EventId": result.event_id}
+    failed = sum(1 for a in answers if "ErrorCode" in a)
+    return web.json_response({"FailedEntryCount": failed, "Entries": answers})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
+    since, until = _time_param(request, "since"), _time_param(request, "until")
+    q = request.query
+
+    def query(conn: Any) -> list[dict[str, Any]]:
+        return records.list_events(
+            conn,
+            source=q.get("source"),
+            detail_type=q.get("detail_type"),
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    return web.json_response({"events": await _engine(request).store.read(query)})
+
+
+class HttpService:
+    """The HTTP server as an Engine service: bound when ``start`` returns, closed when cancelled."""
+
+    name = "http"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<HttpService {self.engine.settings.host}:{self.port}>"
+
+    async def start(self) -> None:
+        settings = self.engine.settings
+        self.runner = web.AppRunner(
+            build_app(self.engine), handle_signals=False, access_log=None, shutdown_timeout=5.0
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, settings.host, settings.port)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+        self.engine.closers.append(self.aclose)  # in case ``run`` never ran (a later service failed)
+        log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
+
+    async def run(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            # stop accepting before the engine drains; shielded so a second cancel cannot cut it short
+            await asyncio.shield(self.aclose())
+
+    async def aclose(self) -> None:
+        """Stop the listener and close open connections (idempotent)."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+            log.info("HTTP server stopped")

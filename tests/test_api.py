@@ -1,0 +1,281 @@
+"""The management API and dashboard over real HTTP against a started engine."""
+
+# ruff: noqa: F811  (the serve/http fixtures are imported from test_webhook and used as parameters)
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import write_flow
+from test_webhook import SECRET, TOKEN, Serve, Served, http, serve  # noqa: F401 (fixtures)
+
+from engine.engine import Engine
+
+FLOWS: dict[str, str] = {
+    "greet.yaml": f"""
+        name: greet
+        description: Say hello to someone.
+        triggers:
+          - webhook: {{name: hook, secret: "{SECRET}"}}
+          - webhook: {{name: tok, token: "{TOKEN}"}}
+          - schedule: rate(1 day)
+        params:
+          who: {{type: string, required: true, description: whom to greet}}
+          times: {{type: integer, default: 1}}
+        steps:
+          hello: {{function: "handlers:hello", input: {{who: "{{{{ params.who }}}}"}}}}
+        outputs: {{greeting: "{{{{ steps.hello.output }}}}"}}
+        """,
+    "sleepy.yaml": """
+        name: sleepy
+        steps:
+          nap: {wait: 60s}
+        """,
+    "orders.yaml": """
+        name: orders
+        triggers:
+          - event:
+              pattern:
+                source: [com.example.shop]
+                detail-type: [Order Placed]
+                detail: {total: [{numeric: [">", 10]}]}
+            input: {order: "{{ event.detail.id }}"}
+        params: {order: {type: integer}}
+        steps:
+          ship: {function: "handlers:hello", input: {who: "{{ params.order }}"}}
+        """,
+}
+
+HANDLERS = """
+def hello(event, context):
+    print("hello-log-line for", event["who"])
+    return "hello " + str(event["who"])
+"""
+
+
+@pytest.fixture
+async def api(serve: Serve, tmp_path: Path) -> Served:
+    flows = tmp_path / "flows"
+    for name, text in FLOWS.items():
+        write_flow(flows, text, HANDLERS, name=name)
+    return await serve(flows)
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    async with http.request(method, url, data=data) as resp:
+        text = await resp.text()
+        if resp.content_type == "application/json":
+            return resp.status, json.loads(text)
+        return resp.status, text
+
+
+async def until(engine: Engine, sql: str, args: tuple[Any, ...] = (), timeout_s: float = 20) -> list[Any]:
+    """Poll the store until ``sql`` returns rows (a condition with a deadline, never a fixed sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            rows = await engine.store.read(lambda c: c.execute(sql, args).fetchall())
+            if rows:
+                return rows
+            await asyncio.sleep(0.05)
+
+
+async def test_health_and_workflows_hide_secrets(api: Served, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "GET", f"{api.url}/api/v1/health")
+    assert status == 200 and body["status"] == "ok" and body["workflows"] == 3
+    async with http.get(f"{api.url}/api/v1/workflows") as resp:
+        text = await resp.text()
+    assert SECRET not in text and TOKEN not in text
+    greet = next(w for w in json.loads(text)["workflows"] if w["name"] == "greet")
+    assert greet["description"] == "Say hello to someone."
+    assert greet["params"]["who"] == {
+        "type": "string",
+        "default": None,
+        "required": True,
+        "description": "whom to greet",
+    }
+    kinds = [(t["kind"], t["name"]) for t in greet["triggers"]]
+    assert kinds == [("webhook", "hook"), ("webhook", "tok"), ("schedule", "schedule-1")]
+    assert greet["triggers"][0]["url"] == "/hooks/greet/hook"
+
+
+async def test_start_get_list_retry_and_logs(api: Served, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "POST", f"{api.url}/api/v1/workflows/greet/runs", {"who": "Ada"})
+    assert status == 201
+    run_id = body["run_id"]
+    await api.engine.orchestrator.wait(run_id, 20)
+    status, run = await call(http, "GET", f"{api.url}/api/v1/runs/{run_id}")
+    assert status == 200 and run["status"] == "SUCCEEDED" and run["outputs"] == {"greeting": "hello Ada"}
+    assert run["steps"]["hello"]["status"] == "SUCCEEDED"
+    [attempt] = run["attempts"]["hello"]
+    assert attempt["attempt"] == 1 and attempt["status"] == "SUCCEEDED" and "log_path" not in attempt
+
+    status, text = await call(http, "GET", f"{api.url}/api/v1/runs/{run_id}/logs?step=hello&attempt=1")
+    assert status == 200 and "hello-log-line for Ada" in text
+    status, text = await call(http, "GET", f"{api.url}/api/v1/runs/{run_id}/logs?tail=1")
+    assert status == 200 and "hello attempt 1" in text
+    status, body = await call(http, "GET", f"{api.url}/api/v1/runs/{run_id}/logs?step=nope")
+    assert status == 404 and body["error"]["code"] == "no_attempts"
+
+    status, retry = await call(http, "POST", f"{api.url}/api/v1/runs/{run_id}/retry")
+    assert status == 201 and retry["retry_of"] == run_id and retry["run_id"] != run_id
+    await api.engine.orchestrator.wait(retry["run_id"], 20)
+    again = await api.engine.describe_run(retry["run_id"])
+    assert again is not None and again["status"] == "SUCCEEDED" and again["params"] == run["params"]
+    event = json.loads(
+        (await until(api.engine, "SELECT body FROM events WHERE id=?", (again["event_id"],)))[0][0]
+    )
+    assert event["source"] == "sluice.manual" and event["detail-type"] == "Retry Run"
+    assert event["detail"]["retry_of"] == run_id
+
+    status, page1 = await call(http, "GET", f"{api.url}/api/v1/runs?workflow=greet&limit=1")
+    assert status == 200 and [r["run_id"] for r in page1["runs"]] == [retry["run_id"]]
+    assert page1["runs"][0]["duration_s"] is not None
+    status, page2 = await call(
+        http, "GET", f"{api.url}/api/v1/runs?workflow=greet&limit=1&before={page1['next']}"
+    )
+    assert [r["run_id"] for r in page2["runs"]] == [run_id]
+    status, page3 = await call(
+        http, "GET", f"{api.url}/api/v1/runs?workflow=greet&limit=1&before={page2['next']}"
+    )
+    assert page3 == {"runs": [], "next": None}
+    status, failed = await call(http, "GET", f"{api.url}/api/v1/runs?status=FAILED")
+    assert failed["runs"] == []
+
+
+async def test_cancel_a_waiting_run(api: Served, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "POST", f"{api.url}/api/v1/workflows/sleepy/runs")
+    assert status == 201
+    run_id = body["run_id"]
+    await until(api.engine, "SELECT 1 FROM steps WHERE run_id=? AND status='RUNNING'", (run_id,))
+    status, body = await call(http, "POST", f"{api.url}/api/v1/runs/{run_id}/cancel", {"reason": "not today"})
+    assert status == 200 and body == {"run_id": run_id, "status": "CANCELLED"}
+    run = await api.engine.describe_run(run_id)
+    assert run is not None and run["status"] == "CANCELLED" and "not today" in (run["reason"] or "")
+    status, body = await call(http, "POST", f"{api.url}/api/v1/runs/{run_id}/cancel")
+    assert status == 409 and "CANCELLED" in body["error"]["message"]
+
+
+async def test_put_events_mixed_entries_start_a_pattern_workflow(
+    api: Served, http: aiohttp.ClientSession
+) -> None:
+    entries = [
+        {
+            "Source": "com.example.shop",
+            "DetailType": "Order Placed",
+            "Detail": json.dumps({"id": 7, "total": 50}),
+        },
+        {"DetailType": "Order Placed", "Detail": {}},
+        {"Source": "com.example.shop", "DetailType": "Order Placed", "Detail": "{not json"},
+        {"Source": "com.example.shop", "DetailType": "Order Placed", "Detail": {"id": 8, "total": 5}},
+        {
+            "Source": "com.example.other",
+            "DetailType": "Ping",
+            "Resources": ["a"],
+            "Time": "2026-01-02T03:04:05Z",
+        },
+    ]
+    status, body = await call(http, "POST", f"{api.url}/api/v1/events", {"Entries": entries})
+    assert status == 200 and body["FailedEntryCount"] == 2
+    ok = [e for e in body["Entries"] if "EventId" in e]
+    assert len(ok) == 3
+    assert (
+        body["Entries"][1]["ErrorCode"] == "InvalidArgument"
+        and "Source" in body["Entries"][1]["ErrorMessage"]
+    )
+    assert "Detail is not valid JSON" in body["Entries"][2]["ErrorMessage"]
+    rows = await until(api.engine, "SELECT id, status FROM runs WHERE workflow='orders'")
+    assert len(rows) == 1  # total 5 does not match the numeric pattern
+    await api.engine.orchestrator.wait(rows[0][0], 20)
+    run = await api.engine.describe_run(rows[0][0])
+    assert run is not None and run["status"] == "SUCCEEDED" and run["params"] == {"order": 7}
+
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?source=com.example.shop")
+    assert [e["detail"]["id"] for e in listed["events"]] == [8, 7]  # newest first
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?detail_type=Ping")
+    [ping] = listed["events"]
+    assert ping["time"] == "2026-01-02T03:04:05Z" and ping["resources"] == ["a"]
+    future = time.time() + 3600
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?since={future}")
+    assert listed["events"] == []
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?until=2000-01-01T00:00:00Z&limit=5")
+    assert listed["events"] == []
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?limit=2")
+    assert len(listed["events"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/api/v1/nope", None, 404, "not_found"),
+        ("GET", "/api/v1/runs/r-missing", None, 404, "unknown_run"),
+        ("POST", "/api/v1/runs/r-missing/cancel", None, 404, "unknown_run"),
+        ("GET", "/api/v1/runs?limit=abc", None, 400, "bad_param"),
+        ("GET", "/api/v1/runs?before=r-nope", None, 400, "bad_cursor"),
+        ("GET", "/api/v1/events?since=yesterday", None, 400, "bad_param"),
+        ("POST", "/api/v1/workflows/ghost/runs", {}, 404, "unknown_workflow"),
+        ("POST", "/api/v1/workflows/greet/runs", {"times": 2}, 400, "bad_input"),
+        ("POST", "/api/v1/workflows/greet/runs", b"{oops", 400, "bad_json"),
+        ("POST", "/api/v1/workflows/greet/runs", [1], 400, "bad_body"),
+        ("POST", "/api/v1/events", {"Entries": []}, 400, "bad_body"),
+        ("POST", "/api/v1/events", {"Entries": [{}] * 11}, 400, "bad_body"),
+        ("DELETE", "/api/v1/health", None, 405, "method_not_allowed"),
+    ],
+)
+async def test_errors_are_json(
+    api: Served,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> None:
+    got, answer = await call(http, method, api.url + path, body)
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert answer["error"]["message"]
+
+
+async def test_dashboard_pages_escape_values(api: Served, http: aiohttp.ClientSession) -> None:
+    status, body = await call(
+        http, "POST", f"{api.url}/api/v1/workflows/greet/runs", {"who": "<script>x</script>"}
+    )
+    run_id = body["run_id"]
+    await api.engine.orchestrator.wait(run_id, 20)
+    status, page = await call(http, "GET", f"{api.url}/")
+    assert status == 200 and run_id in page and 'http-equiv="refresh" content="5"' in page
+    assert f'href="/runs/{run_id}"' in page and "SUCCEEDED" in page
+    status, page = await call(http, "GET", f"{api.url}/runs/{run_id}")
+    assert status == 200 and "hello" in page and "attempt 1" in page
+    assert "<script>x</script>" not in page
+    status, _ = await call(http, "GET", f"{api.url}/runs/r-missing")
+    assert status == 404
+
+
+async def test_api_extensions_are_added(serve: Serve, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Other components (notify, batch jobs) add routes through ``engine.api_extensions``."""
+    from aiohttp import web
+
+    from engine.api import HttpService
+
+    flows = tmp_path / "flows"
+    write_flow(flows, FLOWS["sleepy.yaml"])
+    served = await serve(flows)
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.json_response({"pong": True})
+
+    served.engine.api_extensions.append(lambda app: app.router.add_get("/api/v1/ping", ping))
+    extra = HttpService(served.engine)  # a second listener built after the extension was registered
+    await extra.start()
+    try:
+        _, body = await call(http, "GET", f"http://127.0.0.1:{extra.port}/api/v1/ping")
+        assert body == {"pong": True}
+    finally:
+        await extra.aclose()
