@@ -66,4 +66,7 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
 def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engine:
     engine = Engine(settings, catalog)
     engine.services.extend(trigger_services(engine))
+    from .api import HttpService
+
+    engine.services.append(HttpService(engine))  # after the triggers: intake over HTTP opens last
     return engine
