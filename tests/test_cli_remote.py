@@ -1,0 +1,192 @@
+"""``sluice runs|logs|events|workflows`` in a subprocess against a live server; ``sluice serve`` e2e."""
+
+# ruff: noqa: F811  (the serve/http fixtures are imported from test_webhook and used as parameters)
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import write_flow
+from test_webhook import Serve, Served, http, serve  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FLOW = """
+name: greet
+description: Say hello.
+triggers:
+  - webhook: {name: hook, auth: none}
+params:
+  who: {type: string, default: world}
+steps:
+  hello: {function: "handlers:hello", input: {who: "{{ params.who }}"}}
+outputs: {greeting: "{{ steps.hello.output }}"}
+"""
+
+SLEEPY = """
+name: sleepy
+steps:
+  nap: {wait: 60s}
+"""
+
+HANDLERS = """
+def hello(event, context):
+    print("log line for", event["who"])
+    return "hello " + event["who"]
+"""
+
+
+async def sluice(*args: str, server: str | None = None) -> tuple[int, str, str]:
+    """Run the CLI in a fresh interpreter (as a user would) and collect its output."""
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_SERVER"}
+    extra = [] if server is None else ["--server", server]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli",
+        *args,
+        *extra,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def live(serve: Serve, tmp_path: Path) -> Served:
+    flows = tmp_path / "flows"
+    write_flow(flows, FLOW, HANDLERS)
+    write_flow(flows, SLEEPY, name="sleepy.yaml")
+    return await serve(flows)
+
+
+async def test_runs_logs_and_workflows(live: Served) -> None:
+    run_id = await live.engine.start_run("greet", {"who": "Ada"})
+    await live.engine.orchestrator.wait(run_id, 20)
+
+    code, out, err = await sluice("runs", "list", server=live.url)
+    assert code == 0, err
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION_S", "REASON"]
+    assert row.startswith(run_id) and "SUCCEEDED" in row
+    assert header.index("STATUS") == row.index("SUCCEEDED")  # columns aligned
+
+    code, out, _ = await sluice("runs", "show", run_id, "--json", server=live.url)
+    assert code == 0 and json.loads(out)["outputs"] == {"greeting": "hello Ada"}
+    code, out, _ = await sluice("runs", "show", run_id, server=live.url)
+    assert "hello" in out and "SUCCEEDED" in out and 'outputs: {"greeting": "hello Ada"}' in out
+
+    code, out, _ = await sluice("logs", run_id, "--step", "hello", server=live.url)
+    assert code == 0 and "log line for Ada" in out
+
+    code, out, _ = await sluice("workflows", "list", server=live.url)
+    assert code == 0 and "webhook:hook" in out and "Say hello." in out
+    code, out, _ = await sluice("workflows", "list", "--json", server=live.url)
+    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy"}
+
+    code, out, _ = await sluice("runs", "retry", run_id, "--json", server=live.url)
+    assert code == 0 and json.loads(out)["retry_of"] == run_id
+
+
+async def test_cancel_and_errors(live: Served) -> None:
+    run_id = await live.engine.start_run("sleepy", {})
+    code, out, err = await sluice("runs", "cancel", run_id, "--reason", "enough", server=live.url)
+    assert code == 0, err
+    assert out.strip() == f"run {run_id} CANCELLED"
+    code, out, err = await sluice("runs", "cancel", run_id, server=live.url)
+    assert code == 2 and err.startswith("sluice: error: run ") and "not running" in err
+    code, _, err = await sluice("runs", "show", "r-nope", server=live.url)
+    assert code == 2 and "no run 'r-nope'" in err
+
+
+async def test_events_put_and_list(live: Served, tmp_path: Path) -> None:
+    detail = tmp_path / "detail.json"
+    detail.write_text('{"id": 5}', encoding="utf-8")
+    code, out, err = await sluice(
+        "events", "put", "--source", "com.example", "--detail-type", "Thing", "--detail", f"@{detail}",
+        server=live.url,
+    )  # fmt: skip
+    assert code == 0 and out.startswith("event ") and out.strip().endswith("accepted"), err
+    code, out, _ = await sluice(
+        "events", "put", "--source", "com.example", "--detail-type", "Other", "--detail", '{"id": 6}',
+        server=live.url,
+    )  # fmt: skip
+    assert code == 0
+    code, out, err = await sluice("events", "put", "--source", "x", "--detail-type", "y", "--detail", "{bad")
+    assert code == 2 and "--detail: not valid JSON" in err
+    code, out, _ = await sluice("events", "list", "--source", "com.example", "--json", server=live.url)
+    events = json.loads(out)["events"]
+    assert [e["detail"]["id"] for e in events] == [6, 5]
+    code, out, _ = await sluice("events", "list", "--detail-type", "Thing", server=live.url)
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "TIME", "SOURCE", "DETAIL-TYPE", "RESOURCES"] and len(lines) == 2
+    code, out, _ = await sluice("events", "list", "--since", str(time.time() + 60), "--json", server=live.url)
+    assert json.loads(out)["events"] == []
+
+
+async def test_unreachable_server_exits_1_with_a_hint() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: refused
+        code, _, err = await sluice("runs", "list", server=f"http://127.0.0.1:{port}")
+    assert code == 1 and "is `sluice serve` running? set --server" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    async with http.get(url) as resp:
+        return await resp.json()
+
+
+async def test_serve_end_to_end(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    flows = tmp_path / "flows"
+    write_flow(flows, FLOW, HANDLERS)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_SERVER", "SLUICE_CONFIG")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "serve", str(flows), "--port", str(port),
+        "--data-dir", str(tmp_path / "data"), "--workers", "1", "--grace", "2",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):  # ready when it says so: the port is bound before this line
+            while b"Sluice is running" not in (line := await proc.stdout.readline()):
+                assert line, "sluice serve exited before it was ready"
+        base = f"http://127.0.0.1:{port}"
+        async with http.post(f"{base}/hooks/greet/hook?wait=20", json={"x": 1}) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        assert answer["status"] == "SUCCEEDED" and answer["outputs"] == {"greeting": "hello world"}
+        run = await _get_json(http, f"{base}/api/v1/runs/{answer['run_id']}")
+        assert run["status"] == "SUCCEEDED"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stdout.read(), 15)
+        code = await asyncio.wait_for(proc.wait(), 15)
+        assert code == 0, rest.decode()
+        assert time.monotonic() - started < 10
+        assert b"HTTP server stopped" in rest and b"engine stopped" in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
