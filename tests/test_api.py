@@ -279,3 +279,23 @@ async def test_api_extensions_are_added(serve: Serve, tmp_path: Path, http: aioh
         assert body == {"pong": True}
     finally:
         await extra.aclose()
+
+
+async def test_logs_refuse_paths_outside_the_data_dir(
+    api: Served, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.log"
+    outside.write_text("private text\n", encoding="utf-8")
+    run_id = await api.engine.start_run("greet", {"who": "Bo"})
+    await api.engine.orchestrator.wait(run_id, 20)
+    await api.engine.store.write(
+        lambda c: c.execute(
+            "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path) "
+            "VALUES (?, 'hello', -1, 9, 'FAILED', 0, ?)",
+            (run_id, str(outside)),
+        )
+    )
+    status, text = await call(http, "GET", f"{api.url}/api/v1/runs/{run_id}/logs")
+    assert status == 200 and "hello-log-line for Bo" in text and "private text" not in text
+    status, page = await call(http, "GET", f"{api.url}/runs/{run_id}")
+    assert status == 200 and "private text" not in page
