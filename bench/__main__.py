@@ -26,6 +26,7 @@ from typing import Any
 
 from . import limits, peers, sluice_workloads  # noqa: F401 - imported to register their workloads
 from .core import BENCH_DIR, REPO_DIR, Context, Skip, Workload, registry, summarize, tail, temp_dir
+from .report import header, render_markdown
 
 
 def machine() -> dict[str, Any]:
@@ -114,51 +115,6 @@ def run_workload(w: Workload, quick: bool) -> dict[str, Any]:
     return record
 
 
-def _fmt(x: float) -> str:
-    if x == 0:
-        return "0"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    if abs(x) >= 0.1:
-        return f"{x:.3f}"
-    return f"{x:.4f}"
-
-
-def _unit(rec: dict[str, Any], metric: str) -> str:
-    """Declared unit, else the one the metric's name ends with (``_ms``, ``_s``, ``_mb``...)."""
-    if metric in rec["units"]:
-        return str(rec["units"][metric])
-    for suffix, unit in (("_per_s", "/s"), ("_ms", "ms"), ("_us", "µs"), ("_mb", "MB"), ("_s", "s")):
-        if metric.endswith(suffix):
-            return unit
-    return ""
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """The human table: one row per metric, median with [min-max], and skips with their reasons."""
-    lines = [
-        "| workload | metric | median | min - max | unit | reps |",
-        "|---|---|---:|---:|---|---:|",
-    ]
-    for rec in result["workloads"]:
-        if rec["status"] != "ok" and not rec["metrics"]:
-            reason = rec["reason"].replace("|", "/")
-            lines.append(f"| {rec['name']} | — | skipped: {reason} | | | 0 |")
-            continue
-        for metric, s in rec["metrics"].items():
-            unit = _unit(rec, metric)
-            rng = f"{_fmt(s['min'])} - {_fmt(s['max'])}"
-            lines.append(
-                f"| {rec['name']} | {metric} | {_fmt(s['median'])} | {rng} | {unit} | {rec['reps']} |"
-            )
-        if rec["status"] != "ok":
-            reason = rec["reason"].replace("|", "/")
-            lines.append(f"| {rec['name']} | — | partly skipped: {reason} | | | |")
-    return "\n".join(lines)
-
-
 def select(names: list[str] | None) -> list[Workload]:
     """``--only`` takes exact names, groups (``limits``, ``peers``, ``sluice``) or globs (``peer.*``)."""
     all_w = list(registry().values())
@@ -228,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(path)
-    m = result["machine"]
-    print(
-        f"\nMachine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
-        f"Linux {m['kernel']}; commit {short}{' (dirty)' if dirty else ''}; `{result['command']}`; "
-        f"{result['duration_s']} s\n"
-    )
+    print("\n" + header(result) + "\n")
     print(render_markdown(result))
     print(f"\nwrote {path}")
     return 0

@@ -177,9 +177,13 @@ def w0_cold_start(ctx: Context) -> dict[str, float]:
 def w1_chain(ctx: Context) -> dict[str, float]:
     """W1: 50 runs of w1_chain back to back in one Engine: runs/s, per-run p50/p99 ms.
 
-    TODO(core): start ``engine.engine.Engine`` on ``ctx.tmp`` with the folder from
-    :func:`write_bench_workflows`, run ``w1_chain`` once to warm the workers, then time 50 runs
-    (assert result == 3) -> {"w1_runs_per_s", "w1_p50_ms", "w1_p99_ms", "engine_rss_mb", "workers_rss_mb"}.
+    TODO(core): load the catalog of the folder from :func:`write_bench_workflows`, then
+    ``async with Engine(Settings(data_dir=ctx.tmp / "data"), catalog) as engine:`` run
+    ``await engine.run_to_end("w1_chain")`` once to warm the workers, then time 50 runs back to back
+    (assert ``summary["outputs"]["result"] == 3``) and return
+    {"w1_runs_per_s", "w1_p50_ms", "w1_p99_ms", "engine_rss_mb", "workers_rss_mb"}
+    (``bench.core.latency_metrics("w1", seconds)`` gives the two latency keys;
+    ``bench.core._tree_rss_kb(os.getpid())`` minus the engine's own VmRSS gives the workers').
     """
     _engine_available()
     raise Skip(f"{ENGINE_MISSING}: W1 not wired to engine.engine.Engine yet")
