@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
     # management commands that talk to a running server (one line per module)
     __import__("engine.cli_remote", fromlist=["register"]).register(sub)
+    __import__("engine.cli_notify", fromlist=["register"]).register(sub)  # after cli_remote: adds to events
     return parser
 
 

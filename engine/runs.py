@@ -141,6 +141,11 @@ class RunDriver:
         if status in TERMINAL:
             detail["ended_at"] = iso_ms(now)
             detail["duration_s"] = round(now - (self.run.started_at or now), 6)
+        if "outputs" in detail:  # docs/events.md: outputs above 64 KiB of JSON stay in the store
+            size = len(records.dumps(detail["outputs"]).encode())
+            if size > 64 * 1024:
+                detail["outputs"] = None
+                detail["outputs_truncated"] = {"size_bytes": size, "url": f"/api/v1/runs/{self.run.id}"}
         return envelope(RUN_SOURCE, RUN_DETAIL_TYPE, detail, resources=[f"run/{self.run.id}"], at=now)
 
     def step_event(self, step: str, status: str, previous: str, **extra: Any) -> dict[str, Any]:
@@ -152,6 +157,11 @@ class RunDriver:
             "previous_status": str(previous),
             **extra,
         }
+        if "output" in detail:  # the same 64 KiB rule as a run's outputs (docs/events.md)
+            size = len(records.dumps(detail["output"]).encode())
+            if size > 64 * 1024:
+                detail["output"] = None
+                detail["output_truncated"] = {"size_bytes": size, "url": f"/api/v1/runs/{self.run.id}"}
         return envelope(STEP_SOURCE, STEP_DETAIL_TYPE, detail, resources=[f"run/{self.run.id}/{step}"])
 
     # -- the run ------------------------------------------------------------------------------

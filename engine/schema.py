@@ -91,4 +91,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_kind ON audit (kind, at);
     """,
+    # 2: notifications outbox, dead letters
+    """
+    CREATE TABLE outbox (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber    TEXT NOT NULL,
+        url           TEXT NOT NULL,
+        event_id      TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        next_at       REAL NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        status        TEXT NOT NULL DEFAULT 'pending',
+        delivered_at  REAL,
+        last_status   INTEGER,
+        last_error    TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (subscriber, status, seq);
+    CREATE INDEX outbox_delivered ON outbox (status, delivered_at);
+
+    CREATE TABLE dead_letters (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber   TEXT NOT NULL,
+        url          TEXT NOT NULL,
+        event_id     TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        failed_at    REAL NOT NULL,
+        attempts     INTEGER NOT NULL,
+        last_status  INTEGER,
+        last_error   TEXT
+    );
+    """,
 ]

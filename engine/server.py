@@ -66,6 +66,9 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
 def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engine:
     engine = Engine(settings, catalog)
     engine.services.extend(trigger_services(engine))
+    from .notify import install_from_config
+
+    install_from_config(engine)  # notifications, retention; global config from $SLUICE_CONFIG
     from .api import HttpService
 
     engine.services.append(HttpService(engine))  # after the triggers: intake over HTTP opens last

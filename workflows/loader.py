@@ -65,6 +65,10 @@ def load_dir(path: str | os.PathLike[str]) -> Catalog:
     YAML files used as webhook schemas by a workflow are not loaded as workflows.
     """
     workflows, errors = _load_all(Path(path))
+    if not errors:
+        from workflows.chains import find_chain_cycles
+
+        errors = find_chain_cycles({w.name: w for w in workflows})
     if errors:
         raise SpecErrors(errors)
     return Catalog({w.name: w for w in workflows})

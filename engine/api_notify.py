@@ -1,0 +1,129 @@
+"""HTTP routes for dead letters and replay (added to the API app through ``engine.api_extensions``).
+
+``GET  /api/v1/notifications/dlq``          dead letters, oldest first (``?limit=``)
+``POST /api/v1/notifications/dlq/retry``    ``{"ids": [..]}`` or ``{}`` for all: back to the outbox
+``POST /api/v1/notifications/dlq/purge``    ``{"ids": [..]}`` or ``{}`` for all: deleted
+``POST /api/v1/events/replay``              ``{"since", "until"?, "pattern"?, "workflow"?, "dry_run"?,
+                                              "force"?, "name"?}``
+
+Answers never carry a subscriber's secret or headers: rows hold only the key, the URL without
+credentials or query, and the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from workflows.errors import PatternError
+
+from . import archive, notify
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _error(400, "bad_json", f"the body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return _error(400, "bad_body", 'send a JSON object, e.g. {"ids": [1, 2]}')
+    return data
+
+
+def _ids(data: dict[str, Any]) -> list[int] | web.Response | None:
+    ids = data.get("ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return _error(400, "bad_ids", 'ids must be a list of dead-letter ids (numbers), e.g. {"ids": [3, 4]}')
+    return ids
+
+
+async def _replay(engine: Engine, request: web.Request) -> web.Response:
+    """``POST /api/v1/events/replay``: the body's window and filters, answered with the report."""
+    data = await _body(request)
+    if isinstance(data, web.Response):
+        return data
+    try:
+        since = archive.parse_time(data.get("since"))
+        until = archive.parse_time(data.get("until"))
+    except ValueError as exc:
+        return _error(400, "bad_time", str(exc))
+    if since is None:
+        return _error(400, "missing_since", 'give since, e.g. {"since": "2026-01-31T12:00:00Z"} or "2h"')
+    pattern = data.get("pattern")
+    if pattern is not None and not isinstance(pattern, dict):
+        return _error(400, "bad_pattern", 'pattern must be an event pattern object, e.g. {"source": ["x"]}')
+    try:
+        report = await archive.replay(
+            engine,
+            since,
+            until,
+            pattern,
+            data.get("workflow"),
+            dry_run=bool(data.get("dry_run")),
+            force=bool(data.get("force")),
+            name=data.get("name"),
+        )
+    except PatternError as exc:
+        return _error(400, "bad_pattern", str(exc))
+    except ValueError as exc:
+        return _error(400, "bad_replay", str(exc))
+    return web.json_response(report)
+
+
+def add_routes(app: web.Application, engine: Engine) -> None:
+    """Register the dead-letter and replay routes for ``engine`` on ``app``."""
+
+    async def dlq_list(request: web.Request) -> web.Response:
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "bad_param", "limit must be a whole number from 1 to 1000")
+        rows = await engine.store.read(lambda c: notify.dlq_list(c, limit))
+        return web.json_response({"dead_letters": rows})
+
+    async def dlq_retry(request: web.Request) -> web.Response:
+        data = await _body(request)
+        if isinstance(data, web.Response):
+            return data
+        ids = _ids(data)
+        if isinstance(ids, web.Response):
+            return ids
+        count = await engine.store.write(lambda c: notify.dlq_retry(c, ids, time.time()))
+        service = getattr(engine, "notify", None)
+        if service is not None:
+            service.wake_all()
+        return web.json_response({"retried": count})
+
+    async def dlq_purge(request: web.Request) -> web.Response:
+        data = await _body(request)
+        if isinstance(data, web.Response):
+            return data
+        ids = _ids(data)
+        if isinstance(ids, web.Response):
+            return ids
+        count = await engine.store.write(lambda c: notify.dlq_purge(c, ids))
+        return web.json_response({"purged": count})
+
+    app.router.add_get("/api/v1/notifications/dlq", dlq_list)
+    app.router.add_post("/api/v1/notifications/dlq/retry", dlq_retry)
+    app.router.add_post("/api/v1/notifications/dlq/purge", dlq_purge)
+
+    async def replay(request: web.Request) -> web.Response:
+        return await _replay(engine, request)
+
+    app.router.add_post("/api/v1/events/replay", replay)

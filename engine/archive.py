@@ -1,0 +1,310 @@
+"""The archive: every accepted event stays in the store; retention compacts it; replay re-delivers it.
+
+Retention (default 30 days, ``0`` = forever) is enforced by :class:`CompactionService`, which
+deletes in small chunks so the one writer is never held for long: events older than the window
+that no unfinished run still needs (recovery reads a run's trigger event) and no pending
+notification still carries, and delivered outbox rows older than an hour.
+
+Replay sends archived events to the *current* rules. Each replayed copy is a new event (new id)
+with ``replay-name`` and its origin id (``events.origin_id``); a run is not started for an
+(origin, workflow) pair that already has one unless ``force``. Which workflows a copy goes to:
+
+- event-pattern rules that match it now (``sluice.run`` state changes, PutEvents, ...);
+- trigger events (files, schedule, webhook, manual runs) carry no pattern: they reach their
+  workflow through the trigger that emitted them. Replay re-targets them by the runs the
+  original started (``runs.trigger``), through the same trigger and its current ``input``
+  template (a manual run gets its original params back from the event's detail).
+
+Replayed copies themselves are never replayed again (a second replay of the window would
+otherwise double).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from workflows.patterns import compile_pattern
+
+from .bus import Target
+from .events import MANUAL_SOURCE, new_id
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .records import RunRecord
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS = 30.0
+COMPACT_EVERY_S = 3600.0
+DELIVERED_KEEP_S = 3600.0
+CHUNK = 2_000
+
+
+def retention_days(arg: float | None = None) -> float:
+    """The explicit argument wins, then ``SLUICE_RETENTION_DAYS``, then 30 (``0`` = keep forever)."""
+    if arg is not None:
+        return float(arg)
+    return float(os.environ.get("SLUICE_RETENTION_DAYS") or RETENTION_DAYS)
+
+
+def parse_time(text: str | float | None, now: float | None = None) -> float | None:
+    """``2026-01-31T12:00:00Z`` (with a zone), epoch seconds, or a duration ago (``2h``, ``30m``)."""
+    from workflows.units import parse_duration
+
+    if text is None or text == "":
+        return None
+    if isinstance(text, int | float):
+        return float(text)
+    now = time.time() if now is None else now
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is not None:
+        if moment.tzinfo is None:
+            raise ValueError(f"time {text!r} has no zone (add Z, e.g. {text}Z)")
+        return moment.timestamp()
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"cannot read the time {text!r} "
+            "(write 2026-01-31T12:00:00Z, epoch seconds, or 2h for two hours ago)"
+        ) from None
+
+
+# --- compaction -----------------------------------------------------------------------------------------
+
+
+def compact_chunk(conn: sqlite3.Connection, cutoff: float | None, delivered_cutoff: float) -> tuple[int, int]:
+    """Delete one chunk of old events and delivered outbox rows; returns (events, outbox rows)."""
+    events = 0
+    if cutoff is not None:
+        events = conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e WHERE e.received_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id "
+            "AND r.status IN ('PENDING','RUNNING')) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id AND o.status = 'pending') "
+            "ORDER BY e.seq LIMIT ?)",
+            (cutoff, CHUNK),
+        ).rowcount
+    rows = conn.execute(
+        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+        "WHERE status='delivered' AND delivered_at < ? "
+        "LIMIT ?)",
+        (delivered_cutoff, CHUNK),
+    ).rowcount
+    return events, rows
+
+
+async def compact(engine: Engine, days: float, *, now: float | None = None) -> dict[str, int]:
+    """One compaction pass over the whole store, a chunk per transaction."""
+    now = time.time() if now is None else now
+    cutoff = None if days <= 0 else now - days * 86400.0
+    total = {"events": 0, "outbox": 0}
+    while True:
+        events, rows = await engine.store.write(lambda c: compact_chunk(c, cutoff, now - DELIVERED_KEEP_S))
+        total["events"] += events
+        total["outbox"] += rows
+        if events < CHUNK and rows < CHUNK:
+            break
+    if total["events"] or total["outbox"]:
+        log.info(
+            "compaction: deleted %d events and %d delivered notifications", total["events"], total["outbox"]
+        )
+    return total
+
+
+class CompactionService:
+    """An Engine service: compacts once at start of ``run`` and then every ``interval_s``."""
+
+    name = "archive compaction"
+
+    def __init__(
+        self, engine: Engine, days: float | None = None, interval_s: float = COMPACT_EVERY_S
+    ) -> None:
+        self.engine = engine
+        self.days = retention_days(days)
+        self.interval_s = interval_s
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await compact(self.engine, self.days)
+            except Exception:  # one failed pass is logged; the next one tries again
+                log.exception("compaction pass failed; retrying in %.0fs", self.interval_s)
+            await asyncio.sleep(self.interval_s)
+
+
+# --- replay ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    event_id: str
+    origin_id: str
+    workflow: str
+    trigger: str | None
+    via: str  # "rule" | "trigger" | "manual"
+    params: dict[str, Any] | None = None
+    input: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "origin_id": self.origin_id, "workflow": self.workflow,
+                "trigger": self.trigger, "via": self.via}  # fmt: skip
+
+
+def _targets(
+    engine: Engine, conn: sqlite3.Connection, row: sqlite3.Row, env: dict[str, Any]
+) -> list[Planned]:
+    origin = row["origin_id"] or row["id"]
+    plans: dict[str, Planned] = {}
+    for rule in engine.bus.matching_rules(env):
+        plans.setdefault(
+            rule.workflow, Planned(row["id"], origin, rule.workflow, rule.trigger, "rule", input=rule.input)
+        )
+    originals = conn.execute("SELECT workflow, trigger, params FROM runs WHERE event_id=?", (row["id"],))
+    for run in originals.fetchall():
+        wf = engine.catalog.get(run["workflow"])
+        if wf is None or run["workflow"] in plans:
+            continue
+        kinds = {t.name: type(t).__name__ for t in wf.triggers}
+        if run["trigger"] is not None and kinds.get(run["trigger"], "EventTrigger") != "EventTrigger":
+            plans[wf.name] = Planned(row["id"], origin, wf.name, run["trigger"], "trigger")
+        elif run["trigger"] is None and row["source"] == MANUAL_SOURCE:
+            detail = env.get("detail") if isinstance(env.get("detail"), dict) else {}
+            plans[wf.name] = Planned(row["id"], origin, wf.name, None, "manual", params=dict(detail))
+    return list(plans.values())
+
+
+def plan_replay(
+    engine: Engine,
+    conn: sqlite3.Connection,
+    since: float,
+    until: float | None,
+    pattern: Any,
+    workflow: str | None,
+    force: bool,
+) -> tuple[list[tuple[dict[str, Any], list[Planned]]], list[dict[str, Any]]]:
+    """Archived originals in [since, until) and, for each, the runs a replay would start; and skips."""
+    query = (
+        "SELECT * FROM events WHERE received_at >= ? AND received_at < ? AND replay_name IS NULL ORDER BY seq"
+    )
+    chosen: list[tuple[dict[str, Any], list[Planned]]] = []
+    skipped: list[dict[str, Any]] = []
+    for row in conn.execute(query, (since, float("inf") if until is None else until)).fetchall():
+        env = json.loads(row["body"])
+        if pattern is not None and not pattern.matches(env):
+            continue
+        plans = [p for p in _targets(engine, conn, row, env) if workflow is None or p.workflow == workflow]
+        keep = []
+        for p in plans:
+            seen = conn.execute(
+                "SELECT id FROM runs WHERE origin_id=? AND workflow=? LIMIT 1", (p.origin_id, p.workflow)
+            ).fetchone()
+            if seen is not None and not force:
+                skipped.append({**p.as_dict(), "reason": f"run {seen[0]} already exists (use --force)"})
+            else:
+                keep.append(p)
+        if keep:
+            chosen.append((env, keep))
+    return chosen, skipped
+
+
+async def replay(
+    engine: Engine,
+    since: float,
+    until: float | None = None,
+    pattern: dict[str, Any] | None = None,
+    workflow: str | None = None,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Re-deliver archived events to the current rules; returns what was (or would be) started."""
+    if workflow is not None and workflow not in engine.catalog:
+        known = ", ".join(sorted(engine.catalog)) or "none"
+        raise ValueError(f"no workflow named {workflow!r} (known: {known})")
+    compiled = None if pattern is None else compile_pattern(pattern)
+    name = name or f"replay-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    if dry_run:
+        chosen, skipped = await engine.store.read(
+            lambda c: plan_replay(engine, c, since, until, compiled, workflow, force)
+        )
+        return _report(name, chosen, skipped, [], dry_run=True)
+
+    def tx(conn: sqlite3.Connection) -> tuple[Any, Any, list[RunRecord]]:
+        chosen, skipped = plan_replay(engine, conn, since, until, compiled, workflow, force)
+        runs: list[RunRecord] = []
+        for env, plans in chosen:
+            runs.extend(_redeliver(engine, conn, env, plans, name))
+        return chosen, skipped, runs
+
+    chosen, skipped, runs = await engine.store.write(tx)
+    engine.bus.deliver(runs)
+    log.info("replay %s: %d events re-delivered, %d runs started, %d skipped",
+             name, len(chosen), len(runs), len(skipped))  # fmt: skip
+    return _report(name, chosen, skipped, runs, dry_run=False)
+
+
+def _redeliver(
+    engine: Engine, conn: sqlite3.Connection, env: dict[str, Any], plans: list[Planned], name: str
+) -> list[RunRecord]:
+    """Commit the replayed copy (hooks see it, so subscribers hear of it) and start exactly ``plans``."""
+    bus = engine.bus
+    copy = {**env, "id": new_id(), "replay-name": name, "_origin_id": plans[0].origin_id}
+    bus.insert_event(conn, copy)
+    for hook in bus.tx_hooks:
+        hook(conn, copy, 0)
+    runs = []
+    for p in plans:
+        if p.via == "rule":
+            run = bus._start(conn, copy, p.workflow, p.trigger, None, p.input, 1)
+        else:
+            target = Target(p.workflow, p.trigger, p.params)
+            run = bus._start(conn, copy, target.workflow, target.trigger, target.params, None, 0)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+Chosen = list[tuple[dict[str, Any], list[Planned]]]
+
+
+def _report(
+    name: str, chosen: Chosen, skipped: list[dict[str, Any]], runs: list[Any], *, dry_run: bool
+) -> dict[str, Any]:
+    return {
+        "replay_name": name,
+        "dry_run": dry_run,
+        "events": len(chosen),
+        "planned": [p.as_dict() for _, plans in chosen for p in plans],
+        "started": [{"run_id": r.id, "workflow": r.workflow, "event_id": r.event["id"]} for r in runs],
+        "skipped": skipped,
+    }
+
+
+def install(
+    engine: Engine, days: float | None = None, interval_s: float = COMPACT_EVERY_S
+) -> CompactionService:
+    """Add the compaction service and the replay route to an engine (before ``start``)."""
+    service = CompactionService(engine, days, interval_s)
+    engine.services.append(service)
+    return service

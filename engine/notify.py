@@ -1,0 +1,701 @@
+"""Notifications: a transactional outbox and a sender that delivers it to subscribers.
+
+Why an outbox: the row that says "tell X about event E" is inserted by a bus
+``tx_hook`` inside the very transaction that commits E, so a crash between the
+commit and the HTTP POST loses nothing — the sender finds the row on restart.
+The hook only inserts rows (no I/O), so a slow or dead receiver can never hold
+up the engine; it costs only its own queue.
+
+Delivery is at least once. Each subscriber has its own lane (an asyncio task)
+with its own concurrency and optional rate limit; a lane reads its due rows in
+outbox order, POSTs them, and records the outcome: delivered, retry later
+(exponential backoff with full jitter, or the receiver's ``Retry-After``), or
+dead-lettered (a 4xx other than 408/429, too many attempts, too old).
+
+Ordering: rows *start* in outbox order. With ``concurrency > 1`` they may
+finish out of order, and a row waiting for its retry does not hold back later
+rows — unless the subscriber sets ``ordered: true``, which makes the lane send
+one row at a time, head of line first (strict order; a failing head blocks the
+queue until it is delivered or dead-lettered).
+
+Signing (Stripe style): ``Sluice-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>``;
+see docs/events.md for the receiver's side. Secrets live only in memory: never
+in rows, logs, events or API answers (the dataclasses hide them from ``repr``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from workflows.patterns import compile_pattern
+
+from .events import RUN_DETAIL_TYPE, RUN_SOURCE
+from .records import dumps
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: defaults (docs/events.md explains the choice)
+MAX_AGE_S = 24 * 3600.0  #: like EventBridge: a notification older than a day is dead-lettered
+MAX_ATTEMPTS = 100  #: with the 10 min backoff cap this spans ~8 h of a receiver being down
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 600.0  #: a recovered receiver is noticed within 10 minutes
+TIMEOUT_S = 10.0  #: one attempt, connect to last byte of the answer
+CONCURRENCY = 4
+POLL_S = 5.0  #: an idle lane re-reads its queue this often (a safety net; wakes are pushed)
+BATCH = 64
+
+
+class TransformError(ValueError):
+    """A subscriber's input transformer that cannot work; the message names the fix."""
+
+
+# --- input transformer (EventBridge InputTransformer) --------------------------------------------------
+
+_PATH_STEP = re.compile(r"\.([A-Za-z0-9_$@-]+)|\[(\d+)\]|\['([^']*)'\]")
+_TEMPLATE_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|<([A-Za-z0-9_.$-]+)>')
+
+
+def _compile_path(path: str) -> list[str | int]:
+    if not isinstance(path, str) or not path.startswith("$"):
+        raise TransformError(f"path {path!r} must start with $ (write e.g. $.detail.run_id)")
+    steps: list[str | int] = []
+    pos = 1
+    while pos < len(path):
+        m = _PATH_STEP.match(path, pos)
+        if m is None:
+            raise TransformError(f"path {path!r}: cannot read {path[pos:]!r} (write $.a.b[0])")
+        steps.append(int(m.group(2)) if m.group(2) is not None else (m.group(1) or m.group(3) or ""))
+        pos = m.end()
+    return steps
+
+
+def _walk(value: Any, steps: list[str | int]) -> Any:
+    for step in steps:
+        if isinstance(step, int) and isinstance(value, list) and step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict):
+            value = value.get(step)
+        else:
+            return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """``paths`` pick values out of the event; ``template`` is JSON text with ``<name>`` holes.
+
+    A hole outside quotes becomes the value as JSON; inside a JSON string it becomes the value's
+    text, escaped. Values are data: they are JSON-encoded, never rendered as templates.
+    Without a template the body is the object of the picked values.
+    """
+
+    paths: Mapping[str, list[str | int]]
+    template: str | None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Transform:
+        paths_raw = raw.get("paths") or {}
+        if not isinstance(paths_raw, Mapping):
+            raise TransformError('transform.paths must map names to paths, e.g. {id: "$.detail.run_id"}')
+        paths = {str(k): _compile_path(v) for k, v in paths_raw.items()}
+        template = raw.get("template")
+        if template is not None:
+            if not isinstance(template, str):
+                raise TransformError("transform.template must be a string of JSON with <name> holes")
+            for m in _TEMPLATE_TOKEN.finditer(template):
+                if m.group(1) is not None and m.group(1) not in paths:
+                    raise TransformError(f"transform.template uses <{m.group(1)}>, which is not in paths")
+            try:
+                json.loads(_TEMPLATE_TOKEN.sub(lambda m: "null" if m.group(1) else m.group(0), template))
+            except json.JSONDecodeError as exc:
+                raise TransformError(f"transform.template is not JSON once holes are filled: {exc}") from None
+        return cls(paths, template)
+
+    def render(self, event: Mapping[str, Any]) -> str:
+        values = {name: _walk(event, steps) for name, steps in self.paths.items()}
+        if self.template is None:
+            return dumps(values)
+
+        def fill(m: re.Match[str]) -> str:
+            if m.group(1) is not None:
+                return dumps(values[m.group(1)])
+            return re.sub(r"<([A-Za-z0-9_.$-]+)>", lambda h: _inside(values, h), m.group(0))
+
+        return _TEMPLATE_TOKEN.sub(fill, self.template)
+
+
+def _inside(values: Mapping[str, Any], hole: re.Match[str]) -> str:
+    if hole.group(1) not in values:
+        return hole.group(0)
+    value = values[hole.group(1)]
+    text = value if isinstance(value, str) else dumps(value)
+    return dumps(text)[1:-1]
+
+
+# --- subscribers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One destination. ``key`` names its queue in the outbox (stable across restarts)."""
+
+    key: str
+    url: str = field(repr=False)  #: may carry a token in its query; logs and answers use safe_url
+    on: tuple[str, ...] = ("SUCCEEDED", "FAILED")
+    pattern: Any = None  #: a compiled Pattern; when set it replaces ``on``
+    workflow: str | None = None  #: a workflow's own ``notify:``: only that workflow's events
+    secret: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    transform: Transform | None = None
+    concurrency: int = CONCURRENCY
+    rate_per_s: float | None = None
+    ordered: bool = False
+    max_attempts: int = MAX_ATTEMPTS
+    max_age_s: float = MAX_AGE_S
+    timeout_s: float = TIMEOUT_S
+    backoff_base_s: float = BACKOFF_BASE_S
+    backoff_cap_s: float = BACKOFF_CAP_S
+
+    def matches(self, env: Mapping[str, Any]) -> bool:
+        detail = env.get("detail")
+        if self.workflow is not None and not (
+            isinstance(detail, dict) and detail.get("workflow") == self.workflow
+        ):
+            return False
+        if self.pattern is not None:
+            return bool(self.pattern.matches(env))
+        return (
+            env.get("source") == RUN_SOURCE
+            and env.get("detail-type") == RUN_DETAIL_TYPE
+            and isinstance(detail, dict)
+            and detail.get("status") in self.on
+        )
+
+    def body(self, env: Mapping[str, Any]) -> str:
+        return dumps(dict(env)) if self.transform is None else self.transform.render(env)
+
+
+def safe_url(url: str) -> str:
+    """The URL without credentials or query (they may hold tokens): what logs and the API show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def subscribers_from_catalog(catalog: Mapping[str, Any]) -> list[Subscriber]:
+    """Every workflow's ``notify:`` entries, keyed ``<workflow>#<n>``."""
+    subs = []
+    for wf in catalog.values():
+        for i, spec in enumerate(getattr(wf, "notify", ()) or ()):
+            subs.append(
+                Subscriber(
+                    key=f"{wf.name}#{i}",
+                    url=spec.url,
+                    on=tuple(spec.on),
+                    pattern=None if spec.pattern is None else compile_pattern(spec.pattern),
+                    workflow=wf.name,
+                    secret=spec.secret,
+                    headers=dict(spec.headers),
+                )
+            )
+    return subs
+
+
+def subscribers_from_config(entries: Iterable[Mapping[str, Any]]) -> list[Subscriber]:
+    """Global subscribers from the server config (``subscribers:``), keyed ``global#<n>`` or ``name``.
+
+    Raises ValueError naming the entry and the fix.
+    """
+    from workflows.units import parse_duration
+
+    subs = []
+    allowed = {"name", "url", "on", "pattern", "secret", "headers", "transform", "concurrency", "rate",
+               "ordered", "max_attempts", "max_age", "timeout", "backoff_base", "backoff_cap"}  # fmt: skip
+    for i, raw in enumerate(entries):
+        where = f"subscribers[{i}]"
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("url"), str):
+            raise ValueError(f'{where}: needs a url (write e.g. - url: "http://127.0.0.1:9000/hook")')
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r} (use {', '.join(sorted(allowed))})")
+        if not raw["url"].startswith(("http://", "https://")):
+            raise ValueError(f"{where}.url: must be an http:// or https:// URL")
+        try:
+            transform = None if raw.get("transform") is None else Transform.parse(raw["transform"])
+        except TransformError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        subs.append(
+            Subscriber(
+                key=str(raw.get("name") or f"global#{i}"),
+                url=raw["url"],
+                on=tuple(raw.get("on") or ("SUCCEEDED", "FAILED")),
+                pattern=None if raw.get("pattern") is None else compile_pattern(raw["pattern"]),
+                secret=raw.get("secret"),
+                headers={str(k): str(v) for k, v in (raw.get("headers") or {}).items()},
+                transform=transform,
+                concurrency=int(raw.get("concurrency", CONCURRENCY)),
+                rate_per_s=None if raw.get("rate") is None else float(raw["rate"]),
+                ordered=bool(raw.get("ordered", False)),
+                max_attempts=int(raw.get("max_attempts", MAX_ATTEMPTS)),
+                max_age_s=parse_duration(raw.get("max_age", MAX_AGE_S)),
+                timeout_s=parse_duration(raw.get("timeout", TIMEOUT_S)),
+                backoff_base_s=parse_duration(raw.get("backoff_base", BACKOFF_BASE_S)),
+                backoff_cap_s=parse_duration(raw.get("backoff_cap", BACKOFF_CAP_S)),
+            )
+        )
+    return subs
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The ``Sluice-Signature`` header value for ``body`` at unix time ``t``."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(
+    secret: str, body: bytes, header: str, *, tolerance_s: float = 300.0, now: float | None = None
+) -> bool:
+    """The receiver's check (docs/events.md): the MAC matches and ``t`` is recent."""
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance_s:
+        return False
+    expected = sign(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def backoff_s(
+    attempts: int, rng: random.Random, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S
+) -> float:
+    """Exponential backoff with full jitter (AWS Architecture Blog): uniform(0, min(cap, base * 2^n))."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+_INSERT = "INSERT INTO outbox (subscriber, url, event_id, body, created_at, next_at) VALUES (?,?,?,?,?,?)"
+
+
+# --- the outbox (writer thread) -------------------------------------------------------------------------
+
+
+class Outbox:
+    """The bus hook: for each committed event, one row per matching subscriber, same transaction."""
+
+    def __init__(self, subscribers: Sequence[Subscriber], clock: Any = time.time) -> None:
+        self.subscribers = list(subscribers)
+        self.clock = clock
+        #: highest outbox seq inserted per subscriber (written on the writer thread, read on the loop)
+        self.latest: dict[str, int] = {}
+
+    def hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
+        subs = [s for s in self.subscribers if s.matches(env)]
+        if not subs:
+            return
+        now = self.clock()
+        for sub in subs:
+            try:
+                body = sub.body(env)
+            except Exception as exc:  # one subscriber's transform must not fail the event's commit
+                log.error("subscriber %s: transform failed for event %s: %s", sub.key, env.get("id"), exc)
+                continue
+            cur = conn.execute(
+                _INSERT,
+                (sub.key, safe_url(sub.url), env["id"], body, now, now),
+            )
+            self.latest[sub.key] = int(cur.lastrowid or 0)
+
+
+# --- the sender -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Result:
+    status: int | None
+    error: str | None
+    retry_after_s: float | None = None
+
+
+class _Bucket:
+    """A token bucket: at most ``rate`` sends per second, bursts of one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = max(1.0, rate)
+        self.at = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return
+            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+class Lane:
+    """One subscriber's queue: reads due rows in order, sends up to ``concurrency`` at once."""
+
+    def __init__(self, service: NotifyService, sub: Subscriber) -> None:
+        self.s = service
+        self.sub = sub
+        self.known = 0  #: highest outbox seq this lane has seen in the store
+        self.wake = asyncio.Event()
+        self.inflight: dict[int, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(1 if sub.ordered else max(1, sub.concurrency))
+        self.bucket = _Bucket(sub.rate_per_s) if sub.rate_per_s else None
+        self.rng = random.Random()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.wake.clear()
+                rows, known, next_at = await self.s.store.read(self._fetch)
+                self.known = max(self.known, known)
+                for row in rows:
+                    await self.slots.acquire()
+                    if self.bucket is not None:
+                        await self.bucket.take()
+                    task = asyncio.create_task(
+                        self._deliver(row), name=f"notify {self.sub.key} #{row['seq']}"
+                    )
+                    self.inflight[row["seq"]] = task
+                    task.add_done_callback(lambda t, seq=row["seq"]: self._done(seq))
+                if rows and not self.sub.ordered:
+                    continue
+                delay = POLL_S if next_at is None else max(0.0, min(POLL_S, next_at - self.s.clock()))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.wake.wait()
+        finally:
+            for task in self.inflight.values():
+                task.cancel(msg="notification sender stopping")
+            if self.inflight:
+                await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+
+    def _done(self, seq: int) -> None:
+        self.inflight.pop(seq, None)
+        self.slots.release()
+        self.wake.set()
+
+    def _fetch(self, conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, float | None]:
+        key, now = self.sub.key, self.s.clock()
+        known = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE subscriber=?", (key,)
+        ).fetchone()[0]
+        if self.sub.ordered:
+            head = conn.execute(
+                "SELECT * FROM outbox WHERE subscriber=? AND status='pending' ORDER BY seq LIMIT 1", (key,)
+            ).fetchone()
+            if head is None or head["seq"] in self.inflight:
+                return [], known, None
+            if head["next_at"] > now:
+                return [], known, head["next_at"]
+            return [head], known, None
+        busy = tuple(self.inflight)
+        holes = ",".join("?" * len(busy))
+        skip = f" AND seq NOT IN ({holes})" if busy else ""
+        rows = conn.execute(
+            f"SELECT * FROM outbox WHERE subscriber=? AND status='pending' AND next_at<=?{skip} "
+            f"ORDER BY seq LIMIT {BATCH}",
+            (key, now, *busy),
+        ).fetchall()
+        nxt = conn.execute(
+            f"SELECT MIN(next_at) FROM outbox WHERE subscriber=? AND status='pending' AND next_at>?{skip}",
+            (key, now, *busy),
+        ).fetchone()[0]
+        return rows, known, nxt
+
+    async def _deliver(self, row: sqlite3.Row) -> None:
+        try:
+            result = await self.s.post(self.sub, row["event_id"], row["body"].encode())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one delivery's failure is recorded, never the lane's end
+            text = f"{type(exc).__name__}: {exc}".replace(self.sub.url, safe_url(self.sub.url))
+            result = _Result(None, text)
+        await self.s.record(self.sub, row, result, self.rng)
+
+
+class NotifyService:
+    """The Engine service that drains the outbox. ``start`` opens the HTTP client; ``run`` the lanes."""
+
+    name = "notifications"
+
+    def __init__(self, engine: Engine, outbox: Outbox, *, clock: Any = time.time) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.outbox = outbox
+        self.clock = clock
+        self.lanes: dict[str, Lane] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.delivered = 0
+        self.dead = 0
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        return self.outbox.subscribers
+
+    async def start(self) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.lanes = {sub.key: Lane(self, sub) for sub in self.subscribers}
+        await self.store.write(self._orphans)
+
+    def _orphans(self, conn: sqlite3.Connection) -> None:
+        """Rows of subscribers no longer configured go to the dead letters (nobody would send them)."""
+        keys = tuple(self.lanes)
+        holes = ",".join("?" * len(keys)) or "''"
+        query = f"SELECT * FROM outbox WHERE status='pending' AND subscriber NOT IN ({holes})"
+        for row in conn.execute(query, keys).fetchall():
+            _dead_letter(conn, row, self.clock(), row["attempts"], None, "subscriber no longer configured")
+            log.warning("notification %d for %s: subscriber %s no longer configured; dead-lettered",
+                        row["seq"], row["event_id"], row["subscriber"])  # fmt: skip
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for lane in self.lanes.values():
+                    tg.create_task(lane.run(), name=f"notify lane {lane.sub.key}")
+                if not self.lanes:
+                    await asyncio.Event().wait()
+        finally:
+            if self.session is not None:
+                await self.session.close()
+
+    async def aclose(self) -> None:
+        """An Engine closer: the HTTP client is closed even if ``run`` never got to start."""
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
+
+    def wake(self) -> None:
+        """``bus.after_commit``: wake the lanes that have rows they have not seen (cheap, on the loop)."""
+        for key, seq in dict(self.outbox.latest).items():
+            lane = self.lanes.get(key)
+            if lane is not None and seq > lane.known:
+                lane.wake.set()
+
+    def wake_all(self) -> None:
+        for lane in self.lanes.values():
+            lane.wake.set()
+
+    async def post(self, sub: Subscriber, event_id: str, body: bytes) -> _Result:
+        assert self.session is not None
+        headers = {"Content-Type": "application/json", "User-Agent": "Sluice", **sub.headers}
+        headers["Sluice-Event-Id"] = event_id
+        if sub.secret:
+            headers["Sluice-Signature"] = sign(sub.secret, body, int(time.time()))
+        try:
+            async with asyncio.timeout(sub.timeout_s):
+                async with self.session.post(
+                    sub.url, data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    await resp.read()
+                    text = None if resp.status < 300 else f"HTTP {resp.status} {resp.reason or ''}".strip()
+                    return _Result(
+                        resp.status, text, retry_after_s(resp.headers.get("Retry-After"), self.clock())
+                    )
+        except TimeoutError:
+            return _Result(None, f"no answer within the {sub.timeout_s:g}s timeout")
+
+    async def record(self, sub: Subscriber, row: sqlite3.Row, res: _Result, rng: random.Random) -> None:
+        now, attempts, seq = self.clock(), row["attempts"] + 1, row["seq"]
+        status = res.status
+        if status is not None and 200 <= status < 300:
+            await self.store.write(
+                lambda c: c.execute(
+                    "UPDATE outbox SET status='delivered', delivered_at=?, attempts=?, last_status=? "
+                    "WHERE seq=?",
+                    (now, attempts, status, seq),
+                )
+            )
+            self.delivered += 1
+            log.debug("notification %d (%s) → %s: %s", seq, row["event_id"], sub.key, status)
+            return
+        permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
+        delay = (
+            res.retry_after_s
+            if res.retry_after_s is not None
+            else backoff_s(attempts, rng, sub.backoff_base_s, sub.backoff_cap_s)
+        )
+        too_old = now + delay - row["created_at"] > sub.max_age_s
+        if permanent or attempts >= sub.max_attempts or too_old:
+            why = "refused (4xx)" if permanent else "too old" if too_old else "out of attempts"
+            await self.store.write(lambda c: _dead_letter(c, row, now, attempts, status, res.error))
+            self.dead += 1
+            log.warning("notification %d (%s) → %s dead-lettered after %d attempts, %s: %s",
+                        seq, row["event_id"], sub.key, attempts, why, res.error)  # fmt: skip
+            return
+        await self.store.write(
+            lambda c: c.execute(
+                "UPDATE outbox SET attempts=?, next_at=?, last_status=?, last_error=? WHERE seq=?",
+                (attempts, now + delay, status, res.error, seq),
+            )
+        )
+        log.log(logging.INFO if attempts == 1 else logging.DEBUG,  # a dead receiver must not flood the log
+                "notification %d (%s) → %s failed (attempt %d: %s); retrying in %.1fs",
+                 seq, row["event_id"], sub.key, attempts, res.error, delay)  # fmt: skip
+
+
+def _dead_letter(
+    conn: sqlite3.Connection,
+    row: sqlite3.Row,
+    now: float,
+    attempts: int,
+    status: int | None,
+    error: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO dead_letters (subscriber, url, event_id, body, created_at, failed_at, attempts, "
+        "last_status, last_error) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            *(row[k] for k in ("subscriber", "url", "event_id", "body", "created_at")),
+            now,
+            attempts,
+            status,
+            error,
+        ),
+    )
+    conn.execute("DELETE FROM outbox WHERE seq=?", (row["seq"],))
+
+
+# --- dead letters (API and CLI) -------------------------------------------------------------------------
+
+
+def _where_ids(ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+    if ids is None:
+        return "", ()
+    return f" WHERE seq IN ({','.join('?' * len(ids)) or 'NULL'})", tuple(int(i) for i in ids)
+
+
+def dlq_list(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT * FROM dead_letters ORDER BY seq LIMIT ?", (limit,)).fetchall()
+    return [
+        {
+            "id": r["seq"],
+            "subscriber": r["subscriber"],
+            "url": r["url"],
+            "event_id": r["event_id"],
+            "attempts": r["attempts"],
+            "last_status": r["last_status"],
+            "last_error": r["last_error"],
+            "created_at": r["created_at"],
+            "failed_at": r["failed_at"],
+        }
+        for r in rows
+    ]
+
+
+def dlq_retry(conn: sqlite3.Connection, ids: Sequence[int] | None, now: float) -> int:
+    """Move dead letters back to the outbox with a fresh attempt budget; returns how many."""
+    where, args = _where_ids(ids)
+    rows = conn.execute(f"SELECT * FROM dead_letters{where} ORDER BY seq", args).fetchall()
+    for r in rows:
+        conn.execute(
+            _INSERT,
+            (r["subscriber"], r["url"], r["event_id"], r["body"], now, now),
+        )
+        conn.execute("DELETE FROM dead_letters WHERE seq=?", (r["seq"],))
+    return len(rows)
+
+
+def dlq_purge(conn: sqlite3.Connection, ids: Sequence[int] | None) -> int:
+    where, args = _where_ids(ids)
+    return conn.execute(f"DELETE FROM dead_letters{where}", args).rowcount
+
+
+# --- wiring ---------------------------------------------------------------------------------------------
+
+
+def install(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
+    """Wire notifications into an engine (before ``start``): outbox hook, wake-up, sender, routes."""
+    outbox = Outbox([*subscribers_from_catalog(engine.catalog), *extra])
+    keys = [s.key for s in outbox.subscribers]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"subscriber names must be unique, got {sorted(keys)}")
+    service = NotifyService(engine, outbox)
+    engine.bus.tx_hooks.append(outbox.hook)
+    engine.bus.after_commit.append(service.wake)
+    engine.services.append(service)
+    engine.closers.append(service.aclose)
+    engine.notify = service  # type: ignore[attr-defined]
+
+    def add(app: Any) -> None:
+        from .api_notify import add_routes
+
+        add_routes(app, engine)
+
+    engine.api_extensions.append(add)
+    return service
+
+
+def load_config(path: str | None = None) -> dict[str, Any]:
+    """The server config file (``$SLUICE_CONFIG``, YAML): ``subscribers:`` and ``retention_days:``."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
+
+    path = path or os.environ.get("SLUICE_CONFIG")
+    if not path:
+        return {}
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YamlLoader) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the server config: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the server config must be a mapping (write subscribers: [...])")
+    unknown = sorted(set(data) - {"subscribers", "retention_days"})
+    if unknown:
+        raise ValueError(f"{path}: unknown setting {unknown[0]!r} (use subscribers, retention_days)")
+    return data
+
+
+def install_from_config(engine: Engine, path: str | None = None) -> NotifyService:
+    """``sluice serve`` wiring: notifications (catalog + global subscribers) and archive compaction."""
+    from . import archive
+
+    config = load_config(path)
+    service = install(engine, subscribers_from_config(config.get("subscribers") or []))
+    archive.install(engine, config.get("retention_days"))
+    return service
