@@ -26,6 +26,7 @@ from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
 
 from . import records
+from .destinations import final_status, record_event, workflow_targets
 from .events import complete
 from .records import RunRecord, dumps
 from .states import Status
@@ -74,6 +75,7 @@ class Bus:
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
         self._compile_rules()
+        self._destinations = workflow_targets(catalog)
 
     def _compile_rules(self) -> None:
         for wf in self._catalog.values():
@@ -195,6 +197,7 @@ class Bus:
             run = self._start(conn, env, target.workflow, target.trigger, target.params, None, depth)
             if run is not None:
                 runs.append(run)
+        runs.extend(self._destination(conn, env, depth))
         for rule in self.matching_rules(env):
             if depth + 1 > MAX_DEPTH:
                 self._audit_depth(conn, env, rule, depth)
@@ -240,6 +243,21 @@ class Bus:
         if not records.insert_run(conn, run, origin):
             return None
         return run
+
+    def _destination(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> list[RunRecord]:
+        """A run ended: start its ``on_success``/``on_failure`` workflow with the invocation record."""
+        if not self._destinations:
+            return []
+        status = final_status(env)
+        target = None if status is None else self._destinations.get((env["detail"]["workflow"], status))
+        if target is None:
+            return []
+        if depth + 1 > MAX_DEPTH:
+            self._audit_depth(conn, env, Rule(target, "on_" + status.lower(), None, None), depth)
+            return []
+        record = complete(record_event(env, target))
+        self.insert_event(conn, record)
+        return self.route(conn, record, Target(target), depth + 1)
 
     def _audit_depth(self, conn: sqlite3.Connection, env: dict[str, Any], rule: Rule, depth: int) -> None:
         detail = {

@@ -35,7 +35,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,8 @@ class Subscriber:
     timeout_s: float = TIMEOUT_S
     backoff_base_s: float = BACKOFF_BASE_S
     backoff_cap_s: float = BACKOFF_CAP_S
+    #: builds the body instead of the event (Lambda-style destinations send an invocation record)
+    render: Callable[[Mapping[str, Any]], str] | None = field(default=None, repr=False)
 
     def matches(self, env: Mapping[str, Any]) -> bool:
         detail = env.get("detail")
@@ -191,6 +193,8 @@ class Subscriber:
         )
 
     def body(self, env: Mapping[str, Any]) -> str:
+        if self.render is not None:
+            return self.render(env)
         return dumps(dict(env)) if self.transform is None else self.transform.render(env)
 
 
@@ -647,7 +651,9 @@ def dlq_purge(conn: sqlite3.Connection, ids: Sequence[int] | None) -> int:
 
 def install(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
     """Wire notifications into an engine (before ``start``): outbox hook, wake-up, sender, routes."""
-    outbox = Outbox([*subscribers_from_catalog(engine.catalog), *extra])
+    from .destinations import url_subscribers
+
+    outbox = Outbox([*subscribers_from_catalog(engine.catalog), *url_subscribers(engine.catalog), *extra])
     keys = [s.key for s in outbox.subscribers]
     if len(set(keys)) != len(keys):
         raise ValueError(f"subscriber names must be unique, got {sorted(keys)}")

@@ -81,6 +81,7 @@ class RunDriver:
         self.step_ctx: dict[str, dict[str, Any]] = {}
         self.step_error: dict[str, dict[str, Any] | None] = {}
         self.t0 = time.monotonic()
+        self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
         self._rng = random.Random()
         self._resume: dict[str, dict[str, Any]] = {}
         self._restore()
@@ -141,6 +142,8 @@ class RunDriver:
         if status in TERMINAL:
             detail["ended_at"] = iso_ms(now)
             detail["duration_s"] = round(now - (self.run.started_at or now), 6)
+            detail["params"] = self.run.params  # the request payload of an invocation record
+            detail["attempts"] = self.attempts_total
         if "outputs" in detail:  # docs/events.md: outputs above 64 KiB of JSON stay in the store
             size = len(records.dumps(detail["outputs"]).encode())
             if size > 64 * 1024:
@@ -362,6 +365,7 @@ class RunDriver:
         self, name: str, spec: Any, idx: int, attempt: int, event: Any, *, first: bool
     ) -> Outcome:
         run_id = self.run.id
+        self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
         log_path = str(self.o.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
         now = time.time()

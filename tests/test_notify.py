@@ -521,3 +521,23 @@ def test_server_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         subscribers_from_config([{"url": "http://x/", "retries": 3}])
     with pytest.raises(ValueError, match="not in paths"):
         subscribers_from_config([{"url": "http://x/", "transform": {"template": "<a>"}}])
+
+
+async def test_url_destinations_receive_a_signed_invocation_record(
+    tmp_path: Path, receivers: Any, engine_with: Any
+) -> None:
+    rec, url = await receivers()
+    flows = tmp_path / "flows"
+    text = FLOW.format(name="dest") + f'on_success: {{url: "{url}", secret: {SECRET}}}\n'
+    write_flow(flows, text, HANDLERS, name="dest.yaml")
+    engine = await engine_with(flows, tmp_path / "data")
+    summary = await engine.run_to_end("dest", {"n": 1}, timeout_s=20)
+    await wait_for(lambda: rec.got, what="the invocation record")
+    got = rec.got[0]
+    record = json.loads(got["body"])
+    assert record["requestContext"]["requestId"] == summary["run_id"]
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"] == {"n": 1}
+    assert record["responsePayload"] == {"n": 2}
+    assert docs_verify(SECRET, got["body"], got["headers"]["Sluice-Signature"])

@@ -486,3 +486,61 @@ async def test_input_that_is_not_json_fails_the_step_clearly(make_engine: MakeEn
     assert run["status"] == Status.FAILED
     assert run["steps"]["a"]["error"]["errorType"] == "Sluice.InvalidInput"
     assert "not JSON" in run["steps"]["a"]["error"]["errorMessage"]
+
+
+async def test_destinations_start_a_workflow_with_the_invocation_record(
+    make_engine: MakeEngine, flows: Path
+) -> None:
+    write_flow(
+        flows,
+        """
+        name: main
+        params: {fail: {type: boolean, default: false}}
+        on_success: {workflow: celebrate}
+        on_failure: {workflow: cleanup}
+        steps:
+          a: {function: handlers:inc, input: {n: 1}}
+          b: {function: handlers:boom, needs: [a], when: "{{ params.fail }}"}
+        outputs: {a: "{{ steps.a.output }}"}
+        """,
+        HANDLERS,
+    )
+    for name in ("celebrate", "cleanup"):
+        write_flow(
+            flows,
+            f"""
+            name: {name}
+            steps:
+              got: {{function: handlers:echo, input: "{{{{ event.detail }}}}"}}
+            outputs: {{record: "{{{{ steps.got.output }}}}"}}
+            """,
+            name=f"{name}.yaml",
+        )
+    engine = await make_engine(flows)
+
+    async def follow_up(workflow: str) -> dict:
+        for _ in range(500):
+            rows = await engine.store.read(
+                lambda c: c.execute(
+                    "SELECT id FROM runs WHERE workflow=? AND status='SUCCEEDED'", (workflow,)
+                ).fetchall()
+            )
+            if rows:
+                summary = await engine.describe_run(rows[-1][0])
+                assert summary is not None
+                return summary["outputs"]["record"]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{workflow} never ran")
+
+    ok = await engine.run_to_end("main", timeout_s=20)
+    record = await follow_up("celebrate")
+    assert record["requestContext"]["requestId"] == ok["run_id"]
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestPayload"] == {"fail": False}
+    assert record["responsePayload"] == {"a": 2}
+    failed = await engine.run_to_end("main", {"fail": True}, timeout_s=20)
+    record = await follow_up("cleanup")
+    assert record["requestContext"]["requestId"] == failed["run_id"]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "ValueError"

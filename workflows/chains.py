@@ -74,7 +74,7 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
             for upstream in sorted(upstream_names(trig.pattern, names) or ()):
                 graph.add_edge(upstream, wf.name)
                 where.setdefault((upstream, wf.name), (str(wf.file), f"triggers[{i}].event.pattern"))
-    errors = []
+    errors = _destination_edges(catalog, graph, where)
     for cycle in sorted(nx.simple_cycles(graph), key=lambda c: (len(c), c)):
         start = min(range(len(cycle)), key=lambda k: cycle[k])
         cycle = cycle[start:] + cycle[:start]
@@ -92,4 +92,30 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
             else f"workflows start each other in a cycle: {loop}"
         )
         errors.append(SpecError(file, path, problem, hint))
+    return errors
+
+
+def _destination_edges(
+    catalog: Mapping[str, Any], graph: nx.DiGraph[str], where: dict[tuple[str, str], tuple[str, str]]
+) -> list[SpecError]:
+    """``on_success``/``on_failure: {workflow: W}`` start W too: edges, and W must exist."""
+    errors = []
+    for wf in catalog.values():
+        for key in ("on_success", "on_failure"):
+            dest = getattr(wf, key, None)
+            if dest is None or dest.workflow is None:
+                continue
+            if dest.workflow not in catalog:
+                known = ", ".join(sorted(catalog))
+                errors.append(
+                    SpecError(
+                        str(wf.file),
+                        f"{key}.workflow",
+                        f"no workflow named {dest.workflow!r}",
+                        f"workflows are: {known}",
+                    )
+                )
+                continue
+            graph.add_edge(wf.name, dest.workflow)
+            where.setdefault((wf.name, dest.workflow), (str(wf.file), f"{key}.workflow"))
     return errors

@@ -23,12 +23,14 @@ import yaml
 from workflows.dag import Dag, find_problems
 from workflows.errors import InputError, SpecError, SpecErrors
 from workflows.fields import NAME, FileCtx, type_ok
-from workflows.sections import YamlLoader, parse_notify, parse_params, parse_triggers
+from workflows.sections import YamlLoader, parse_destination, parse_notify, parse_params, parse_triggers
 from workflows.spec import Workflow
 from workflows.steps import check_templates, parse_steps
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOP_FIELDS = ("name", "description", "triggers", "params", "steps", "outputs", "notify")
+_TOP_FIELDS = (
+    "name", "description", "triggers", "params", "steps", "outputs", "notify", "on_success", "on_failure",
+)  # fmt: skip
 
 
 class Catalog(Mapping[str, Workflow]):
@@ -174,6 +176,8 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
     triggers = parse_triggers(ctx, raw.get("triggers"))
     steps = parse_steps(ctx, raw.get("steps"))
     notify = parse_notify(ctx, raw.get("notify"))
+    on_success = parse_destination(ctx, "on_success", raw.get("on_success"))
+    on_failure = parse_destination(ctx, "on_failure", raw.get("on_failure"))
     outputs = ctx.template("outputs", raw.get("outputs"))
     dag = _dag(ctx, steps)
     if dag is None:
@@ -190,6 +194,8 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
         outputs=outputs,
         notify=notify,
         dag=dag,
+        on_success=on_success,
+        on_failure=on_failure,
     )
 
 

@@ -26,6 +26,7 @@ from workflows.fields import (
 )
 from workflows.spec import (
     PARAM_TYPES,
+    DestinationSpec,
     EventTrigger,
     FileTrigger,
     NotifySpec,
@@ -105,6 +106,7 @@ _WEBHOOK_FIELDS = (
     "max_body",
 )
 _NOTIFY_FIELDS = ("url", "on", "secret", "headers", "pattern")
+_DESTINATION_FIELDS = ("url", "workflow", "secret", "headers")
 _RUN_STATES = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 _AFTER = re.compile(r"keep|delete|move:.+")
 
@@ -383,3 +385,30 @@ def parse_notify(ctx: FileCtx, raw: Any) -> tuple[NotifySpec, ...]:
             )
         )
     return tuple(subscribers)
+
+
+def parse_destination(ctx: FileCtx, key: str, raw: Any) -> DestinationSpec | None:
+    """``on_success:`` / ``on_failure:``: a URL or a workflow that gets the run's invocation record."""
+    if raw is None:
+        return None
+    if not ctx.fields(key, raw, _DESTINATION_FIELDS):
+        return None
+    url = read_str(ctx, f"{key}.url", raw.get("url"), '"http://127.0.0.1:9000/done"')
+    workflow = read_str(ctx, f"{key}.workflow", raw.get("workflow"), "report-failure")
+    if (url is None) == (workflow is None):
+        ctx.err(
+            key,
+            "needs exactly one of url or workflow",
+            f'write e.g. {key}: {{url: "http://127.0.0.1:9000/done"}} or {key}: {{workflow: cleanup}}',
+        )
+        return None
+    if url is not None and not url.startswith(("http://", "https://")):
+        ctx.err(f"{key}.url", f"must be an http:// or https:// URL, got {ctx.show(url)}")
+    if workflow is not None and raw.get("secret") is not None:
+        ctx.err(f"{key}.secret", "only a url destination is signed", "remove secret, or use a url")
+    return DestinationSpec(
+        url=url,
+        workflow=workflow,
+        secret=read_str(ctx, f"{key}.secret", raw.get("secret"), '"${env:DEST_SECRET}"'),
+        headers=read_str_map(ctx, f"{key}.headers", raw.get("headers")) or {},
+    )

@@ -186,6 +186,20 @@ class NotifySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationSpec:
+    """Lambda-style destination: where a run's invocation record goes when it succeeds or fails.
+
+    Exactly one of ``url`` (an HTTP subscriber, signed with ``secret``) or ``workflow`` (a run of
+    that workflow, started with the record as its event's detail).
+    """
+
+    url: str | None = None
+    workflow: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """A loaded workflow file: everything validated, durations/sizes parsed, templates compiled."""
 
@@ -199,3 +213,5 @@ class Workflow:
     outputs: Renderable | None
     notify: tuple[NotifySpec, ...]
     dag: Dag
+    on_success: DestinationSpec | None = None
+    on_failure: DestinationSpec | None = None
