@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     # management commands that talk to a running server (one line per module)
     __import__("engine.cli_remote", fromlist=["register"]).register(sub)
     __import__("engine.cli_notify", fromlist=["register"]).register(sub)  # after cli_remote: adds to events
+    __import__("engine.cli_batch", fromlist=["register"]).register(sub)
     return parser
 
 

@@ -74,6 +74,7 @@ class Engine:
         self.closers: list[Callable[[], Awaitable[None]]] = []  #: extra components, closed in reverse
         #: functions that add routes to the HTTP app (notifications, batch jobs): ``add(app)``
         self.api_extensions: list[Callable[[Any], None]] = []
+        self.batch: Any = None  #: the BatchService (engine/batch.py), when a Docker engine answers
         self._group_task: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
@@ -87,6 +88,9 @@ class Engine:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.gather(self.store.open(), self.functions.start())
+        from .batch import attach_batch
+
+        await attach_batch(self)  # before recovery: resumed container steps wait on their jobs
         if self.settings.recover:
             recovered = await self.orchestrator.recover()
             if recovered:

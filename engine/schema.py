@@ -123,4 +123,78 @@ MIGRATIONS: list[str] = [
         last_error   TEXT
     );
     """,
+    # 3: batch jobs
+    """
+    CREATE TABLE job_definitions (
+        name        TEXT NOT NULL,
+        revision    INTEGER NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'ACTIVE',
+        body        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (name, revision)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE compute_environments (
+        name        TEXT PRIMARY KEY,
+        endpoint    TEXT NOT NULL,
+        max_vcpus   REAL NOT NULL,
+        max_memory  INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE job_queues (
+        name          TEXT PRIMARY KEY,
+        priority      INTEGER NOT NULL,
+        environments  TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE jobs (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             TEXT NOT NULL UNIQUE,
+        name           TEXT NOT NULL,
+        queue          TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        status_reason  TEXT,
+        spec           TEXT NOT NULL,
+        parent_id      TEXT,
+        array_size     INTEGER,
+        array_index    INTEGER,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        environment    TEXT,
+        exit_code      INTEGER,
+        run_id         TEXT,
+        step           TEXT,
+        created_at     REAL NOT NULL,
+        runnable_at    REAL,
+        started_at     REAL,
+        stopped_at     REAL,
+        updated_at     REAL NOT NULL
+    );
+    CREATE INDEX jobs_status ON jobs (status, queue);
+    CREATE INDEX jobs_parent ON jobs (parent_id, array_index);
+
+    CREATE TABLE job_dependencies (
+        job_id  TEXT NOT NULL,
+        dep_id  TEXT NOT NULL,
+        mode    TEXT NOT NULL,
+        PRIMARY KEY (job_id, dep_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_dependencies_dep ON job_dependencies (dep_id);
+
+    CREATE TABLE job_attempts (
+        job_id        TEXT NOT NULL,
+        attempt       INTEGER NOT NULL,
+        environment   TEXT,
+        container_id  TEXT,
+        exit_code     INTEGER,
+        reason        TEXT,
+        started_at    REAL,
+        stopped_at    REAL,
+        log_path      TEXT NOT NULL,
+        PRIMARY KEY (job_id, attempt)
+    ) WITHOUT ROWID;
+    """,
 ]

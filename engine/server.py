@@ -69,6 +69,9 @@ def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engin
     from .notify import install_from_config
 
     install_from_config(engine)  # notifications, retention; global config from $SLUICE_CONFIG
+    from .api_batch import add_routes as add_batch_routes
+
+    engine.api_extensions.append(lambda app: add_batch_routes(app, engine))  # batch jobs (503 without Docker)
     from .api import HttpService
 
     engine.services.append(HttpService(engine))  # after the triggers: intake over HTTP opens last

@@ -1,0 +1,123 @@
+"""Batch jobs: scheduler decision time, the cost of a ``true`` job, and jobs/s through capacity 8.
+
+``python -m bench.batch_scheduler [--runnable 10000] [--overhead 10] [--jobs 2000]`` prints:
+
+* decision: :func:`engine.queues.decide` over ``--runnable`` RUNNABLE jobs kept in the
+  BatchService's in-memory index, median and max of 200 decisions, in two shapes: the steady
+  state (capacity full, mixed sizes) and the worst case (no job fits, yet the free room is above
+  the smallest request, so the scan runs to its ``max_scan`` bound);
+* overhead (needs dockerd): a ``true`` job from submit to SUCCEEDED, median of ``--overhead``
+  sequential jobs, against bare create+start+wait+remove on the same client; the ratio;
+* throughput (needs dockerd): ``--jobs`` short jobs through an environment of 8 vCPUs (1 each).
+
+``--no-docker`` runs the decision part only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from engine.queues import Environment, Queue, RunnableIndex, Slot, decide
+
+IMAGE = "busybox:1.36"
+LABEL = {"sluice.bench": "batch"}
+
+
+def decision_times(runnable: int, worst: bool, rounds: int = 200) -> list[float]:
+    env = Environment("local", 8, 32 << 30, used_vcpus=6.5 if worst else 7.5)
+    queues = [Queue("default", 1, ("local",)), Queue("high", 5, ("local",))]
+    index = RunnableIndex()
+    now = time.time()
+    for i in range(runnable):
+        q = queues[i % 2].name
+        vcpus = 2.0 if worst else 1.0 + (i % 4)
+        index.add(q, Slot(f"j{i}", i, vcpus, 256 << 20, now))
+    if worst:
+        index.add("default", Slot("tiny", runnable + 1, 0.25, 64 << 20, now))
+    envs = {"local": env}
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        views = [index.view(q) for q in queues]
+        decide(views, envs, time.time())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+async def docker_part(n_overhead: int, n_jobs: int) -> None:
+    from engine.batch import BatchService
+    from engine.bus import Bus
+    from engine.docker_api import DockerClient
+    from engine.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "sluice.db")
+        await store.open()
+        client = DockerClient()
+        svc = BatchService(store, Bus(store, {}), Path(tmp), DockerClient(), tick_s=0.5)
+        svc.labels.update(LABEL)
+        await svc.start()
+        await svc.put_environment({"name": "local", "max_vcpus": 8, "max_memory": 8 << 30}, create=False)
+        loop = asyncio.create_task(svc.run())
+        box = {"image": IMAGE, "command": ["true"], "vcpus": 1, "memory": 32 << 20, "network": "none"}
+        try:
+            bare, jobs = [], []
+            config = {"Image": IMAGE, "Cmd": ["true"], "Labels": LABEL, "HostConfig": {"NetworkMode": "none"}}
+            for _ in range(n_overhead):
+                t0 = time.perf_counter()
+                cid = await client.create(None, config)
+                await client.start(cid)
+                await client.wait(cid)
+                await client.remove(cid, force=True)
+                bare.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                out = await svc.submit({"queue": "default", "container": box})
+                await svc.wait(out["job_id"])
+                jobs.append(time.perf_counter() - t0)
+            b, j = statistics.median(bare), statistics.median(jobs)
+            print(f"overhead: bare {b * 1e3:.0f} ms, true job submit->SUCCEEDED {j * 1e3:.0f} ms", end="")
+            print(f", ratio {j / b:.2f}")
+            t0 = time.perf_counter()
+            ids = [
+                (await svc.submit({"queue": "default", "container": box}))["job_id"] for _ in range(n_jobs)
+            ]
+            submitted = time.perf_counter() - t0
+            statuses = await asyncio.gather(*(svc.wait(i) for i in ids))
+            took = time.perf_counter() - t0
+            ok = sum(s == "SUCCEEDED" for s in statuses)
+            print(
+                f"throughput: {n_jobs} jobs through 8 vCPUs in {took:.1f}s = {n_jobs / took:.1f} jobs/s "
+                f"({ok} SUCCEEDED; submitting took {submitted:.2f}s)"
+            )
+        finally:
+            loop.cancel()
+            await svc.aclose()
+            await client.aclose()
+            await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runnable", type=int, default=10_000)
+    parser.add_argument("--overhead", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2_000)
+    parser.add_argument("--no-docker", action="store_true")
+    args = parser.parse_args()
+    for worst in (False, True):
+        times = decision_times(args.runnable, worst)
+        label = "worst case" if worst else "steady state"
+        print(
+            f"decision ({label}, {args.runnable} RUNNABLE): median {statistics.median(times) * 1e3:.3f} ms, "
+            f"max {max(times) * 1e3:.3f} ms"
+        )
+    if not args.no_docker:
+        asyncio.run(docker_part(args.overhead, args.jobs))
+
+
+if __name__ == "__main__":
+    main()

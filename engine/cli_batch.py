@@ -1,0 +1,257 @@
+"""``sluice jobs|definitions|queues|environments``: Batch management against a running server.
+
+urllib only, through :mod:`engine.cli_remote`'s helpers (same ``--server``/``--json``, same exit
+codes: 0 done, 2 refused by the server or bad arguments, 1 unreachable or failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from .cli_remote import TIMEOUT_S, RemoteError, _common, _emit, _query, _quote, _run, request, table
+
+
+def _pairs(items: list[str] | None, where: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RemoteError(f"{where}: write NAME=VALUE, got {item!r}", 2)
+        out[key] = value
+    return out
+
+
+def _dependency(text: str) -> dict[str, str]:
+    if text.upper() == "SEQUENTIAL":
+        return {"type": "SEQUENTIAL"}
+    job, sep, mode = text.rpartition(":")
+    if sep and mode.upper() in ("N_TO_N", "SEQUENTIAL", "ALL_DONE", "STANDARD"):
+        return {"job_id": job, "type": mode.upper()}
+    return {"job_id": text, "type": "STANDARD"}
+
+
+def _json_arg(raw: str, where: str) -> Any:
+    if raw.startswith("@"):
+        try:
+            with open(raw[1:], encoding="utf-8") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise RemoteError(f"{where}: cannot read {raw[1:]}: {exc.strerror}", 2) from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RemoteError(f"{where}: not valid JSON ({exc.msg})", 2) from None
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"queue": args.queue, "definition": args.definition}
+    if args.name:
+        body["name"] = args.name
+    if args.array_size is not None:
+        body["array_size"] = args.array_size
+    if args.depends_on:
+        body["depends_on"] = [_dependency(d) for d in args.depends_on]
+    if args.parameters:
+        body["parameters"] = _pairs(args.parameters, "--parameters")
+    if args.timeout is not None:
+        body["timeout"] = args.timeout
+    if args.attempts is not None:
+        body["attempts"] = args.attempts
+    data = request(args.server, "POST", "/api/v1/jobs", body)
+    return _emit(args, data, f"job {data['job_id']} {data['status']}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    q = _query(queue=args.queue, status=args.status, parent=args.parent, limit=args.limit)
+    data = request(args.server, "GET", "/api/v1/jobs" + q)
+    rows = [
+        (j["job_id"], j["name"], j["queue"], j["status"], j["attempt_count"], j["status_reason"])
+        for j in data["jobs"]
+    ]
+    return _emit(args, data, table(rows, ("job", "name", "queue", "status", "attempts", "reason")))
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    job = request(args.server, "GET", f"/api/v1/jobs/{_quote(args.job)}")
+    head = f"job {job['job_id']}  queue {job['queue']}  {job['status']}  ({job['status_reason']})"
+    rows = [
+        (a["attempt"], a["environment"], (a["container_id"] or "")[:12] or None, a["exit_code"], a["reason"])
+        for a in job["attempts"]
+    ]
+    human = head + "\n" + table(rows, ("attempt", "environment", "container", "exit", "reason"))
+    if job.get("array_status_summary"):
+        human += "\nchildren: " + ", ".join(f"{k} {v}" for k, v in job["array_status_summary"].items() if v)
+    return _emit(args, job, human)
+
+
+def _stop(verb: str) -> Any:
+    def cmd(args: argparse.Namespace) -> int:
+        body = {"reason": args.reason} if args.reason else {}
+        data = request(args.server, "POST", f"/api/v1/jobs/{_quote(args.job)}/{verb}", body)
+        return _emit(args, data, f"job {data['job_id']} {data['status']} ({data['changed']} changed)")
+
+    return cmd
+
+
+def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple[bytes, int, bool]:
+    url = f"{server}/api/v1/jobs/{_quote(job)}/logs" + _query(attempt=attempt, offset=offset)
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+            body = resp.read()
+            return (
+                body,
+                int(resp.headers.get("X-Sluice-Offset", offset)),
+                resp.headers.get("X-Sluice-Done") == "1",
+            )
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"the server answered {exc.code}"
+        raise RemoteError(message, 2 if exc.code < 500 else 1) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RemoteError(f"cannot reach {server} ({exc}); is `sluice serve` running?", 1) from None
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    offset = 0
+    while True:
+        chunk, offset, done = _log_chunk(args.server, args.job, args.attempt, offset)
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+        if not args.follow or (done and not chunk):
+            return 0
+        if not chunk:
+            time.sleep(0.5)
+
+
+# -- definitions, queues, environments ------------------------------------------------------------
+
+
+def cmd_definitions_register(args: argparse.Namespace) -> int:
+    body = _json_arg(args.spec, "SPEC")
+    if not isinstance(body, dict):
+        raise RemoteError("SPEC: a JSON object (name, image, command, vcpus, memory, ...)", 2)
+    if args.name:
+        body["name"] = args.name
+    data = request(args.server, "POST", "/api/v1/definitions", body)
+    return _emit(args, data, f"definition {data['name']}:{data['revision']} registered")
+
+
+def cmd_definitions_list(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", "/api/v1/definitions")
+    rows = [
+        (d["name"], d["revision"], d["status"], d["image"], d.get("vcpus"), d.get("memory"))
+        for d in data["definitions"]
+    ]
+    return _emit(args, data, table(rows, ("name", "revision", "status", "image", "vcpus", "memory")))
+
+
+def _put(kind: str, fields: tuple[str, ...]) -> Any:
+    def cmd(args: argparse.Namespace) -> int:
+        body = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+        if args.action == "create":
+            data = request(args.server, "POST", f"/api/v1/{kind}", {"name": args.name, **body})
+        else:
+            data = request(args.server, "PATCH", f"/api/v1/{kind}/{_quote(args.name)}", body)
+        return _emit(args, data, json.dumps(data))
+
+    return cmd
+
+
+def cmd_queues_list(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", "/api/v1/queues")
+    rows = [(q["name"], q["priority"], q["state"], ",".join(q["environments"])) for q in data["queues"]]
+    return _emit(args, data, table(rows, ("queue", "priority", "state", "environments")))
+
+
+def cmd_environments_list(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", "/api/v1/environments")
+    rows = [
+        (e["name"], e["endpoint"], e["state"], f"{e['used_vcpus']:g}/{e['max_vcpus']:g}", e["max_memory"])
+        for e in data["environments"]
+    ]
+    return _emit(
+        args, data, table(rows, ("environment", "endpoint", "state", "vcpus used/max", "max_memory"))
+    )
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def _actions(sub: Any, name: str, help_text: str) -> Any:
+    return sub.add_parser(name, help=help_text).add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def register(sub: Any) -> None:
+    """Add ``jobs``, ``definitions``, ``queues`` and ``environments`` to the ``sluice`` parser."""
+    jobs = _actions(sub, "jobs", "submit, list, describe, cancel or terminate batch jobs; read their logs")
+    p = _common(jobs.add_parser("submit", help="submit a job to a queue"))
+    p.add_argument("--queue", default="default")
+    p.add_argument("--definition", required=True, help="NAME or NAME:REVISION")
+    p.add_argument("--name", default=None)
+    p.add_argument("--array-size", type=int, default=None, help="2..10000 children")
+    p.add_argument("--depends-on", action="append", metavar="ID[:N_TO_N|SEQUENTIAL|ALL_DONE]")
+    p.add_argument("--parameters", nargs="*", metavar="K=V", help="values for Ref::K in the command")
+    p.add_argument("--timeout", type=float, default=None, help="attempt timeout in seconds")
+    p.add_argument("--attempts", type=int, default=None, help="retry strategy attempts (1..10)")
+    p.set_defaults(func=_run(cmd_submit))
+    p = _common(jobs.add_parser("list", help="jobs, newest first"))
+    p.add_argument("--queue", default=None)
+    p.add_argument("--status", default=None)
+    p.add_argument("--parent", default=None, help="the children of this array job")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_run(cmd_list))
+    for verb, help_text, func in (
+        ("describe", "a job, its attempts and dependencies", cmd_describe),
+        ("cancel", "fail a job that has not started (an array: every child)", _stop("cancel")),
+        ("terminate", "stop a job, started or not (SIGTERM, grace, SIGKILL)", _stop("terminate")),
+    ):
+        p = _common(jobs.add_parser(verb, help=help_text))
+        p.add_argument("job")
+        if verb != "describe":
+            p.add_argument("--reason", default=None)
+        p.set_defaults(func=_run(func))
+    p = _common(jobs.add_parser("logs", help="an attempt's output (default: the latest)"))
+    p.add_argument("job")
+    p.add_argument("--attempt", type=int, default=None)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=_run(cmd_logs))
+
+    defs = _actions(sub, "definitions", "register or list job definitions")
+    p = _common(defs.add_parser("register", help="register SPEC (JSON or @file) as the next revision"))
+    p.add_argument("spec", help='JSON, e.g. \'{"name": "hi", "image": "busybox:1.36", "command": ["echo"]}\'')
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=_run(cmd_definitions_register))
+    p = _common(defs.add_parser("list", help="every revision of every definition"))
+    p.set_defaults(func=_run(cmd_definitions_list))
+
+    queues = _actions(sub, "queues", "create, update or list job queues")
+    environments = _actions(sub, "environments", "create, update or list compute environments")
+    for action in ("create", "update"):
+        p = _common(queues.add_parser(action, help=f"{action} a job queue"))
+        p.add_argument("name")
+        p.add_argument("--priority", type=int, default=None)
+        p.add_argument("--environments", type=lambda s: s.split(","), default=None, help="a,b,c in order")
+        p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
+        p.set_defaults(func=_run(_put("queues", ("priority", "environments", "state"))))
+        p = _common(environments.add_parser(action, help=f"{action} a compute environment"))
+        p.add_argument("name")
+        p.add_argument("--max-vcpus", dest="max_vcpus", type=float, default=None)
+        p.add_argument("--max-memory", dest="max_memory", type=int, default=None, help="bytes")
+        p.add_argument("--endpoint", default=None, help="local, unix:///path or tcp://HOST:PORT")
+        p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
+        p.set_defaults(func=_run(_put("environments", ("max_vcpus", "max_memory", "endpoint", "state"))))
+    p = _common(queues.add_parser("list", help="queues by name"))
+    p.set_defaults(func=_run(cmd_queues_list))
+    p = _common(environments.add_parser("list", help="environments and their use"))
+    p.set_defaults(func=_run(cmd_environments_list))

@@ -1,0 +1,491 @@
+"""Batch jobs: definitions, states and their transitions, submit validation, retry strategy, rows.
+
+Names and behaviour follow AWS Batch (DESIGN.md). A job moves SUBMITTED -> PENDING (waiting
+on dependencies) -> RUNNABLE (waiting on capacity) -> STARTING -> RUNNING -> SUCCEEDED |
+FAILED; a retried attempt goes back to RUNNABLE. An array job is a parent row plus one row
+per child ``<parent>:<index>``; the parent is never scheduled itself, its state follows its
+children's. Everything here is pure or runs on the store's writer thread; the
+:class:`~engine.batch.BatchService` owns the asyncio side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workflows.errors import SluiceError
+from workflows.spec import ExitRule
+
+from .events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
+from .queues import Slot
+from .records import dumps
+
+SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING = "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"
+SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
+STATES = (SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED)
+DONE = frozenset({SUCCEEDED, FAILED})
+NOT_STARTED = frozenset({SUBMITTED, PENDING, RUNNABLE})
+
+#: legal moves; RUNNABLE again after a failed attempt that will be retried, or a STARTING or
+#: RUNNING attempt whose container vanished while the engine was down (started again)
+NEXT: dict[str, frozenset[str]] = {
+    SUBMITTED: frozenset({PENDING, FAILED}),
+    PENDING: frozenset({RUNNABLE, RUNNING, FAILED}),  # RUNNING: an array parent, once a child runs
+    RUNNABLE: frozenset({STARTING, FAILED}),
+    STARTING: frozenset({RUNNING, RUNNABLE, FAILED, SUCCEEDED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, RUNNABLE}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+}
+
+MAX_ATTEMPTS, MAX_EXIT_RULES, MAX_DEPENDENCIES = 10, 5, 20
+MIN_ARRAY, MAX_ARRAY = 2, 10_000
+DEP_MODES = ("STANDARD", "N_TO_N", "SEQUENTIAL", "ALL_DONE")
+_REF = re.compile(r"Ref::([A-Za-z0-9_-]+)")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+CANCELLED_REASON = "Cancelled by user"
+TERMINATED_REASON = "Terminated by user"
+
+
+class JobError(SluiceError):
+    """Bad input at submit/register: ``code`` is the API's error code, nothing was written."""
+
+    def __init__(self, message: str, code: str = "invalid_request", status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def check_transition(job_id: str, old: str, new: str) -> None:
+    if new not in NEXT[old]:
+        raise JobError(f"job {job_id}: illegal transition {old} -> {new}", "illegal_transition", 409)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStrategy:
+    """AWS Batch's retry strategy: ``attempts`` in total, ``evaluate_on_exit`` rules in order."""
+
+    attempts: int = 1
+    evaluate_on_exit: tuple[ExitRule, ...] = ()
+
+    def should_retry(self, attempt: int, exit_code: int | None, status_reason: str, reason: str) -> bool:
+        """First matching rule wins; none matches -> retry while attempts remain."""
+        if attempt >= self.attempts:
+            return False
+        for rule in self.evaluate_on_exit:
+            if _rule_matches(rule, exit_code, status_reason, reason):
+                return rule.action == "retry"
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        rules = [
+            {k: v for k, v in zip(_RULE_KEYS, _rule_values(r), strict=True) if v is not None}
+            for r in self.evaluate_on_exit
+        ]
+        return {"attempts": self.attempts, "evaluate_on_exit": rules}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RetryStrategy:
+        if not data:
+            return cls()
+        attempts = data.get("attempts", 1)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= MAX_ATTEMPTS:
+            raise JobError(f"retry_strategy.attempts: must be an integer 1..{MAX_ATTEMPTS}, got {attempts!r}")
+        raw = data.get("evaluate_on_exit") or []
+        if not isinstance(raw, list) or len(raw) > MAX_EXIT_RULES:
+            raise JobError(f"retry_strategy.evaluate_on_exit: a list of at most {MAX_EXIT_RULES} rules")
+        rules = []
+        for i, r in enumerate(raw):
+            action = str(r.get("action", "")).lower() if isinstance(r, Mapping) else ""
+            if action not in ("retry", "exit"):
+                raise JobError(f"retry_strategy.evaluate_on_exit[{i}].action: write RETRY or EXIT")
+            rules.append(
+                ExitRule(action, *(None if r.get(k) is None else str(r[k]) for k in _RULE_KEYS[1:]))  # type: ignore[arg-type]
+            )
+        return cls(attempts, tuple(rules))
+
+
+_RULE_KEYS = ("action", "on_exit_code", "on_reason", "on_status_reason")
+
+
+def _rule_values(rule: ExitRule) -> tuple[str | None, ...]:
+    return (rule.action.upper(), rule.on_exit_code, rule.on_reason, rule.on_status_reason)
+
+
+def glob_match(pattern: str, value: str) -> bool:
+    """Batch's patterns: exact, or a prefix when the pattern ends with ``*``."""
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return value == pattern
+
+
+def _rule_matches(rule: ExitRule, exit_code: int | None, status_reason: str, reason: str) -> bool:
+    if rule.on_exit_code is not None and (
+        exit_code is None or not glob_match(rule.on_exit_code, str(exit_code))
+    ):
+        return False
+    if rule.on_status_reason is not None and not glob_match(rule.on_status_reason, status_reason):
+        return False
+    return rule.on_reason is None or glob_match(rule.on_reason, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A resolved job definition: what each attempt's container is made of (final data)."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    vcpus: float = 1.0
+    memory: int = 512 << 20
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+    parameters: dict[str, str] = field(default_factory=dict)
+    retry: RetryStrategy = field(default_factory=RetryStrategy)
+    timeout_s: float | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    network: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "command": None if self.command is None else list(self.command),
+            "environment": self.environment,
+            "vcpus": self.vcpus,
+            "memory": self.memory,
+            "volumes": [{"host": h, "container": c, "read_only": ro} for h, c, ro in self.volumes],
+            "parameters": self.parameters,
+            "retry_strategy": self.retry.to_json(),
+            "timeout": self.timeout_s,
+            "user": self.user,
+            "working_dir": self.working_dir,
+            "network": self.network,
+        }
+
+    def substituted(self) -> tuple[str, ...] | None:
+        """The command with ``Ref::name`` replaced by parameter values (unknown refs stay)."""
+        if self.command is None:
+            return None
+        params = self.parameters
+        return tuple(_REF.sub(lambda m: params.get(m.group(1), m.group(0)), arg) for arg in self.command)
+
+
+def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpec:
+    """A definition body (API/CLI JSON, or a stored row) -> JobSpec; JobError names the field."""
+    if not isinstance(data, Mapping):
+        raise JobError("a job definition must be a JSON object")
+    if data.get("privileged"):
+        raise JobError("privileged: Sluice never runs privileged containers (remove the field)")
+    image = data.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise JobError("image: required, e.g. busybox:1.36")
+    command = data.get("command")
+    if command is not None and (
+        not isinstance(command, list) or not all(isinstance(a, str) for a in command)
+    ):
+        raise JobError(
+            f'command: must be a list of strings (argv), e.g. ["sh", "-c", "echo hi"], got {command!r}'
+        )
+    env = data.get("environment") or {}
+    if not isinstance(env, Mapping):
+        raise JobError("environment: must be an object of NAME: value")
+    vcpus = _number(data.get("vcpus", 1.0), "vcpus")
+    memory = int(_number(data.get("memory", 512 << 20), "memory"))
+    if memory < 4 << 20:
+        raise JobError(f"memory: at least 4 MiB (in bytes), got {memory}")
+    params = data.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        raise JobError("parameters: must be an object of name: value")
+    timeout = data.get("timeout")
+    if timeout is not None:
+        timeout = _number(timeout, "timeout")
+    network = data.get("network")
+    return JobSpec(
+        image=image,
+        command=None if command is None else tuple(command),
+        environment={str(k): _env_text(v) for k, v in env.items()},
+        vcpus=vcpus,
+        memory=memory,
+        volumes=tuple(check_volume(v, allowed_roots) for v in data.get("volumes") or ()),
+        parameters={str(k): str(v) for k, v in params.items()},
+        retry=RetryStrategy.from_json(data.get("retry_strategy")),
+        timeout_s=timeout,
+        user=data.get("user"),
+        working_dir=data.get("working_dir"),
+        network=None if network in (None, "bridge", "default") else str(network),
+    )
+
+
+def _env_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise JobError(f"{where}: must be a positive number, got {value!r}")
+    return float(value)
+
+
+def volume_roots(data_dir: Path) -> list[Path]:
+    """Host paths containers may mount: the data dir, plus ``SLUICE_VOLUME_ALLOW`` (``:``-separated)."""
+    roots = [Path(data_dir).resolve()]
+    extra = os.environ.get("SLUICE_VOLUME_ALLOW", "")
+    roots.extend(Path(p).resolve() for p in extra.split(os.pathsep) if p.strip())
+    return roots
+
+
+def check_volume(vol: Any, allowed_roots: Sequence[Path]) -> tuple[str, str, bool]:
+    if isinstance(vol, Mapping):
+        host, cont, ro = vol.get("host"), vol.get("container"), bool(vol.get("read_only", False))
+    elif isinstance(vol, list | tuple) and len(vol) == 3:
+        host, cont, ro = vol[0], vol[1], bool(vol[2])
+    else:
+        raise JobError(f"volumes: each is {{host, container, read_only}}, got {vol!r}")
+    if not isinstance(host, str) or not os.path.isabs(host) or not isinstance(cont, str):
+        raise JobError(f"volumes: host and container must be absolute paths, got {vol!r}")
+    real = Path(host).resolve()
+    if not any(real == root or root in real.parents for root in allowed_roots):
+        allowed = ", ".join(str(r) for r in allowed_roots)
+        raise JobError(
+            f"volumes: {host} is outside the allowed host paths ({allowed}); "
+            "add it to SLUICE_VOLUME_ALLOW to allow it",
+            "volume_not_allowed",
+        )
+    return str(real), cont, ro
+
+
+@dataclass(slots=True)
+class Job:
+    """One job row in memory (a non-terminal job, or one just finished)."""
+
+    id: str
+    name: str
+    queue: str
+    spec: JobSpec
+    seq: int = 0
+    status: str = SUBMITTED
+    status_reason: str | None = None
+    parent_id: str | None = None
+    array_size: int | None = None
+    array_index: int | None = None
+    attempts: int = 0
+    environment: str | None = None
+    exit_code: int | None = None
+    run_id: str | None = None
+    step: str | None = None
+    created_at: float = 0.0
+    runnable_at: float | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    container_id: str | None = None
+
+    @property
+    def is_parent(self) -> bool:
+        return self.array_size is not None and self.array_index is None
+
+
+def new_job_id() -> str:
+    return "j-" + secrets.token_hex(8)
+
+
+def job_event(job: Job, previous: str | None, now: float) -> dict[str, Any]:
+    """The ``sluice.job`` / ``Job State Change`` event of one transition."""
+    detail: dict[str, Any] = {
+        "jobId": job.id,
+        "jobName": job.name,
+        "jobQueue": job.queue,
+        "status": job.status,
+        "previousStatus": previous,
+        "statusReason": job.status_reason,
+        "attempts": job.attempts,
+        "createdAt": iso_ms(job.created_at),
+    }
+    if job.parent_id is not None:
+        detail["arrayProperties"] = {"index": job.array_index, "parentJobId": job.parent_id}
+    elif job.array_size is not None:
+        detail["arrayProperties"] = {"size": job.array_size}
+    if job.environment is not None:
+        detail["computeEnvironment"] = job.environment
+    if job.exit_code is not None:
+        detail["exitCode"] = job.exit_code
+    if job.run_id is not None:
+        detail["runId"], detail["step"] = job.run_id, job.step
+    return envelope(JOB_SOURCE, JOB_DETAIL_TYPE, detail, resources=[f"job/{job.id}"], at=now)
+
+
+# -- rows (writer thread) -------------------------------------------------------------------------
+
+
+def insert_job(conn: sqlite3.Connection, job: Job) -> int:
+    cur = conn.execute(
+        "INSERT INTO jobs (id, name, queue, status, status_reason, spec, parent_id, array_size, array_index, "
+        "run_id, step, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.id,
+            job.name,
+            job.queue,
+            job.status,
+            job.status_reason,
+            dumps(job.spec.to_json()),
+            job.parent_id,
+            job.array_size,
+            job.array_index,
+            job.run_id,
+            job.step,
+            job.created_at,
+            job.created_at,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def save_job(conn: sqlite3.Connection, job: Job, old: str, now: float) -> None:
+    """Write a transition (checked against :data:`NEXT`; the row must still be in ``old``)."""
+    if old != job.status:
+        check_transition(job.id, old, job.status)
+    cur = conn.execute(
+        "UPDATE jobs SET status=?, status_reason=?, attempts=?, environment=?, exit_code=?, runnable_at=?, "
+        "started_at=?, stopped_at=?, updated_at=? WHERE id=? AND status=?",
+        (
+            job.status,
+            job.status_reason,
+            job.attempts,
+            job.environment,
+            job.exit_code,
+            job.runnable_at,
+            job.started_at,
+            job.stopped_at,
+            now,
+            job.id,
+            old,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise JobError(f"job {job.id}: expected it in {old} in the store", "conflict", 409)
+
+
+def insert_dependencies(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str]]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO job_dependencies (job_id, dep_id, mode) VALUES (?,?,?)", rows)
+
+
+def start_attempt_row(conn: sqlite3.Connection, job: Job, log_path: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path) VALUES (?,?,?,?)",
+        (job.id, job.attempts, job.environment, log_path),
+    )
+
+
+def end_attempt_row(
+    conn: sqlite3.Connection,
+    job_id: str,
+    attempt: int,
+    container_id: str | None,
+    exit_code: int | None,
+    reason: str,
+    started: float | None,
+    stopped: float | None,
+) -> None:
+    conn.execute(
+        "UPDATE job_attempts SET container_id=coalesce(?, container_id), exit_code=?, reason=?, "
+        "started_at=coalesce(?, started_at), stopped_at=? WHERE job_id=? AND attempt=?",
+        (container_id, exit_code, reason, started, stopped, job_id, attempt),
+    )
+
+
+def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
+    import json
+
+    body = json.loads(row["spec"])
+    # stored specs were checked at submit; the allow-list may have changed since, so don't refuse
+    vols = tuple((v["host"], v["container"], bool(v["read_only"])) for v in body.pop("volumes", []))
+    spec = parse_spec(body, allowed_roots)
+    spec = JobSpec(**{**{f: getattr(spec, f) for f in JobSpec.__slots__}, "volumes": vols})  # type: ignore[attr-defined]
+    return Job(
+        id=row["id"],
+        name=row["name"],
+        queue=row["queue"],
+        spec=spec,
+        seq=row["seq"],
+        status=row["status"],
+        status_reason=row["status_reason"],
+        parent_id=row["parent_id"],
+        array_size=row["array_size"],
+        array_index=row["array_index"],
+        attempts=row["attempts"],
+        environment=row["environment"],
+        exit_code=row["exit_code"],
+        run_id=row["run_id"],
+        step=row["step"],
+        created_at=row["created_at"],
+        runnable_at=row["runnable_at"],
+        started_at=row["started_at"],
+        stopped_at=row["stopped_at"],
+    )
+
+
+def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """A job as the API shows it: the row, its attempts, its dependencies, array child counts."""
+    import json
+
+    row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    out = public_row(row)
+    out["spec"] = json.loads(row["spec"])
+    out["attempts"] = [
+        {
+            "attempt": a["attempt"],
+            "environment": a["environment"],
+            "container_id": a["container_id"],
+            "exit_code": a["exit_code"],
+            "reason": a["reason"],
+            "started_at": iso_ms(a["started_at"]),
+            "stopped_at": iso_ms(a["stopped_at"]),
+            "log_path": a["log_path"],
+        }
+        for a in conn.execute("SELECT * FROM job_attempts WHERE job_id=? ORDER BY attempt", (job_id,))
+    ]
+    out["depends_on"] = [
+        {"job_id": d[0], "mode": d[1]}
+        for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
+    ]
+    if row["array_size"] is not None and row["array_index"] is None:
+        counts = dict(
+            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
+        )
+        out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
+    return out
+
+
+def public_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "job_id": row["id"],
+        "name": row["name"],
+        "queue": row["queue"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "parent_id": row["parent_id"],
+        "array_size": row["array_size"],
+        "array_index": row["array_index"],
+        "attempt_count": row["attempts"],
+        "environment": row["environment"],
+        "exit_code": row["exit_code"],
+        "run_id": row["run_id"],
+        "step": row["step"],
+        "created_at": iso_ms(row["created_at"]),
+        "started_at": iso_ms(row["started_at"]),
+        "stopped_at": iso_ms(row["stopped_at"]),
+    }
+
+
+def slot_of(job: Job) -> Slot:
+    """What the scheduler sees of a RUNNABLE job."""
+    return Slot(job.id, job.seq, job.spec.vcpus, job.spec.memory, job.runnable_at or job.created_at)
