@@ -180,18 +180,26 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
             self.schedule()
 
     async def aclose(self) -> None:
-        """Stop starting attempts; cancel the running ones (their containers are stopped)."""
+        """Stop deciding and leave running containers running: the next start re-adopts them.
+
+        A graceful stop is treated like a crash on purpose: a job is never failed or run twice
+        because the engine restarted. The Docker connections are closed *before* the attempts
+        are cancelled, so the runner's stop-on-cancel cannot reach the daemon and the containers
+        keep running; nothing is recorded for them.
+        """
         self._closing = True
         self._wake.set()
         tasks = list(self._attempts.values())
+        for runner in self._runners.values():
+            await runner.client.aclose()
+        await self.client.aclose()
         for task in tasks:
             task.cancel(msg="engine stopping")
         await asyncio.gather(*tasks, return_exceptions=True)
         for runner in (self.runner, *self._runners.values()):
             await runner.aclose()
-        for runner in self._runners.values():
-            await runner.client.aclose()
-        await self.client.aclose()
+        for bg in list(self._background):
+            bg.cancel()
 
     def wake(self) -> None:
         self._wake.set()
@@ -293,8 +301,14 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
             runner = self._runner_for(job)
             try:
                 result = await (runner.adopt(adopt, req) if adopt else runner.run(req))
-            except DockerError as exc:
+            except (DockerError, RuntimeError, OSError) as exc:
+                if self._closing:
+                    raise asyncio.CancelledError from exc
+                if not isinstance(exc, DockerError):
+                    raise
                 result = ContainerResult(None, None, f"CannotStartContainerError: {exc}")
+            if self._closing:
+                raise asyncio.CancelledError
             pending = self._running_writes.pop(job.id, None)
             if pending is not None:
                 self.bus.deliver(await pending)

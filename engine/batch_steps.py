@@ -12,6 +12,7 @@ crash the step resumes by waiting on that job; it is never submitted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -22,10 +23,9 @@ from workflows.errors import SluiceError
 
 from . import records
 from .executors.base import Outcome
+from .executors.docker import EXITED
 from .jobs import SUCCEEDED, JobError
 from .states import Status
-
-_SHIELDED: set[asyncio.Task[Any]] = set()
 
 
 def _text(value: Any) -> str:
@@ -102,11 +102,12 @@ class StepsMixin:
         try:
             await self.wait(job_id)
         except asyncio.CancelledError:
+            # a user's cancel of the run stops its job; a shutdown leaves it to be resumed
             reason = getattr(driver.o, "_cancel_reasons", {}).get(run_id)
             if reason is not None and not driver.o.draining:
-                task = asyncio.ensure_future(self.terminate(job_id, f"run cancelled: {reason}"))
-                _SHIELDED.add(task)
-                task.add_done_callback(_SHIELDED.discard)
+                stopping = asyncio.ensure_future(self.terminate(job_id, f"run cancelled: {reason}"))
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stopping)
             raise
         desc = await self.describe(job_id) or {}
         attempts = desc.get("attempts") or []
@@ -123,7 +124,7 @@ class StepsMixin:
         reason = desc.get("status_reason")
         error = None if ok else {"errorType": error_type(reason), "errorMessage": f"job {job_id}: {reason}"}
         outcome = Outcome(ok, output if ok else None, error, time.monotonic() - t0, output["log_path"])
-        return await self._end_step(driver, name, outcome)
+        return await self._end_step(driver, name, outcome, job_id=job_id)
 
     async def _submit_step(self: Any, driver: Any, name: str, spec: Any) -> str:
         body = step_body(driver, name, spec)
@@ -152,9 +153,15 @@ class StepsMixin:
         return str(out["job_id"])
 
     async def _end_step(
-        self: Any, driver: Any, name: str, outcome: Outcome, previous: str = Status.RUNNING
+        self: Any,
+        driver: Any,
+        name: str,
+        outcome: Outcome,
+        previous: str = Status.RUNNING,
+        job_id: str | None = None,
     ) -> Outcome:
         run_id, now = driver.run.id, time.time()
+        writes = [] if job_id is None else [lambda c: link_attempts(c, run_id, name, job_id, now)]
         status = Status.SUCCEEDED if outcome.ok else Status.FAILED
         reason = None if outcome.error is None else str(outcome.error.get("errorMessage"))[:500]
         extra: dict[str, Any] = {"statusReason": reason}
@@ -164,6 +171,7 @@ class StepsMixin:
             extra["error"] = outcome.error
         await driver.commit(
             [
+                *writes,
                 lambda c: records.finish_step(
                     c,
                     run_id,
@@ -175,8 +183,40 @@ class StepsMixin:
                     output=outcome.output,
                     error=outcome.error,
                     reason=reason,
-                )
+                ),
             ],
             [driver.step_event(name, status, previous, **extra)],
         )
         return outcome
+
+
+def link_attempts(conn: sqlite3.Connection, run_id: str, step: str, job_id: str, now: float) -> None:
+    """Copy the job's attempts (an array's: each child's) into the step's, so ``sluice logs RUN``
+    and the step view show container output like a function step's."""
+    rows = conn.execute(
+        "SELECT a.attempt, a.started_at, a.stopped_at, a.exit_code, a.reason, a.log_path, j.array_index "
+        "FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.id = ? OR j.parent_id = ?",
+        (job_id, job_id),
+    ).fetchall()
+    for attempt, started, stopped, code, reason, log_path, index in rows:
+        ok = code == 0 and reason == EXITED
+        error = (
+            None
+            if ok
+            else json.dumps({"errorType": error_type(reason), "errorMessage": f"{reason} (exit {code})"})
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, step, idx, attempt, status, started_at, ended_at, "
+            "error, log_path) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                step,
+                -1 if index is None else index,
+                attempt,
+                Status.SUCCEEDED if ok else Status.FAILED,
+                started or now,
+                stopped or now,
+                error,
+                log_path,
+            ),
+        )

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def read(path: str) -> str:
     return Path(path).read_text()
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 FLOW = """\
@@ -81,6 +90,13 @@ async def test_workflow_container_steps_run_as_batch_jobs(
     fan = await engine.batch.describe(rows["fan"])
     assert fan is not None and fan["array_size"] == 3 and fan["array_status_summary"]["SUCCEEDED"] == 3
     assert fan["spec"]["timeout"] == 30 and fan["spec"]["retry_strategy"]["attempts"] == 2
+    logs = await engine.store.read(
+        lambda c: c.execute(
+            "SELECT step, idx, log_path FROM attempts WHERE run_id=? ORDER BY step, idx", (summary["run_id"],)
+        ).fetchall()
+    )
+    assert [(r[0], r[1]) for r in logs] == [("fan", 0), ("fan", 1), ("fan", 2), ("hello", -1)]
+    assert read(logs[3][2]).strip() == "hi grace 7"  # `sluice logs RUN` reads these
     for i in range(3):
         child = await engine.batch.describe(f"{rows['fan']}:{i}")
         assert child is not None and read(child["attempts"][0]["log_path"]).strip() == f"item {i}"
@@ -207,3 +223,45 @@ async def test_crash_then_restart_readopts_without_starting_twice(
     assert stranger in audit
     assert (await docker_client.inspect(stranger))["State"]["Running"]  # reported, not killed
     await docker_client.remove(stranger, force=True)
+
+
+async def test_graceful_stop_leaves_containers_for_the_next_start(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    data = tmp_path / "data"
+    engine = await make_engine(flows, data_dir=data)
+    engine.batch.labels[TEST_LABEL] = docker_test_label
+    box = {"image": TEST_IMAGE, "command": ["sh", "-c", "sleep 1.5; echo fine"], "memory": 32 << 20}
+    job = (await engine.batch.submit({"queue": "default", "container": box}))["job_id"]
+    await until(lambda: engine.batch.jobs[job].status == "RUNNING")
+    await engine.stop(grace_s=0)
+    assert [c["State"] for c in await docker_client.list({TEST_LABEL: docker_test_label})] == ["running"]
+    again = await make_engine(flows, data_dir=data)
+    assert await again.batch.wait(job, 30) == "SUCCEEDED"
+    desc = await again.batch.describe(job)
+    assert desc is not None and len(desc["attempts"]) == 1
+    assert read(desc["attempts"][0]["log_path"]) == "fine\n"
+
+
+async def test_cancelling_a_run_terminates_its_job(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    flow = """\
+    name: long
+    steps:
+      nap:
+        container: {image: "busybox:1.36", command: [sleep, "30"], vcpus: 0.5, memory: 32MiB}
+    """
+    engine = await make_engine(write_flow(tmp_path / "flows", flow).parent)
+    engine.batch.labels[TEST_LABEL] = docker_test_label
+    engine.batch.stop_grace_s = 1.0
+    run_id = await engine.start_run("long")
+    await until(lambda: any(j.status == "RUNNING" for j in engine.batch.jobs.values()))
+    (job_id,) = list(engine.batch.jobs)
+    await engine.orchestrator.cancel(run_id, "changed my mind")
+    assert await engine.batch.wait(job_id, 10) == "FAILED"
+    desc = await engine.batch.describe(job_id)
+    assert desc is not None and desc["status_reason"] == "run cancelled: changed my mind"
+    assert await docker_client.list({TEST_LABEL: docker_test_label}) == []
