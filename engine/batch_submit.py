@@ -425,6 +425,8 @@ class SubmitMixin:
         changes = []
         now = time.time()
         for j in pending:
+            if j.status not in NOT_STARTED:  # failed meanwhile: its SEQUENTIAL predecessor was just cancelled
+                continue
             old = j.status
             self.index.remove(j.queue, j.id)
             self.waiting_on.pop(j.id, None)

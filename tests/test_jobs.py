@@ -413,3 +413,24 @@ async def test_100_jobs_through_a_capacity_of_2_nothing_lost(batch: MakeBatch) -
         lambda c: c.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
     )
     assert [tuple(r) for r in rows] == [("SUCCEEDED", 100)]
+
+
+async def test_cancel_a_sequential_array_while_nothing_can_run(batch: MakeBatch) -> None:
+    svc = await batch()
+    await svc.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    out = await svc.submit(
+        {
+            "queue": "default",
+            "array_size": 50,
+            "container": box(["true"]),
+            "depends_on": [{"type": "SEQUENTIAL"}],
+        }
+    )
+    reason = svc.waiting_reason(f"{out['job_id']}:0")
+    assert reason == "waiting for 0.5 vCPUs, 32 MiB; local is disabled"
+    done = await svc.cancel(out["job_id"], "not today")
+    assert done["status"] == "FAILED" and await svc.wait(out["job_id"], 5) == "FAILED"
+    parent = await svc.describe(out["job_id"])
+    assert parent is not None and parent["array_status_summary"]["FAILED"] == 50
+    assert parent["status_reason"].startswith("50 of 50 child jobs failed")
+    assert svc.jobs == {} and svc.array_left == {}
