@@ -8,7 +8,8 @@ Added to the API app through ``engine.api_extensions`` (see engine/server.py)::
     GET  /api/v1/jobs/{id}                 the job, its attempts and dependencies
     POST /api/v1/jobs/{id}/cancel          {"reason"?}; 409 for a job already STARTING/RUNNING
     POST /api/v1/jobs/{id}/terminate       {"reason"?}
-    GET  /api/v1/jobs/{id}/logs?attempt=&offset=   text from ``offset``; ``X-Sluice-Offset`` is the next
+    GET  /api/v1/jobs/{id}/logs?attempt=&offset=   text from ``offset`` (default: the latest attempt);
+                                           headers X-Sluice-Offset (next), -Attempt, -Done, -Job-Status
     GET|POST /api/v1/definitions
     GET|POST /api/v1/queues,  PATCH /api/v1/queues/{name}
     GET|POST /api/v1/environments,  PATCH /api/v1/environments/{name}
@@ -140,7 +141,9 @@ async def logs(batch: BatchService, request: web.Request) -> web.Response:
     if chunk is None:
         return _error(403, "log_outside_data_dir", "the log path is outside the data dir")
     headers["X-Sluice-Offset"] = str(offset + len(chunk))
-    headers["X-Sluice-Done"] = "1" if desc["status"] in DONE and number == len(attempts) else "0"
+    headers["X-Sluice-Attempt"] = str(number)
+    # this attempt will write no more: a later one exists, or the job has ended
+    headers["X-Sluice-Done"] = "1" if number < len(attempts) or desc["status"] in DONE else "0"
     return web.Response(body=chunk, content_type="text/plain", charset="utf-8", headers=headers)
 
 

@@ -102,16 +102,11 @@ def _stop(verb: str) -> Any:
     return cmd
 
 
-def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple[bytes, int, bool]:
+def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple[bytes, dict[str, str]]:
     url = f"{server}/api/v1/jobs/{_quote(job)}/logs" + _query(attempt=attempt, offset=offset)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-            body = resp.read()
-            return (
-                body,
-                int(resp.headers.get("X-Sluice-Offset", offset)),
-                resp.headers.get("X-Sluice-Done") == "1",
-            )
+            return resp.read(), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
@@ -123,15 +118,32 @@ def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    offset = 0
+    """Print an attempt's log; with --follow, poll until the job ends, attempt after attempt."""
+    attempt, offset = args.attempt, 0
     while True:
-        chunk, offset, done = _log_chunk(args.server, args.job, args.attempt, offset)
+        chunk, headers = _log_chunk(args.server, args.job, attempt, offset)
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
-        if not args.follow or (done and not chunk):
+        offset = int(headers.get("X-Sluice-Offset", offset))
+        if not args.follow:
             return 0
-        if not chunk:
-            time.sleep(0.5)
+        if chunk:
+            continue
+        ended = headers.get("X-Sluice-Job-Status") in ("SUCCEEDED", "FAILED")
+        if "X-Sluice-Attempt" not in headers and ended:
+            return 0  # it ended without ever starting (cancelled, a failed dependency)
+        if headers.get("X-Sluice-Done") == "1":
+            if ended and args.attempt is None:
+                latest = _log_chunk(args.server, args.job, None, 0)[1].get("X-Sluice-Attempt")
+                if latest is None or latest == headers.get("X-Sluice-Attempt"):
+                    return 0
+            elif args.attempt is not None:
+                return 0
+            attempt, offset = int(headers.get("X-Sluice-Attempt", "0")) + 1, 0
+            continue
+        if attempt is None and "X-Sluice-Attempt" in headers:
+            attempt = int(headers["X-Sluice-Attempt"])  # pin it; move on when it is done
+        time.sleep(0.5)
 
 
 # -- definitions, queues, environments ------------------------------------------------------------

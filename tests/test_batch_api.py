@@ -139,9 +139,18 @@ async def test_cli_round_trip(server: tuple[str, Any]) -> None:
     job_id = json.loads(out)["job_id"]
     code, out, err = await cli(base, "jobs", "logs", job_id, "--follow")
     assert code == 0 and out.split() == ["1", "2", "3"], err
+    retried = {
+        "name": "again",
+        **BOX,
+        "command": ["sh", "-c", "echo try $AWS_BATCH_JOB_ATTEMPT; sleep 0.5; exit 1"],
+    }
+    await cli(base, "definitions", "register", json.dumps(retried))
+    code, out, err = await cli(base, "jobs", "submit", "--definition", "again", "--attempts", "2", "--json")
+    code, out, err = await cli(base, "jobs", "logs", json.loads(out)["job_id"], "--follow")
+    assert code == 0 and out.split() == ["try", "1", "try", "2"], err
     code, out, _ = await cli(base, "jobs", "describe", job_id)
     assert code == 0 and "SUCCEEDED" in out
-    code, out, _ = await cli(base, "jobs", "list", "--json")
+    code, out, _ = await cli(base, "jobs", "list", "--json", "--status", "SUCCEEDED")
     assert [j["job_id"] for j in json.loads(out)["jobs"]] == [job_id]
     code, out, err = await cli(
         base, "queues", "create", "batchq", "--priority", "3", "--environments", "local"
