@@ -11,6 +11,16 @@
 * throughput (needs dockerd): ``--jobs`` short jobs through an environment of 8 vCPUs (1 each).
 
 ``--no-docker`` runs the decision part only.
+
+Measured on a 2-core CI machine (dockerd 20.10, busybox:1.36), ``--overhead 10 --jobs 500``::
+
+    decision (steady state, 10000 RUNNABLE): median 0.005 ms, max 0.050 ms
+    decision (worst case, 10000 RUNNABLE): median 0.211 ms, max 0.352 ms
+    overhead: bare 252 ms, true job submit->SUCCEEDED 247 ms, ratio 0.98   (200-job run: 1.11)
+    throughput: 500 jobs through 8 vCPUs in 72.3s = 6.9 jobs/s (500 SUCCEEDED; submitting took 0.33s)
+
+Throughput is the daemon's create/start/remove rate on 2 cores (DESIGN.md: ~5 containers/s one
+after another), not the scheduler's.
 """
 
 from __future__ import annotations

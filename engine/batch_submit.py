@@ -283,7 +283,7 @@ class SubmitMixin:
         now = time.time()
         job = Job(
             new_job_id(),
-            str(req.get("name") or "job"),
+            str(req.get("name") or str(req.get("definition") or "job").partition(":")[0]),
             queue.name,
             spec,
             created_at=now,
