@@ -15,7 +15,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -407,7 +407,7 @@ def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
     # stored specs were checked at submit; the allow-list may have changed since, so don't refuse
     vols = tuple((v["host"], v["container"], bool(v["read_only"])) for v in body.pop("volumes", []))
     spec = parse_spec(body, allowed_roots)
-    spec = JobSpec(**{**{f: getattr(spec, f) for f in JobSpec.__slots__}, "volumes": vols})  # type: ignore[attr-defined]
+    spec = replace(spec, volumes=vols)
     return Job(
         id=row["id"],
         name=row["name"],
