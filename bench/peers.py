@@ -128,7 +128,8 @@ def _run_script(
     if m.timed_out:
         raise Skip(f"{peer.name} {' '.join(args)} exceeded {timeout_s:.0f}s")
     if m.returncode != 0:
-        raise RuntimeError(f"{peer.name} {' '.join(args)} exit {m.returncode}: {tail(m.stderr)}")
+        # The last line of a traceback names the exception; that is enough for the table.
+        raise RuntimeError(f"{peer.name} {' '.join(args)} exit {m.returncode}: {tail(m.stderr, 1)[:300]}")
     lines = [ln for ln in m.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"{peer.name} printed no JSON result: {tail(m.stdout + m.stderr)}")
