@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
+    p.add_argument("--max-workers", type=int, default=None, help="scale-out ceiling (default: 32)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
+    p.add_argument("--max-workers", type=int, default=None, help="scale-out ceiling (default: 32)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
     # management commands that talk to a running server (one line per module)
@@ -162,7 +164,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import Settings, default_data_dir
 
     # a one-shot run leaves other unfinished runs alone: `sluice serve` on the data dir resumes them
-    settings = Settings(data_dir=default_data_dir(args.data_dir), workers=args.workers, recover=False)
+    settings = Settings(
+        data_dir=default_data_dir(args.data_dir),
+        workers=args.workers,
+        max_workers=args.max_workers,
+        recover=False,
+    )
     return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
 
 
@@ -219,6 +226,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(
         data_dir=default_data_dir(args.data_dir),
         workers=args.workers,
+        max_workers=args.max_workers,
         grace_s=args.grace,
         host=args.host,
         port=args.port,

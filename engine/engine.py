@@ -38,6 +38,7 @@ def default_data_dir(arg: str | os.PathLike[str] | None = None) -> Path:
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     workers: int | None = None  #: warm function workers (default: the number of cores, at least 2)
+    max_workers: int | None = None  #: the pool grows to this for waiting calls (default: 32)
     grace_s: float = 30.0  #: how long running steps may take to finish on shutdown
     host: str = "127.0.0.1"
     port: int = 8765
@@ -65,7 +66,7 @@ class Engine:
         if functions is None:
             from .executors.function import FunctionExecutor
 
-            functions = FunctionExecutor(workers=settings.workers)
+            functions = FunctionExecutor(workers=settings.workers, max_workers=settings.max_workers)
         self.functions = functions
         self.orchestrator = Orchestrator(
             self.store, self.bus, catalog, self.functions, data_dir=settings.data_dir

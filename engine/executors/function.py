@@ -8,6 +8,12 @@ loop). Why ``asyncio.create_subprocess_exec`` rather than ``multiprocessing``: n
 multi-threaded engine process, no pickling, a worker can run under another interpreter
 (``python=``), and the parent keeps direct control of the process to SIGKILL it at a deadline.
 
+Scale-out (Lambda's concurrency model): ``workers`` are started up front and kept warm; when a
+call finds none idle, the pool starts another, up to ``max_workers``, so steps that sleep or wait
+on I/O run side by side instead of queueing behind the cores. Workers above ``workers`` that sit
+idle for ``idle_timeout_s`` are retired. Idle workers are handed out last-used-first, so the
+extras are the ones that go idle.
+
 Guarantees per attempt: a timeout kills the worker (it is replaced), a memory limit is enforced
 in the worker with ``RLIMIT_AS`` (a worker that ran out of memory is never reused), a crash is an
 ``Outcome`` and not an exception, and the handler's stdout/stderr/logging go to ``call.log_path``.
@@ -94,6 +100,7 @@ class _Worker:
     proc: asyncio.subprocess.Process
     calls: int = 0
     busy: bool = False
+    idle_since: float = 0.0  #: monotonic time it was last put back idle
     dead: bool = False  #: retired by the pool: never handed out again
 
     @property
@@ -116,19 +123,28 @@ class FunctionExecutor:
         self,
         *,
         workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout_s: float = 60.0,
         max_calls_per_worker: int | None = None,
         python: str = sys.executable,
     ) -> None:
         size = max(2, os.cpu_count() or 2) if workers is None else workers
         if size < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        ceiling = max(size, 32) if max_workers is None else max_workers
+        if ceiling < size:
+            raise ValueError(f"max_workers ({max_workers}) must be at least workers ({size})")
         if max_calls_per_worker is not None and max_calls_per_worker < 1:
             raise ValueError(f"max_calls_per_worker must be at least 1, not {max_calls_per_worker}")
         self.size = size
+        self.max_workers = ceiling
+        self.idle_timeout_s = idle_timeout_s
+        self._waiting = 0  #: calls waiting for an idle worker
         self.max_calls_per_worker = max_calls_per_worker
         self.python = python
         self._workers: set[_Worker] = set()
-        self._idle: asyncio.Queue[_Worker | None] = asyncio.Queue()
+        self._retired: set[_Worker] = set()  #: out of the pool, process not yet reaped
+        self._idle: asyncio.LifoQueue[_Worker | None] = asyncio.LifoQueue()
         self._limits: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  #: death watchers, owned here
         self._spawning: set[asyncio.Task[Any]] = set()  #: replacements being started
@@ -153,7 +169,8 @@ class FunctionExecutor:
             raise errors[0]
         for worker in results:
             assert isinstance(worker, _Worker)
-            self._idle.put_nowait(worker)
+            self._release(worker)
+        self._own(self._tasks, self._reap_idle())
         self._started = True
         log.info("function executor started: %d workers (%s)", self.size, self.python)
 
@@ -181,8 +198,10 @@ class FunctionExecutor:
         await self.aclose()
 
     async def _stop_all(self) -> None:
-        workers = list(self._workers)
+        # retired workers that have not exited yet are stopped (and reaped) here too
+        workers = list(self._workers | {w for w in self._retired if w.proc.returncode is None})
         self._workers.clear()
+        self._retired.clear()
         for worker in workers:
             worker.dead = True
             self._close_stdin(worker)
@@ -265,20 +284,23 @@ class FunctionExecutor:
     async def _watch(self, worker: _Worker) -> None:
         """Reap the worker when it exits; replace it if it died while idle."""
         code = await worker.proc.wait()
+        self._retired.discard(worker)
         if not worker.dead and not worker.busy and not self._closed:
             log.warning("function %s while idle; replacing it", _describe_exit(worker.pid, code))
             self._retire(worker, kill=False)
 
-    def _retire(self, worker: _Worker, *, kill: bool) -> None:
-        """Take the worker out of the pool for good and start its replacement."""
+    def _retire(self, worker: _Worker, *, kill: bool, replace: bool = True) -> None:
+        """Take the worker out of the pool for good and (unless scaling in) start its replacement."""
         if worker.dead:
             return
         worker.dead = True
         self._workers.discard(worker)
+        if worker.proc.returncode is None:
+            self._retired.add(worker)
         if kill:
             self._signal(worker, signal.SIGKILL)
         self._close_stdin(worker)  # a polite retirement: the worker exits on EOF
-        if not self._closed:
+        if replace and not self._closed:
             self._replaced += 1
             self._own(self._spawning, self._respawn())
 
@@ -293,7 +315,7 @@ class FunctionExecutor:
                 await self._closing_or(delay)
                 delay = min(delay * 2, _RESPAWN_MAX_DELAY_S)
                 continue
-            self._idle.put_nowait(worker)  # if the pool closed meanwhile, _stop_all stops it
+            self._release(worker)  # if the pool closed meanwhile, _stop_all stops it
             return
 
     async def _closing_or(self, delay_s: float) -> None:
@@ -335,9 +357,54 @@ class FunctionExecutor:
             os.makedirs(parent, exist_ok=True)  # one cheap syscall per new folder
             self._made_dirs.add(parent)
 
+    def _release(self, worker: _Worker) -> None:
+        worker.idle_since = time.monotonic()
+        self._idle.put_nowait(worker)
+
+    def _scale_out(self) -> None:
+        """A call is about to wait: start one more worker if the waiters outnumber those starting."""
+        starting = len(self._spawning)
+        if self._waiting > starting and len(self._workers) + starting < self.max_workers:
+            self._own(self._spawning, self._respawn())
+
+    async def _reap_idle(self) -> None:
+        """Retire workers above ``workers`` that have been idle for ``idle_timeout_s`` (scale in)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.idle_timeout_s / 4))
+            excess = len(self._workers) - self.size
+            if excess <= 0 or self._idle.empty():
+                continue
+            now, kept, stale = time.monotonic(), [], []
+            while not self._idle.empty():  # drain and refill in one loop step: no waiter sees a gap
+                worker = self._idle.get_nowait()
+                if (
+                    worker is not None
+                    and len(stale) < excess
+                    and now - worker.idle_since > self.idle_timeout_s
+                ):
+                    stale.append(worker)  # type: ignore[arg-type]
+                else:
+                    kept.append(worker)
+            for worker in reversed(kept):  # keep the LIFO order
+                self._idle.put_nowait(worker)
+            for worker in stale:
+                self._retire(worker, kill=False, replace=False)
+            if stale:
+                log.info(
+                    "scaled in: retired %d idle function workers (%d left)", len(stale), len(self._workers)
+                )
+
     async def _acquire(self) -> _Worker:
         while True:
-            worker = await self._idle.get()
+            if self._idle.empty():
+                self._waiting += 1
+                self._scale_out()
+                try:
+                    worker = await self._idle.get()
+                finally:
+                    self._waiting -= 1
+            else:
+                worker = self._idle.get_nowait()
             if worker is None:
                 self._idle.put_nowait(None)  # pass the news on to the next waiter
                 raise RuntimeError("FunctionExecutor closed while the call waited for a worker")
@@ -350,7 +417,7 @@ class FunctionExecutor:
         try:
             data = json.dumps(_request(call), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:  # the engine rendered a non-JSON event: its bug
-            self._idle.put_nowait(worker)
+            self._release(worker)
             raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
         worker.busy = True
         worker.calls += 1
@@ -387,7 +454,7 @@ class FunctionExecutor:
         if reply.get("retire") or (limit is not None and worker.calls >= limit):
             self._retire(worker, kill=False)
         else:
-            self._idle.put_nowait(worker)
+            self._release(worker)
         if reply.get("ok"):
             return Outcome(ok=True, output=reply.get("output"), duration_s=duration, log_path=call.log_path)
         return Outcome(ok=False, error=reply.get("error"), duration_s=duration, log_path=call.log_path)
@@ -439,7 +506,8 @@ class FunctionExecutor:
         busy = sum(1 for w in self._workers if w.busy)
         state = "closed" if self._closed else "running" if self._started else "new"
         return (
-            f"<FunctionExecutor {state} workers={len(self._workers)}/{self.size} busy={busy} "
+            f"<FunctionExecutor {state} workers={len(self._workers)} ({self.size}..{self.max_workers}) "
+            f"busy={busy} "
             f"calls={self._calls} failures={self._failures} timeouts={self._timeouts} "
             f"replaced={self._replaced}>"
         )
