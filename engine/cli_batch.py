@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .cli_remote import TIMEOUT_S, RemoteError, _common, _emit, _query, _quote, _run, request, table
+from .cli_remote import TIMEOUT_S, RemoteError, command, common_options, emit, query, quote, request, table
 
 
 def _pairs(items: list[str] | None, where: str) -> dict[str, str]:
@@ -67,21 +67,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.attempts is not None:
         body["attempts"] = args.attempts
     data = request(args.server, "POST", "/api/v1/jobs", body)
-    return _emit(args, data, f"job {data['job_id']} {data['status']}")
+    return emit(args, data, f"job {data['job_id']} {data['status']}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    q = _query(queue=args.queue, status=args.status, parent=args.parent, limit=args.limit)
+    q = query(queue=args.queue, status=args.status, parent=args.parent, limit=args.limit)
     data = request(args.server, "GET", "/api/v1/jobs" + q)
     rows = [
         (j["job_id"], j["name"], j["queue"], j["status"], j["attempt_count"], j["status_reason"])
         for j in data["jobs"]
     ]
-    return _emit(args, data, table(rows, ("job", "name", "queue", "status", "attempts", "reason")))
+    return emit(args, data, table(rows, ("job", "name", "queue", "status", "attempts", "reason")))
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    job = request(args.server, "GET", f"/api/v1/jobs/{_quote(args.job)}")
+    job = request(args.server, "GET", f"/api/v1/jobs/{quote(args.job)}")
     head = f"job {job['job_id']}  queue {job['queue']}  {job['status']}  ({job['status_reason']})"
     rows = [
         (a["attempt"], a["environment"], (a["container_id"] or "")[:12] or None, a["exit_code"], a["reason"])
@@ -90,20 +90,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
     human = head + "\n" + table(rows, ("attempt", "environment", "container", "exit", "reason"))
     if job.get("array_status_summary"):
         human += "\nchildren: " + ", ".join(f"{k} {v}" for k, v in job["array_status_summary"].items() if v)
-    return _emit(args, job, human)
+    return emit(args, job, human)
 
 
 def _stop(verb: str) -> Any:
     def cmd(args: argparse.Namespace) -> int:
         body = {"reason": args.reason} if args.reason else {}
-        data = request(args.server, "POST", f"/api/v1/jobs/{_quote(args.job)}/{verb}", body)
-        return _emit(args, data, f"job {data['job_id']} {data['status']} ({data['changed']} changed)")
+        data = request(args.server, "POST", f"/api/v1/jobs/{quote(args.job)}/{verb}", body)
+        return emit(args, data, f"job {data['job_id']} {data['status']} ({data['changed']} changed)")
 
     return cmd
 
 
 def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple[bytes, dict[str, str]]:
-    url = f"{server}/api/v1/jobs/{_quote(job)}/logs" + _query(attempt=attempt, offset=offset)
+    url = f"{server}/api/v1/jobs/{quote(job)}/logs" + query(attempt=attempt, offset=offset)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             return resp.read(), dict(resp.headers)
@@ -156,7 +156,7 @@ def cmd_definitions_register(args: argparse.Namespace) -> int:
     if args.name:
         body["name"] = args.name
     data = request(args.server, "POST", "/api/v1/definitions", body)
-    return _emit(args, data, f"definition {data['name']}:{data['revision']} registered")
+    return emit(args, data, f"definition {data['name']}:{data['revision']} registered")
 
 
 def cmd_definitions_list(args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ def cmd_definitions_list(args: argparse.Namespace) -> int:
         (d["name"], d["revision"], d["status"], d["image"], d.get("vcpus"), d.get("memory"))
         for d in data["definitions"]
     ]
-    return _emit(args, data, table(rows, ("name", "revision", "status", "image", "vcpus", "memory")))
+    return emit(args, data, table(rows, ("name", "revision", "status", "image", "vcpus", "memory")))
 
 
 def _put(kind: str, fields: tuple[str, ...]) -> Any:
@@ -174,8 +174,8 @@ def _put(kind: str, fields: tuple[str, ...]) -> Any:
         if args.action == "create":
             data = request(args.server, "POST", f"/api/v1/{kind}", {"name": args.name, **body})
         else:
-            data = request(args.server, "PATCH", f"/api/v1/{kind}/{_quote(args.name)}", body)
-        return _emit(args, data, json.dumps(data))
+            data = request(args.server, "PATCH", f"/api/v1/{kind}/{quote(args.name)}", body)
+        return emit(args, data, json.dumps(data))
 
     return cmd
 
@@ -183,7 +183,7 @@ def _put(kind: str, fields: tuple[str, ...]) -> Any:
 def cmd_queues_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/queues")
     rows = [(q["name"], q["priority"], q["state"], ",".join(q["environments"])) for q in data["queues"]]
-    return _emit(args, data, table(rows, ("queue", "priority", "state", "environments")))
+    return emit(args, data, table(rows, ("queue", "priority", "state", "environments")))
 
 
 def cmd_environments_list(args: argparse.Namespace) -> int:
@@ -192,9 +192,7 @@ def cmd_environments_list(args: argparse.Namespace) -> int:
         (e["name"], e["endpoint"], e["state"], f"{e['used_vcpus']:g}/{e['max_vcpus']:g}", e["max_memory"])
         for e in data["environments"]
     ]
-    return _emit(
-        args, data, table(rows, ("environment", "endpoint", "state", "vcpus used/max", "max_memory"))
-    )
+    return emit(args, data, table(rows, ("environment", "endpoint", "state", "vcpus used/max", "max_memory")))
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -207,7 +205,7 @@ def _actions(sub: Any, name: str, help_text: str) -> Any:
 def register(sub: Any) -> None:
     """Add ``jobs``, ``definitions``, ``queues`` and ``environments`` to the ``sluice`` parser."""
     jobs = _actions(sub, "jobs", "submit, list, describe, cancel or terminate batch jobs; read their logs")
-    p = _common(jobs.add_parser("submit", help="submit a job to a queue"))
+    p = common_options(jobs.add_parser("submit", help="submit a job to a queue"))
     p.add_argument("--queue", default="default")
     p.add_argument("--definition", required=True, help="NAME or NAME:REVISION")
     p.add_argument("--name", default=None)
@@ -216,54 +214,54 @@ def register(sub: Any) -> None:
     p.add_argument("--parameters", nargs="*", metavar="K=V", help="values for Ref::K in the command")
     p.add_argument("--timeout", type=float, default=None, help="attempt timeout in seconds")
     p.add_argument("--attempts", type=int, default=None, help="retry strategy attempts (1..10)")
-    p.set_defaults(func=_run(cmd_submit))
-    p = _common(jobs.add_parser("list", help="jobs, newest first"))
+    p.set_defaults(func=command(cmd_submit))
+    p = common_options(jobs.add_parser("list", help="jobs, newest first"))
     p.add_argument("--queue", default=None)
     p.add_argument("--status", default=None)
     p.add_argument("--parent", default=None, help="the children of this array job")
     p.add_argument("--limit", type=int, default=100)
-    p.set_defaults(func=_run(cmd_list))
+    p.set_defaults(func=command(cmd_list))
     for verb, help_text, func in (
         ("describe", "a job, its attempts and dependencies", cmd_describe),
         ("cancel", "fail a job that has not started (an array: every child)", _stop("cancel")),
         ("terminate", "stop a job, started or not (SIGTERM, grace, SIGKILL)", _stop("terminate")),
     ):
-        p = _common(jobs.add_parser(verb, help=help_text))
+        p = common_options(jobs.add_parser(verb, help=help_text))
         p.add_argument("job")
         if verb != "describe":
             p.add_argument("--reason", default=None)
-        p.set_defaults(func=_run(func))
-    p = _common(jobs.add_parser("logs", help="an attempt's output (default: the latest)"))
+        p.set_defaults(func=command(func))
+    p = common_options(jobs.add_parser("logs", help="an attempt's output (default: the latest)"))
     p.add_argument("job")
     p.add_argument("--attempt", type=int, default=None)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-    p.set_defaults(func=_run(cmd_logs))
+    p.set_defaults(func=command(cmd_logs))
 
     defs = _actions(sub, "definitions", "register or list job definitions")
-    p = _common(defs.add_parser("register", help="register SPEC (JSON or @file) as the next revision"))
+    p = common_options(defs.add_parser("register", help="register SPEC (JSON or @file) as the next revision"))
     p.add_argument("spec", help='JSON, e.g. \'{"name": "hi", "image": "busybox:1.36", "command": ["echo"]}\'')
     p.add_argument("--name", default=None)
-    p.set_defaults(func=_run(cmd_definitions_register))
-    p = _common(defs.add_parser("list", help="every revision of every definition"))
-    p.set_defaults(func=_run(cmd_definitions_list))
+    p.set_defaults(func=command(cmd_definitions_register))
+    p = common_options(defs.add_parser("list", help="every revision of every definition"))
+    p.set_defaults(func=command(cmd_definitions_list))
 
     queues = _actions(sub, "queues", "create, update or list job queues")
     environments = _actions(sub, "environments", "create, update or list compute environments")
     for action in ("create", "update"):
-        p = _common(queues.add_parser(action, help=f"{action} a job queue"))
+        p = common_options(queues.add_parser(action, help=f"{action} a job queue"))
         p.add_argument("name")
         p.add_argument("--priority", type=int, default=None)
         p.add_argument("--environments", type=lambda s: s.split(","), default=None, help="a,b,c in order")
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.set_defaults(func=_run(_put("queues", ("priority", "environments", "state"))))
-        p = _common(environments.add_parser(action, help=f"{action} a compute environment"))
+        p.set_defaults(func=command(_put("queues", ("priority", "environments", "state"))))
+        p = common_options(environments.add_parser(action, help=f"{action} a compute environment"))
         p.add_argument("name")
         p.add_argument("--max-vcpus", dest="max_vcpus", type=float, default=None)
         p.add_argument("--max-memory", dest="max_memory", type=int, default=None, help="bytes")
         p.add_argument("--endpoint", default=None, help="local, unix:///path or tcp://HOST:PORT")
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.set_defaults(func=_run(_put("environments", ("max_vcpus", "max_memory", "endpoint", "state"))))
-    p = _common(queues.add_parser("list", help="queues by name"))
-    p.set_defaults(func=_run(cmd_queues_list))
-    p = _common(environments.add_parser("list", help="environments and their use"))
-    p.set_defaults(func=_run(cmd_environments_list))
+        p.set_defaults(func=command(_put("environments", ("max_vcpus", "max_memory", "endpoint", "state"))))
+    p = common_options(queues.add_parser("list", help="queues by name"))
+    p.set_defaults(func=command(cmd_queues_list))
+    p = common_options(environments.add_parser("list", help="environments and their use"))
+    p.set_defaults(func=command(cmd_environments_list))

@@ -62,12 +62,12 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return f"the server answered {exc.code} {exc.reason}"
 
 
-def _query(**params: Any) -> str:
+def query(**params: Any) -> str:
     kept = {k: v for k, v in params.items() if v is not None}
     return "?" + urllib.parse.urlencode(kept) if kept else ""
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
@@ -87,7 +87,7 @@ def _when(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _emit(args: argparse.Namespace, data: Any, human: str) -> int:
+def emit(args: argparse.Namespace, data: Any, human: str) -> int:
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else human)
     return 0
 
@@ -96,7 +96,7 @@ def _emit(args: argparse.Namespace, data: Any, human: str) -> int:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    q = _query(workflow=args.workflow, status=args.status, limit=args.limit, before=args.before)
+    q = query(workflow=args.workflow, status=args.status, limit=args.limit, before=args.before)
     data = request(args.server, "GET", "/api/v1/runs" + q)
     rows = [
         (r["run_id"], r["workflow"], r["status"], _when(r["created_at"]), r["duration_s"], r["reason"])
@@ -105,11 +105,11 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     human = table(rows, ("run", "workflow", "status", "created", "duration_s", "reason"))
     if data.get("next"):
         human += f"\n(more: --before {data['next']})"
-    return _emit(args, data, human)
+    return emit(args, data, human)
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    run = request(args.server, "GET", f"/api/v1/runs/{_quote(args.run)}")
+    run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
     head = f"run {run['run_id']}  workflow {run['workflow']}  {run['status']}"
     if run.get("reason"):
         head += f"  ({run['reason']})"
@@ -119,22 +119,22 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         human += "\noutputs: " + json.dumps(run["outputs"], ensure_ascii=False)
     if run.get("error"):
         human += "\nerror: " + json.dumps(run["error"], ensure_ascii=False)
-    return _emit(args, run, human)
+    return emit(args, run, human)
 
 
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
-    data = request(args.server, "POST", f"/api/v1/runs/{_quote(args.run)}/cancel", body)
-    return _emit(args, data, f"run {data['run_id']} {data['status']}")
+    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/cancel", body)
+    return emit(args, data, f"run {data['run_id']} {data['status']}")
 
 
 def cmd_runs_retry(args: argparse.Namespace) -> int:
-    data = request(args.server, "POST", f"/api/v1/runs/{_quote(args.run)}/retry", {})
-    return _emit(args, data, f"run {data['run_id']} started (retry of {data['retry_of']})")
+    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/retry", {})
+    return emit(args, data, f"run {data['run_id']} started (retry of {data['retry_of']})")
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    path = f"/api/v1/runs/{_quote(args.run)}/logs" + _query(
+    path = f"/api/v1/runs/{quote(args.run)}/logs" + query(
         step=args.step, attempt=args.attempt, tail=args.tail
     )
     text = request(args.server, "GET", path, raw=True)
@@ -143,12 +143,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     seen, full = (
         len(text),
-        f"/api/v1/runs/{_quote(args.run)}/logs" + _query(step=args.step, attempt=args.attempt),
+        f"/api/v1/runs/{quote(args.run)}/logs" + query(step=args.step, attempt=args.attempt),
     )
     if args.tail is not None:  # the tail was a window; follow the whole text from its end
         seen = len(request(args.server, "GET", full, raw=True))
     while True:  # poll until the run ends; print only what is new
-        run = request(args.server, "GET", f"/api/v1/runs/{_quote(args.run)}")
+        run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
         time.sleep(1.0)
         text = request(args.server, "GET", full, raw=True)
         sys.stdout.write(text[seen:])
@@ -184,11 +184,11 @@ def cmd_events_put(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(data, indent=2))
         raise RemoteError(f"{answer['ErrorCode']}: {answer['ErrorMessage']}", 2)
-    return _emit(args, data, f"event {answer['EventId']} accepted")
+    return emit(args, data, f"event {answer['EventId']} accepted")
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
-    q = _query(
+    q = query(
         source=args.source, detail_type=args.detail_type, since=args.since, until=args.until, limit=args.limit
     )
     data = request(args.server, "GET", "/api/v1/events" + q)
@@ -196,7 +196,7 @@ def cmd_events_list(args: argparse.Namespace) -> int:
         (e["id"], e["time"], e["source"], e["detail-type"], ",".join(e.get("resources", [])))
         for e in data["events"]
     ]
-    return _emit(args, data, table(rows, ("id", "time", "source", "detail-type", "resources")))
+    return emit(args, data, table(rows, ("id", "time", "source", "detail-type", "resources")))
 
 
 def cmd_workflows_list(args: argparse.Namespace) -> int:
@@ -205,19 +205,19 @@ def cmd_workflows_list(args: argparse.Namespace) -> int:
         (w["name"], ", ".join(f"{t['kind']}:{t['name']}" for t in w["triggers"]) or None, w["description"])
         for w in data["workflows"]
     ]
-    return _emit(args, data, table(rows, ("workflow", "triggers", "description")))
+    return emit(args, data, table(rows, ("workflow", "triggers", "description")))
 
 
 # -- parser ---------------------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def common_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, help=f"server URL (default: $SLUICE_SERVER or {DEFAULT_SERVER})")
     p.add_argument("--json", action="store_true", help="print the server's JSON answer")
     return p
 
 
-def _run(func: Any) -> Any:
+def command(func: Any) -> Any:
     """Wrap a command: resolve the server, turn RemoteError into a message and an exit code."""
 
     def call(args: argparse.Namespace) -> int:
@@ -238,50 +238,50 @@ def register(sub: Any) -> None:
     runs = sub.add_parser("runs", help="list, show, cancel or retry runs on a server").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    p = _common(runs.add_parser("list", help="recent runs, newest first"))
+    p = common_options(runs.add_parser("list", help="recent runs, newest first"))
     p.add_argument("--workflow")
     p.add_argument("--status", help="PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", help="a run id: list runs older than it (paging)")
-    p.set_defaults(func=_run(cmd_runs_list))
+    p.set_defaults(func=command(cmd_runs_list))
     for name, func, text in (
         ("show", cmd_runs_show, "one run with its steps"),
         ("cancel", cmd_runs_cancel, "cancel a running run"),
         ("retry", cmd_runs_retry, "start a new run with the same params"),
     ):
-        p = _common(runs.add_parser(name, help=text))
+        p = common_options(runs.add_parser(name, help=text))
         p.add_argument("run", help="run id (r-...)")
         if name == "cancel":
             p.add_argument("--reason", default=None)
-        p.set_defaults(func=_run(func))
+        p.set_defaults(func=command(func))
 
-    p = _common(sub.add_parser("logs", help="print the logs of a run's attempts"))
+    p = common_options(sub.add_parser("logs", help="print the logs of a run's attempts"))
     p.add_argument("run", help="run id (r-...)")
     p.add_argument("--step")
     p.add_argument("--attempt", type=int)
     p.add_argument("--tail", type=int, help="only the last N lines of each attempt")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
-    p.set_defaults(func=_run(cmd_logs))
+    p.set_defaults(func=command(cmd_logs))
 
     events = sub.add_parser("events", help="put events on the bus or list stored ones").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    p = _common(events.add_parser("put", help="put one custom event on the bus"))
+    p = common_options(events.add_parser("put", help="put one custom event on the bus"))
     p.add_argument("--source", required=True)
     p.add_argument("--detail-type", required=True)
     p.add_argument("--detail", default="{}", help="a JSON object, or @file.json")
     p.add_argument("--resource", action="append", help="a resource string (repeatable)")
-    p.set_defaults(func=_run(cmd_events_put))
-    p = _common(events.add_parser("list", help="stored events, newest first"))
+    p.set_defaults(func=command(cmd_events_put))
+    p = common_options(events.add_parser("list", help="stored events, newest first"))
     p.add_argument("--source")
     p.add_argument("--detail-type")
     p.add_argument("--since", help="Unix seconds or ISO 8601")
     p.add_argument("--until", help="Unix seconds or ISO 8601")
     p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(func=_run(cmd_events_list))
+    p.set_defaults(func=command(cmd_events_list))
 
     workflows = sub.add_parser("workflows", help="workflows loaded by a server").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    p = _common(workflows.add_parser("list", help="names, triggers and descriptions"))
-    p.set_defaults(func=_run(cmd_workflows_list))
+    p = common_options(workflows.add_parser("list", help="names, triggers and descriptions"))
+    p.set_defaults(func=command(cmd_workflows_list))
