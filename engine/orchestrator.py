@@ -33,7 +33,7 @@ Progress = Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
 
 
 class ContainerSteps(Protocol):
-    """Runs a workflow's ``container:`` step as a Batch job (engine/queues.py provides it)."""
+    """Runs a workflow's ``container:`` step as a Batch job (engine/batch_steps.py provides it)."""
 
     async def run_step(
         self, driver: RunDriver, name: str, spec: Any, resume: dict[str, Any] | None
