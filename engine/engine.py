@@ -89,9 +89,10 @@ class Engine:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.gather(self.store.open(), self.functions.start())
-        from .batch import attach_batch
+        if self._wants_batch():
+            from .batch import attach_batch  # imports the Docker client (aiohttp): only when needed
 
-        await attach_batch(self)  # before recovery: resumed container steps wait on their jobs
+            await attach_batch(self)  # before recovery: resumed container steps wait on their jobs
         if self.settings.recover:
             recovered = await self.orchestrator.recover()
             if recovered:
@@ -101,6 +102,16 @@ class Engine:
             await service.start()
         if self.services:
             self._group_task = asyncio.create_task(self._run_services(), name="sluice-services")
+
+    def _wants_batch(self) -> bool:
+        """Batch (Docker) for a serving engine, or when a loaded workflow has a container step.
+
+        A one-shot ``sluice run`` of function steps never touches Docker, so it does not pay for
+        importing the client and pinging the daemon; ``sluice serve`` always offers the jobs API.
+        """
+        if self.settings.recover:
+            return True
+        return any(step.kind == "container" for wf in self.catalog.values() for step in wf.steps.values())
 
     async def _run_services(self) -> None:
         try:

@@ -419,9 +419,10 @@ class ContainerRunner:
         """Append the container's output to ``log_path`` chunk by chunk, as Docker delivers it.
 
         Writes go straight to the page cache (no fsync): each is microseconds, cheaper than
-        the thread hop that ``asyncio.to_thread`` would cost per chunk.
+        the thread hop that ``asyncio.to_thread`` would cost per chunk. The open is done on the
+        loop too: opened in a thread, a cancel arriving during the hop would leak the file.
         """
-        with await asyncio.to_thread(_open_log, log_path) as out:
+        with _open_log(log_path) as out:
             try:
                 async for _stream, chunk in self.client.logs(cid, follow=True, since=since):
                     out.write(chunk)
