@@ -318,3 +318,10 @@ async def test_max_workers_caps_the_scale_out(make_executor: MakeExecutor) -> No
     assert len({o.output["pid"] for o in outs}) == 2
     starts = sorted(o.output["start"] for o in outs)
     assert starts[2] - starts[0] >= 0.25, "the third call waited for a worker"
+
+
+async def test_a_burst_of_short_calls_does_not_grow_the_pool(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=2, max_workers=16)
+    outs = await asyncio.gather(*(fx.execute(call("echo", i)) for i in range(600)))
+    assert [o.output["event"] for o in outs] == list(range(600))
+    assert len(fx.worker_pids) == 2, "short calls drain through the warm workers; no interpreter starts"

@@ -8,11 +8,14 @@ loop). Why ``asyncio.create_subprocess_exec`` rather than ``multiprocessing``: n
 multi-threaded engine process, no pickling, a worker can run under another interpreter
 (``python=``), and the parent keeps direct control of the process to SIGKILL it at a deadline.
 
-Scale-out (Lambda's concurrency model): ``workers`` are started up front and kept warm; when a
-call finds none idle, the pool starts another, up to ``max_workers``, so steps that sleep or wait
-on I/O run side by side instead of queueing behind the cores. Workers above ``workers`` that sit
-idle for ``idle_timeout_s`` are retired. Idle workers are handed out last-used-first, so the
-extras are the ones that go idle.
+Scale-out (Lambda's concurrency model): ``workers`` are started up front and kept warm. When a
+call has waited ``scale_after_s`` for a worker and no call has finished for at least that long
+(every worker is stuck on a long call), the pool starts another, up to ``max_workers``: steps that
+sleep or wait on I/O
+then run side by side instead of queueing, while a burst of short calls (a fan-out of trivial
+steps) drains through the warm workers without paying interpreter starts it would not need.
+Workers above ``workers`` that sit idle for ``idle_timeout_s`` are retired. Idle workers are
+handed out last-used-first, so the extras are the ones that go idle.
 
 Guarantees per attempt: a timeout kills the worker (it is replaced), a memory limit is enforced
 in the worker with ``RLIMIT_AS`` (a worker that ran out of memory is never reused), a crash is an
@@ -101,6 +104,7 @@ class _Worker:
     calls: int = 0
     busy: bool = False
     idle_since: float = 0.0  #: monotonic time it was last put back idle
+    busy_since: float = 0.0  #: monotonic time its current call started
     dead: bool = False  #: retired by the pool: never handed out again
 
     @property
@@ -125,6 +129,7 @@ class FunctionExecutor:
         workers: int | None = None,
         max_workers: int | None = None,
         idle_timeout_s: float = 60.0,
+        scale_after_s: float = 0.05,
         max_calls_per_worker: int | None = None,
         python: str = sys.executable,
     ) -> None:
@@ -139,6 +144,9 @@ class FunctionExecutor:
         self.size = size
         self.max_workers = ceiling
         self.idle_timeout_s = idle_timeout_s
+        self.scale_after_s = scale_after_s
+        self._last_done = 0.0  #: monotonic time the last call's reply arrived
+        self._scaler: asyncio.TimerHandle | None = None
         self._waiting = 0  #: calls waiting for an idle worker
         self.max_calls_per_worker = max_calls_per_worker
         self.python = python
@@ -180,6 +188,8 @@ class FunctionExecutor:
             return
         self._closed = True
         self._closed_event.set()
+        if self._scaler is not None:
+            self._scaler.cancel()
         self._idle.put_nowait(None)  # wakes callers waiting for a worker; they get RuntimeError
         # Let replacements being started finish (bounded by _START_TIMEOUT_S): cancelling one inside
         # create_subprocess_exec could lose a process we never got a handle on.
@@ -361,11 +371,31 @@ class FunctionExecutor:
         worker.idle_since = time.monotonic()
         self._idle.put_nowait(worker)
 
+    def _arm_scaler(self) -> None:
+        if self._scaler is None and not self._closed:
+            self._scaler = asyncio.get_running_loop().call_later(self.scale_after_s, self._scale_out)
+
     def _scale_out(self) -> None:
-        """A call is about to wait: start one more worker if the waiters outnumber those starting."""
+        """While calls wait, every ``scale_after_s``: start workers for them if the pool is stuck.
+
+        "Stuck": every worker busy with its current call for ``scale_after_s`` and no reply in that
+        time either. Short calls free their workers faster than an interpreter starts (even when a
+        busy event loop reads their replies late), so a burst of them never grows the pool. One
+        timer for the pool, not one per waiting call: waiters stay in FIFO order at no cost.
+        """
+        self._scaler = None
+        if self._waiting == 0 or self._closed:
+            return
         starting = len(self._spawning)
-        if self._waiting > starting and len(self._workers) + starting < self.max_workers:
-            self._own(self._spawning, self._respawn())
+        room = min(self._waiting - starting, self.max_workers - len(self._workers) - starting)
+        now = time.monotonic()
+        stuck = now - self._last_done >= self.scale_after_s and all(
+            w.busy and now - w.busy_since >= self.scale_after_s for w in self._workers
+        )
+        if stuck:
+            for _ in range(max(0, room)):
+                self._own(self._spawning, self._respawn())
+        self._arm_scaler()
 
     async def _reap_idle(self) -> None:
         """Retire workers above ``workers`` that have been idle for ``idle_timeout_s`` (scale in)."""
@@ -398,7 +428,7 @@ class FunctionExecutor:
         while True:
             if self._idle.empty():
                 self._waiting += 1
-                self._scale_out()
+                self._arm_scaler()
                 try:
                     worker = await self._idle.get()
                 finally:
@@ -420,6 +450,7 @@ class FunctionExecutor:
             self._release(worker)
             raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
         worker.busy = True
+        worker.busy_since = time.monotonic()
         worker.calls += 1
         self._calls += 1
         started = time.perf_counter()
@@ -450,6 +481,7 @@ class FunctionExecutor:
             return await self._crashed(worker, call, started)
         duration = time.perf_counter() - started
         worker.busy = False
+        self._last_done = time.monotonic()
         limit = self.max_calls_per_worker
         if reply.get("retire") or (limit is not None and worker.calls >= limit):
             self._retire(worker, kill=False)
