@@ -211,7 +211,9 @@ async def test_output_and_logging_captured_per_attempt(fx: FunctionExecutor, tmp
         assert line in text
     second = tmp_path / "logs" / "r-1" / "probe#2.log"
     await fx.execute(call("echo", 1, log_path=str(second)))
-    assert second.read_text() == ""  # nothing from the earlier attempt leaks in
+    assert not second.exists()  # a silent attempt gets no file; nothing of the earlier one leaks in
+    await fx.execute(call("chatty", log_path=str(second)))
+    assert second.read_text().count("to stdout") == 1  # only its own output
     assert first.read_text() == text  # nor anything later into the earlier file
 
 
@@ -325,3 +327,10 @@ async def test_a_burst_of_short_calls_does_not_grow_the_pool(make_executor: Make
     outs = await asyncio.gather(*(fx.execute(call("echo", i)) for i in range(600)))
     assert [o.output["event"] for o in outs] == list(range(600))
     assert len(fx.worker_pids) == 2, "short calls drain through the warm workers; no interpreter starts"
+
+
+async def test_a_timed_out_attempt_keeps_what_it_printed(fx: FunctionExecutor, tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "hang.log"
+    out = await fx.execute(call("print_then_spin", log_path=str(log_path), timeout_s=0.5))
+    assert out.error_type == TIMEOUT
+    assert log_path.read_text() == "about to hang\n"

@@ -19,7 +19,8 @@ handed out last-used-first, so the extras are the ones that go idle.
 
 Guarantees per attempt: a timeout kills the worker (it is replaced), a memory limit is enforced
 in the worker with ``RLIMIT_AS`` (a worker that ran out of memory is never reused), a crash is an
-``Outcome`` and not an exception, and the handler's stdout/stderr/logging go to ``call.log_path``.
+``Outcome`` and not an exception, and the handler's stdout/stderr/logging go to ``call.log_path``
+(written when the attempt ends, and only if it printed anything; see worker.py).
 Functions are at-least-once: an attempt interrupted by an engine restart is retried by the caller.
 """
 
@@ -46,6 +47,7 @@ from engine.executors.base import (
     FunctionCall,
     Outcome,
 )
+from engine.executors.worker import copy_output, scratch_path
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,6 @@ class FunctionExecutor:
         self._limits: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  #: death watchers, owned here
         self._spawning: set[asyncio.Task[Any]] = set()  #: replacements being started
-        self._made_dirs: set[str] = set()
         self._started = False
         self._closed = False
         self._closed_event = asyncio.Event()
@@ -226,6 +227,9 @@ class FunctionExecutor:
             for worker in pending:
                 self._signal(worker, signal.SIGKILL)
             await self._wait_exit(pending, None)
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                os.unlink(scratch_path(worker.pid))
 
     @staticmethod
     async def _wait_exit(workers: list[_Worker], timeout_s: float | None) -> list[_Worker]:
@@ -295,6 +299,9 @@ class FunctionExecutor:
         """Reap the worker when it exits; replace it if it died while idle."""
         code = await worker.proc.wait()
         self._retired.discard(worker)
+        if not worker.busy:  # a busy worker's attempt salvages its scratch file itself
+            with contextlib.suppress(OSError):
+                os.unlink(scratch_path(worker.pid))
         if not worker.dead and not worker.busy and not self._closed:
             log.warning("function %s while idle; replacing it", _describe_exit(worker.pid, code))
             self._retire(worker, kill=False)
@@ -344,8 +351,6 @@ class FunctionExecutor:
         """
         if not self._started or self._closed:
             raise RuntimeError(f"FunctionExecutor is {'closed' if self._closed else 'not started'}")
-        if call.log_path:
-            self._make_log_dir(call.log_path)
         if call.concurrency is None:
             return await self._dispatch(call)
         async with self._limit(call):
@@ -361,11 +366,21 @@ class FunctionExecutor:
             sem = self._limits[key] = asyncio.Semaphore(call.concurrency)
         return sem
 
-    def _make_log_dir(self, log_path: str) -> None:
-        parent = os.path.dirname(os.path.abspath(log_path))
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)  # one cheap syscall per new folder
-            self._made_dirs.add(parent)
+    @staticmethod
+    def _salvage(worker: _Worker, call: FunctionCall) -> None:
+        """Copy a killed or crashed attempt's output from the worker's scratch file, then drop it."""
+        path = scratch_path(worker.pid)
+        try:
+            if call.log_path:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    copy_output(fd, os.path.abspath(call.log_path))
+                finally:
+                    os.close(fd)
+            os.unlink(path)
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("could not keep the output of %s: %s", call.attempt_id, exc)
 
     def _release(self, worker: _Worker) -> None:
         worker.idle_since = time.monotonic()
@@ -457,6 +472,7 @@ class FunctionExecutor:
         try:
             outcome = await self._roundtrip(worker, call, data, started)
         except BaseException:  # cancelled, or a bug: the worker's state is unknown, so kill it
+            worker.busy = False  # its watcher then drops the scratch file once it has exited
             self._retire(worker, kill=True)
             raise
         if not outcome.ok:
@@ -473,6 +489,7 @@ class FunctionExecutor:
                 reply = await _read_frame(stdout)
         except TimeoutError:
             self._timeouts += 1
+            self._salvage(worker, call)  # what it printed before it hung is the best clue
             self._retire(worker, kill=True)
             log.info("function attempt %s timed out after %ss", call.attempt_id, call.timeout_s)
             message = f"Task timed out after {call.timeout_s:.2f} seconds"
@@ -498,6 +515,7 @@ class FunctionExecutor:
                 code: int | None = await worker.proc.wait()
         except TimeoutError:
             code = None
+        self._salvage(worker, call)
         self._retire(worker, kill=True)
         how = _describe_exit(worker.pid, code)
         log.warning("function attempt %s: %s", call.attempt_id, how)

@@ -11,6 +11,12 @@ request on our stdin and reads one reply on our stdout; the first frame we send 
 true}``. EOF on stdin means "exit now". Because the handler's own stdout/stderr must go to the
 attempt's log file at the file-descriptor level, the protocol pipes are moved off fds 0 and 1 at
 start (to non-inheritable fds, so the handler's subprocesses never hold them open).
+
+Logs: during an attempt fds 1 and 2 point at this worker's scratch file (:func:`scratch_path`),
+emptied before each attempt. Only an attempt that wrote something gets its log file (and its
+run's log folder), copied from the scratch when it ends: most steps print nothing, and creating
+a folder and a file per attempt was the largest cost of a trivial step. If the worker dies or is
+killed mid-attempt, the parent copies what the scratch holds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import os
 import struct
 import sys
+import tempfile
 import time
 from types import ModuleType
 from typing import Any
@@ -31,6 +38,30 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OUT_OF_MEMORY = "Sluice.OutOfMemory"
 BAD_OUTPUT = "Sluice.InvalidOutput"
 HANDLER_NOT_FOUND = "Sluice.HandlerNotFound"
+
+
+def scratch_path(pid: int) -> str:
+    """Where worker ``pid`` collects an attempt's output (the parent derives the same path)."""
+    return os.path.join(tempfile.gettempdir(), f"sluice-worker-{pid}.out")
+
+
+def copy_output(scratch_fd: int, log_path: str) -> None:
+    """Append everything in the scratch file to ``log_path`` (creating its folder); no-op if empty."""
+    size = os.fstat(scratch_fd).st_size
+    if not size:
+        return
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o644)  # sendfile refuses O_APPEND targets
+    try:
+        os.lseek(out, 0, os.SEEK_END)
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(out, scratch_fd, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        os.close(out)
 
 
 class HandlerNotFound(Exception):
@@ -176,18 +207,18 @@ def _load(base_dir: str, handler: str) -> Any:
 class _Attempt:
     """One attempt's side effects on the process: log redirection and the memory limit."""
 
-    def __init__(self, msg: dict[str, Any], idle_out: int, idle_err: int) -> None:
+    def __init__(self, msg: dict[str, Any], idle_out: int, idle_err: int, scratch: int) -> None:
         self.log_path: str | None = msg.get("log_path")
+        self.scratch = scratch
         self.memory_bytes: int | None = msg.get("memory_bytes")
         self.idle_out, self.idle_err = idle_out, idle_err
         self.old_limit: tuple[int, int] | None = None
 
     def __enter__(self) -> _Attempt:
         if self.log_path:
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
+            os.ftruncate(self.scratch, 0)  # O_APPEND: writes then start at 0 again
+            os.dup2(self.scratch, 1)
+            os.dup2(self.scratch, 2)
         if self.memory_bytes:
             import resource
 
@@ -217,6 +248,10 @@ class _Attempt:
         if self.log_path:
             os.dup2(self.idle_out, 1)
             os.dup2(self.idle_err, 2)
+            try:
+                copy_output(self.scratch, self.log_path)
+            except OSError as exc:  # a full disk must not turn a finished attempt into a crash
+                print(f"sluice worker: could not write {self.log_path}: {exc}", file=sys.stderr)
 
 
 def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
@@ -240,6 +275,9 @@ class Worker:
         os.dup2(2, 1)  # between attempts (and without a log_path) prints go to the engine's stderr
         self.idle_out = os.dup(1)
         self.idle_err = os.dup(2)
+        path = scratch_path(os.getpid())
+        self.scratch = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        os.set_inheritable(self.scratch, False)
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         root = logging.getLogger()
         handler = logging.StreamHandler(sys.stderr)  # fd 2, so it follows the per-attempt redirect
@@ -292,7 +330,7 @@ class Worker:
         logger = logging.getLogger(f"sluice.function.{msg['step']}")
         failure: BaseException | None = None
         result: Any = None
-        with _Attempt(msg, self.idle_out, self.idle_err) as attempt:
+        with _Attempt(msg, self.idle_out, self.idle_err, self.scratch) as attempt:
             try:
                 func = _load(msg["base_dir"], msg["handler"])
                 with _Scope(msg["base_dir"]):
@@ -340,7 +378,11 @@ class Worker:
 def main() -> None:
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
         sys.path.pop(0)  # run by path: don't let engine/executors/*.py shadow user modules
-    Worker().serve()
+    try:
+        Worker().serve()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(scratch_path(os.getpid()))
 
 
 if __name__ == "__main__":

@@ -100,3 +100,9 @@ def lazy_sibling(event, context):
     import helpers as again
 
     return again.NAME
+
+
+def print_then_spin(event, context):
+    print("about to hang", flush=True)
+    while True:
+        pass
