@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 Write = Callable[[sqlite3.Connection], Any]
 
 
+#: jitter only needs to be spread, not secret; one generator (seeding one per run cost ~10 us)
+_RNG = random.Random()
+
+
 class Drained(Exception):
     """A sleeping step gave way to an engine shutdown; it resumes from the store on restart."""
 
@@ -82,7 +86,7 @@ class RunDriver:
         self.step_error: dict[str, dict[str, Any] | None] = {}
         self.t0 = time.monotonic()
         self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
-        self._rng = random.Random()
+        self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
         self._restore()
         self.ctx: dict[str, Any] = {

@@ -127,14 +127,15 @@ class Store:
 
         Returns once the transaction is committed. If ``fn`` raises, only its own
         changes are rolled back and the exception is raised here. The write is
-        queued at once, so cancelling the caller does not cancel the commit.
+        queued at once, so cancelling the caller does not cancel the commit (the
+        writer skips resolving a future nobody waits for any more).
         """
         if self._closed or self._wake is None:
             raise StoreClosed("the store is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((fn, fut))
         self._wake.set()
-        return await asyncio.shield(fut)
+        return await fut
 
     def write_nowait(self, fn: WriteFn[Any]) -> asyncio.Future[Any]:
         """Queue a write and return its future without awaiting (fire-and-track)."""
