@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -41,8 +42,13 @@ def iso_ms(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+#: event ids need to be unique, not secret: a seeded PRNG is ~5x cheaper than uuid4's urandom
+_IDS = random.Random()
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as EventBridge event ids are."""
+    return str(uuid.UUID(int=_IDS.getrandbits(128), version=4))
 
 
 def envelope(

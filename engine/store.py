@@ -167,6 +167,7 @@ class Store:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await asyncio.sleep(0)  # let this loop turn's other writers join the batch
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
@@ -189,6 +190,34 @@ class Store:
                 return
 
     def _apply(self, batch: list[tuple[WriteFn[Any], asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        """One transaction for the batch. Optimistic: no savepoints unless a write fails.
+
+        Writes almost never raise (they check before they insert), so each costs just its own
+        statements; when one does, the batch is rolled back and replayed with a savepoint per
+        write, so only the failing one is lost. (Write functions must therefore be replayable:
+        pure functions of the connection and their arguments.)
+        """
+        conn = self._wconn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [(True, fn(conn)) for fn, _ in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return self._apply_isolated(batch)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.transactions += len(batch)
+        return results
+
+    def _apply_isolated(
+        self, batch: list[tuple[WriteFn[Any], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
         conn = self._wconn
         assert conn is not None
         results: list[tuple[bool, Any]] = []
