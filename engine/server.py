@@ -37,9 +37,6 @@ class TriggerService:
 
 def trigger_services(engine: Engine) -> list[TriggerService]:
     """One service per file and schedule trigger of every loaded workflow."""
-    from triggers.files import FileTriggerRunner
-    from triggers.schedule import ScheduleTriggerRunner
-
     kv = StoreKV(engine.store)
 
     async def audit(kind: str, workflow: str, trigger: str, scheduled: datetime, reason: str) -> None:
@@ -52,9 +49,13 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
         for spec in wf.triggers:
             kind = type(spec).__name__
             runner: Any
-            if kind == "FileTrigger":
+            if kind == "FileTrigger":  # imported only when used: watchdog's observer is not free
+                from triggers.files import FileTriggerRunner
+
                 runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv)
             elif kind == "ScheduleTrigger":
+                from triggers.schedule import ScheduleTriggerRunner
+
                 runner = ScheduleTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=audit)
             else:
                 continue
