@@ -1,18 +1,12 @@
-"""Sluice's own W0-W7: placeholders until the engine lands, shaped so filling them is a few lines.
+"""Sluice's own W0-W7 (issue 6), the same workloads the peers run where they overlap.
 
-What is ready:
 - :func:`write_bench_workflows` writes the bench workflows (W0 one step, W1 chain of ``inc``, W2 fan-out
-  via ``for_each`` + a summing join, W3 one ``sleep 1`` step) and their handler module into a directory,
-  in the workflow language of DESIGN.md.
-- :func:`sluice_cli_run` runs ``sluice run WORKFLOW --dir DIR --input JSON --json`` in a fresh process
-  with a fresh data dir and returns wall time, peak RSS and the parsed JSON; W0 uses it and becomes
-  live by itself as soon as ``sluice run`` works (until then it skips with the CLI's own error).
-
-What the core engineers fill in (each is marked TODO and currently raises :class:`Skip`):
-``w1_chain``, ``w2_fanout``, ``w3_concurrency`` (in-process, through ``engine.engine.Engine``),
-``w4_ingest``, ``w5_trigger_latency``, ``w6_containers``, ``w7_footprint``. Each receives a
-:class:`~bench.core.Context` (``ctx.quick``, ``ctx.tmp``, ``ctx.note``) and returns metric -> number
-using the metric names already declared in the registry below, so RESULTS.md's ratios line up.
+  via ``for_each`` + a summing join, W3 one ``sleep 1`` step, W4 a webhook) and their handler module.
+- W0 runs ``sluice run`` in a fresh process (:func:`sluice_cli_run`); W1-W3 drive an in-process
+  ``engine.engine.Engine``; W4 and W5 a ``build_server`` engine with its HTTP port and triggers; W6 a
+  ``BatchService`` against the local Docker engine; W7 a fresh ``build_server`` process
+  (bench/footprint_child.py). Each returns metric -> number under the names declared in the registry
+  below, so RESULTS.md's ratios line up; a workload that cannot run here raises :class:`Skip`.
 """
 
 from __future__ import annotations
