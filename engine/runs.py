@@ -86,6 +86,7 @@ class RunDriver:
         self.step_error: dict[str, dict[str, Any] | None] = {}
         self.t0 = time.monotonic()
         self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
+        self._pending: tuple[list[Write], list[dict[str, Any]]] | None = None
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
         self._restore()
@@ -115,6 +116,10 @@ class RunDriver:
 
     async def commit(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
         bus, depth = self.o.bus, self.run.depth
+        if self._pending is not None:  # the run's own RUNNING rides on its first commit
+            writes = [*self._pending[0], *writes]
+            events = [*self._pending[1], *events]
+            self._pending = None
 
         def tx(conn: sqlite3.Connection) -> list[RunRecord]:
             for write in writes:
@@ -180,7 +185,9 @@ class RunDriver:
             self.run.started_at = now
             self.ctx["run"]["started_at"] = iso_ms(now)
             run_id = self.run.id
-            await self.commit(
+            # committed with the run's first step change (one transaction instead of two): until
+            # then nothing has happened that a crash could lose, and recovery starts it over
+            self._pending = (
                 [lambda c: records.set_run_status(c, run_id, Status.PENDING, Status.RUNNING, now)],
                 [self.run_event(Status.RUNNING, Status.PENDING)],
             )

@@ -343,7 +343,7 @@ async def test_adopt_running_container_after_engine_kill(
     docker_client: DockerClient, make_container_request: MakeRequest, docker_leftovers: Any
 ) -> None:
     req = make_container_request(
-        command=["sh", "-c", "echo one; sleep 2; echo two; exit 7"], labels={"sluice.test-case": "adopt"}
+        command=["sh", "-c", "echo one; sleep 4; echo two; exit 7"], labels={"sluice.test-case": "adopt"}
     )
     engine = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CRASHING_ENGINE, _as_json(req), cwd=REPO

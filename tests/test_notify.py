@@ -277,6 +277,8 @@ async def test_a_hanging_receiver_delays_neither_runs_nor_other_subscribers(
     runs_s = time.monotonic() - t0
     await wait_for(lambda: len(fast.got) == 21, timeout_s=5, what="the fast subscriber's 21 notifications")
     fast_s = time.monotonic() - t0
+    await wait_for(lambda: len(slow.got) >= 4, timeout_s=5, what="four hanging requests")
+    await asyncio.sleep(0.2)
     assert len(slow.got) == 4  # its concurrency: four requests hang, the rest wait their turn
     assert runs_s < 10 and fast_s < runs_s + 2, (runs_s, fast_s)
     release.set()

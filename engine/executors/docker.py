@@ -107,14 +107,12 @@ def _epoch(stamp: str | None) -> float | None:
     return base + (float("0." + frac) if frac else 0.0)
 
 
-def _last_write(log_path: str) -> float | None:
-    """Where an adopted container's log resumes: the file's last write, or the beginning."""
-    path = Path(log_path)
+def _written(log_path: str) -> int:
+    """How much of an adopted container's log is already in our file (resume after that)."""
     try:
-        st = path.stat()
+        return Path(log_path).stat().st_size
     except FileNotFoundError:
-        return None
-    return st.st_mtime if st.st_size else None
+        return 0
 
 
 def _open_log(log_path: str) -> BinaryIO:
@@ -304,7 +302,7 @@ class ContainerRunner:
                 streaming.cancel()
 
     async def _drive(self, cid: str, req: ContainerRequest, *, start: bool) -> ContainerResult:
-        since: float | None = None
+        skip = 0
         if start:
             try:
                 await self.client.start(cid)
@@ -316,8 +314,8 @@ class ContainerRunner:
                 return ContainerResult(cid, None, CANNOT_START.format(message=exc.message))
             log.info("job %s#%d: started container %s (%s)", req.job_id, req.attempt, cid[:12], req.image)
         else:
-            since = await asyncio.to_thread(_last_write, req.log_path)
-        streaming = self._streams[cid] = asyncio.create_task(self._stream_logs(cid, req.log_path, since))
+            skip = await asyncio.to_thread(_written, req.log_path)
+        streaming = self._streams[cid] = asyncio.create_task(self._stream_logs(cid, req.log_path, skip))
         try:
             timed_out = await self._wait_within(cid, req)
         except asyncio.CancelledError:
@@ -415,16 +413,24 @@ class ContainerRunner:
             if exc.status not in (404, 409):
                 log.warning("container %s: remove failed: %s", cid[:12], exc)
 
-    async def _stream_logs(self, cid: str, log_path: str, since: float | None) -> None:
+    async def _stream_logs(self, cid: str, log_path: str, skip: int = 0) -> None:
         """Append the container's output to ``log_path`` chunk by chunk, as Docker delivers it.
 
+        ``skip``: bytes of the log already in the file (an adopted container): Docker replays the
+        log from the start in the order it stored it, and that prefix is dropped. (A ``since``
+        time would not do: file times are coarser than Docker's stamps, so lines came twice.)
         Writes go straight to the page cache (no fsync): each is microseconds, cheaper than
         the thread hop that ``asyncio.to_thread`` would cost per chunk. The open is done on the
         loop too: opened in a thread, a cancel arriving during the hop would leak the file.
         """
         with _open_log(log_path) as out:
             try:
-                async for _stream, chunk in self.client.logs(cid, follow=True, since=since):
+                async for _stream, chunk in self.client.logs(cid, follow=True):
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                        if not chunk:
+                            continue
                     out.write(chunk)
                     out.flush()
             except DockerError as exc:
