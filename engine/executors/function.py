@@ -149,6 +149,7 @@ class FunctionExecutor:
         self.scale_after_s = scale_after_s
         self._last_done = 0.0  #: monotonic time the last call's reply arrived
         self._scaler: asyncio.TimerHandle | None = None
+        self._scaler_armed = 0.0
         self._waiting = 0  #: calls waiting for an idle worker
         self.max_calls_per_worker = max_calls_per_worker
         self.python = python
@@ -180,6 +181,7 @@ class FunctionExecutor:
             assert isinstance(worker, _Worker)
             self._release(worker)
         self._own(self._tasks, self._reap_idle())
+        self._last_done = time.monotonic()
         self._started = True
         log.info("function executor started: %d workers (%s)", self.size, self.python)
 
@@ -388,6 +390,7 @@ class FunctionExecutor:
 
     def _arm_scaler(self) -> None:
         if self._scaler is None and not self._closed:
+            self._scaler_armed = time.monotonic()
             self._scaler = asyncio.get_running_loop().call_later(self.scale_after_s, self._scale_out)
 
     def _scale_out(self) -> None:
@@ -401,9 +404,14 @@ class FunctionExecutor:
         self._scaler = None
         if self._waiting == 0 or self._closed:
             return
+        now = time.monotonic()
+        if now - self._scaler_armed > 1.5 * self.scale_after_s:
+            # the timer fired late: the event loop itself is the bottleneck (replies may be waiting
+            # unread in the pipes), and more processes would only add to it
+            self._arm_scaler()
+            return
         starting = len(self._spawning)
         room = min(self._waiting - starting, self.max_workers - len(self._workers) - starting)
-        now = time.monotonic()
         stuck = now - self._last_done >= self.scale_after_s and all(
             w.busy and now - w.busy_since >= self.scale_after_s for w in self._workers
         )
