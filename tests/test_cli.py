@@ -154,20 +154,26 @@ def _counts(folder: Path, step: str) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def test_sigterm_cancels_a_one_shot_run_and_records_it(tmp_path: Path) -> None:
+def _start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``sluice run slow`` in a subprocess, returned once its slow second step has started."""
     write_flow(tmp_path / "flows", SLOW_FLOW, SLOW)
     marks = tmp_path / "marks"
     marks.mkdir()
     proc = subprocess.Popen(
         [*SLUICE, "run", "slow", "--dir", "flows", "--input", json.dumps({"dir": str(marks)})],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
         wait_for(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, marks
+
+
+def test_sigterm_cancels_a_one_shot_run_and_records_it(tmp_path: Path) -> None:
+    proc, _ = _start_slow_run(tmp_path)
+    try:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -182,22 +188,12 @@ def test_sigterm_cancels_a_one_shot_run_and_records_it(tmp_path: Path) -> None:
 
 
 def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: Path) -> None:
-    write_flow(tmp_path / "flows", SLOW_FLOW, SLOW)
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    proc = subprocess.Popen(
-        [*SLUICE, "run", "slow", "--dir", "flows", "--input", json.dumps({"dir": str(marks)})],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
-        proc.kill()  # SIGKILL: no cleanup at all
-        proc.wait(timeout=10)
-    finally:
-        proc.kill()
+    proc, marks = _start_slow_run(tmp_path)
+    proc.kill()  # SIGKILL: no cleanup at all
+    proc.wait(timeout=10)
+    for pipe in (proc.stdout, proc.stderr):  # the orphaned worker still holds their other ends
+        assert pipe is not None
+        pipe.close()
     # the orphaned worker may still sleep; it is not the engine and holds no state
     db_path = tmp_path / ".sluice" / "sluice.db"
     status = sqlite3.connect(db_path).execute("SELECT status FROM runs").fetchone()[0]
