@@ -276,10 +276,10 @@ def _redeliver(
     runs = []
     for p in plans:
         if p.via == "rule":
-            run = bus._start(conn, copy, p.workflow, p.trigger, None, p.input, 1)
+            run = bus.start_in_tx(conn, copy, p.workflow, p.trigger, None, p.input, 1)
         else:
             target = Target(p.workflow, p.trigger, p.params)
-            run = bus._start(conn, copy, target.workflow, target.trigger, target.params, None, 0)
+            run = bus.start_in_tx(conn, copy, target.workflow, target.trigger, target.params, None, 0)
         if run is not None:
             runs.append(run)
     return runs

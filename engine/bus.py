@@ -194,7 +194,7 @@ class Bus:
             hook(conn, env, depth)
         runs: list[RunRecord] = []
         if target is not None and target.workflow:
-            run = self._start(conn, env, target.workflow, target.trigger, target.params, None, depth)
+            run = self.start_in_tx(conn, env, target.workflow, target.trigger, target.params, None, depth)
             if run is not None:
                 runs.append(run)
         runs.extend(self._destination(conn, env, depth))
@@ -202,7 +202,7 @@ class Bus:
             if depth + 1 > MAX_DEPTH:
                 self._audit_depth(conn, env, rule, depth)
                 continue
-            run = self._start(conn, env, rule.workflow, rule.trigger, None, rule.input, depth + 1)
+            run = self.start_in_tx(conn, env, rule.workflow, rule.trigger, None, rule.input, depth + 1)
             if run is not None:
                 runs.append(run)
         return runs
@@ -212,7 +212,7 @@ class Bus:
         candidates = self._by_source.get(source, []) if isinstance(source, str) else []
         return [r for r in (*candidates, *self._any_source) if r.pattern.matches(env)]
 
-    def _start(
+    def start_in_tx(
         self,
         conn: sqlite3.Connection,
         env: dict[str, Any],
@@ -222,6 +222,13 @@ class Bus:
         input_tpl: Any,
         depth: int,
     ) -> RunRecord | None:
+        """Create one run of ``workflow`` for ``env`` inside the caller's transaction.
+
+        Params come from ``params`` as given, else the trigger's ``input`` template rendered with
+        the event; input that does not fit the workflow creates the run FAILED with the reason.
+        Returns None when the (event, workflow) pair already has a run. Call :meth:`deliver`
+        with the returned runs after the commit (routing and replay do).
+        """
         wf = self._catalog.get(workflow)
         if wf is None:
             raise KeyError(f"no workflow named {workflow!r}")
