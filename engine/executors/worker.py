@@ -27,10 +27,12 @@ import logging
 import os
 import struct
 import sys
-import tempfile
 import time
 from types import ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # not importing typing (nor tempfile) keeps a fresh worker's start short
+if TYPE_CHECKING:
+    from typing import Any
 
 _HEADER = struct.Struct(">I")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,7 +44,7 @@ HANDLER_NOT_FOUND = "Sluice.HandlerNotFound"
 
 def scratch_path(pid: int) -> str:
     """Where worker ``pid`` collects an attempt's output (the parent derives the same path)."""
-    return os.path.join(tempfile.gettempdir(), f"sluice-worker-{pid}.out")
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"sluice-worker-{pid}.out")
 
 
 def copy_output(scratch_fd: int, log_path: str) -> None:
