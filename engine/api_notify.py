@@ -52,6 +52,12 @@ def _ids(data: dict[str, Any]) -> list[int] | web.Response | None:
     return ids
 
 
+async def _request_ids(request: web.Request) -> list[int] | web.Response | None:
+    """The dead-letter ids of a retry/purge body (None: all of them), or the 400 answer."""
+    data = await _body(request)
+    return data if isinstance(data, web.Response) else _ids(data)
+
+
 async def _replay(engine: Engine, request: web.Request) -> web.Response:
     """``POST /api/v1/events/replay``: the body's window and filters, answered with the report."""
     data = await _body(request)
@@ -97,10 +103,7 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         return web.json_response({"dead_letters": rows})
 
     async def dlq_retry(request: web.Request) -> web.Response:
-        data = await _body(request)
-        if isinstance(data, web.Response):
-            return data
-        ids = _ids(data)
+        ids = await _request_ids(request)
         if isinstance(ids, web.Response):
             return ids
         count = await engine.store.write(lambda c: notify.dlq_retry(c, ids, time.time()))
@@ -110,10 +113,7 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         return web.json_response({"retried": count})
 
     async def dlq_purge(request: web.Request) -> web.Response:
-        data = await _body(request)
-        if isinstance(data, web.Response):
-            return data
-        ids = _ids(data)
+        ids = await _request_ids(request)
         if isinstance(ids, web.Response):
             return ids
         count = await engine.store.write(lambda c: notify.dlq_purge(c, ids))
