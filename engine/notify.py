@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -391,7 +392,12 @@ class Lane:
         try:
             while True:
                 self.wake.clear()
-                rows, known, next_at = await self.s.store.read(self._fetch)
+                # The in-flight set is taken here, on the loop, *before* the read's snapshot: a delivery
+                # that finishes after this point is still excluded (and wakes us again), while one that
+                # finished before it has already committed its outcome, so the snapshot shows it. Taken
+                # inside the read, a delivery finishing between snapshot and check was sent twice.
+                busy = tuple(self.inflight)
+                rows, known, next_at = await self.s.store.read(functools.partial(self._fetch, busy=busy))
                 self.known = max(self.known, known)
                 for row in rows:
                     await self.slots.acquire()
@@ -419,7 +425,9 @@ class Lane:
         self.slots.release()
         self.wake.set()
 
-    def _fetch(self, conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, float | None]:
+    def _fetch(
+        self, conn: sqlite3.Connection, busy: tuple[int, ...]
+    ) -> tuple[list[sqlite3.Row], int, float | None]:
         key, now = self.sub.key, self.s.clock()
         known = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE subscriber=?", (key,)
@@ -428,12 +436,11 @@ class Lane:
             head = conn.execute(
                 "SELECT * FROM outbox WHERE subscriber=? AND status='pending' ORDER BY seq LIMIT 1", (key,)
             ).fetchone()
-            if head is None or head["seq"] in self.inflight:
+            if head is None or head["seq"] in busy:
                 return [], known, None
             if head["next_at"] > now:
                 return [], known, head["next_at"]
             return [head], known, None
-        busy = tuple(self.inflight)
         holes = ",".join("?" * len(busy))
         skip = f" AND seq NOT IN ({holes})" if busy else ""
         rows = conn.execute(

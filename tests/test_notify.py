@@ -184,6 +184,37 @@ async def test_500_then_200_is_retried_and_delivered(
     assert tuple(row) == ("delivered", 2)
 
 
+async def test_a_delivery_finishing_during_the_lanes_read_is_not_sent_twice(
+    tmp_path: Path, receivers: Any, engine_with: Any
+) -> None:
+    """The lane's read takes its snapshot, the in-flight POST commits meanwhile: no second POST.
+
+    The store's reads are slowed so this interleaving happens every time (it used to happen
+    under load only, and sent the notification again).
+    """
+    rec, url = await receivers()
+    flows = tmp_path / "flows"
+    flow(flows)
+    engine = await engine_with(flows, tmp_path / "data", [sub(url)])
+    read = engine.store.read
+
+    async def slow_read(fn: Callable[[Any], Any]) -> Any:
+        def snapshot_then_wait(conn: Any) -> Any:
+            conn.execute("SELECT COUNT(*) FROM outbox").fetchone()  # the snapshot starts here
+            time.sleep(0.3)  # the delivery in flight answers and commits in the meantime
+            return fn(conn)
+
+        return await read(snapshot_then_wait)
+
+    engine.store.read = slow_read  # type: ignore[method-assign]
+    await engine.run_to_end("job", timeout_s=20)
+    await wait_for(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
+    await asyncio.sleep(1.0)  # a few more lane reads, each with the window open
+    assert len(rec.got) == 1
+    row = await read(lambda c: c.execute("SELECT status, attempts FROM outbox").fetchone())
+    assert tuple(row) == ("delivered", 1)
+
+
 async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
     tmp_path: Path, receivers: Any, engine_with: Any
 ) -> None:
