@@ -199,6 +199,7 @@ async def health(request: web.Request) -> web.Response:
             "version": __version__,
             "workflows": len(engine.catalog),
             "active_runs": engine.orchestrator.active,
+            "held_runs": engine.orchestrator.held,
             "events_accepted": engine.bus.events_accepted,
         }
     )

@@ -6,6 +6,18 @@ within a grace period, and then cancel what is left with a reason. A user's
 cancel is told apart from a shutdown's (arq's ``aborting_tasks`` idea): a
 cancelled run ends ``CANCELLED``; a run interrupted by shutdown stays
 ``RUNNING`` in the store and resumes on the next start.
+
+Admission (intake first): the engine has one core, and a run costs it about
+as much as taking in its event did. Without a gate a burst of webhooks halves
+its own intake rate by starting every run at once. So a new run starts at once
+only while fewer than ``ADMIT_AT`` units of engine-side run work are in flight:
+runs not yet at their first commit, plus run commits waiting for the store.
+Past that it is *held* in arrival order (it is already durable, ``PENDING`` in
+the store) and a pump starts held runs as that work drains. Runs waiting on a
+worker, a timer or a container do not count, so 1,000 sleeping runs hold
+nothing back. It is Little's law: when the core saturates, commits take longer
+and the count rises; on an engine that keeps up it stays near zero and nothing
+is ever held.
 """
 
 from __future__ import annotations
@@ -27,6 +39,11 @@ from .states import TERMINAL, Status
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+#: engine-side run work in flight (runs starting + run commits) before new runs are held
+ADMIT_AT = 8
+#: while runs are held, the pump looks again this often
+PUMP_S = 0.002
 
 #: ``(kind, run, step, status, info)``: kind is "run", "step" or "retry"; called after the commit
 Progress = Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
@@ -64,15 +81,27 @@ class Orchestrator:
         self._drivers: dict[str, RunDriver] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._held: dict[str, RunRecord] = {}  #: admitted later, in this (arrival) order
+        self._pump_timer: asyncio.TimerHandle | None = None
+        #: runs not yet at their first commit + run commits in flight (RunDriver.commit keeps it)
+        self.in_engine = 0
         self.finished = 0
         bus.on_runs(self.accept)
 
     def __repr__(self) -> str:
-        return f"<Orchestrator active={len(self._tasks)} finished={self.finished} draining={self.draining}>"
+        return (
+            f"<Orchestrator active={len(self._tasks)} held={len(self._held)} "
+            f"finished={self.finished} draining={self.draining}>"
+        )
 
     @property
     def active(self) -> int:
         return len(self._tasks)
+
+    @property
+    def held(self) -> int:
+        """Runs committed and waiting for engine-side work to drain (see the module doc)."""
+        return len(self._held)
 
     def emit_progress(
         self, kind: str, run: RunRecord, step: str | None, status: str, info: dict[str, Any]
@@ -86,24 +115,53 @@ class Orchestrator:
     # -- intake -------------------------------------------------------------------------------
 
     def accept(self, runs: list[RunRecord]) -> None:
-        """Start driving committed runs (the bus calls this after each commit)."""
+        """Start driving committed runs, or hold them (the bus calls this after each commit)."""
         for run in runs:
             if run.status in TERMINAL:  # refused at routing (bad input): already final in the store
                 self.emit_progress("run", run, None, run.status, {"error": run.error, "reason": None})
                 self._resolve(run.id, run.status)
                 continue
-            if run.id in self._tasks:
+            if run.id in self._tasks or run.id in self._held:
                 continue
-            workflow = self.catalog.get(run.workflow)
-            if workflow is None:
+            if run.workflow not in self.catalog:
                 log.error(
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
                 continue
-            driver = RunDriver(self, run, workflow)
-            self._drivers[run.id] = driver
-            task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
-            self._tasks[run.id] = task
+            if self._held or self.in_engine >= ADMIT_AT:
+                self._held[run.id] = run
+                self._arm_pump()
+            else:
+                self._start(run)
+
+    def _start(self, run: RunRecord) -> None:
+        driver = RunDriver(self, run, self.catalog[run.workflow])
+        self.in_engine += 1  # handed over to the driver's first commit (RunDriver.starting)
+        driver.starting = True
+        self._drivers[run.id] = driver
+        task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
+        # a callback, not a ``finally``: a task cancelled before its first step never runs its body
+        task.add_done_callback(lambda _t: self._started(driver))
+        self._tasks[run.id] = task
+
+    def _started(self, driver: RunDriver) -> None:
+        """Release the start unit of a run that ended before its first commit."""
+        if driver.starting:
+            driver.starting = False
+            self.in_engine -= 1
+
+    def _arm_pump(self) -> None:
+        if self._pump_timer is None and not self.draining:
+            self._pump_timer = asyncio.get_running_loop().call_later(PUMP_S, self._pump)
+
+    def _pump(self) -> None:
+        self._pump_timer = None
+        if self.draining:  # held runs stay PENDING in the store; the next start resumes them
+            return
+        for _ in range(min(ADMIT_AT - self.in_engine, len(self._held))):
+            self._start(self._held.pop(next(iter(self._held))))
+        if self._held:
+            self._arm_pump()
 
     async def _drive(self, driver: RunDriver) -> str:
         run_id = driver.run.id
@@ -144,13 +202,13 @@ class Orchestrator:
 
     async def wait(self, run_id: str, timeout_s: float | None = None) -> str:
         """Wait for a run to end; returns its status (raises TimeoutError, KeyError for no such run)."""
-        if run_id not in self._tasks:
+        if run_id not in self._tasks and run_id not in self._held:
             row = await self.store.read(
                 lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             )
             if row is None:
                 raise KeyError(run_id)
-            if row[0] in TERMINAL or run_id not in self._tasks:
+            if row[0] in TERMINAL or (run_id not in self._tasks and run_id not in self._held):
                 return str(row[0])
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
@@ -158,7 +216,14 @@ class Orchestrator:
             return await fut
 
     async def cancel(self, run_id: str, reason: str = "cancelled by user") -> bool:
-        """Cancel a running run; False when it is not running here."""
+        """Cancel a running or held run; False when it is neither here."""
+        held = self._held.pop(run_id, None)
+        if held is not None:  # never started: end it CANCELLED from PENDING, nothing ran
+            driver = RunDriver(self, held, self.catalog[held.workflow])
+            await driver.cancel_steps_and_run(reason)
+            self.finished += 1
+            self._resolve(run_id, Status.CANCELLED)
+            return True
         task = self._tasks.get(run_id)
         if task is None:
             return False
@@ -198,9 +263,14 @@ class Orchestrator:
         return len(runs)
 
     async def drain(self, grace_s: float) -> None:
-        """Stop starting steps, let running attempts finish for ``grace_s``, then cancel the rest."""
+        """Stop starting steps, let running attempts finish for ``grace_s``, then cancel the rest.
+
+        Held runs are left PENDING in the store: nothing of them ran, and the next start runs them."""
         self.draining = True
         self.drain_event.set()
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
         tasks = list(self._tasks.values())
         if not tasks:
             return
@@ -249,7 +319,11 @@ class Orchestrator:
         await self.store.write(close)
 
     async def aclose(self) -> None:
-        """Cancel whatever is left (after a drain there is nothing)."""
+        """Cancel whatever is left (after a drain there is nothing); held runs stay PENDING."""
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
+        self._held.clear()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel(msg="engine closing")

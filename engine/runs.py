@@ -87,6 +87,8 @@ class RunDriver:
         self.t0 = time.monotonic()
         self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
         self._pending: tuple[list[Write], list[dict[str, Any]]] | None = None
+        #: counted in ``Orchestrator.in_engine`` since it was started, until its first commit
+        self.starting = False
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
         self._restore()
@@ -129,7 +131,16 @@ class RunDriver:
                 started.extend(bus.publish(conn, env, depth))
             return started
 
-        bus.deliver(await self.o.store.write(tx))
+        o = self.o
+        if self.starting:  # the unit counted at start carries over to this commit
+            self.starting = False
+        else:
+            o.in_engine += 1
+        try:
+            runs = await o.store.write(tx)
+        finally:
+            o.in_engine -= 1
+        bus.deliver(runs)
 
     def run_event(
         self, status: str, previous: str, *, reason: str | None = None, **extra: Any

@@ -306,3 +306,36 @@ async def test_429_when_too_many_requests_wait_for_the_store() -> None:
         release.set()
         resp = await first
         assert resp.status == 202 and (await resp.json())["run_ids"] == ["r-1"]
+
+
+async def test_a_burst_with_runs_held_at_the_gate_loses_and_repeats_nothing(
+    hooks: Served, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 POSTs from 16 clients while the admission gate is tight: every run once, all succeed."""
+    from engine import orchestrator
+
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 2)
+    orch = hooks.engine.orchestrator
+    most_held = 0
+    todo = iter(range(1000))
+    answers: dict[int, str] = {}
+
+    async def client() -> None:
+        nonlocal most_held
+        for n in todo:
+            status, body, _ = await post(http, f"{hooks.url}/hooks/hooked/open", {"n": n})
+            assert status == 202, body
+            answers[n] = body["run_ids"][0]
+            most_held = max(most_held, orch.held)
+
+    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(16))), 60)
+    assert most_held > 0  # the gate did hold runs back during the burst
+    run_ids = [answers[n] for n in range(1000)]
+    assert len(set(run_ids)) == 1000
+    finals = await asyncio.wait_for(asyncio.gather(*(orch.wait(r) for r in run_ids)), 60)
+    assert set(finals) == {"SUCCEEDED"} and orch.held == 0
+    outputs = await hooks.engine.store.read(
+        lambda c: dict(c.execute("SELECT id, outputs FROM runs WHERE workflow='hooked'").fetchall())
+    )
+    assert [json.loads(outputs[r])["body"] for r in run_ids] == [{"n": n} for n in range(1000)]
+    assert await count(hooks.engine, "attempts") == 1000

@@ -1,0 +1,130 @@
+"""Admission (intake first): runs past the gate are held PENDING, in order, and none is lost.
+
+The gate's threshold is patched to 0 to hold runs deterministically, then raised to let them go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MakeEngine, write_flow
+
+from engine import orchestrator
+from engine.engine import Engine
+from engine.states import Status
+
+HANDLERS = """
+from pathlib import Path
+
+def inc(event, context):
+    Path(event["mark"]).write_text("ran")
+    return event["n"] + 1
+"""
+
+FLOW = """
+name: step
+params: {n: {type: integer}, mark: {type: string}}
+steps:
+  a: {function: handlers:inc, input: {n: "{{ params.n }}", mark: "{{ params.mark }}"}}
+outputs: {n: "{{ steps.a.output }}"}
+"""
+
+SLEEPER = """
+name: sleeper
+steps:
+  nap: {wait: 30s}
+"""
+
+
+async def statuses(engine: Engine, run_ids: list[str]) -> list[str]:
+    def read(conn: sqlite3.Connection) -> list[str]:
+        holes = ",".join("?" * len(run_ids))
+        rows = dict(conn.execute(f"SELECT id, status FROM runs WHERE id IN ({holes})", run_ids).fetchall())
+        return [rows[r] for r in run_ids]
+
+    return await engine.store.read(read)
+
+
+async def test_held_runs_wait_pending_then_all_run_in_arrival_order(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    engine = await make_engine(tmp_path / "flows")
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    marks = [tmp_path / f"mark{i}" for i in range(30)]
+    run_ids = [await engine.start_run("step", {"n": i, "mark": str(m)}) for i, m in enumerate(marks)]
+    await asyncio.sleep(0.2)
+    assert engine.orchestrator.held == 30 and engine.orchestrator.active == 0
+    assert await statuses(engine, run_ids) == [Status.PENDING] * 30  # durable, not started
+    assert not any(m.exists() for m in marks)
+
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 2)
+    done = await asyncio.wait_for(asyncio.gather(*(engine.orchestrator.wait(r) for r in run_ids)), 20)
+    assert done == [Status.SUCCEEDED] * 30 and engine.orchestrator.held == 0
+    outputs = [(await engine.describe_run(r))["outputs"] for r in run_ids]
+    assert outputs == [{"n": i + 1} for i in range(30)]
+    started = await engine.store.read(
+        lambda c: [r[0] for r in c.execute("SELECT id FROM runs ORDER BY started_at, rowid")]
+    )
+    assert started == run_ids  # first in, first started
+
+
+async def test_a_held_run_can_be_cancelled_and_never_runs(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    engine = await make_engine(tmp_path / "flows")
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    mark = tmp_path / "mark"
+    run_id = await engine.start_run("step", {"n": 1, "mark": str(mark)})
+    waiter = asyncio.ensure_future(engine.orchestrator.wait(run_id, timeout_s=10))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # a held run is waited for like a running one
+    assert await engine.orchestrator.cancel(run_id, "not needed") is True
+    assert await waiter == Status.CANCELLED
+    summary = await engine.describe_run(run_id)
+    assert summary["status"] == Status.CANCELLED and summary["reason"] == "not needed"
+    assert all(step["status"] == Status.CANCELLED for step in summary["steps"].values())
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)
+    await asyncio.sleep(0.3)
+    assert not mark.exists() and engine.orchestrator.held == 0
+    attempts = await engine.store.read(lambda c: c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+    assert attempts == 0
+
+
+async def test_held_runs_survive_a_stop_and_run_after_the_restart(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    data = tmp_path / "data"
+    first = await make_engine(tmp_path / "flows", data_dir=data)
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    run_ids = [await first.start_run("step", {"n": i, "mark": str(tmp_path / f"m{i}")}) for i in range(5)]
+    assert first.orchestrator.held == 5
+    await first.stop(grace_s=1)
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)
+    second = await make_engine(tmp_path / "flows", data_dir=data)
+    done = await asyncio.wait_for(asyncio.gather(*(second.orchestrator.wait(r) for r in run_ids)), 20)
+    assert done == [Status.SUCCEEDED] * 5
+
+
+async def test_sleeping_runs_hold_nothing_back(tmp_path: Path, make_engine: MakeEngine) -> None:
+    """Runs parked on a timer are not engine work: 200 of them, and a new run still starts at once."""
+    flows = tmp_path / "flows"
+    write_flow(flows, FLOW, HANDLERS)
+    write_flow(flows, SLEEPER, name="sleeper.yaml")
+    engine = await make_engine(flows)
+    sleepers = [await engine.start_run("sleeper") for _ in range(200)]
+    deadline = time.monotonic() + 10
+    while engine.orchestrator.held or engine.orchestrator.in_engine:
+        assert time.monotonic() < deadline, "the sleepers never all got to their wait"
+        await asyncio.sleep(0.01)
+    assert engine.orchestrator.active == 200
+    t0 = time.monotonic()
+    summary = await engine.run_to_end("step", {"n": 41, "mark": str(tmp_path / "m")}, timeout_s=10)
+    assert summary["outputs"] == {"n": 42} and time.monotonic() - t0 < 2
+    assert await statuses(engine, sleepers[:3]) == [Status.RUNNING] * 3
