@@ -89,14 +89,20 @@ class Engine:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.gather(self.store.open(), self.functions.start())
+        attaching = None
         if self._wants_batch():
             from .batch import attach_batch  # imports the Docker client (aiohttp): only when needed
 
-            await attach_batch(self)  # before recovery: resumed container steps wait on their jobs
+            # in the background: a slow dockerd must not hold up resumed function steps; container
+            # steps wait for it (Orchestrator.container_runner)
+            attaching = asyncio.ensure_future(attach_batch(self))
+            self.orchestrator.containers_attaching = attaching
         if self.settings.recover:
             recovered = await self.orchestrator.recover()
             if recovered:
                 log.info("resumed %d unfinished runs", recovered)
+        if attaching is not None:
+            await attaching  # before the services: the BatchService is one of them
         self._started = True
         for service in self.services:  # in order; each is ready (socket bound, watch armed) on return
             await service.start()

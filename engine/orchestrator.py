@@ -73,6 +73,8 @@ class Orchestrator:
         self.catalog = catalog
         self.functions = functions
         self.containers = containers
+        #: while the engine attaches Docker in the background, container steps wait for this
+        self.containers_attaching: asyncio.Future[Any] | None = None
         self.logs_dir = Path(data_dir) / "logs"
         self.draining = False
         self.drain_event = asyncio.Event()
@@ -197,6 +199,12 @@ class Orchestrator:
         for fut in self._waiters.pop(run_id, []):
             if not fut.done():
                 fut.set_result(status)
+
+    async def container_runner(self) -> ContainerSteps | None:
+        """The container runtime, once the engine's Docker attach is done (None without Docker)."""
+        if self.containers is None and self.containers_attaching is not None:
+            await asyncio.shield(self.containers_attaching)
+        return self.containers
 
     # -- queries and control ------------------------------------------------------------------
 

@@ -529,7 +529,7 @@ class RunDriver:
         )
 
     async def _container_step(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
-        runner = self.o.containers
+        runner = await self.o.container_runner()
         if runner is None:
             await self._finish_step(
                 name,

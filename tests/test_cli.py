@@ -212,8 +212,13 @@ def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: 
         wait_for(lambda: _status(db_path) == "SUCCEEDED", what="the run to be SUCCEEDED")
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
+    except AssertionError as exc:
+        server.kill()
+        _, err = server.communicate(timeout=30)
+        raise AssertionError(f"{exc}; the server said:\n{err}") from None
     finally:
         server.kill()
+        server.wait(timeout=30)
     assert server.returncode == 0, err
     assert "engine stopped" in err
     db = sqlite3.connect(db_path)

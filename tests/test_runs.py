@@ -544,3 +544,30 @@ async def test_destinations_start_a_workflow_with_the_invocation_record(
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorType"] == "ValueError"
+
+
+CONTAINER_FLOW = """
+name: boxed
+steps:
+  box: {container: {image: "busybox:1.36", command: ["true"]}}
+"""
+
+
+async def test_a_container_step_waits_for_docker_to_attach_rather_than_failing(
+    tmp_path: Path, make_engine: MakeEngine
+) -> None:
+    """The engine attaches Docker in the background; a container step started meanwhile waits."""
+    write_flow(tmp_path / "flows", CONTAINER_FLOW)
+    engine = await make_engine(tmp_path / "flows")
+    engine.orchestrator.containers = None
+    attaching: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    engine.orchestrator.containers_attaching = attaching
+    run_id = await engine.start_run("boxed")
+    await asyncio.sleep(0.3)
+    # waiting, not failed (its RUNNING rides on the step's first commit, still to come)
+    status = await engine.store.read(lambda c: c.execute("SELECT status FROM runs").fetchone()[0])
+    assert status == Status.PENDING and engine.orchestrator.active == 1
+    attaching.set_result(None)  # the attach ended without a Docker engine
+    assert await engine.orchestrator.wait(run_id, timeout_s=10) == Status.FAILED
+    error = (await engine.describe_run(run_id))["steps"]["box"]["error"]
+    assert error["errorType"] == "Sluice.NoContainerRuntime"
