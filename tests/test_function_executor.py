@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,12 +43,17 @@ def call(handler: str, event: Any = None, base_dir: str = ALPHA, **kw: Any) -> F
                         step="probe", attempt=1, **kw)  # fmt: skip
 
 
-def children() -> set[int]:
-    """Our live child processes (zombies count: they were not reaped)."""
-    pids: set[int] = set()
-    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
-        pids.update(int(p) for p in Path(path).read_text().split())
-    return pids
+def descendants(pid: int | None = None) -> set[int]:
+    """Every live process under ``pid`` (default: us): workers are the fork server's children."""
+    found: set[int] = set()
+    todo = [os.getpid() if pid is None else pid]
+    while todo:
+        for path in glob.glob(f"/proc/{todo.pop()}/task/*/children"):
+            with contextlib.suppress(OSError):
+                kids = {int(p) for p in Path(path).read_text().split()} - found
+                found |= kids
+                todo.extend(kids)
+    return found
 
 
 def gone(pid: int) -> bool:
@@ -270,11 +278,11 @@ async def test_max_calls_per_worker_recycles(make_executor: MakeExecutor) -> Non
 
 
 async def test_aclose_leaves_no_child_processes() -> None:
-    before = children()
+    before = descendants()
     fx = FunctionExecutor(workers=2)
     await fx.start()
     pids = set(fx.worker_pids)
-    assert len(pids) == 2 and pids <= children()
+    assert len(pids) == 2 and pids <= descendants()
     busy = asyncio.create_task(fx.execute(call("sleep", 30)))  # a stuck attempt must not hold up aclose
     await wait_for(lambda: fx.stats["calls"] == 1)
     assert "busy=1" in repr(fx)
@@ -283,7 +291,7 @@ async def test_aclose_leaves_no_child_processes() -> None:
         await fx.aclose()  # idempotent
         out = await busy
     assert out.error_type == ENGINE_RESTARTED
-    assert children() <= before and all(gone(pid) for pid in pids)
+    assert descendants() <= before and all(gone(pid) for pid in pids)
     with pytest.raises(RuntimeError, match="closed"):
         await fx.execute(call("echo"))
 
@@ -334,3 +342,82 @@ async def test_a_timed_out_attempt_keeps_what_it_printed(fx: FunctionExecutor, t
     out = await fx.execute(call("print_then_spin", log_path=str(log_path), timeout_s=0.5))
     assert out.error_type == TIMEOUT
     assert log_path.read_text() == "about to hang\n"
+
+
+# -- the fork server ------------------------------------------------------------------------------
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def test_workers_are_forked_and_a_user_module_named_worker_stays_theirs(
+    make_executor: MakeExecutor, tmp_path: Path
+) -> None:
+    (tmp_path / "worker.py").write_text("def handle(event, context):\n    return {'mine': event}\n")
+    fx = await make_executor()
+    server = fx.fork_server_pid
+    assert server is not None and {parent_of(pid) for pid in fx.worker_pids} == {server}
+    handle = FunctionCall(
+        attempt_id="r-1/w#1", handler="worker:handle", base_dir=str(tmp_path), event=7,
+        run_id="r-1", step="probe", attempt=1,
+    )  # fmt: skip
+    out = await fx.execute(handle)
+    assert out.ok and out.output == {"mine": 7}
+
+
+async def test_a_killed_fork_server_takes_its_workers_and_the_pool_carries_on(
+    make_executor: MakeExecutor,
+) -> None:
+    fx = await make_executor(workers=2)
+    server = fx.fork_server_pid
+    assert server is not None
+    before = set(fx.worker_pids)
+    busy = asyncio.create_task(fx.execute(call("sleep", 30)))
+    await wait_for(lambda: fx.stats["calls"] == 1)
+    os.kill(server, signal.SIGKILL)
+    out = await asyncio.wait_for(busy, 10)
+    assert out.error_type == WORKER_CRASHED  # its worker died with the server (PR_SET_PDEATHSIG)
+    await wait_for(lambda: all(gone(pid) for pid in before))
+    await wait_for(lambda: len(fx.worker_pids) == 2 and not set(fx.worker_pids) & before)
+    assert fx.fork_server_pid is None
+    assert {parent_of(pid) for pid in fx.worker_pids} == {os.getpid()}  # fresh interpreters now
+    assert (await fx.execute(call("double", 21))).output == 42
+
+
+def test_the_fork_server_leaves_when_the_engine_is_gone(tmp_path: Path) -> None:
+    """The engine killed (-9): workers see EOF and exit, then the fork server exits; nothing stays."""
+    script = tmp_path / "engine.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from engine.executors.function import FunctionExecutor\n"
+        "async def main():\n"
+        "    fx = FunctionExecutor(workers=2)\n"
+        "    await fx.start()\n"
+        "    print(fx.fork_server_pid, *fx.worker_pids, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) or zombie(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if not gone(p)]}"
+        time.sleep(0.02)
+
+
+def zombie(pid: int) -> bool:
+    """Exited but not reaped (by init, after its parent died)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
