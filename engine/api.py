@@ -322,13 +322,26 @@ async def run_logs(request: web.Request) -> web.Response:
         raise ApiError(
             404, "no_attempts", f"run {run_id} has no attempts of step {step!r} (attempt {attempt})"
         )
+    live = {  # a running function attempt's log file is written when it ends: read its worker's now
+        att["log_path"]: out
+        for att in attempts
+        if att["status"] == "RUNNING" and att["log_path"]
+        and (out := engine.functions.live_output(att["log_path"])) is not None
+    }  # fmt: skip
     text = await asyncio.to_thread(
-        _read_logs, engine.settings.data_dir, attempts, tail, single=step is not None
+        _read_logs, engine.settings.data_dir, attempts, tail, single=step is not None, live=live
     )
     return web.Response(text=text, content_type="text/plain")
 
 
-def _read_logs(data_dir: Path, attempts: list[dict[str, Any]], tail: int | None, *, single: bool) -> str:
+def _read_logs(
+    data_dir: Path,
+    attempts: list[dict[str, Any]],
+    tail: int | None,
+    *,
+    single: bool,
+    live: dict[str, str] | None = None,
+) -> str:
     root, parts = Path(data_dir).resolve(), []
     for att in attempts:
         if not att["log_path"]:
@@ -337,6 +350,8 @@ def _read_logs(data_dir: Path, attempts: list[dict[str, Any]], tail: int | None,
         if not path.is_relative_to(root):  # the store is trusted, but a path is still refused outside
             log.warning("refusing log path outside the data dir: %s", path)
             continue
+        if not path.exists() and att["log_path"] in (live or {}):
+            path = Path((live or {})[att["log_path"]])  # the worker's scratch file: ours, not the store's
         try:
             with path.open("rb") as fh:
                 fh.seek(max(0, path.stat().st_size - MAX_LOG_BYTES))

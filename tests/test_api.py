@@ -32,6 +32,12 @@ FLOWS: dict[str, str] = {
           hello: {{function: "handlers:hello", input: {{who: "{{{{ params.who }}}}"}}}}
         outputs: {{greeting: "{{{{ steps.hello.output }}}}"}}
         """,
+    "chatty.yaml": """
+        name: chatty
+        params: {gate: {type: string}}
+        steps:
+          talk: {function: "handlers:chatty", input: {gate: "{{ params.gate }}"}}
+        """,
     "sleepy.yaml": """
         name: sleepy
         steps:
@@ -53,9 +59,19 @@ FLOWS: dict[str, str] = {
 }
 
 HANDLERS = """
+import os, time
+
 def hello(event, context):
     print("hello-log-line for", event["who"])
     return "hello " + str(event["who"])
+
+def chatty(event, context):
+    print("working on", event["gate"], flush=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(event["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("done")
+    return "ok"
 """
 
 
@@ -88,7 +104,8 @@ async def until(engine: Engine, sql: str, args: tuple[Any, ...] = (), timeout_s:
 
 async def test_health_and_workflows_hide_secrets(api: Served, http: aiohttp.ClientSession) -> None:
     status, body = await call(http, "GET", f"{api.url}/api/v1/health")
-    assert status == 200 and body["status"] == "ok" and body["workflows"] == 3
+    assert status == 200 and body["status"] == "ok" and body["workflows"] == len(FLOWS)
+    assert body["active_runs"] == 0 and body["held_runs"] == 0
     async with http.get(f"{api.url}/api/v1/workflows") as resp:
         text = await resp.text()
     assert SECRET not in text and TOKEN not in text
@@ -299,3 +316,25 @@ async def test_logs_refuse_paths_outside_the_data_dir(
     assert status == 200 and "hello-log-line for Bo" in text and "private text" not in text
     status, page = await call(http, "GET", f"{api.url}/runs/{run_id}")
     assert status == 200 and "private text" not in page
+
+
+async def test_a_running_function_attempts_output_is_readable_before_it_ends(
+    api: Served, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    status, body = await call(http, "POST", f"{api.url}/api/v1/workflows/chatty/runs", {"gate": str(gate)})
+    assert status == 201
+    run_id, logs = body["run_id"], f"{api.url}/api/v1/runs/{body['run_id']}/logs?step=talk"
+    deadline = time.monotonic() + 20
+    while True:  # the attempt printed its first line and now waits for the gate
+        status, text = await call(http, "GET", logs)
+        if "working on" in text:
+            break
+        assert time.monotonic() < deadline, f"no live output; last answer {status}: {text!r}"
+        await asyncio.sleep(0.05)
+    assert status == 200 and "done" not in text
+    assert (await api.engine.describe_run(run_id))["status"] == "RUNNING"
+    gate.touch()
+    assert await api.engine.orchestrator.wait(run_id, 20) == "SUCCEEDED"
+    status, text = await call(http, "GET", logs)  # now from the attempt's own log file
+    assert status == 200 and "working on" in text and "done" in text

@@ -58,4 +58,6 @@ class Executor(Protocol):
 
     async def execute(self, call: FunctionCall) -> Outcome: ...
 
+    def live_output(self, log_path: str) -> str | None: ...  # a running attempt's output so far
+
     async def aclose(self) -> None: ...  # idempotent

@@ -188,6 +188,7 @@ class FunctionExecutor:
         self._closed = False
         self._closed_event = asyncio.Event()
         self._calls = self._failures = self._timeouts = self._replaced = 0
+        self._live: dict[str, int] = {}  #: an attempt's log_path -> the pid of the worker running it
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -294,6 +295,14 @@ class FunctionExecutor:
             log.info("no fork server (%s): function workers start as fresh interpreters", exc)
             return
         self._forks = forks
+
+    def live_output(self, log_path: str) -> str | None:
+        """Where a running attempt's output is being written now (its worker's scratch file).
+
+        An attempt's log file is written when it ends; until then this lets ``sluice logs
+        --follow`` and the API show what it printed so far. None when it does not run here."""
+        pid = self._live.get(log_path)
+        return None if pid is None else scratch_path(pid)
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -531,12 +540,18 @@ class FunctionExecutor:
         worker.calls += 1
         self._calls += 1
         started = time.perf_counter()
+        live = call.log_path  # as the store has it: the API looks attempts up by it
+        if live is not None:
+            self._live[live] = worker.pid
         try:
             outcome = await self._roundtrip(worker, call, data, started)
         except BaseException:  # cancelled, or a bug: the worker's state is unknown, so kill it
             worker.busy = False  # its watcher then drops the scratch file once it has exited
             self._retire(worker, kill=True)
             raise
+        finally:
+            if live is not None:
+                self._live.pop(live, None)
         if not outcome.ok:
             self._failures += 1
         return outcome
