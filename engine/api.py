@@ -362,7 +362,8 @@ def _read_logs(
             text = "".join(text.splitlines(keepends=True)[-tail:])
         if not single or len(attempts) > 1:
             index = "" if att["index"] is None else f"[{att['index']}]"
-            text = f"==> {att['step']}{index} attempt {att['attempt']} ({att['status']}) <==\n{text}"
+            # no status here: it changes as the attempt ends, and `logs --follow` tracks the text by length
+            text = f"==> {att['step']}{index} attempt {att['attempt']} <==\n{text}"
         parts.append(text)
     return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts)
 

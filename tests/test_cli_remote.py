@@ -40,9 +40,26 @@ steps:
 """
 
 HANDLERS = """
+import os, time
+
 def hello(event, context):
     print("log line for", event["who"])
     return "hello " + event["who"]
+
+def chatty(event, context):
+    print("working on it", flush=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(event["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("done")
+    return "ok"
+"""
+
+CHATTY = """
+name: chatty
+params: {gate: {type: string}}
+steps:
+  talk: {function: "handlers:chatty", input: {gate: "{{ params.gate }}"}}
 """
 
 
@@ -71,6 +88,7 @@ async def live(serve: Serve, tmp_path: Path) -> Served:
     flows = tmp_path / "flows"
     write_flow(flows, FLOW, HANDLERS)
     write_flow(flows, SLEEPY, name="sleepy.yaml")
+    write_flow(flows, CHATTY, name="chatty.yaml")
     return await serve(flows)
 
 
@@ -96,10 +114,33 @@ async def test_runs_logs_and_workflows(live: Served) -> None:
     code, out, _ = await sluice("workflows", "list", server=live.url)
     assert code == 0 and "webhook:hook" in out and "Say hello." in out
     code, out, _ = await sluice("workflows", "list", "--json", server=live.url)
-    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy"}
+    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy", "chatty"}
 
     code, out, _ = await sluice("runs", "retry", run_id, "--json", server=live.url)
     assert code == 0 and json.loads(out)["retry_of"] == run_id
+
+
+async def test_logs_follow_prints_a_running_step_live_and_each_line_once(
+    live: Served, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    run_id = await live.engine.start_run("chatty", {"gate": str(gate)})
+    follow = asyncio.ensure_future(sluice("logs", run_id, "--follow", server=live.url))
+    deadline = time.monotonic() + 20
+    while "working on it" not in await _logs(live, run_id):  # printed, and the step still runs
+        assert time.monotonic() < deadline and not follow.done()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # the follower polls once a second: let it print the live part first
+    gate.touch()
+    code, out, err = await asyncio.wait_for(follow, 30)
+    assert code == 0, err
+    assert out == "==> talk attempt 1 <==\nworking on it\ndone\n"
+
+
+async def _logs(live: Served, run_id: str) -> str:
+    url = f"{live.url}/api/v1/runs/{run_id}/logs?step=talk"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return await resp.text()
 
 
 async def test_cancel_and_errors(live: Served) -> None:
