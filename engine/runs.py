@@ -118,7 +118,7 @@ class RunDriver:
 
     async def commit(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
         bus, depth = self.o.bus, self.run.depth
-        if self._pending is not None:  # the run's own RUNNING rides on its first commit
+        if self._pending is not None:  # the run's RUNNING, or its last step's end (_defer), rides along
             writes = [*self._pending[0], *writes]
             events = [*self._pending[1], *events]
             self._pending = None
@@ -459,7 +459,21 @@ class RunDriver:
                 extra["error"] = outcome.error
                 extra["statusReason"] = (outcome.error or {}).get("errorMessage")
             events.append(self.step_event(name, status, old, **extra))
+        if idx < 0 and all(s in TERMINAL for n, s in self.status.items() if n != name):
+            # the run's last step: nothing can depend on it and the run's end follows at once, so
+            # both ride on one transaction (a writer round trip less per run). A crash in between
+            # finds the attempt still open and runs it again, as for a crash a moment earlier.
+            self._defer(writes, events)
+            return
         await self.commit(writes, events)
+
+    def _defer(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
+        """Have the run's next commit carry these too (see ``commit``)."""
+        if self._pending is None:
+            self._pending = (writes, events)
+        else:
+            self._pending[0].extend(writes)
+            self._pending[1].extend(events)
 
     async def _fan_out(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
         try:

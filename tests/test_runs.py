@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -424,6 +425,14 @@ async def test_history_survives_an_engine_restart(
     )
     assert events[0] == "Manual Run"
     assert "Run State Change" in events and "Step State Change" in events
+    statuses = await again.store.read(
+        lambda c: [
+            (r[0], json.loads(r[1])["detail"].get("step"), json.loads(r[1])["detail"]["status"])
+            for r in c.execute("SELECT detail_type, body FROM events WHERE detail_type LIKE '%State Change'")
+        ]
+    )
+    # the last step's end and the run's end share one transaction, in this order
+    assert statuses[-2:] == [("Step State Change", "b", "FAILED"), ("Run State Change", None, "FAILED")]
 
 
 async def test_state_changes_are_events_that_start_other_workflows(
