@@ -97,10 +97,15 @@ class Engine:
             # steps wait for it (Orchestrator.container_runner)
             attaching = asyncio.ensure_future(attach_batch(self))
             self.orchestrator.containers_attaching = attaching
-        if self.settings.recover:
-            recovered = await self.orchestrator.recover()
-            if recovered:
-                log.info("resumed %d unfinished runs", recovered)
+        try:
+            if self.settings.recover:
+                recovered = await self.orchestrator.recover()
+                if recovered:
+                    log.info("resumed %d unfinished runs", recovered)
+        except BaseException:
+            if attaching is not None:
+                attaching.cancel()
+            raise
         if attaching is not None:
             await attaching  # before the services: the BatchService is one of them
         self._started = True

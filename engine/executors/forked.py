@@ -8,7 +8,6 @@ statuses it reports; :class:`ForkedProcess` offers what the pool uses of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -100,13 +99,12 @@ class ForkServer:
         try:
             socket.send_fds(self._sock, [b"F"], [in_r, out_w])
         except OSError as exc:
-            for fd in (in_r, in_w, out_r, out_w):
-                os.close(fd)
+            os.close(in_w)
+            os.close(out_r)
             raise ForkServerGone(f"cannot reach the fork server: {exc}") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(in_r)
-                os.close(out_w)
+        finally:  # the child's ends: the server has its own copies now (each fd closed exactly once)
+            os.close(in_r)
+            os.close(out_w)
         self._waiting.append(answer)
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
