@@ -117,7 +117,16 @@ class RunDriver:
     # -- committing -------------------------------------------------------------------------
 
     async def commit(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
-        bus, depth = self.o.bus, self.run.depth
+        """Commit these writes and publish these events in one transaction; return once durable."""
+        await self.enqueue(writes, events)
+
+    def enqueue(self, writes: list[Write], events: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """Queue the transaction now (the writer keeps queue order); the future ends when durable.
+
+        Queued synchronously, so a later write of this run is ordered after it without waiting for
+        it: an attempt's end can follow its start into the writer while the start still commits.
+        """
+        bus, depth, o = self.o.bus, self.run.depth, self.o
         if self._pending is not None:  # the run's RUNNING, or its last step's end (_defer), rides along
             writes = [*self._pending[0], *writes]
             events = [*self._pending[1], *events]
@@ -131,16 +140,30 @@ class RunDriver:
                 started.extend(bus.publish(conn, env, depth))
             return started
 
-        o = self.o
+        written = o.store.write_nowait(tx)  # raises StoreClosed before anything is counted
         if self.starting:  # the unit counted at start carries over to this commit
             self.starting = False
         else:
             o.in_engine += 1
-        try:
-            runs = await o.store.write(tx)
-        finally:
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(written: asyncio.Future[list[RunRecord]]) -> None:
             o.in_engine -= 1
-        bus.deliver(runs)
+            if written.cancelled():
+                durable.cancel()
+                return
+            exc = written.exception()
+            if exc is None:  # committed: the runs its events started go on even if nobody waits
+                bus.deliver(written.result())
+            if durable.done():  # the waiter was cancelled
+                return
+            if exc is not None:
+                durable.set_exception(exc)
+            else:
+                durable.set_result(None)
+
+        written.add_done_callback(settle)
+        return durable
 
     def run_event(
         self, status: str, previous: str, *, reason: str | None = None, **extra: Any
@@ -356,24 +379,27 @@ class RunDriver:
         failures = 0
         while True:
             attempt += 1
-            outcome = await self._one_attempt(
+            outcome, started = await self._one_attempt(
                 name, spec, idx, attempt, event, first=attempt == 1 and not resume
             )
-            if outcome.ok or attempt >= budget or not is_retryable(spec.retry, outcome.error_type):
-                await self._final_write(name, idx, attempt, outcome, started=True)
-                return outcome
-            failures += 1
-            delay = retry_delay(spec.retry, failures, self._rng)
-            retry_at = time.time() + delay
-            run_id = self.run.id
-            await self.commit(
-                [
-                    lambda c, a=attempt, o=outcome, r=run_id, at=retry_at: records.end_attempt(
-                        c, r, name, idx, a, Status.FAILED, time.time(), o.error, retry_at=at
-                    )
-                ],
-                [],
-            )
+            try:
+                if outcome.ok or attempt >= budget or not is_retryable(spec.retry, outcome.error_type):
+                    await self._final_write(name, idx, attempt, outcome, started=True)
+                    return outcome
+                failures += 1
+                delay = retry_delay(spec.retry, failures, self._rng)
+                retry_at = time.time() + delay
+                run_id = self.run.id
+                await self.commit(
+                    [
+                        lambda c, a=attempt, o=outcome, r=run_id, at=retry_at: records.end_attempt(
+                            c, r, name, idx, a, Status.FAILED, time.time(), o.error, retry_at=at
+                        )
+                    ],
+                    [],
+                )
+            finally:
+                await started  # done by now (queued first); this surfaces its error
             self.o.emit_progress(
                 "retry",
                 self.run,
@@ -385,7 +411,12 @@ class RunDriver:
 
     async def _one_attempt(
         self, name: str, spec: Any, idx: int, attempt: int, event: Any, *, first: bool
-    ) -> Outcome:
+    ) -> tuple[Outcome, asyncio.Future[None]]:
+        """Start an attempt (its start is queued, not awaited) and run it: (outcome, the start).
+
+        The caller queues the attempt's end and then awaits the start: the writer keeps queue
+        order, so the end can follow the start into the same or the next commit without a round
+        trip through the event loop in between."""
         run_id = self.run.id
         self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
@@ -399,7 +430,7 @@ class RunDriver:
             if first and idx < 0
             else []
         )
-        started = asyncio.ensure_future(self.commit(writes, events))
+        started = self.enqueue(writes, events)
         if idx < 0:
             self.o.emit_progress("step", self.run, name, Status.RUNNING, {"attempt": attempt})
         call = FunctionCall(
@@ -421,9 +452,10 @@ class RunDriver:
             outcome = await self.o.functions.execute(call)
         except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
             outcome = Outcome(False, error=_error("Sluice.InvalidInput", str(exc)))
-        finally:
-            await started  # ordered before the attempt's end in the writer queue anyway
-        return outcome
+        except BaseException:
+            await started
+            raise
+        return outcome, started
 
     async def _final_write(
         self, name: str, idx: int, attempt: int, outcome: Outcome, *, started: bool
