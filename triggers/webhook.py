@@ -19,6 +19,7 @@ The secret and the token are never logged, echoed or put into the event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -42,6 +43,9 @@ MAX_IDEMPOTENCY_KEY = 255
 KEPT_HEADERS = frozenset({"content-type", "user-agent", "x-request-id", "x-github-event"})
 #: words that mark a header as a credential: never copied into the event
 SECRET_WORDS = ("authorization", "signature", "token", "secret", "api-key", "apikey", "password", "auth")
+
+#: bodies of a known size below this are read in one call (above it, in checked chunks)
+_ONE_READ = 1 << 20
 
 Wait = Callable[[str, float], Awaitable[dict[str, Any] | None]]
 
@@ -143,6 +147,8 @@ class WebhookEndpoint:
         )
         if request.content_length is not None and request.content_length > limit:
             raise too_big
+        if request.content_length is not None and request.content_length < _ONE_READ:
+            return await request.read()  # the common case: one read of a known, small size
         chunks, size = [], 0
         async for chunk in request.content.iter_chunked(64 * 1024):
             size += len(chunk)
@@ -339,15 +345,24 @@ def _parse_json(raw: bytes) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _keeps(name: str, signature_header: str) -> str | None:
+    """The lower-case name to keep a header under, or None to drop it (cached: names repeat)."""
+    low = name.lower()
+    if low in (signature_header, "authorization", "cookie", "idempotency-key"):
+        return None
+    if any(word in low for word in SECRET_WORDS):
+        return None
+    return low if low in KEPT_HEADERS or low.startswith("x-") else None
+
+
 def _kept_headers(request: web.Request, spec: WebhookTrigger) -> dict[str, str]:
     """Useful headers for the workflow; never a credential (signature, token, authorization)."""
-    refused = {spec.signature_header.lower(), "authorization", "cookie", "idempotency-key"}
+    signature = spec.signature_header.lower()
     kept: dict[str, str] = {}
     for name, value in request.headers.items():
-        low = name.lower()
-        if low in refused or any(word in low for word in SECRET_WORDS):
-            continue
-        if low in KEPT_HEADERS or low.startswith("x-"):
+        low = _keeps(name, signature)
+        if low is not None:
             kept[low] = value
     key = request.headers.get("Idempotency-Key")
     if key is not None:
