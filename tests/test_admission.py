@@ -49,12 +49,19 @@ async def statuses(engine: Engine, run_ids: list[str]) -> list[str]:
     return await engine.store.read(read)
 
 
-async def test_held_runs_wait_pending_then_all_run_in_arrival_order(
-    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def gated(tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine whose admission gate is shut: every new run is held until a test opens it."""
     write_flow(tmp_path / "flows", FLOW, HANDLERS)
     engine = await make_engine(tmp_path / "flows")
     monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    return engine
+
+
+async def test_held_runs_wait_pending_then_all_run_in_arrival_order(
+    gated: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = gated
     marks = [tmp_path / f"mark{i}" for i in range(30)]
     run_ids = [await engine.start_run("step", {"n": i, "mark": str(m)}) for i, m in enumerate(marks)]
     await asyncio.sleep(0.2)
@@ -74,11 +81,9 @@ async def test_held_runs_wait_pending_then_all_run_in_arrival_order(
 
 
 async def test_a_held_run_can_be_cancelled_and_never_runs(
-    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+    gated: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_flow(tmp_path / "flows", FLOW, HANDLERS)
-    engine = await make_engine(tmp_path / "flows")
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    engine = gated
     mark = tmp_path / "mark"
     run_id = await engine.start_run("step", {"n": 1, "mark": str(mark)})
     waiter = asyncio.ensure_future(engine.orchestrator.wait(run_id, timeout_s=10))
