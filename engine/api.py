@@ -137,6 +137,14 @@ async def _json_body(request: web.Request, *, default: Any = None) -> Any:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
 
+async def json_object(request: web.Request, *, hint: str = "send a JSON object") -> dict[str, Any]:
+    """A body that must be a JSON object (empty: ``{}``); else ApiError 400. The API extensions use it."""
+    body = await _json_body(request, default={})
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_body", hint)
+    return body
+
+
 def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":

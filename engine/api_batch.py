@@ -20,12 +20,14 @@ Errors are ``{"error": {"code", "message"}}``; without a Docker engine every rou
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from triggers.webhook import json_error
+
+from .api import json_object
 from .jobs import DONE, JobError
 
 if TYPE_CHECKING:
@@ -33,10 +35,6 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 MAX_LOG_CHUNK = 1 << 20
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 class _Refused(Exception):
@@ -48,22 +46,11 @@ def _batch(engine: Engine) -> BatchService:
     batch = getattr(engine, "batch", None)
     if batch is None:
         raise _Refused(
-            _error(503, "no_container_runtime", "batch jobs need a Docker engine; start dockerd and restart")
+            json_error(
+                503, "no_container_runtime", "batch jobs need a Docker engine; start dockerd and restart"
+            )
         )
     return batch
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Refused(_error(400, "bad_json", f"the body is not valid JSON: {exc}")) from None
-    if not isinstance(data, dict):
-        raise _Refused(_error(400, "bad_body", "send a JSON object"))
-    return data
 
 
 def _int(request: web.Request, name: str, default: int | None) -> int | None:
@@ -73,7 +60,7 @@ def _int(request: web.Request, name: str, default: int | None) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise _Refused(_error(400, "bad_query", f"{name} must be an integer, got {raw!r}")) from None
+        raise _Refused(json_error(400, "bad_query", f"{name} must be an integer, got {raw!r}")) from None
 
 
 def _route(engine: Engine, fn: Any) -> Any:
@@ -85,13 +72,13 @@ def _route(engine: Engine, fn: Any) -> Any:
         except _Refused as exc:
             return exc.response
         except JobError as exc:
-            return _error(exc.status, exc.code, str(exc))
+            return json_error(exc.status, exc.code, str(exc))
 
     return handler
 
 
 async def submit(batch: BatchService, request: web.Request) -> web.Response:
-    out = await batch.submit(await _body(request))
+    out = await batch.submit(await json_object(request))
     return web.json_response(out, status=201)
 
 
@@ -106,17 +93,17 @@ async def describe(batch: BatchService, request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     out = await batch.describe(job_id)
     if out is None:
-        return _error(404, "unknown_job", f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
+        return json_error(404, "unknown_job", f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
     return web.json_response(out)
 
 
 async def cancel(batch: BatchService, request: web.Request) -> web.Response:
-    reason = (await _body(request)).get("reason")
+    reason = (await json_object(request)).get("reason")
     return web.json_response(await batch.cancel(request.match_info["id"], reason))
 
 
 async def terminate(batch: BatchService, request: web.Request) -> web.Response:
-    reason = (await _body(request)).get("reason")
+    reason = (await json_object(request)).get("reason")
     return web.json_response(await batch.terminate(request.match_info["id"], reason))
 
 
@@ -124,9 +111,9 @@ async def logs(batch: BatchService, request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     desc = await batch.describe(job_id)
     if desc is None:
-        return _error(404, "unknown_job", f"no job {job_id!r}")
+        return json_error(404, "unknown_job", f"no job {job_id!r}")
     if desc.get("array_status_summary") is not None:
-        return _error(
+        return json_error(
             400, "array_parent", f"{job_id} is an array job; ask for a child's logs ({job_id}:0 ...)"
         )
     attempts = desc["attempts"]
@@ -136,10 +123,10 @@ async def logs(batch: BatchService, request: web.Request) -> web.Response:
     if not attempts:
         return web.Response(text="", content_type="text/plain", headers=headers)
     if number is None or not 1 <= number <= len(attempts):
-        return _error(404, "no_attempt", f"{job_id} has attempts 1..{len(attempts)}")
+        return json_error(404, "no_attempt", f"{job_id} has attempts 1..{len(attempts)}")
     chunk = await asyncio.to_thread(_read_from, batch.data_dir, attempts[number - 1]["log_path"], offset)
     if chunk is None:
-        return _error(403, "log_outside_data_dir", "the log path is outside the data dir")
+        return json_error(403, "log_outside_data_dir", "the log path is outside the data dir")
     headers["X-Sluice-Offset"] = str(offset + len(chunk))
     headers["X-Sluice-Attempt"] = str(number)
     # this attempt will write no more: a later one exists, or the job has ended
@@ -162,14 +149,14 @@ def _read_from(data_dir: Path, log_path: str, offset: int) -> bytes | None:
 
 async def definitions(batch: BatchService, request: web.Request) -> web.Response:
     if request.method == "POST":
-        return web.json_response(await batch.register_definition(await _body(request)), status=201)
+        return web.json_response(await batch.register_definition(await json_object(request)), status=201)
     return web.json_response({"definitions": batch.list_definitions()})
 
 
 async def queues(batch: BatchService, request: web.Request) -> web.Response:
     if request.method == "GET":
         return web.json_response({"queues": [q.public() for q in batch.queues.values()]})
-    body = await _body(request)
+    body = await json_object(request)
     if "name" in request.match_info:
         body["name"] = request.match_info["name"]
     out = await batch.put_queue(body, create=request.method == "POST")
@@ -179,7 +166,7 @@ async def queues(batch: BatchService, request: web.Request) -> web.Response:
 async def environments(batch: BatchService, request: web.Request) -> web.Response:
     if request.method == "GET":
         return web.json_response({"environments": [e.public() for e in batch.envs.values()]})
-    body = await _body(request)
+    body = await json_object(request)
     if "name" in request.match_info:
         body["name"] = request.match_info["name"]
     out = await batch.put_environment(body, create=request.method == "POST")

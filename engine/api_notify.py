@@ -12,35 +12,19 @@ credentials or query, and the outcome.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from triggers.webhook import json_error
 from workflows.errors import PatternError
 
 from . import archive, notify
+from .api import json_object
 
 if TYPE_CHECKING:
     from .engine import Engine
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _error(400, "bad_json", f"the body is not valid JSON: {exc}")
-    if not isinstance(data, dict):
-        return _error(400, "bad_body", 'send a JSON object, e.g. {"ids": [1, 2]}')
-    return data
 
 
 def _ids(data: dict[str, Any]) -> list[int] | web.Response | None:
@@ -48,31 +32,32 @@ def _ids(data: dict[str, Any]) -> list[int] | web.Response | None:
     if ids is None:
         return None
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        return _error(400, "bad_ids", 'ids must be a list of dead-letter ids (numbers), e.g. {"ids": [3, 4]}')
+        return json_error(
+            400, "bad_ids", 'ids must be a list of dead-letter ids (numbers), e.g. {"ids": [3, 4]}'
+        )
     return ids
 
 
 async def _request_ids(request: web.Request) -> list[int] | web.Response | None:
     """The dead-letter ids of a retry/purge body (None: all of them), or the 400 answer."""
-    data = await _body(request)
-    return data if isinstance(data, web.Response) else _ids(data)
+    return _ids(await json_object(request, hint='send a JSON object, e.g. {"ids": [1, 2]}'))
 
 
 async def _replay(engine: Engine, request: web.Request) -> web.Response:
     """``POST /api/v1/events/replay``: the body's window and filters, answered with the report."""
-    data = await _body(request)
-    if isinstance(data, web.Response):
-        return data
+    data = await json_object(request)
     try:
         since = archive.parse_time(data.get("since"))
         until = archive.parse_time(data.get("until"))
     except ValueError as exc:
-        return _error(400, "bad_time", str(exc))
+        return json_error(400, "bad_time", str(exc))
     if since is None:
-        return _error(400, "missing_since", 'give since, e.g. {"since": "2026-01-31T12:00:00Z"} or "2h"')
+        return json_error(400, "missing_since", 'give since, e.g. {"since": "2026-01-31T12:00:00Z"} or "2h"')
     pattern = data.get("pattern")
     if pattern is not None and not isinstance(pattern, dict):
-        return _error(400, "bad_pattern", 'pattern must be an event pattern object, e.g. {"source": ["x"]}')
+        return json_error(
+            400, "bad_pattern", 'pattern must be an event pattern object, e.g. {"source": ["x"]}'
+        )
     try:
         report = await archive.replay(
             engine,
@@ -85,9 +70,9 @@ async def _replay(engine: Engine, request: web.Request) -> web.Response:
             name=data.get("name"),
         )
     except PatternError as exc:
-        return _error(400, "bad_pattern", str(exc))
+        return json_error(400, "bad_pattern", str(exc))
     except ValueError as exc:
-        return _error(400, "bad_replay", str(exc))
+        return json_error(400, "bad_replay", str(exc))
     return web.json_response(report)
 
 
@@ -98,7 +83,7 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         try:
             limit = max(1, min(1000, int(request.query.get("limit", "100"))))
         except ValueError:
-            return _error(400, "bad_param", "limit must be a whole number from 1 to 1000")
+            return json_error(400, "bad_param", "limit must be a whole number from 1 to 1000")
         rows = await engine.store.read(lambda c: notify.dlq_list(c, limit))
         return web.json_response({"dead_letters": rows})
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import MakeEngine, write_flow
 
@@ -112,9 +111,10 @@ async def test_replay_over_http_and_the_cli(
     engine = await make_engine(flows)
     await engine.bus.put({"source": "other", "detail-type": "x", "detail": {}})
     since = time.time() - 60
-    app = web.Application()
-    add_routes(app, engine)
-    async with TestServer(app) as server:
+    from engine.api import build_app
+
+    engine.api_extensions.append(lambda app: add_routes(app, engine))  # as notify.install does
+    async with TestServer(build_app(engine)) as server:
         url = str(server.make_url("")).rstrip("/")
         from engine.cli import main
 

@@ -227,11 +227,9 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
     flows = tmp_path / "flows"
     flow(flows)
     engine = await engine_with(flows, tmp_path / "data", [sub(url, secret=SECRET, headers={"X-Key": SECRET})])
-    from engine.api_notify import add_routes
+    from engine.api import build_app  # the served app: notify's routes are one of its extensions
 
-    app = web.Application()
-    add_routes(app, engine)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(build_app(engine))) as client:
         await engine.run_to_end("job", timeout_s=20)
         await wait_for(lambda: engine.notify.dead == 1, what="a dead letter")  # type: ignore[attr-defined]
         assert len(rec.got) == 1
@@ -249,6 +247,10 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
         assert (await resp.json()) == {"purged": 0}
         resp = await client.post("/api/v1/notifications/dlq/retry", json={"ids": ["x"]})
         assert resp.status == 400 and "error" in await resp.json()
+        resp = await client.post("/api/v1/notifications/dlq/purge", data=b"[3]")
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_body"
+        resp = await client.post("/api/v1/events/replay", data=b"{oops")
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_json"
 
 
 async def test_retry_after_is_honoured(tmp_path: Path, receivers: Any, engine_with: Any) -> None:
