@@ -98,12 +98,7 @@ class SubmitMixin:
     async def put_environment(self: BatchService, body: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
         name = str(body.get("name") or "")
         old = self.envs.get(name)
-        if create == (old is not None) or not name:
-            raise JobError(
-                f"environment {name!r} {'already exists' if old else 'does not exist'}",
-                "conflict" if old else "not_found",
-                409 if old else 404,
-            )
+        _create_or_update("environment", name, old, create)
         endpoint = str(body.get("endpoint", old.endpoint if old else "local"))
         if endpoint != "local" and not endpoint.startswith(("tcp://", "unix://")):
             raise JobError(f"endpoint: write local, unix:///path or tcp://HOST:PORT, got {endpoint!r}")
@@ -131,12 +126,7 @@ class SubmitMixin:
     async def put_queue(self: BatchService, body: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
         name = str(body.get("name") or "")
         old = self.queues.get(name)
-        if create == (old is not None) or not name:
-            raise JobError(
-                f"queue {name!r} {'already exists' if old else 'does not exist'}",
-                "conflict" if old else "not_found",
-                409 if old else 404,
-            )
+        _create_or_update("queue", name, old, create)
         envs = body.get("environments", list(old.environments) if old else None)
         if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_QUEUE_ENVIRONMENTS:
             raise JobError(f"environments: a list of 1..{MAX_QUEUE_ENVIRONMENTS} compute environment names")
@@ -492,6 +482,16 @@ class SubmitMixin:
             if r["status"] == RUNNABLE:
                 r["status_reason"] = self.waiting_reason(r["job_id"]) or r["status_reason"]
         return rows
+
+
+def _create_or_update(kind: str, name: str, old: object | None, create: bool) -> None:
+    """POST makes a new one, PATCH changes an existing one: refuse the other case (409 / 404)."""
+    if create == (old is not None) or not name:
+        raise JobError(
+            f"{kind} {name!r} {'already exists' if old else 'does not exist'}",
+            "conflict" if old else "not_found",
+            409 if old else 404,
+        )
 
 
 def _positive(value: Any, where: str) -> float:

@@ -109,6 +109,14 @@ async def test_api_queues_environments_and_cancel(server: tuple[str, Any]) -> No
     assert status == 201 and q["priority"] == 9
     status, q = await call(base, "PATCH", "/api/v1/queues/fast", {"state": "DISABLED"})
     assert status == 200 and q["state"] == "DISABLED"
+    for method, path, body, code in (  # POST creates, PATCH changes: never the other way round
+        ("POST", "/api/v1/queues", {"name": "fast", "environments": ["small"]}, 409),
+        ("PATCH", "/api/v1/queues/nope", {"priority": 1}, 404),
+        ("POST", "/api/v1/environments", {"name": "small", "max_vcpus": 1, "max_memory": 1 << 30}, 409),
+        ("PATCH", "/api/v1/environments/nope", {"state": "DISABLED"}, 404),
+    ):
+        status, err = await call(base, method, path, body)
+        assert status == code and err["error"]["code"] == ("conflict" if code == 409 else "not_found")
     status, err = await call(
         base, "POST", "/api/v1/jobs", {"queue": "fast", "container": {**BOX, "command": ["true"]}}
     )
