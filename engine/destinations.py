@@ -74,8 +74,8 @@ def record_event(env: Mapping[str, Any], target: str) -> dict[str, Any]:
 
 def url_subscribers(catalog: Mapping[str, Any]) -> list[Any]:
     """URL destinations as notification subscribers whose body is the invocation record."""
-    from .notify import Subscriber
     from .records import dumps
+    from .subscribers import Subscriber
 
     def render(env: Mapping[str, Any]) -> str:
         return dumps(invocation_record(env))

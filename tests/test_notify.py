@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import write_flow
 
 from engine.engine import Engine, Settings
-from engine.notify import Subscriber, Transform, install, subscribers_from_config
+from engine.notify import install
+from engine.subscribers import Subscriber, Transform, subscribers_from_config
 from workflows.loader import load_dir
 
 HANDLERS = """
@@ -387,7 +388,8 @@ import asyncio, sys
 from pathlib import Path
 sys.path[:0] = [{root!r}]
 from engine.engine import Engine, Settings
-from engine.notify import install, subscribers_from_config
+from engine.notify import install
+from engine.subscribers import subscribers_from_config
 from workflows.loader import load_dir
 
 async def main(phase):
