@@ -91,7 +91,7 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         ids = await _request_ids(request)
         if isinstance(ids, web.Response):
             return ids
-        count = await engine.store.write(lambda c: notify.dlq_retry(c, ids, time.time()))
+        count = await engine.store.write(lambda c: notify.dlq_retry(c, ids, time.time()), heavy=ids is None)
         service = getattr(engine, "notify", None)
         if service is not None:
             service.wake_all()
@@ -101,7 +101,7 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         ids = await _request_ids(request)
         if isinstance(ids, web.Response):
             return ids
-        count = await engine.store.write(lambda c: notify.dlq_purge(c, ids))
+        count = await engine.store.write(lambda c: notify.dlq_purge(c, ids), heavy=ids is None)
         return web.json_response({"purged": count})
 
     app.router.add_get("/api/v1/notifications/dlq", dlq_list)

@@ -116,7 +116,9 @@ async def compact(engine: Engine, days: float, *, now: float | None = None) -> d
     cutoff = None if days <= 0 else now - days * 86400.0
     total = {"events": 0, "outbox": 0}
     while True:
-        events, rows = await engine.store.write(lambda c: compact_chunk(c, cutoff, now - DELIVERED_KEEP_S))
+        events, rows = await engine.store.write(
+            lambda c: compact_chunk(c, cutoff, now - DELIVERED_KEEP_S), heavy=True
+        )
         total["events"] += events
         total["outbox"] += rows
         if events < CHUNK and rows < CHUNK:
@@ -257,7 +259,7 @@ async def replay(
             runs.extend(_redeliver(engine, conn, env, plans, name))
         return chosen, skipped, runs
 
-    chosen, skipped, runs = await engine.store.write(tx)
+    chosen, skipped, runs = await engine.store.write(tx, heavy=True)
     engine.bus.deliver(runs)
     log.info("replay %s: %d events re-delivered, %d runs started, %d skipped",
              name, len(chosen), len(runs), len(skipped))  # fmt: skip

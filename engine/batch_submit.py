@@ -307,7 +307,7 @@ class SubmitMixin:
                 runs.extend(bus.publish(conn, env, 0))
             return runs
 
-        self.bus.deliver(await self.store.write(tx))
+        self.bus.deliver(await self.store.write(tx, heavy=len(jobs) > 10))
         self._admit(jobs, waiting)
         return {"job_id": job.id, "name": job.name, "status": job.status, "array_size": size}
 

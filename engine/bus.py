@@ -128,7 +128,7 @@ class Bus:
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
 
-        outcomes = await self.store.write(admit_all)
+        outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10)
         self.deliver([run for _, runs in outcomes for run in runs])
         return [result for result, _ in outcomes]
 

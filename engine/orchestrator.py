@@ -264,7 +264,7 @@ class Orchestrator:
                             row["interrupted"] += 1
             return runs
 
-        runs = await self.store.write(load)
+        runs = await self.store.write(load, heavy=True)
         if runs:
             log.info("recovering %d unfinished runs", len(runs))
         self.accept(runs)

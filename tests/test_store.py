@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,86 @@ def test_transition_table_names_both_states() -> None:
     check("run", "r-1", "PENDING", "RUNNING")
     with pytest.raises(IllegalTransition, match="run r-1: illegal transition SUCCEEDED -> RUNNING"):
         check("run", "r-1", "SUCCEEDED", "RUNNING")
+
+
+def _put(key: str, value: str = "x"):
+    return lambda c: c.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, 0)", (key, value))
+
+
+async def test_a_lone_write_commits_on_the_loop_and_a_burst_on_the_writer_thread(store: Store) -> None:
+    """Sequential workflows wait for every commit: a small batch skips the thread round trip."""
+    for i in range(20):
+        await store.write(_put(f"seq{i}"))
+    assert store.inline_commits == store.commits == 20
+    await asyncio.gather(*(store.write(_put(f"burst{i}")) for i in range(200)))
+    assert store.transactions == 220
+    assert store.commits - store.inline_commits >= 1, "a burst of 200 must go to the writer thread"
+    assert await store.read(lambda c: c.execute("SELECT count(*) FROM kv").fetchone()[0]) == 220
+
+
+async def test_a_heavy_write_never_runs_on_the_event_loop(store: Store) -> None:
+    """Thousands of rows in one write would stall every task; they go to the writer thread."""
+    threads: list[str] = []
+
+    def bulk(c: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        c.executemany(
+            "INSERT INTO kv (key, value, updated_at) VALUES (?, '', 0)", ((f"k{i}",) for i in range(5_000))
+        )
+
+    await store.write(bulk, heavy=True)
+    await store.write(_put("light"))
+    assert len(threads) == 1 and threads[0].startswith("sluice-store-writer")
+    assert store.inline_commits == 1  # only the light one
+
+
+async def test_writes_commit_in_queue_order_across_loop_and_thread_batches(store: Store) -> None:
+    """A run's later write may be queued before its earlier one commits: order must hold."""
+    order: list[str] = []
+
+    def mark(key: str):
+        def write(c: sqlite3.Connection) -> None:
+            order.append(key)
+            c.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, '', 0)", (key,))
+
+        return write
+
+    futures = [store.write_nowait(mark(f"a{i}")) for i in range(50)]  # a thread batch
+    await asyncio.sleep(0)
+    futures += [store.write_nowait(mark(f"b{i}")) for i in range(3)]  # queued behind it
+    await asyncio.gather(*futures)
+    futures = [store.write_nowait(mark("c0"))]  # a loop batch
+    futures += [store.write_nowait(mark(f"d{i}")) for i in range(50)]
+    await asyncio.gather(*futures)
+    expected = [f"a{i}" for i in range(50)] + [f"b{i}" for i in range(3)] + ["c0"]
+    assert order == expected + [f"d{i}" for i in range(50)]
+
+
+async def test_the_wal_stays_small_under_a_long_stream_of_single_commits(tmp_path: Path) -> None:
+    """Commits on the loop never checkpoint themselves; the store must still keep the WAL bounded."""
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    try:
+        for i in range(1_500):
+            await s.write(_put(f"k{i}", "v" * 2_000))
+        assert s.inline_commits == 1_500
+        wal = tmp_path / "db.sqlite-wal"
+        # without checkpoints these 1,500 commits leave a 30 MB WAL; with them, ~100 commits' worth
+        assert wal.stat().st_size < 5_000_000, f"WAL is {wal.stat().st_size} bytes"
+    finally:
+        await s.close()
+
+
+async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    futures = [s.write_nowait(_put(f"k{i}")) for i in range(3)]
+    futures += [s.write_nowait(_put(f"m{i}")) for i in range(100)]
+    await s.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    s2 = Store(tmp_path / "db.sqlite")
+    await s2.open()
+    try:
+        assert await s2.read(lambda c: c.execute("SELECT count(*) FROM kv").fetchone()[0]) == 103
+    finally:
+        await s2.close()
