@@ -82,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        from .store import StoreUnavailable  # here: remote commands never load the store
+
+        if not isinstance(exc, StoreUnavailable):
+            raise
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 # -- validate -----------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class Engine:
     async def start(self) -> None:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
         attaching = None
         if self._wants_batch():

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +63,10 @@ class StoreClosed(RuntimeError):
     pass
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened here; the message says why and what to do."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -76,7 +82,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema to the latest version; each migration is one transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise RuntimeError(
+        raise StoreUnavailable(
             f"the store's schema is version {version}, newer than this Sluice knows ({len(MIGRATIONS)}); "
             "upgrade Sluice or point --data-dir at another folder"
         )
@@ -116,6 +122,7 @@ class Store:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock_fd: int | None = None
         self._queue: Batch = []
         self._flush_at: asyncio.Handle | None = None  #: a flush is scheduled for the next loop turn
         #: a batch (or a checkpoint) is on the writer thread, which owns the connection until it returns
@@ -132,8 +139,14 @@ class Store:
     def __repr__(self) -> str:
         return f"<Store {self.path} commits={self.commits} transactions={self.transactions}>"
 
+    def claim(self) -> None:
+        """Take the store's lock now (``open`` does it too): fail before starting anything else."""
+        if self._lock_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.claim()
         loop = asyncio.get_running_loop()
 
         def setup() -> sqlite3.Connection:
@@ -142,9 +155,34 @@ class Store:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # set per batch: see _apply
             return conn
 
-        self._wconn = await loop.run_in_executor(self._writer, setup)
-        self._rconn = await loop.run_in_executor(self._reader, _connect, self.path)
+        try:
+            self._wconn = await loop.run_in_executor(self._writer, setup)
+            self._rconn = await loop.run_in_executor(self._reader, _connect, self.path)
+        except BaseException:
+            self._unlock()
+            raise
         self._loop = loop
+
+    def _lock(self) -> int:
+        """Hold ``<db>.lock`` while open: two engines on one data dir would resume each other's runs.
+
+        ``flock`` dies with the process (``kill -9`` included), so a crash never leaves it stale.
+        The descriptor is close-on-exec: workers and containers never hold it.
+        """
+        path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreUnavailable(
+                f"{self.path.parent}: another Sluice engine (pid {holder}) is using this data dir; "
+                "stop it first, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
 
     async def write(self, fn: WriteFn[T], *, heavy: bool = False) -> T:
         """Run ``fn(conn)`` in a transaction of its own (a savepoint of a group commit).
@@ -356,3 +394,9 @@ class Store:
                 await loop.run_in_executor(pool, conn.close)
             pool.shutdown(wait=True)
         self._wconn = self._rconn = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -185,6 +186,35 @@ def test_sigterm_cancels_a_one_shot_run_and_records_it(tmp_path: Path) -> None:
     steps = dict(db.execute("SELECT step, status FROM steps WHERE idx=-1").fetchall())
     assert run == ("CANCELLED", "cancelled by user (signal)")
     assert steps == {"first": "SUCCEEDED", "second": "CANCELLED", "third": "CANCELLED"}
+
+
+def test_a_second_engine_on_the_same_data_dir_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """Two engines on one store would resume each other's runs: the second one must say so and stop."""
+    proc, marks = _start_slow_run(tmp_path)
+    try:
+        second = sluice(
+            "run", "slow", "--dir", "flows", "--input", json.dumps({"dir": str(marks)}), cwd=tmp_path
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"another Sluice engine (pid {proc.pid}) is using this data dir" in second.stderr
+        assert "--data-dir" in second.stderr and "Traceback" not in second.stderr
+        db = sqlite3.connect(tmp_path / ".sluice" / "sluice.db")
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        db.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # cancels the run, which stops its sleeping worker
+        proc.communicate(timeout=20)
+        proc.kill()
+    # the first engine released the lock on its way out
+    asyncio.run(_open_and_close(tmp_path / ".sluice" / "sluice.db"))
+
+
+async def _open_and_close(path: Path) -> None:
+    from engine.store import Store
+
+    store = Store(path)
+    await store.open()
+    await store.close()
 
 
 def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from engine.schema import MIGRATIONS
 from engine.states import IllegalTransition, check
-from engine.store import Store, StoreClosed
+from engine.store import Store, StoreClosed, StoreUnavailable
 
 
 @pytest.fixture
@@ -82,6 +83,17 @@ async def test_newer_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer than this Sluice knows"):
         await s.open()
     await s.close()
+
+
+async def test_one_store_file_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    first = Store(tmp_path / "db.sqlite")
+    await first.open()
+    second = Store(tmp_path / "db.sqlite")
+    with pytest.raises(StoreUnavailable, match=rf"another Sluice engine \(pid {os.getpid()}\).*--data-dir"):
+        await second.open()
+    await first.close()
+    await second.open()  # released on close
+    await second.close()
 
 
 async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
