@@ -385,6 +385,29 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_carries_on(
     assert (await fx.execute(call("double", 21))).output == 42
 
 
+async def test_a_spawn_that_timed_out_leaves_neither_a_process_nor_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose start took too long is given up: it must exit and be forgotten, not leak."""
+    from engine.executors import forked
+
+    server = forked.ForkServer(sys.executable)
+    await server.start()
+    try:
+        monkeypatch.setattr(forked, "_START_TIMEOUT_S", 0)
+        with pytest.raises(TimeoutError):
+            await server.spawn()
+        monkeypatch.undo()
+        await wait_for(lambda: not server._abandoned and not server._early_exits and not server._waiting)
+        assert server.proc is not None and descendants(server.proc.pid) == set()
+        child = await server.spawn()  # the server still serves
+        assert child.returncode is None
+        child.kill()
+        assert await asyncio.wait_for(child.wait(), 10) == -signal.SIGKILL
+    finally:
+        await server.aclose()
+
+
 def test_the_fork_server_leaves_when_the_engine_is_gone(tmp_path: Path) -> None:
     """The engine killed (-9): workers see EOF and exit, then the fork server exits; nothing stays."""
     script = tmp_path / "engine.py"

@@ -64,6 +64,7 @@ class ForkServer:
         self._waiting: deque[asyncio.Future[int]] = deque()  #: spawn answers come in request order
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}  #: exits reported before the pid was handed out
+        self._abandoned: set[int] = set()  #: children whose spawn timed out: their exit is dropped
         self._reader: asyncio.Task[None] | None = None
         self.alive = False
 
@@ -146,7 +147,10 @@ class ForkServer:
         kind, _, rest = line.partition(" ")
         if kind == "S":
             if self._waiting:
-                self._answer(self._waiting.popleft(), int(rest), None)
+                fut, pid = self._waiting.popleft(), int(rest)
+                if fut.done():  # its spawn timed out: the child sees EOF on its pipes and exits
+                    self._abandoned.add(pid)
+                self._answer(fut, pid, None)
         elif kind == "E":
             if self._waiting:
                 self._answer(self._waiting.popleft(), None, ForkServerGone(f"fork failed: {rest}"))
@@ -155,6 +159,8 @@ class ForkServer:
             child = self._children.pop(pid, None)
             if child is not None:
                 child._exit(code)
+            elif pid in self._abandoned:
+                self._abandoned.discard(pid)
             else:
                 self._early_exits[pid] = code
 
