@@ -1,11 +1,11 @@
 """The store: one SQLite file, one writer, group commit.
 
 Why not a statement per ``await``: a thread hop costs ~60 us here, so a naive
-async SQLite layer (a hop per statement) tops out near 1,400 commits/s. Instead every write is a plain
-function of a ``sqlite3.Connection``; the store takes *everything* queued in one
-turn of the event loop, runs each function inside one transaction, commits once,
-and resolves all the futures. Under load a batch holds hundreds of transactions,
-so durability costs one ``COMMIT`` per batch.
+async SQLite layer (a hop per statement) tops out near 1,400 commits/s. Instead
+every write is a plain function of a ``sqlite3.Connection``; the store takes
+*everything* queued in one turn of the event loop, runs each function inside one
+transaction, commits once, and resolves all the futures. Under load a batch holds
+hundreds of transactions, so durability costs one ``COMMIT`` per batch.
 
 Where a batch runs depends on its size. A small one (an idle engine's step end,
 a single webhook) is applied on the event loop itself: a commit costs ~10 us of
@@ -134,7 +134,7 @@ class Store:
         self.inline_commits = 0
         self._inline_since_checkpoint = 0
         self._heavy = False  #: a heavy write is queued (see ``write``)
-        self._autocheckpoint = False  #: the writer connection's setting (its user sets it, see _apply)
+        self._autocheckpoint = False  #: whether the connection checkpoints inside COMMIT (see _apply)
 
     def __repr__(self) -> str:
         return f"<Store {self.path} commits={self.commits} transactions={self.transactions}>"
