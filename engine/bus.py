@@ -17,6 +17,7 @@ import logging
 import secrets
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: a chain of workflows started by each other's state changes stops here (a loop guard)
 MAX_DEPTH = 8
+#: this many events put within BURST_WINDOW_S (>= 200/s) make a burst: new runs then wait for
+#: intake (engine/orchestrator.py, admission)
+BURST_EVENTS = 4
+BURST_WINDOW_S = 0.02
 
 TxHook = Callable[[sqlite3.Connection, dict[str, Any], int], None]
 
@@ -74,6 +79,7 @@ class Bus:
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
+        self._arrivals: deque[float] = deque(maxlen=BURST_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
 
@@ -115,15 +121,22 @@ class Bus:
     ) -> EmitResult:
         """Commit one event and the runs it starts; returns once both are durable."""
         env = complete(event)
+        self._arrivals.append(time.monotonic())
         (result, runs) = await self.store.write(lambda conn: self.admit(conn, env, dedupe_key, target, depth))
         self.deliver(runs)
         return result
+
+    def in_burst(self) -> bool:
+        """Events are arriving fast (the last BURST_EVENTS within BURST_WINDOW_S): intake is busy."""
+        arrivals = self._arrivals
+        return len(arrivals) == BURST_EVENTS and time.monotonic() - arrivals[0] < BURST_WINDOW_S
 
     async def put_many(
         self, entries: Iterable[tuple[dict[str, Any], str | None, Target | None]]
     ) -> list[EmitResult]:
         """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
         prepared = [(complete(ev), key, target) for ev, key, target in entries]
+        self._arrivals.extend([time.monotonic()] * min(len(prepared), BURST_EVENTS))
 
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]

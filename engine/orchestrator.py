@@ -18,6 +18,11 @@ worker, a timer or a container do not count, so 1,000 sleeping runs hold
 nothing back. It is Little's law: when the core saturates, commits take longer
 and the count rises; on an engine that keeps up it stays near zero and nothing
 is ever held.
+
+The gate is that tight only while a burst is arriving (``Bus.in_burst``: 4
+events within 20 ms). Once intake is quiet it opens 8-fold: more run work in
+flight makes bigger group commits, and held runs drain ~2x faster (W4's 10,000
+runs: 4.7 s -> 2.5 s after the burst).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: engine-side run work in flight (runs starting + run commits) before new runs are held
 ADMIT_AT = 8
+#: while no burst of events is arriving, ADMIT_AT times this: held runs drain at full speed
+QUIET_FACTOR = 8
 #: while runs are held, the pump looks again this often
 PUMP_S = 0.002
 
@@ -130,11 +137,18 @@ class Orchestrator:
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
                 continue
-            if self._held or self.in_engine >= ADMIT_AT:
+            if self._held or self.in_engine >= self._admit_limit():
                 self._held[run.id] = run
                 self._arm_pump()
             else:
                 self._start(run)
+
+    def _admit_limit(self) -> int:
+        """ADMIT_AT while a burst is arriving (intake first); far more once it has passed.
+
+        More run work in flight means bigger group commits, so held runs drain ~2x faster, but
+        during a burst that same work would halve the intake rate (see the module doc)."""
+        return ADMIT_AT if self.bus.in_burst() else ADMIT_AT * QUIET_FACTOR
 
     def _start(self, run: RunRecord) -> None:
         driver = RunDriver(self, run, self.catalog[run.workflow])
@@ -160,7 +174,7 @@ class Orchestrator:
         self._pump_timer = None
         if self.draining:  # held runs stay PENDING in the store; the next start resumes them
             return
-        for _ in range(min(ADMIT_AT - self.in_engine, len(self._held))):
+        for _ in range(min(self._admit_limit() - self.in_engine, len(self._held))):
             self._start(self._held.pop(next(iter(self._held))))
         if self._held:
             self._arm_pump()

@@ -133,3 +133,34 @@ async def test_sleeping_runs_hold_nothing_back(tmp_path: Path, make_engine: Make
     summary = await engine.run_to_end("step", {"n": 41, "mark": str(tmp_path / "m")}, timeout_s=10)
     assert summary["outputs"] == {"n": 42} and time.monotonic() - t0 < 2
     assert await statuses(engine, sleepers[:3]) == [Status.RUNNING] * 3
+
+
+async def test_a_burst_holds_runs_and_they_go_in_together_once_it_has_passed(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While events pour in, runs wait for intake; after the burst the held ones drain at full width."""
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    engine = await make_engine(tmp_path / "flows")
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 1)
+    monkeypatch.setattr(orchestrator, "QUIET_FACTOR", 100)
+    run_ids = await asyncio.gather(
+        *(engine.start_run("step", {"n": i, "mark": str(tmp_path / f"m{i}")}) for i in range(40))
+    )
+    assert engine.bus.in_burst()
+    assert engine.orchestrator.held >= 30, "during the burst one run at a time may start"
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, engine.orchestrator.in_engine)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        done = await asyncio.wait_for(asyncio.gather(*(engine.orchestrator.wait(r) for r in run_ids)), 20)
+    finally:
+        watcher.cancel()
+    assert done == [Status.SUCCEEDED] * 40
+    assert not engine.bus.in_burst()
+    assert peak > 10, f"held runs went in {peak} at a time after the burst, not together"
