@@ -88,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, StoreUnavailable):
             raise
         print(f"sluice: error: {exc}", file=sys.stderr)
+        if exc.held_by is not None and args.command == "run":
+            print(
+                "sluice: if that engine is `sluice serve`, start the run there: "
+                "sluice runs start WORKFLOW --input '{...}' --wait",
+                file=sys.stderr,
+            )
         return EXIT_BAD_INPUT
 
 

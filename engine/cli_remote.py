@@ -122,6 +122,32 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return emit(args, run, human)
 
 
+def cmd_runs_start(args: argparse.Namespace) -> int:
+    """Start a run on the server (the way to run while ``serve`` owns the data dir)."""
+    from .cli import UsageError, parse_input  # the same --input rules and messages as `sluice run`
+
+    try:
+        params = parse_input(args.input)
+    except UsageError as exc:  # (under `python -m engine.cli`, main's UsageError is another class)
+        raise RemoteError(str(exc), 2) from None
+    data = request(args.server, "POST", f"/api/v1/workflows/{quote(args.workflow)}/runs", params)
+    run_id = data["run_id"]
+    if not args.wait:
+        return emit(args, data, f"run {run_id} started")
+    while True:  # like `sluice run`: the outputs on stdout, exit 0 only for SUCCEEDED
+        run = request(args.server, "GET", f"/api/v1/runs/{quote(run_id)}")
+        if run["status"] not in ("PENDING", "RUNNING"):
+            break
+        time.sleep(0.2)
+    if args.json:
+        print(json.dumps(run, indent=2, ensure_ascii=False))
+    elif run["status"] == "SUCCEEDED":
+        print(json.dumps(run["outputs"], indent=2, ensure_ascii=False))
+    else:
+        print(f"run {run_id} {run['status']}: {run.get('reason') or ''}", file=sys.stderr)
+    return 0 if run["status"] == "SUCCEEDED" else 1
+
+
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
     data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/cancel", body)
@@ -235,9 +261,16 @@ def command(func: Any) -> Any:
 
 def register(sub: Any) -> None:
     """Add ``runs``, ``logs``, ``events`` and ``workflows`` to the ``sluice`` parser."""
-    runs = sub.add_parser("runs", help="list, show, cancel or retry runs on a server").add_subparsers(
+    runs = sub.add_parser("runs", help="start, list, show, cancel or retry runs on a server").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
+    p = common_options(runs.add_parser("start", help="start a run of a workflow the server has loaded"))
+    p.add_argument("workflow", help="workflow name (see `sluice workflows list`)")
+    p.add_argument("--input", help="params as JSON, or @file.json")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the end; print the outputs, exit 1 if it failed"
+    )
+    p.set_defaults(func=command(cmd_runs_start))
     p = common_options(runs.add_parser("list", help="recent runs, newest first"))
     p.add_argument("--workflow")
     p.add_argument("--status", help="PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED")

@@ -66,6 +66,10 @@ class StoreClosed(RuntimeError):
 class StoreUnavailable(RuntimeError):
     """The store cannot be opened here; the message says why and what to do."""
 
+    def __init__(self, message: str, *, held_by: str | None = None) -> None:
+        super().__init__(message)
+        self.held_by = held_by  #: the pid of the engine that holds the data dir, if that is why
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -178,7 +182,8 @@ class Store:
             os.close(fd)
             raise StoreUnavailable(
                 f"{self.path.parent}: another Sluice engine (pid {holder}) is using this data dir; "
-                "stop it first, or give this one its own --data-dir"
+                "stop it first, or give this one its own --data-dir",
+                held_by=holder,
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

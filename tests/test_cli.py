@@ -198,6 +198,7 @@ def test_a_second_engine_on_the_same_data_dir_is_refused_and_changes_nothing(tmp
         assert second.returncode == 2, second.stderr
         assert f"another Sluice engine (pid {proc.pid}) is using this data dir" in second.stderr
         assert "--data-dir" in second.stderr and "Traceback" not in second.stderr
+        assert "sluice runs start WORKFLOW" in second.stderr  # the way to run beside a server
         db = sqlite3.connect(tmp_path / ".sluice" / "sluice.db")
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
         db.close()

@@ -120,6 +120,32 @@ async def test_runs_logs_and_workflows(live: Served) -> None:
     assert code == 0 and json.loads(out)["retry_of"] == run_id
 
 
+async def test_runs_start_on_the_server_with_and_without_waiting(live: Served, tmp_path: Path) -> None:
+    """The way to run a workflow while `sluice serve` owns the data dir (a second engine is refused)."""
+    code, out, err = await sluice(
+        "runs", "start", "greet", "--input", '{"who": "Bo"}', "--wait", server=live.url
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"greeting": "hello Bo"}
+
+    code, out, err = await sluice("runs", "start", "greet", server=live.url)
+    assert code == 0, err
+    run_id = out.split()[1]
+    assert out.strip() == f"run {run_id} started"
+    assert await live.engine.orchestrator.wait(run_id, 20) == "SUCCEEDED"
+
+    params = tmp_path / "params.json"
+    params.write_text('{"who": 7}', encoding="utf-8")
+    code, _, err = await sluice("runs", "start", "greet", "--input", f"@{params}", server=live.url)
+    assert code == 2 and "who" in err and "string" in err  # the workflow's params check, nothing started
+    code, _, err = await sluice("runs", "start", "nope", server=live.url)
+    assert code == 2 and "no workflow 'nope'" in err
+    code, _, err = await sluice("runs", "start", "greet", "--input", "{oops", server=live.url)
+    assert code == 2 and "--input: not valid JSON" in err
+    runs = await live.engine.store.read(lambda c: c.execute("SELECT count(*) FROM runs").fetchone()[0])
+    assert runs == 2
+
+
 async def test_logs_follow_prints_a_running_step_live_and_each_line_once(
     live: Served, tmp_path: Path
 ) -> None:
