@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from aiohttp import web
 from triggers.webhook import WebhookEndpoint, json_error
 from workflows.errors import InputError
 
-from . import __version__, records
+from . import __version__, attempt_logs, records
 from .bus import Target
 from .engine import Engine
 from .events import MANUAL_SOURCE, envelope, iso
@@ -33,7 +32,6 @@ ENGINE = web.AppKey("engine", Engine)
 HOOKS = web.AppKey("hooks", dict)
 MAX_LIMIT = 500
 MAX_ENTRIES = 10
-MAX_LOG_BYTES = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -324,6 +322,10 @@ async def run_logs(request: web.Request) -> web.Response:
     step = request.query.get("step") or None
     attempt = _int_param(request, "attempt", None, 1, 1_000_000)
     tail = _int_param(request, "tail", None, 1, 1_000_000)
+    try:  # ?after=: only what was written since the answer that gave this cursor (`logs --follow`)
+        after = attempt_logs.decode_cursor(request.query["after"]) if "after" in request.query else None
+    except attempt_logs.BadCursor as exc:
+        raise ApiError(400, "bad_cursor", str(exc)) from None
     run_id = summary["run_id"]
     attempts = await engine.store.read(lambda c: records.run_attempts(c, run_id, step, attempt))
     if step is not None and not attempts:
@@ -336,44 +338,20 @@ async def run_logs(request: web.Request) -> web.Response:
         if att["status"] == "RUNNING" and att["log_path"]
         and (out := engine.functions.live_output(att["log_path"])) is not None
     }  # fmt: skip
-    text = await asyncio.to_thread(
-        _read_logs, engine.settings.data_dir, attempts, tail, single=step is not None, live=live
+    text, cursor = await asyncio.to_thread(
+        attempt_logs.read_logs,
+        engine.settings.data_dir,
+        attempts,
+        tail=tail,
+        single=step is not None,
+        live=live,
+        after=after,
     )
-    return web.Response(text=text, content_type="text/plain")
-
-
-def _read_logs(
-    data_dir: Path,
-    attempts: list[dict[str, Any]],
-    tail: int | None,
-    *,
-    single: bool,
-    live: dict[str, str] | None = None,
-) -> str:
-    root, parts = Path(data_dir).resolve(), []
-    for att in attempts:
-        if not att["log_path"]:
-            continue
-        path = Path(att["log_path"]).resolve()
-        if not path.is_relative_to(root):  # the store is trusted, but a path is still refused outside
-            log.warning("refusing log path outside the data dir: %s", path)
-            continue
-        if not path.exists() and att["log_path"] in (live or {}):
-            path = Path((live or {})[att["log_path"]])  # the worker's scratch file: ours, not the store's
-        try:
-            with path.open("rb") as fh:
-                fh.seek(max(0, path.stat().st_size - MAX_LOG_BYTES))
-                text = fh.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            text = ""
-        if tail is not None:
-            text = "".join(text.splitlines(keepends=True)[-tail:])
-        if not single or len(attempts) > 1:
-            index = "" if att["index"] is None else f"[{att['index']}]"
-            # no status here: it changes as the attempt ends, and `logs --follow` tracks the text by length
-            text = f"==> {att['step']}{index} attempt {att['attempt']} <==\n{text}"
-        parts.append(text)
-    return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts)
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        headers={"Sluice-Log-Cursor": attempt_logs.encode_cursor(cursor)},
+    )
 
 
 def _entry_event(entry: Any) -> dict[str, Any]:

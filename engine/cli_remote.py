@@ -36,8 +36,18 @@ def default_server(arg: str | None = None) -> str:
     return (arg or os.environ.get("SLUICE_SERVER") or DEFAULT_SERVER).rstrip("/")
 
 
-def request(server: str, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
-    """One HTTP call; returns parsed JSON (or text with ``raw``). Raises RemoteError."""
+def request(
+    server: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """One HTTP call; returns parsed JSON (or text with ``raw``). Raises RemoteError.
+
+    ``headers``: a dict to fill with the answer's headers."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(server + path, data=data, method=method)
     if data is not None:
@@ -45,6 +55,8 @@ def request(server: str, method: str, path: str, body: Any = None, *, raw: bool 
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
             payload = resp.read()
+            if headers is not None:
+                headers.update(resp.headers.items())
     except urllib.error.HTTPError as exc:
         raise RemoteError(_error_message(exc), 2 if 400 <= exc.code < 500 else 1) from None
     except (urllib.error.URLError, OSError) as exc:
@@ -160,28 +172,28 @@ def cmd_runs_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    path = f"/api/v1/runs/{quote(args.run)}/logs" + query(
-        step=args.step, attempt=args.attempt, tail=args.tail
-    )
-    text = request(args.server, "GET", path, raw=True)
+    text, cursor = _logs(args, tail=args.tail)
     sys.stdout.write(text)
-    if not args.follow:
-        return 0
-    seen, full = (
-        len(text),
-        f"/api/v1/runs/{quote(args.run)}/logs" + query(step=args.step, attempt=args.attempt),
-    )
-    if args.tail is not None:  # the tail was a window; follow the whole text from its end
-        seen = len(request(args.server, "GET", full, raw=True))
-    while True:  # poll until the run ends; print only what is new
+    while args.follow:  # poll until the run ends; the cursor makes each answer only what is new
+        sys.stdout.flush()
         run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
         time.sleep(1.0)
-        text = request(args.server, "GET", full, raw=True)
-        sys.stdout.write(text[seen:])
-        sys.stdout.flush()
-        seen = len(text)
+        text, cursor = _logs(args, after=cursor)
+        sys.stdout.write(text)
         if run["status"] not in ("PENDING", "RUNNING"):
-            return 0
+            break
+    return 0
+
+
+def _logs(args: argparse.Namespace, *, tail: int | None = None, after: str | None = None) -> tuple[str, str]:
+    """One read of a run's logs: the text and the cursor to read on from."""
+    answer: dict[str, str] = {}
+    q = query(step=args.step, attempt=args.attempt, tail=tail, after=after)
+    text = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}/logs{q}", raw=True, headers=answer)
+    cursor = next((v for k, v in answer.items() if k.lower() == "sluice-log-cursor"), None)
+    if cursor is None and args.follow:
+        raise RemoteError(f"{args.server} sent no log cursor (an older Sluice?); --follow needs one", 1)
+    return text, cursor or ""
 
 
 def _read_detail(raw: str) -> Any:

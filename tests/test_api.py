@@ -334,7 +334,13 @@ async def test_a_running_function_attempts_output_is_readable_before_it_ends(
         await asyncio.sleep(0.05)
     assert status == 200 and "done" not in text
     assert (await api.engine.describe_run(run_id))["status"] == "RUNNING"
+    async with http.get(logs) as resp:  # the cursor of what was printed so far (from the scratch file)
+        cursor = resp.headers["Sluice-Log-Cursor"]
     gate.touch()
     assert await api.engine.orchestrator.wait(run_id, 20) == "SUCCEEDED"
     status, text = await call(http, "GET", logs)  # now from the attempt's own log file
     assert status == 200 and "working on" in text and "done" in text
+    status, text = await call(http, "GET", f"{logs}&after={cursor}")  # what `logs --follow` asks
+    assert (status, text) == (200, "done\n")
+    status, body = await call(http, "GET", f"{logs}&after=bm90LWEtY3Vyc29y")
+    assert status == 400 and body["error"]["code"] == "bad_cursor"
