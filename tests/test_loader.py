@@ -121,6 +121,12 @@ BROKEN: dict[str, list[str]] = {
         'steps.b.retry.evaluate_on_exit[0].action: must be one of retry, exit, got "stop"'
         " (write e.g. action: retry)",
     ],
+    "container_retry_delay": [
+        "steps.b.retry.interval: a container step retries as a Batch job does: attempts and"
+        " evaluate_on_exit only (drop it; pick which exits retry with evaluate_on_exit)",
+        "steps.b.retry.errors: a container step retries as a Batch job does: attempts and"
+        " evaluate_on_exit only (drop it; pick which exits retry with evaluate_on_exit)",
+    ],
     "bad_wait": [
         'steps.a.wait: must be a duration or an ISO timestamp, got "soon"'
         ' (write e.g. wait: 30s or wait: "{{ event.detail.at }}")'

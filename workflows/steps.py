@@ -311,6 +311,14 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
             "evaluate_on_exit is for container steps only",
             "use retry.errors for other steps",
         )
+    if is_container:  # the job's own retry strategy, as on AWS Batch: it has no delay or error names
+        for name in ("interval", "backoff_rate", "max_delay", "jitter", "errors"):
+            if name in body:
+                ctx.err(
+                    f"{where}.{name}",
+                    "a container step retries as a Batch job does: attempts and evaluate_on_exit only",
+                    "drop it; pick which exits retry with evaluate_on_exit",
+                )
     default = RetrySpec()
     return RetrySpec(
         attempts=read_int(ctx, f"{where}.attempts", body.get("attempts"), 1, 10, 3) or default.attempts,
