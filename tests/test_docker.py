@@ -211,10 +211,14 @@ async def test_exit_codes_and_times(
 async def test_oom_kill_is_reported(
     container_runner: ContainerRunner, make_container_request: MakeRequest
 ) -> None:
-    # One process, the container's PID 1, fills a 50 MB buffer: far past an 8 MiB limit with no swap.
-    # (A shell pipeline was flaky: the kernel may kill a helper process and the shell carries on.)
+    # dd fills a 50 MB buffer: far past an 8 MiB limit with no swap, so the kernel kills it (it is
+    # by far the biggest process). The shell then lives on for a moment: with cgroup v1, dockerd
+    # learns of the OOM kill from an event that a container whose last process died at once can
+    # outrun under CPU load (OOMKilled stays false, ~1 run in 3 with two busy loops beside it).
+    # (A pipeline of helpers was flaky too: the kernel may kill a helper and the shell carries on.)
     req = make_container_request(
-        command=["dd", "if=/dev/zero", "of=/dev/null", "bs=50M", "count=1"], memory_bytes=8 << 20
+        command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 0.5"],
+        memory_bytes=8 << 20,
     )
     result = await container_runner.run(req)
     assert result.oom_killed is True
