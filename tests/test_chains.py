@@ -136,3 +136,26 @@ async def test_a_dynamic_loop_stops_at_the_depth_cap_with_an_audit_row(
     assert json.loads(runs[-1][2]) == {"n": MAX_DEPTH + 1}
     await asyncio.sleep(0.3)
     assert len(await rows(engine, "SELECT id FROM runs")) == MAX_DEPTH + 1
+
+
+def test_many_workflows_that_start_on_any_run_get_one_error_each_not_one_per_cycle(tmp_path: Path) -> None:
+    """Ten watchers of every run form ~10^6 cycles; the loader names each self-start and one loop."""
+    for i in range(10):
+        write_flow(
+            tmp_path,
+            f"""
+            name: watch{i}
+            triggers:
+              - event: {{pattern: {{source: [sluice.run]}}}}
+            steps:
+              s: {{function: handlers:add, input: {{n: 1, by: 1}}}}
+            """,
+            HANDLERS,
+            name=f"watch{i}.yaml",
+        )
+    with pytest.raises(SpecErrors) as info:
+        load_dir(tmp_path)
+    problems = [str(err) for err in info.value.errors]
+    assert len(problems) == 11
+    assert sum("starts itself" in p for p in problems) == 10
+    assert any("watch0 -> watch1 -> watch0" in p for p in problems)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import networkx as nx
-
 from workflows.errors import SpecError
+
+from . import graph as g
 
 RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
 
@@ -63,8 +63,12 @@ def upstream_names(pattern: Mapping[str, Any], names: set[str]) -> set[str] | No
 
 
 def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
-    """One SpecError per cycle of workflows that start each other, pinned to the closing trigger."""
-    graph: nx.DiGraph[str] = nx.DiGraph()
+    """One SpecError per workflow that starts itself and per group that start each other in a cycle.
+
+    Each is pinned to the trigger that closes the cycle; a group names its shortest cycle through
+    its first workflow by name (listing every cycle of a dense group would never end).
+    """
+    graph: dict[str, set[str]] = {name: set() for name in catalog}
     where: dict[tuple[str, str], tuple[str, str]] = {}
     names = set(catalog)
     for wf in catalog.values():
@@ -72,12 +76,11 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
             if type(trig).__name__ != "EventTrigger" or not isinstance(trig.pattern, Mapping):
                 continue
             for upstream in sorted(upstream_names(trig.pattern, names) or ()):
-                graph.add_edge(upstream, wf.name)
+                graph[upstream].add(wf.name)
                 where.setdefault((upstream, wf.name), (str(wf.file), f"triggers[{i}].event.pattern"))
     errors = _destination_edges(catalog, graph, where)
-    for cycle in sorted(nx.simple_cycles(graph), key=lambda c: (len(c), c)):
-        start = min(range(len(cycle)), key=lambda k: cycle[k])
-        cycle = cycle[start:] + cycle[:start]
+    found = g.cycles({name: sorted(succ) for name, succ in graph.items()})
+    for cycle in sorted(found, key=lambda c: (len(c), c)):  # self-starts first
         closing = (cycle[-1], cycle[0])
         file, path = where[closing]
         loop = " -> ".join([*cycle, cycle[0]])
@@ -96,7 +99,7 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
 
 
 def _destination_edges(
-    catalog: Mapping[str, Any], graph: nx.DiGraph[str], where: dict[tuple[str, str], tuple[str, str]]
+    catalog: Mapping[str, Any], graph: dict[str, set[str]], where: dict[tuple[str, str], tuple[str, str]]
 ) -> list[SpecError]:
     """``on_success``/``on_failure: {workflow: W}`` start W too: edges, and W must exist."""
     errors = []
@@ -116,6 +119,6 @@ def _destination_edges(
                     )
                 )
                 continue
-            graph.add_edge(wf.name, dest.workflow)
+            graph[wf.name].add(dest.workflow)
             where.setdefault((wf.name, dest.workflow), (str(wf.file), f"{key}.workflow"))
     return errors

@@ -1,7 +1,7 @@
-"""The step graph of a workflow: validated with networkx at load, walked with plain tuples per run.
+"""The step graph of a workflow: validated at load (workflows/graph.py), walked with tuples per run.
 
 The orchestrator calls :meth:`Dag.next_actions` after every step completion, so adjacency is
-precomputed into tuples and that call never touches networkx.
+precomputed into tuples at load and that call only reads them.
 
 >>> dag = Dag({"a": (), "b": ("a",), "c": ("a",)})
 >>> dag.next_actions({"a": "SUCCEEDED"})
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-import networkx as nx
+from . import graph as g
 
 _DONE_OK = "SUCCEEDED"
 _WAITING = frozenset({"PENDING", "RUNNING"})
@@ -30,30 +30,19 @@ def find_problems(needs: Mapping[str, Sequence[str]]) -> list[tuple[str, str, st
                 problems.append((f"steps.{step}.needs", f"no step named {up!r}", f"steps are: {known}"))
     if problems:
         return problems
-    graph = _graph(needs)
-    for cycle in _cycles(graph):
+    for cycle in g.cycles(_graph(needs)):
         path = " -> ".join([*cycle, cycle[0]])
         problems.append(("steps", f"needs form a cycle: {path}", "remove one of the needs on this cycle"))
     return problems
 
 
-def _graph(needs: Mapping[str, Sequence[str]]) -> nx.DiGraph:
-    graph = nx.DiGraph()
-    graph.add_nodes_from(needs)
-    graph.add_edges_from((up, step) for step, ups in needs.items() for up in ups)
+def _graph(needs: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Edges in execution order: each step to the steps that need it."""
+    graph: dict[str, list[str]] = {step: [] for step in needs}
+    for step, ups in needs.items():
+        for up in ups:
+            graph[up].append(step)
     return graph
-
-
-def _cycles(graph: nx.DiGraph) -> list[list[str]]:
-    """One cycle per strongly connected component, rotated to start at its smallest name."""
-    cycles = []
-    for component in nx.strongly_connected_components(graph):
-        if len(component) < 2:
-            continue
-        cycle = [edge[0] for edge in nx.find_cycle(graph.subgraph(component))]
-        start = cycle.index(min(cycle))
-        cycles.append(cycle[start:] + cycle[:start])
-    return sorted(cycles)
 
 
 class Dag:
@@ -71,10 +60,13 @@ class Dag:
             raise ValueError("; ".join(problem for _, problem, _ in problems))
         graph = _graph(needs)
         #: Steps in a topological order, stable for a given file (ties broken by name).
-        self.order: tuple[str, ...] = tuple(nx.lexicographical_topological_sort(graph))
+        self.order: tuple[str, ...] = tuple(g.topological_order(graph))
         self._needs = {step: tuple(needs[step]) for step in self.order}
-        self._dependents = {step: tuple(sorted(graph.successors(step))) for step in self.order}
-        self._ancestors = {step: frozenset(nx.ancestors(graph, step)) for step in self.order}
+        self._dependents = {step: tuple(sorted(set(graph[step]))) for step in self.order}
+        ancestors: dict[str, frozenset[str]] = {}
+        for step in self.order:  # every need comes earlier in the order, its ancestors known
+            ancestors[step] = frozenset().union(*(ancestors[up] | {up} for up in self._needs[step]))
+        self._ancestors = ancestors
         self._continue = frozenset(continue_on_failure)
 
     def needs(self, step: str) -> tuple[str, ...]:
