@@ -24,7 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import limits, peers, sluice_workloads  # noqa: F401 - imported to register their workloads
+# imported to register their workloads, in this order: limits, peers, then Sluice's W0-W3 (imported by
+# sluice_intake), W4-W5 (sluice_intake) and W6-W7 (sluice_jobs)
+from . import limits, peers, sluice_intake, sluice_jobs  # noqa: F401
 from .core import BENCH_DIR, REPO_DIR, Context, Skip, Workload, registry, summarize, tail, temp_dir
 from .report import header, render_markdown
 
