@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from workflows.patterns import compile_pattern
 
 from .bus import Target
-from .events import MANUAL_SOURCE, new_id
+from .events import MANUAL_SOURCE
+from .ids import event_id
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -271,7 +272,7 @@ def _redeliver(
 ) -> list[RunRecord]:
     """Commit the replayed copy (hooks see it, so subscribers hear of it) and start exactly ``plans``."""
     bus = engine.bus
-    copy = {**env, "id": new_id(), "replay-name": name, "_origin_id": plans[0].origin_id}
+    copy = {**env, "id": event_id(), "replay-name": name, "_origin_id": plans[0].origin_id}
     bus.insert_event(conn, copy)
     for hook in bus.tx_hooks:
         hook(conn, copy, 0)

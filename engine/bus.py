@@ -14,7 +14,6 @@ once when the catalog loads and are read-only afterwards.
 from __future__ import annotations
 
 import logging
-import secrets
 import sqlite3
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from workflows.loader import resolve_input
 from . import records
 from .destinations import final_status, record_event, workflow_targets
 from .events import complete
+from .ids import ordered_id
 from .records import RunRecord, dumps
 from .states import Status
 from .store import Store
@@ -63,7 +63,7 @@ class Target:
 
 
 def new_run_id() -> str:
-    return "r-" + secrets.token_hex(8)
+    return ordered_id("r-")
 
 
 class Bus:

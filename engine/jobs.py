@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from workflows.errors import SluiceError
 from workflows.spec import ExitRule
 
 from .events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
+from .ids import ordered_id
 from .queues import Slot
 from .records import dumps
 
@@ -293,7 +293,7 @@ class Job:
 
 
 def new_job_id() -> str:
-    return "j-" + secrets.token_hex(8)
+    return ordered_id("j-")
 
 
 def job_event(job: Job, previous: str | None, now: float) -> dict[str, Any]:
