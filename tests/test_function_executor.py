@@ -322,6 +322,23 @@ async def test_pool_scales_out_for_waiting_calls_and_back_in_when_idle(make_exec
     await wait_for(lambda: len(fx.worker_pids) == 2, timeout_s=10)  # extras retired after idling
 
 
+async def test_sleeping_calls_get_workers_before_scale_after(make_executor: MakeExecutor) -> None:
+    """The kernel shows the workers asleep (time.sleep), so the pool forks for the waiting calls."""
+    fx = await make_executor(workers=1, max_workers=4, scale_after_s=30.0)
+    t0 = time.monotonic()
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.5)) for _ in range(4)))
+    elapsed = time.monotonic() - t0
+    assert len({o.output["pid"] for o in outs}) == 4
+    assert elapsed < 1.5, f"4 sleeps of 0.5 s took {elapsed:.2f}s: they queued on one worker"
+
+
+async def test_computing_calls_are_not_taken_for_asleep(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1, max_workers=4, scale_after_s=30.0)
+    outs = await asyncio.gather(*(fx.execute(call("busy", 0.2)) for _ in range(3)))
+    assert all(o.ok for o in outs)
+    assert len({o.output["pid"] for o in outs}) == 1, "no worker is started before scale_after_s"
+
+
 async def test_max_workers_caps_the_scale_out(make_executor: MakeExecutor) -> None:
     fx = await make_executor(workers=1, max_workers=2)
     outs = await asyncio.gather(*(fx.execute(call("sleep", 0.3)) for _ in range(4)))

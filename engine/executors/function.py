@@ -11,9 +11,12 @@ multi-threaded engine process, no pickling, a worker can run under another inter
 Scale-out (Lambda's concurrency model): ``workers`` are started up front and kept warm. When a
 call has waited ``scale_after_s`` for a worker and no call has finished for at least that long
 (every worker is stuck on a long call), the pool starts another, up to ``max_workers``: steps that
-sleep or wait on I/O
-then run side by side instead of queueing, while a burst of short calls (a fan-out of trivial
-steps) drains through the warm workers without paying interpreter starts it would not need.
+sleep or wait on I/O then run side by side instead of queueing, while a burst of short calls (a
+fan-out of trivial steps) drains through the warm workers without paying interpreter starts it
+would not need. A worker that the kernel shows asleep (``/proc/<pid>/stat``: a ``time.sleep``, a
+socket, a child process) at two probes ``probe_s`` apart, still in the same call, counts as stuck
+at once: 20 steps that each sleep 1 s get their workers after ~20 ms instead of ~50 ms. A worker
+that computes, or waits for a CPU on a loaded machine, is never taken for asleep.
 Workers above ``workers`` that sit idle for ``idle_timeout_s`` are retired. Idle workers are
 handed out last-used-first, so the extras are the ones that go idle.
 
@@ -64,6 +67,19 @@ _START_TIMEOUT_S = 30.0  #: a worker that does not say "ready" by then is broken
 _EXIT_GRACE_S = 2.0  #: after closing its stdin, how long a worker gets to exit on its own
 _TERM_GRACE_S = 1.0  #: after SIGTERM, before SIGKILL
 _RESPAWN_MAX_DELAY_S = 5.0
+
+
+def _asleep(pid: int) -> bool:
+    """The process sleeps in the kernel (state S or D), i.e. it neither runs nor waits for a CPU.
+
+    False where ``/proc`` is missing (not Linux): the pool then scales out on time alone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"S", b"D")
 
 
 class WorkerStartError(RuntimeError):
@@ -129,7 +145,20 @@ class _Worker:
     busy: bool = False
     idle_since: float = 0.0  #: monotonic time it was last put back idle
     busy_since: float = 0.0  #: monotonic time its current call started
+    asleep_in: float | None = None  #: the busy_since of the call the last probe saw it asleep in
     dead: bool = False  #: retired by the pool: never handed out again
+
+    def asleep_twice(self) -> bool:
+        """Asleep in the kernel now and at the previous probe, in the same call.
+
+        Two sightings, not one: a worker that has just replied is asleep too (reading its next
+        request) until the loop reads that reply, which takes at most a loop turn, not a probe.
+        """
+        if not _asleep(self.pid):
+            self.asleep_in = None
+            return False
+        seen, self.asleep_in = self.asleep_in, self.busy_since
+        return seen == self.busy_since
 
     @property
     def pid(self) -> int:
@@ -154,6 +183,7 @@ class FunctionExecutor:
         max_workers: int | None = None,
         idle_timeout_s: float = 60.0,
         scale_after_s: float = 0.05,
+        probe_s: float = 0.01,
         max_calls_per_worker: int | None = None,
         python: str = sys.executable,
         fork: bool = True,
@@ -170,6 +200,7 @@ class FunctionExecutor:
         self.max_workers = ceiling
         self.idle_timeout_s = idle_timeout_s
         self.scale_after_s = scale_after_s
+        self.probe_s = min(probe_s, scale_after_s)
         self._last_done = 0.0  #: monotonic time the last call's reply arrived
         self._scaler: asyncio.TimerHandle | None = None
         self._scaler_armed = 0.0
@@ -454,29 +485,35 @@ class FunctionExecutor:
     def _arm_scaler(self) -> None:
         if self._scaler is None and not self._closed:
             self._scaler_armed = time.monotonic()
-            self._scaler = asyncio.get_running_loop().call_later(self.scale_after_s, self._scale_out)
+            self._scaler = asyncio.get_running_loop().call_later(self.probe_s, self._scale_out)
 
     def _scale_out(self) -> None:
-        """While calls wait, every ``scale_after_s``: start workers for them if the pool is stuck.
+        """While calls wait, every ``probe_s``: start workers for them if the pool is stuck.
 
-        "Stuck": every worker busy with its current call for ``scale_after_s`` and no reply in that
-        time either. Short calls free their workers faster than an interpreter starts (even when a
-        busy event loop reads their replies late), so a burst of them never grows the pool. One
-        timer for the pool, not one per waiting call: waiters stay in FIFO order at no cost.
+        "Stuck": every worker busy with its current call, either for ``scale_after_s`` or asleep
+        at two probes, and no reply for as long. Short calls free their workers faster than an
+        interpreter starts (even when a busy event loop reads their replies late), so a burst of
+        them never grows the pool. One timer for the pool, not one per waiting call: waiters stay
+        in FIFO order at no cost.
         """
         self._scaler = None
         if self._waiting == 0 or self._closed:
             return
         now = time.monotonic()
-        if now - self._scaler_armed > 1.5 * self.scale_after_s:
+        if now - self._scaler_armed > self.probe_s + self.scale_after_s / 2:
             # the timer fired late: the event loop itself is the bottleneck (replies may be waiting
             # unread in the pipes), and more processes would only add to it
             self._arm_scaler()
             return
         starting = len(self._spawning)
         room = min(self._waiting - starting, self.max_workers - len(self._workers) - starting)
-        stuck = now - self._last_done >= self.scale_after_s and all(
-            w.busy and now - w.busy_since >= self.scale_after_s for w in self._workers
+        quiet = now - self._last_done
+        long_enough = quiet >= self.scale_after_s
+        stuck = quiet >= self.probe_s and all(
+            [  # a list, not a generator: every busy worker is probed, so each sighting counts
+                w.busy and (w.asleep_twice() or (long_enough and now - w.busy_since >= self.scale_after_s))
+                for w in self._workers
+            ]
         )
         if stuck:
             for _ in range(max(0, room)):

@@ -49,6 +49,14 @@ def spin(event, context):
         pass
 
 
+def busy(event, context):
+    """Compute (no sleeping) for ``event`` seconds."""
+    end = time.monotonic() + event
+    while time.monotonic() < end:
+        pass
+    return {"pid": os.getpid()}
+
+
 def sleep(event, context):
     started = time.time()
     time.sleep(event)
