@@ -41,6 +41,9 @@ MAX_DEPTH = 8
 #: intake (engine/orchestrator.py, admission)
 BURST_EVENTS = 4
 BURST_WINDOW_S = 0.02
+#: this many within the same window (>= 1,600/s, faster than held runs drain while intake runs
+#: beside them) make a flood: new runs then wait until it ebbs (or for MAX_HOLD_S)
+FLOOD_EVENTS = 32
 
 TxHook = Callable[[sqlite3.Connection, dict[str, Any], int], None]
 
@@ -79,7 +82,7 @@ class Bus:
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
-        self._arrivals: deque[float] = deque(maxlen=BURST_EVENTS)  #: monotonic times of the last puts
+        self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
 
@@ -128,15 +131,22 @@ class Bus:
 
     def in_burst(self) -> bool:
         """Events are arriving fast (the last BURST_EVENTS within BURST_WINDOW_S): intake is busy."""
+        return self._arrived_within(BURST_EVENTS)
+
+    def flooding(self) -> bool:
+        """Events are arriving faster than runs could keep up (FLOOD_EVENTS within BURST_WINDOW_S)."""
+        return self._arrived_within(FLOOD_EVENTS)
+
+    def _arrived_within(self, count: int) -> bool:
         arrivals = self._arrivals
-        return len(arrivals) == BURST_EVENTS and time.monotonic() - arrivals[0] < BURST_WINDOW_S
+        return len(arrivals) >= count and time.monotonic() - arrivals[-count] < BURST_WINDOW_S
 
     async def put_many(
         self, entries: Iterable[tuple[dict[str, Any], str | None, Target | None]]
     ) -> list[EmitResult]:
         """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
         prepared = [(complete(ev), key, target) for ev, key, target in entries]
-        self._arrivals.extend([time.monotonic()] * min(len(prepared), BURST_EVENTS))
+        self._arrivals.extend([time.monotonic()] * min(len(prepared), FLOOD_EVENTS))
 
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]

@@ -164,3 +164,50 @@ async def test_a_burst_holds_runs_and_they_go_in_together_once_it_has_passed(
     assert done == [Status.SUCCEEDED] * 40
     assert not engine.bus.in_burst()
     assert peak > 10, f"held runs went in {peak} at a time after the burst, not together"
+
+
+async def test_a_flood_holds_every_run_until_it_ebbs(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events faster than runs could drain beside them: intake goes first, then all runs go."""
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    engine = await make_engine(tmp_path / "flows")
+    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)  # a burst alone would let 8 runs start
+    marks = [tmp_path / f"m{i}" for i in range(40)]
+    run_ids = await asyncio.gather(
+        *(engine.start_run("step", {"n": i, "mark": str(m)}) for i, m in enumerate(marks))
+    )
+    assert engine.bus.flooding()
+    assert engine.orchestrator.held == 40 and engine.orchestrator.in_engine == 0
+    assert not any(m.exists() for m in marks)
+    done = await asyncio.wait_for(asyncio.gather(*(engine.orchestrator.wait(r) for r in run_ids)), 20)
+    assert done == [Status.SUCCEEDED] * 40 and not engine.bus.flooding()
+
+
+async def test_an_endless_flood_holds_no_run_longer_than_max_hold(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_flow(tmp_path / "flows", FLOW, HANDLERS)
+    engine = await make_engine(tmp_path / "flows")
+    monkeypatch.setattr(orchestrator, "MAX_HOLD_S", 0.3)
+    flooding = True
+
+    async def flood() -> None:  # events no rule matches: they keep the flood up and start nothing
+        while flooding:
+            await engine.bus.put_many([({"source": "noise", "detail": {}}, None, None)] * 40)
+            await asyncio.sleep(0.005)
+
+    flooder = asyncio.create_task(flood())
+    try:
+        await asyncio.sleep(0.05)
+        assert engine.bus.flooding()
+        t0 = time.monotonic()
+        run_id = await engine.start_run("step", {"n": 1, "mark": str(tmp_path / "m")})
+        assert engine.orchestrator.held == 1
+        assert await engine.orchestrator.wait(run_id, timeout_s=10) == Status.SUCCEEDED
+        waited = time.monotonic() - t0
+        assert engine.bus.flooding(), "the run ended while the flood went on"
+    finally:
+        flooding = False
+        await flooder
+    assert 0.25 < waited < 3, f"held {waited:.2f}s against MAX_HOLD_S 0.3"
