@@ -36,10 +36,11 @@ def sample() -> dict[str, float]:
 
 
 async def main(folder: Path, data: Path, jobs: int, runs: int) -> dict[str, Any]:
-    from engine.engine import Settings
+    from engine.engine import Settings, tune_gc
     from engine.server import build_server
     from workflows.loader import load_dir
 
+    tune_gc()  # as `sluice serve` does
     engine = build_server(Settings(data_dir=data, port=0), load_dir(folder), folder)
     out: dict[str, Any] = {}
     async with engine:

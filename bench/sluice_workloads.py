@@ -161,9 +161,16 @@ def _parse_json(stdout: str) -> dict[str, Any]:
 
 
 def _engine_available() -> None:
-    """Skip early, with one clear reason, while ``engine.engine.Engine`` does not exist."""
+    """Skip early, with one clear reason, while ``engine.engine.Engine`` does not exist.
+
+    Every workload that hosts an engine in this process calls it first, so it also sets the
+    process up as ``sluice serve`` does (``tune_gc``).
+    """
     if importlib.util.find_spec("engine") is None or importlib.util.find_spec("engine.engine") is None:
         raise Skip(f"{ENGINE_MISSING} (engine.engine.Engine not importable)")
+    from engine.engine import tune_gc
+
+    tune_gc()
 
 
 # ------------------------------------------------------------------------------------- the workloads

@@ -174,8 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         params = resolve_input(wf, data)
     except InputError as exc:
         raise UsageError(f"--input: {exc}") from None
-    from .engine import Settings, default_data_dir
+    from .engine import Settings, default_data_dir, tune_gc
 
+    tune_gc()
     # a one-shot run leaves other unfinished runs alone: `sluice serve` on the data dir resumes them
     settings = Settings(
         data_dir=default_data_dir(args.data_dir),
@@ -233,8 +234,9 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engine import Settings, default_data_dir
+    from .engine import Settings, default_data_dir, tune_gc
 
+    tune_gc()
     catalog = _load_dir(Path(args.dir))
     settings = Settings(
         data_dir=default_data_dir(args.data_dir),
