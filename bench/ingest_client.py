@@ -35,6 +35,7 @@ async def load(url: str, events: int, concurrency: int) -> dict[str, float]:
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
+    cpu0 = time.process_time()  # not the interpreter's start and imports: ~30 us per request at 10,000
     async with aiohttp.ClientSession(connector=connector) as session:
         start = time.perf_counter()
         await asyncio.gather(*(client(session, i) for i in range(concurrency)))
@@ -45,7 +46,7 @@ async def load(url: str, events: int, concurrency: int) -> dict[str, float]:
         "rejected": sum(statuses.values()) - accepted,
         "wall_s": wall,
         "accepted_per_s": accepted / wall,
-        "client_cpu_us_per_req": time.process_time() / max(events, 1) * 1e6,
+        "client_cpu_us_per_req": (time.process_time() - cpu0) / max(events, 1) * 1e6,
         **latency_metrics("latency", latencies),
     }
 
