@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 
@@ -25,6 +26,7 @@ os.register_at_fork(after_in_child=_RANDOM.seed)
 _NS_PER_MS = 1_000_000
 _TAIL_BITS = 40  #: below the milliseconds in a run or job id: random start, +1 on a tie
 _last_key = 0
+_lock = threading.Lock()  #: ids are made on the event loop and on the store's writer thread
 
 
 def event_id() -> str:
@@ -44,7 +46,8 @@ def ordered_id(prefix: str) -> str:
     """
     global _last_key
     key = ((time.time_ns() // _NS_PER_MS) << _TAIL_BITS) | _RANDOM.getrandbits(_TAIL_BITS)
-    if key <= _last_key:
-        key = _last_key + 1
-    _last_key = key
+    with _lock:
+        if key <= _last_key:
+            key = _last_key + 1
+        _last_key = key
     return f"{prefix}{key:022x}"
