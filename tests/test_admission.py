@@ -50,10 +50,15 @@ async def statuses(engine: Engine, run_ids: list[str]) -> list[str]:
 
 
 @pytest.fixture
-async def gated(tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    """An engine whose admission gate is shut: every new run is held until a test opens it."""
+async def engine(tmp_path: Path, make_engine: MakeEngine) -> Engine:
+    """An engine serving the one-step workflow ``step``."""
     write_flow(tmp_path / "flows", FLOW, HANDLERS)
-    engine = await make_engine(tmp_path / "flows")
+    return await make_engine(tmp_path / "flows")
+
+
+@pytest.fixture
+async def gated(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """An engine whose admission gate is shut: every new run is held until a test opens it."""
     monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
     return engine
 
@@ -136,11 +141,9 @@ async def test_sleeping_runs_hold_nothing_back(tmp_path: Path, make_engine: Make
 
 
 async def test_a_burst_holds_runs_and_they_go_in_together_once_it_has_passed(
-    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While events pour in, runs wait for intake; after the burst the held ones drain at full width."""
-    write_flow(tmp_path / "flows", FLOW, HANDLERS)
-    engine = await make_engine(tmp_path / "flows")
     monkeypatch.setattr(orchestrator, "ADMIT_AT", 1)
     monkeypatch.setattr(orchestrator, "QUIET_FACTOR", 100)
     run_ids = await asyncio.gather(
@@ -167,11 +170,9 @@ async def test_a_burst_holds_runs_and_they_go_in_together_once_it_has_passed(
 
 
 async def test_a_flood_holds_every_run_until_it_ebbs(
-    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Events faster than runs could drain beside them: intake goes first, then all runs go."""
-    write_flow(tmp_path / "flows", FLOW, HANDLERS)
-    engine = await make_engine(tmp_path / "flows")
     monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)  # a burst alone would let 8 runs start
     marks = [tmp_path / f"m{i}" for i in range(40)]
     run_ids = await asyncio.gather(
@@ -185,10 +186,8 @@ async def test_a_flood_holds_every_run_until_it_ebbs(
 
 
 async def test_an_endless_flood_holds_no_run_longer_than_max_hold(
-    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_flow(tmp_path / "flows", FLOW, HANDLERS)
-    engine = await make_engine(tmp_path / "flows")
     monkeypatch.setattr(orchestrator, "MAX_HOLD_S", 0.3)
     flooding = True
 
