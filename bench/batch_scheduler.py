@@ -65,6 +65,8 @@ async def docker_part(n_overhead: int, n_jobs: int) -> None:
     from engine.docker_api import DockerClient
     from engine.store import Store
 
+    from .docker_overhead import bare_once
+
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "sluice.db")
         await store.open()
@@ -77,14 +79,8 @@ async def docker_part(n_overhead: int, n_jobs: int) -> None:
         box = {"image": IMAGE, "command": ["true"], "vcpus": 1, "memory": 32 << 20, "network": "none"}
         try:
             bare, jobs = [], []
-            config = {"Image": IMAGE, "Cmd": ["true"], "Labels": LABEL, "HostConfig": {"NetworkMode": "none"}}
             for _ in range(n_overhead):
-                t0 = time.perf_counter()
-                cid = await client.create(None, config)
-                await client.start(cid)
-                await client.wait(cid)
-                await client.remove(cid, force=True)
-                bare.append(time.perf_counter() - t0)
+                bare.append(await bare_once(client, LABEL))
                 t0 = time.perf_counter()
                 out = await svc.submit({"queue": "default", "container": box})
                 await svc.wait(out["job_id"])

@@ -25,8 +25,9 @@ IMAGE = "busybox:1.36"
 LABELS = {"sluice.bench": "docker-overhead"}
 
 
-async def bare_once(client: DockerClient) -> float:
-    config = {"Image": IMAGE, "Cmd": ["true"], "Labels": LABELS, "HostConfig": {"NetworkMode": "none"}}
+async def bare_once(client: DockerClient, labels: dict[str, str] = LABELS) -> float:
+    """One bare API cycle of busybox ``true`` (create, start, wait, remove): the figure jobs are held to."""
+    config = {"Image": IMAGE, "Cmd": ["true"], "Labels": labels, "HostConfig": {"NetworkMode": "none"}}
     started = time.perf_counter()
     cid = await client.create(None, config)
     await client.start(cid)

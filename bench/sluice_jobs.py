@@ -35,6 +35,7 @@ async def _w6_docker(ctx: Context, n_overhead: int, n_jobs: int, n_bare: int) ->
     from engine.store import Store
 
     from .batch_scheduler import IMAGE, LABEL
+    from .docker_overhead import bare_once
 
     store = Store(ctx.tmp / f"w6-{ctx.rep}.db")
     await store.open()
@@ -45,15 +46,9 @@ async def _w6_docker(ctx: Context, n_overhead: int, n_jobs: int, n_bare: int) ->
     await svc.put_environment({"name": "local", "max_vcpus": 8, "max_memory": 8 << 30}, create=False)
     loop = asyncio.create_task(svc.run())
     box = {"image": IMAGE, "command": ["true"], "vcpus": 1, "memory": 32 << 20, "network": "none"}
-    config = {"Image": IMAGE, "Cmd": ["true"], "Labels": LABEL, "HostConfig": {"NetworkMode": "none"}}
 
     async def bare() -> float:
-        t0 = time.perf_counter()
-        cid = await client.create(None, config)
-        await client.start(cid)
-        await client.wait(cid)
-        await client.remove(cid, force=True)
-        return time.perf_counter() - t0
+        return await bare_once(client, LABEL)
 
     try:
         await bare()
