@@ -85,6 +85,7 @@ class Bus:
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
+        store.linger = self.flooding  # a flood's webhooks then share their commits (engine/store.py)
 
     def _compile_rules(self) -> None:
         for wf in self._catalog.values():

@@ -12,7 +12,7 @@ import pytest
 
 from engine.schema import MIGRATIONS
 from engine.states import IllegalTransition, check
-from engine.store import Store, StoreClosed, StoreUnavailable
+from engine.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
 
 
 @pytest.fixture
@@ -191,3 +191,52 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
         assert await s2.read(lambda c: c.execute("SELECT count(*) FROM kv").fetchone()[0]) == 103
     finally:
         await s2.close()
+
+
+async def _staggered_writes(store: Store, n: int) -> list[str]:
+    """``n`` writers, one arriving per loop turn (as a flood's requests do); the commit order."""
+    order: list[str] = []
+
+    def mark(key: str):
+        def write(c: sqlite3.Connection) -> None:
+            order.append(key)
+            c.execute("INSERT OR REPLACE INTO kv (key, value, updated_at) VALUES (?, '', 0)", (key,))
+
+        return write
+
+    async def writer(i: int) -> None:
+        for _ in range(i):
+            await asyncio.sleep(0)
+        await store.write(mark(f"k{i:02}"))
+
+    await asyncio.gather(*(writer(i) for i in range(n)))
+    return order
+
+
+async def test_a_flood_lingers_a_few_loop_turns_so_its_writes_share_commits(store: Store) -> None:
+    """Group commit under load: writers a turn apart share a commit only if the store waits for them."""
+    flooding = False
+    store.linger = lambda: flooding
+
+    commits = store.commits
+    assert await _staggered_writes(store, 40) == [f"k{i:02}" for i in range(40)]
+    calm = store.commits - commits
+    assert calm >= 20, f"without a flood each turn's write commits at once ({calm} commits)"
+
+    flooding, commits = True, store.commits
+    assert await _staggered_writes(store, 40) == [f"k{i:02}" for i in range(40)]
+    flood = store.commits - commits
+    assert flood <= 40 // (LINGER_TURNS - 1), f"a flood's writes must share commits ({flood} for 40)"
+
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    await store.write(_put("lone"))  # a flood that brings nothing more: the wait is bounded
+    counter.cancel()
+    assert turns <= LINGER_TURNS + 3
