@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from triggers.webhook import WebhookEndpoint, json_error
+from workflows import jsontext
 from workflows.errors import InputError
 
 from . import __version__, attempt_logs, records
@@ -130,7 +131,7 @@ async def _json_body(request: web.Request, *, default: Any = None) -> Any:
             raise ApiError(400, "bad_body", "send a JSON body")
         return default
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
@@ -366,7 +367,7 @@ def _entry_event(entry: Any) -> dict[str, Any]:
     detail = entry.get("Detail", {})
     if isinstance(detail, str):
         try:
-            detail = json.loads(detail)
+            detail = jsontext.loads(detail)
         except json.JSONDecodeError as exc:
             raise ValueError(f"Detail is not valid JSON: {exc}") from None
     if not isinstance(detail, dict):

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from workflows import jsontext
+
 from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -136,7 +138,7 @@ def parse_input(raw: str | None) -> dict[str, Any]:
             raise UsageError(f"--input {raw}: cannot read {path}: {exc.strerror}") from None
         where = f"--input {raw}"
     try:
-        data = json.loads(text)
+        data = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "

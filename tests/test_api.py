@@ -190,6 +190,7 @@ async def test_put_events_mixed_entries_start_a_pattern_workflow(
         },
         {"DetailType": "Order Placed", "Detail": {}},
         {"Source": "com.example.shop", "DetailType": "Order Placed", "Detail": "{not json"},
+        {"Source": "com.example.shop", "DetailType": "Order Placed", "Detail": '{"total": NaN}'},
         {"Source": "com.example.shop", "DetailType": "Order Placed", "Detail": {"id": 8, "total": 5}},
         {
             "Source": "com.example.other",
@@ -199,7 +200,7 @@ async def test_put_events_mixed_entries_start_a_pattern_workflow(
         },
     ]
     status, body = await call(http, "POST", f"{api.url}/api/v1/events", {"Entries": entries})
-    assert status == 200 and body["FailedEntryCount"] == 2
+    assert status == 200 and body["FailedEntryCount"] == 3
     ok = [e for e in body["Entries"] if "EventId" in e]
     assert len(ok) == 3
     assert (
@@ -207,6 +208,7 @@ async def test_put_events_mixed_entries_start_a_pattern_workflow(
         and "Source" in body["Entries"][1]["ErrorMessage"]
     )
     assert "Detail is not valid JSON" in body["Entries"][2]["ErrorMessage"]
+    assert "NaN is not JSON" in body["Entries"][3]["ErrorMessage"]
     rows = await until(api.engine, "SELECT id, status FROM runs WHERE workflow='orders'")
     assert len(rows) == 1  # total 5 does not match the numeric pattern
     await api.engine.orchestrator.wait(rows[0][0], 20)
@@ -239,6 +241,7 @@ async def test_put_events_mixed_entries_start_a_pattern_workflow(
         ("POST", "/api/v1/workflows/ghost/runs", {}, 404, "unknown_workflow"),
         ("POST", "/api/v1/workflows/greet/runs", {"times": 2}, 400, "bad_input"),
         ("POST", "/api/v1/workflows/greet/runs", b"{oops", 400, "bad_json"),
+        ("POST", "/api/v1/workflows/greet/runs", b'{"times": Infinity}', 400, "bad_json"),
         ("POST", "/api/v1/workflows/greet/runs", [1], 400, "bad_body"),
         ("POST", "/api/v1/events", {"Entries": []}, 400, "bad_body"),
         ("POST", "/api/v1/events", {"Entries": [{}] * 11}, 400, "bad_body"),

@@ -100,6 +100,7 @@ def test_run_json_and_failure_exit_code(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--input", "{nope"], "--input: not valid JSON"),
+        (["--input", '{"numbers": [NaN]}'], "NaN is not JSON"),
         (["--input", "[1, 2]"], "must be a JSON object"),
         (["--input", '{"numbers": "many"}'], "numbers"),
         (["--input", '{"colour": "red"}'], "colour"),

@@ -246,6 +246,9 @@ async def test_error_codes(hooks: Served, http: aiohttp.ClientSession) -> None:
     assert status == 415 and "application/json" in answer["error"]["message"]
     status, answer, _ = await post(http, f"{base}/open", b'{"a": 1,, }')
     assert status == 422 and "line 1 column 9" in answer["error"]["message"]
+    status, answer, _ = await post(http, f"{base}/open", b'{"x": NaN}')  # Python's json takes it
+    assert status == 422 and answer["error"]["code"] == "bad_json", answer
+    assert "NaN is not JSON" in answer["error"]["message"]
     status, answer, _ = await post(http, f"{base}/typed", {"n": "seven"})
     assert status == 422 and answer["error"]["code"] == "schema_mismatch"
     assert "$.n" in answer["error"]["message"] and "integer" in answer["error"]["message"]

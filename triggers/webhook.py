@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from triggers.base import Emit, EmitResult
+from workflows import jsontext
 from workflows.spec import WebhookTrigger
 
 log = logging.getLogger(__name__)
@@ -336,7 +337,7 @@ def _parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise WebhookRefused(422, "bad_json", f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return jsontext.loads(text)
     except json.JSONDecodeError as exc:
         raise WebhookRefused(
             422,
