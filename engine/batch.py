@@ -22,16 +22,19 @@ import asyncio
 import copy
 import logging
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .backoff import retry_delay
 from .batch_recovery import RecoveryMixin, ensure_defaults, load_config, load_state
 from .batch_steps import StepsMixin
 from .batch_submit import SubmitMixin
 from .docker_api import DockerClient, DockerError
+from .events import iso_ms
 from .executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from .jobs import (
     DONE,
@@ -124,6 +127,8 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._ended: dict[str, str] = {}  #: recently ended jobs (committed), for wait() races
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}  #: jobs waiting out a retry delay
+        self._rng = random.Random()
         self._wake = asyncio.Event()
         self._started = False
         self._closing = False
@@ -155,7 +160,7 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
             if job.parent_id is not None and job.parent_id in self.jobs:
                 self.array_left[job.parent_id] = self.array_left.get(job.parent_id, 0) + 1
             if job.status == RUNNABLE:
-                self.index.add(job.queue, slot_of(job))
+                self._runnable(job)
             elif job.status in (STARTING, RUNNING) and job.environment in self.envs:
                 env = self.envs[job.environment]
                 env.used_vcpus += job.spec.vcpus
@@ -189,6 +194,8 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
         """
         self._closing = True
         self._wake.set()
+        for timer in self._retry_timers.values():
+            timer.cancel()
         tasks = list(self._attempts.values())
         for runner in self._runners.values():
             await runner.client.aclose()
@@ -235,6 +242,28 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
         self._attempts[job.id] = asyncio.create_task(
             self._attempt(job, write, log_path, None), name=f"job {job.id}#{job.attempts}"
         )
+
+    def _runnable(self, job: Job) -> None:
+        """Into the scheduler's index, now or (a retry's delay) at ``runnable_at``.
+
+        A waiting retry is RUNNABLE in the store with its ``runnable_at`` ahead, so a restart
+        keeps the wait; the scheduler never sees it early. Cancelling it works as for any
+        RUNNABLE job: the timer then finds it ended and does nothing.
+        """
+        wait = (job.runnable_at or 0.0) - time.time()
+        if wait <= 0:
+            self.index.add(job.queue, slot_of(job))
+            return
+        due = job.runnable_at
+        self._retry_timers[job.id] = asyncio.get_running_loop().call_later(wait, self._retry_due, job.id, due)
+
+    def _retry_due(self, job_id: str, due: float | None) -> None:
+        self._retry_timers.pop(job_id, None)
+        job = self.jobs.get(job_id)
+        if self._closing or job is None or job.status != RUNNABLE or job.runnable_at != due:
+            return
+        self.index.add(job.queue, slot_of(job))
+        self.wake()
 
     def log_path(self, job: Job, attempt: int) -> str:
         folder = self.logs_dir / (job.parent_id or job.id)
@@ -370,8 +399,11 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
         elif result.timed_out:
             job.status, job.status_reason = FAILED, reason  # AWS: a timed-out attempt is not retried
         elif job.spec.retry.should_retry(job.attempts, code, reason, reason):
-            job.status, job.runnable_at = RUNNABLE, now
-            job.status_reason = f"attempt {job.attempts} failed ({reason}; exit code {code}); retrying"
+            delay = retry_delay(job.spec.retry, job.attempts, self._rng) if job.spec.retry.interval_s else 0.0
+            job.status, job.runnable_at = RUNNABLE, now + delay
+            job.status_reason = f"attempt {job.attempts} failed ({reason}; exit code {code}); retrying" + (
+                f" in {delay:.1f}s, at {iso_ms(now + delay)}" if delay else ""
+            )
         else:
             job.status = FAILED
             job.status_reason = reason if code in (None, 0) else f"{reason} (exit code {code})"
@@ -380,7 +412,7 @@ class BatchService(SubmitMixin, StepsMixin, RecoveryMixin):
         if job.status in DONE:
             changes.extend(self._settle(job))
         else:
-            self.index.add(job.queue, slot_of(job))
+            self._runnable(job)
 
         def extra(conn: sqlite3.Connection) -> None:
             end_attempt_row(

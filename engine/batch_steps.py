@@ -3,8 +3,9 @@
 A step is an inline job definition: ``command``/``env`` rendered from the run's context
 (values only: argv, never a shell string), ``vcpus``/``memory``/``volumes``/``user``/
 ``working_dir``/``network``/``parameters`` as written, ``queue`` its job queue, ``array: N``
-an array job of N children, ``retry`` its retry strategy (``attempts`` and
-``evaluate_on_exit``), ``timeout`` the attempt timeout. The job is submitted in the same
+an array job of N children, ``retry`` its retry strategy (``attempts``, ``evaluate_on_exit``
+and, beyond Batch, a delay between attempts: ``interval``, ``backoff_rate``, ``max_delay``,
+``jitter``), ``timeout`` the attempt timeout. The job is submitted in the same
 transaction that marks the step RUNNING and stores the job id in ``steps.job_id``, so after a
 crash the step resumes by waiting on that job; it is never submitted twice.
 """
@@ -24,7 +25,7 @@ from workflows.errors import SluiceError
 from . import records
 from .executors.base import Outcome
 from .executors.docker import EXITED
-from .jobs import SUCCEEDED, JobError
+from .jobs import SUCCEEDED, JobError, RetryStrategy
 from .states import Status
 
 
@@ -38,19 +39,6 @@ def step_body(driver: Any, name: str, spec: Any) -> dict[str, Any]:
     ctx = driver.ctx
     command = None if c.command is None else [_text(part.render(ctx)) for part in c.command]
     env = {k: _text(v.render(ctx)) for k, v in c.env.items()}
-    rules = [
-        {
-            k: v
-            for k, v in (
-                ("action", r.action),
-                ("on_exit_code", r.on_exit_code),
-                ("on_reason", r.on_reason),
-                ("on_status_reason", r.on_status_reason),
-            )
-            if v is not None
-        }
-        for r in spec.retry.evaluate_on_exit
-    ]
     volumes = [
         {"host": str(Path(driver.wf.dir, v.host)), "container": v.container, "read_only": v.read_only}
         for v in c.volumes
@@ -67,7 +55,14 @@ def step_body(driver: Any, name: str, spec: Any) -> dict[str, Any]:
         "user": c.user,
         "working_dir": c.working_dir,
         "network": c.network,
-        "retry_strategy": {"attempts": max(1, min(spec.retry.attempts, 10)), "evaluate_on_exit": rules},
+        "retry_strategy": RetryStrategy(
+            max(1, min(spec.retry.attempts, 10)),
+            spec.retry.evaluate_on_exit,
+            spec.retry.interval_s,
+            spec.retry.backoff_rate,
+            spec.retry.max_delay_s,
+            spec.retry.jitter,
+        ).to_json(),
     }
 
 

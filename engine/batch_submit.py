@@ -175,7 +175,7 @@ class SubmitMixin:
         spec = parse_spec(base, self.allowed_roots)
         if req.get("attempts") is not None:
             rs = RetryStrategy.from_json({"attempts": req["attempts"]})
-            spec = replace(spec, retry=RetryStrategy(rs.attempts, spec.retry.evaluate_on_exit))
+            spec = replace(spec, retry=replace(spec.retry, attempts=rs.attempts))
         return spec
 
     def _check_fits(self: BatchService, queue: Queue, spec: JobSpec) -> None:

@@ -69,10 +69,20 @@ def check_transition(job_id: str, old: str, new: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RetryStrategy:
-    """AWS Batch's retry strategy: ``attempts`` in total, ``evaluate_on_exit`` rules in order."""
+    """AWS Batch's retry strategy: ``attempts`` in total, ``evaluate_on_exit`` rules in order.
+
+    Beyond Batch, which starts a retry at once: ``interval_s`` (with ``backoff_rate``,
+    ``max_delay_s`` and ``jitter``, as a Step Functions ``Retry``) keeps a failed job RUNNABLE
+    but out of the scheduler's sight until ``runnable_at``, so a job that failed on a flaky
+    dependency waits for it to come back instead of burning its attempts in a second.
+    """
 
     attempts: int = 1
     evaluate_on_exit: tuple[ExitRule, ...] = ()
+    interval_s: float = 0.0
+    backoff_rate: float = 2.0
+    max_delay_s: float | None = None
+    jitter: str = "none"  #: "full": a uniform draw in [0, delay], as Step Functions' FULL
 
     def should_retry(self, attempt: int, exit_code: int | None, status_reason: str, reason: str) -> bool:
         """First matching rule wins; none matches -> retry while attempts remain."""
@@ -88,12 +98,23 @@ class RetryStrategy:
             {k: v for k, v in zip(_RULE_KEYS, _rule_values(r), strict=True) if v is not None}
             for r in self.evaluate_on_exit
         ]
-        return {"attempts": self.attempts, "evaluate_on_exit": rules}
+        out: dict[str, Any] = {"attempts": self.attempts, "evaluate_on_exit": rules}
+        if self.interval_s:
+            out.update(interval_s=self.interval_s, backoff_rate=self.backoff_rate, jitter=self.jitter)
+            if self.max_delay_s is not None:
+                out["max_delay_s"] = self.max_delay_s
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> RetryStrategy:
         if not data:
             return cls()
+        unknown = sorted(set(data) - _STRATEGY_KEYS)
+        if unknown:
+            raise JobError(
+                f"retry_strategy: unknown field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_STRATEGY_KEYS))}"
+            )
         attempts = data.get("attempts", 1)
         if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= MAX_ATTEMPTS:
             raise JobError(f"retry_strategy.attempts: must be an integer 1..{MAX_ATTEMPTS}, got {attempts!r}")
@@ -108,7 +129,33 @@ class RetryStrategy:
             rules.append(
                 ExitRule(action, *(None if r.get(k) is None else str(r[k]) for k in _RULE_KEYS[1:]))  # type: ignore[arg-type]
             )
-        return cls(attempts, tuple(rules))
+        interval = _seconds(data.get("interval_s", 0.0), "interval_s", 0.0)
+        rate = _seconds(data.get("backoff_rate", 2.0), "backoff_rate", 1.0, "a factor, 1.0 or more")
+        cap = data.get("max_delay_s")
+        jitter = data.get("jitter", "none")
+        if jitter not in ("none", "full"):
+            raise JobError(f"retry_strategy.jitter: write none or full, got {jitter!r}")
+        return cls(
+            attempts,
+            tuple(rules),
+            interval,
+            rate,
+            None if cap is None else _seconds(cap, "max_delay_s", 0.0),
+            jitter,
+        )
+
+
+_STRATEGY_KEYS = frozenset(
+    {"attempts", "evaluate_on_exit", "interval_s", "backoff_rate", "max_delay_s", "jitter"}
+)
+#: a retry waits at most this long (a day): longer is a schedule's job, not a retry's
+MAX_RETRY_DELAY_S = 86_400.0
+
+
+def _seconds(value: Any, name: str, low: float, what: str = "seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= MAX_RETRY_DELAY_S:
+        raise JobError(f"retry_strategy.{name}: {what} from {low:g} to {MAX_RETRY_DELAY_S:g}, got {value!r}")
+    return float(value)
 
 
 _RULE_KEYS = ("action", "on_exit_code", "on_reason", "on_status_reason")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from workflows.errors import SluiceError
 
 from . import records
+from .backoff import retry_delay
 from .events import RUN_DETAIL_TYPE, RUN_SOURCE, STEP_DETAIL_TYPE, STEP_SOURCE, envelope, iso_ms
 from .executors.base import FunctionCall, Outcome
 from .records import RunRecord
@@ -44,16 +45,6 @@ class Drained(Exception):
 
 def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"errorType": error_type, "errorMessage": message}
-
-
-def retry_delay(spec: Any, failures: int, rng: random.Random) -> float:
-    """Step Functions' backoff: interval * rate^(n-1), capped, with optional full jitter."""
-    delay = spec.interval_s * spec.backoff_rate ** max(0, failures - 1)
-    if spec.max_delay_s is not None:
-        delay = min(delay, spec.max_delay_s)
-    if spec.jitter == "full":
-        delay = rng.uniform(0, delay)
-    return max(0.0, delay)
 
 
 def is_retryable(spec: Any, error_type: str | None) -> bool:

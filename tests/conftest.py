@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,15 @@ from engine.engine import Engine, Settings
 from workflows.loader import load_dir
 
 pytest_plugins = ["docker_fixtures"]
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``check`` every 20 ms until it holds; fail the test after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 def write_flow(folder: Path, yaml_text: str, handlers: str | None = None, *, name: str = "flow.yaml") -> Path:

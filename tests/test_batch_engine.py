@@ -16,11 +16,10 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeEngine, write_flow
+from conftest import MakeEngine, until, write_flow
 from docker_fixtures import TEST_IMAGE, TEST_LABEL
 
 from engine.docker_api import DockerClient
@@ -31,14 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def read(path: str) -> str:
     return Path(path).read_text()
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 FLOW = """\
@@ -67,6 +58,9 @@ steps:
       attempts: 2
       evaluate_on_exit:
         - {on_exit_code: "137", action: retry}
+      interval: 2s
+      backoff_rate: 3
+      jitter: none
     timeout: 30s
 """
 
@@ -89,7 +83,14 @@ async def test_workflow_container_steps_run_as_batch_jobs(
     assert read(hello["attempts"][0]["log_path"]).strip() == "hi grace 7"
     fan = await engine.batch.describe(rows["fan"])
     assert fan is not None and fan["array_size"] == 3 and fan["array_status_summary"]["SUCCEEDED"] == 3
-    assert fan["spec"]["timeout"] == 30 and fan["spec"]["retry_strategy"]["attempts"] == 2
+    assert fan["spec"]["timeout"] == 30
+    assert fan["spec"]["retry_strategy"] == {  # the step's retry, a delay between attempts included
+        "attempts": 2,
+        "evaluate_on_exit": [{"action": "RETRY", "on_exit_code": "137"}],
+        "interval_s": 2.0,
+        "backoff_rate": 3.0,
+        "jitter": "none",
+    }
     logs = await engine.store.read(
         lambda c: c.execute(
             "SELECT step, idx, log_path FROM attempts WHERE run_id=? ORDER BY step, idx", (summary["run_id"],)

@@ -8,6 +8,7 @@ test that leaves one behind). Sleeps are short and capacities small so the file 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import until
 from docker_fixtures import TEST_IMAGE, TEST_LABEL
 
 from engine.batch import BatchService
@@ -269,6 +271,69 @@ async def test_retry_rules_on_exit_codes(batch: MakeBatch) -> None:
     assert c["status"] == "FAILED" and len(c["attempts"]) == 2  # no rule matched: retried
 
 
+def at(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+FAIL_ONCE = ["sh", "-c", "echo try $AWS_BATCH_JOB_ATTEMPT; [ $AWS_BATCH_JOB_ATTEMPT -ge 2 ] || exit 3"]
+
+
+async def test_a_retry_waits_its_interval_with_backoff(batch: MakeBatch) -> None:
+    """Beyond Batch: a delay between attempts (Step Functions' interval and backoff)."""
+    svc = await batch()
+    flaky = box(
+        ["sh", "-c", "[ $AWS_BATCH_JOB_ATTEMPT -ge 3 ] || exit 3"],
+        retry_strategy={"attempts": 3, "interval_s": 0.6, "backoff_rate": 2.0, "jitter": "none"},
+    )
+    out = await svc.submit({"queue": "default", "container": flaky})
+    job = svc.jobs[out["job_id"]]
+    await until(lambda: job.attempts == 1 and job.status == "RUNNABLE", 30)
+    desc = await svc.describe(job.id)
+    assert desc is not None and "retrying in 0.6s" in desc["status_reason"]
+    assert await svc.wait(job.id, 60) == "SUCCEEDED"
+    desc = await svc.describe(job.id)
+    assert desc is not None
+    tries = desc["attempts"]
+    assert [t["exit_code"] for t in tries] == [3, 3, 0]
+    first_wait = at(tries[1]["started_at"]) - at(tries[0]["stopped_at"])
+    second_wait = at(tries[2]["started_at"]) - at(tries[1]["stopped_at"])
+    assert 0.6 <= first_wait < 3.0 and 1.2 <= second_wait < 4.0, (first_wait, second_wait)
+    reasons = [r for s, r in await job_events(svc, job.id) if s == "RUNNABLE" and r and "retrying" in r]
+    assert len(reasons) == 2 and "retrying in 1.2s" in reasons[1]
+
+
+async def test_a_job_cancelled_while_it_waits_to_retry_never_starts_again(batch: MakeBatch) -> None:
+    svc = await batch()
+    waits = box(FAIL_ONCE, retry_strategy={"attempts": 2, "interval_s": 1.0, "jitter": "none"})
+    out = await svc.submit({"queue": "default", "container": waits})
+    job = svc.jobs[out["job_id"]]
+    await until(lambda: job.attempts == 1 and job.status == "RUNNABLE", 30)
+    await svc.cancel(job.id, "not needed any more")
+    await asyncio.sleep(1.5)  # past the retry time
+    desc = await svc.describe(job.id)
+    assert desc is not None and desc["status"] == "FAILED" and len(desc["attempts"]) == 1
+    assert desc["status_reason"] == "not needed any more"
+
+
+async def test_a_retry_wait_survives_a_restart(batch: MakeBatch) -> None:
+    """The wait is in the store (RUNNABLE, ``runnable_at`` ahead): a new engine neither starts the
+    job early nor forgets it."""
+    svc = await batch()
+    waits = box(FAIL_ONCE, retry_strategy={"attempts": 2, "interval_s": 2.0, "jitter": "none"})
+    out = await svc.submit({"queue": "default", "container": waits})
+    job_id = out["job_id"]
+    await until(lambda: svc.jobs[job_id].attempts == 1 and svc.jobs[job_id].status == "RUNNABLE", 30)
+    await svc.aclose()
+    await svc.store.close()
+    again = await batch()
+    assert again.jobs[job_id].status == "RUNNABLE" and again.index.get("default", job_id) is None
+    assert await again.wait(job_id, 60) == "SUCCEEDED"
+    desc = await again.describe(job_id)
+    assert desc is not None and len(desc["attempts"]) == 2
+    assert at(desc["attempts"][1]["started_at"]) - at(desc["attempts"][0]["stopped_at"]) >= 2.0
+    assert log_of(desc).strip() == "try 2"
+
+
 async def test_out_of_memory_is_reported_as_batch_does(batch: MakeBatch) -> None:
     svc = await batch()
     # dd fills a 50 MB buffer, far past an 8 MiB limit with no swap; the shell outlives it briefly
@@ -364,6 +429,10 @@ async def test_bad_input_is_refused_and_nothing_is_written(batch: MakeBatch, tmp
         ({"container": box(["true"], volumes=[{"host": "/etc", "container": "/x"}])}, "outside the allowed"),
         ({"container": box(["true"], privileged=True)}, "never runs privileged"),
         ({"definition": "nope"}, "no job definition named 'nope'"),
+        ({"container": box(["true"], retry_strategy={"interval": "10s"})}, "retry_strategy: unknown field"),
+        ({"container": box(["true"], retry_strategy={"interval_s": -1})}, "interval_s: seconds from 0"),
+        ({"container": box(["true"], retry_strategy={"backoff_rate": 0.5})}, "backoff_rate: a factor"),
+        ({"container": box(["true"], retry_strategy={"jitter": "some"})}, "write none or full"),
     ]
     for req, message in cases:
         with pytest.raises(JobError, match=message.replace("(", r"\(")):

@@ -121,11 +121,9 @@ BROKEN: dict[str, list[str]] = {
         'steps.b.retry.evaluate_on_exit[0].action: must be one of retry, exit, got "stop"'
         " (write e.g. action: retry)",
     ],
-    "container_retry_delay": [
-        "steps.b.retry.interval: a container step retries as a Batch job does: attempts and"
-        " evaluate_on_exit only (drop it; pick which exits retry with evaluate_on_exit)",
-        "steps.b.retry.errors: a container step retries as a Batch job does: attempts and"
-        " evaluate_on_exit only (drop it; pick which exits retry with evaluate_on_exit)",
+    "container_retry_errors": [
+        "steps.b.retry.errors: a container step picks which failures retry by their exit, not by"
+        " error names (drop it; write e.g. evaluate_on_exit: [{on_exit_code: '137', action: retry}])",
     ],
     "bad_wait": [
         'steps.a.wait: must be a duration or an ISO timestamp, got "soon"'

@@ -311,20 +311,18 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
             "evaluate_on_exit is for container steps only",
             "use retry.errors for other steps",
         )
-    if is_container:  # the job's own retry strategy, as on AWS Batch: it has no delay or error names
-        for name in ("interval", "backoff_rate", "max_delay", "jitter", "errors"):
-            if name in body:
-                ctx.err(
-                    f"{where}.{name}",
-                    "a container step retries as a Batch job does: attempts and evaluate_on_exit only",
-                    "drop it; pick which exits retry with evaluate_on_exit",
-                )
+    if is_container and "errors" in body:  # the job's own retry strategy: exits, not error names
+        ctx.err(
+            f"{where}.errors",
+            "a container step picks which failures retry by their exit, not by error names",
+            "drop it; write e.g. evaluate_on_exit: [{on_exit_code: '137', action: retry}]",
+        )
     default = RetrySpec()
+    # a container step without an interval retries at once, as a Batch job does
+    no_interval = 0.0 if is_container else default.interval_s
     return RetrySpec(
         attempts=read_int(ctx, f"{where}.attempts", body.get("attempts"), 1, 10, 3) or default.attempts,
-        interval_s=_or(
-            read_duration(ctx, f"{where}.interval", body.get("interval"), "5s"), default.interval_s
-        ),
+        interval_s=_or(read_duration(ctx, f"{where}.interval", body.get("interval"), "5s"), no_interval),
         backoff_rate=_or(
             read_number(ctx, f"{where}.backoff_rate", body.get("backoff_rate"), 1.0, "2.0"),
             default.backoff_rate,

@@ -1,0 +1,20 @@
+"""Step Functions' retry backoff, shared by function steps (runs.py) and Batch jobs (jobs.py)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+
+def retry_delay(spec: Any, failures: int, rng: random.Random) -> float:
+    """``interval_s * backoff_rate^(failures-1)``, capped at ``max_delay_s``, full jitter optional.
+
+    ``spec`` has ``interval_s``, ``backoff_rate``, ``max_delay_s`` and ``jitter`` (``"full"`` or
+    ``"none"``): a workflow's ``RetrySpec`` or a job's ``RetryStrategy``.
+    """
+    delay = spec.interval_s * spec.backoff_rate ** max(0, failures - 1)
+    if spec.max_delay_s is not None:
+        delay = min(delay, spec.max_delay_s)
+    if spec.jitter == "full":
+        delay = rng.uniform(0, delay)
+    return max(0.0, delay)
