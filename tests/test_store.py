@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,19 @@ def test_transition_table_names_both_states() -> None:
         check("run", "r-1", "SUCCEEDED", "RUNNING")
 
 
+def _marker(order: list[str]) -> Callable[[str], Callable[[sqlite3.Connection], None]]:
+    """Writes that note their key in ``order`` when they run: the commit order."""
+
+    def mark(key: str) -> Callable[[sqlite3.Connection], None]:
+        def write(c: sqlite3.Connection) -> None:
+            order.append(key)
+            c.execute("INSERT OR REPLACE INTO kv (key, value, updated_at) VALUES (?, '', 0)", (key,))
+
+        return write
+
+    return mark
+
+
 def _put(key: str, value: str = "x"):
     return lambda c: c.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, ?, 0)", (key, value))
 
@@ -144,14 +158,7 @@ async def test_a_heavy_write_never_runs_on_the_event_loop(store: Store) -> None:
 async def test_writes_commit_in_queue_order_across_loop_and_thread_batches(store: Store) -> None:
     """A run's later write may be queued before its earlier one commits: order must hold."""
     order: list[str] = []
-
-    def mark(key: str):
-        def write(c: sqlite3.Connection) -> None:
-            order.append(key)
-            c.execute("INSERT INTO kv (key, value, updated_at) VALUES (?, '', 0)", (key,))
-
-        return write
-
+    mark = _marker(order)
     futures = [store.write_nowait(mark(f"a{i}")) for i in range(50)]  # a thread batch
     await asyncio.sleep(0)
     futures += [store.write_nowait(mark(f"b{i}")) for i in range(3)]  # queued behind it
@@ -196,13 +203,7 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
 async def _staggered_writes(store: Store, n: int) -> list[str]:
     """``n`` writers, one arriving per loop turn (as a flood's requests do); the commit order."""
     order: list[str] = []
-
-    def mark(key: str):
-        def write(c: sqlite3.Connection) -> None:
-            order.append(key)
-            c.execute("INSERT OR REPLACE INTO kv (key, value, updated_at) VALUES (?, '', 0)", (key,))
-
-        return write
+    mark = _marker(order)
 
     async def writer(i: int) -> None:
         for _ in range(i):
