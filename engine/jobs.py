@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workflows.errors import SluiceError
 from workflows.spec import ExitRule
@@ -82,7 +82,7 @@ class RetryStrategy:
     interval_s: float = 0.0
     backoff_rate: float = 2.0
     max_delay_s: float | None = None
-    jitter: str = "none"  #: "full": a uniform draw in [0, delay], as Step Functions' FULL
+    jitter: Literal["none", "full"] = "none"  #: "full": a uniform draw in [0, delay] (Step Functions: FULL)
 
     def should_retry(self, attempt: int, exit_code: int | None, status_reason: str, reason: str) -> bool:
         """First matching rule wins; none matches -> retry while attempts remain."""
