@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workflows.errors import SluiceError
-from workflows.spec import ExitRule
+from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule
 
 from .events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
 from .ids import ordered_id
@@ -148,8 +148,7 @@ class RetryStrategy:
 _STRATEGY_KEYS = frozenset(
     {"attempts", "evaluate_on_exit", "interval_s", "backoff_rate", "max_delay_s", "jitter"}
 )
-#: a retry waits at most this long (a day): longer is a schedule's job, not a retry's
-MAX_RETRY_DELAY_S = 86_400.0
+MAX_RETRY_DELAY_S = MAX_JOB_RETRY_DELAY_S
 
 
 def _seconds(value: Any, name: str, low: float, what: str = "seconds") -> float:

@@ -124,6 +124,7 @@ BROKEN: dict[str, list[str]] = {
     "container_retry_errors": [
         "steps.b.retry.errors: a container step picks which failures retry by their exit, not by"
         " error names (drop it; write e.g. evaluate_on_exit: [{on_exit_code: '137', action: retry}])",
+        "steps.c.retry.interval: a container step's retry waits at most 1d (use a schedule for longer)",
     ],
     "bad_wait": [
         'steps.a.wait: must be a duration or an ISO timestamp, got "soon"'

@@ -39,6 +39,11 @@ class ExitRule:
     on_status_reason: str | None = None
 
 
+#: a Batch job's retry waits at most a day (longer is a schedule's job, not a retry's): container
+#: steps are checked against it when loaded, the jobs API when a job is submitted
+MAX_JOB_RETRY_DELAY_S = 86_400.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetrySpec:
     """Step Functions' Retry: ``attempts`` counts every attempt, the first included."""

@@ -30,6 +30,7 @@ from workflows.fields import (
     read_str_map,
 )
 from workflows.spec import (
+    MAX_JOB_RETRY_DELAY_S,
     ContainerSpec,
     ExitRule,
     FailSpec,
@@ -320,7 +321,7 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
     default = RetrySpec()
     # a container step without an interval retries at once, as a Batch job does
     no_interval = 0.0 if is_container else default.interval_s
-    return RetrySpec(
+    spec = RetrySpec(
         attempts=read_int(ctx, f"{where}.attempts", body.get("attempts"), 1, 10, 3) or default.attempts,
         interval_s=_or(read_duration(ctx, f"{where}.interval", body.get("interval"), "5s"), no_interval),
         backoff_rate=_or(
@@ -333,6 +334,12 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
         or default.errors,
         evaluate_on_exit=rules,
     )
+    for name, seconds in (("interval", spec.interval_s), ("max_delay", spec.max_delay_s)):
+        if is_container and seconds is not None and seconds > MAX_JOB_RETRY_DELAY_S:
+            ctx.err(
+                f"{where}.{name}", "a container step's retry waits at most 1d", "use a schedule for longer"
+            )
+    return spec
 
 
 def _or(value: float | None, default: float) -> float:
