@@ -79,7 +79,8 @@ def _asleep(pid: int) -> bool:
             stat = fh.read()
     except OSError:
         return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"S", b"D")
+    state = stat.rfind(b")") + 2  # the state follows the command name, which may hold ") "
+    return stat[state : state + 1] in (b"S", b"D")
 
 
 class WorkerStartError(RuntimeError):
