@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeEngine, write_flow
 
 from engine.bus import MAX_DEPTH
+from tests.support.engines import MakeEngine, write_flow
+from tests.support.waiting import wait_until
 from workflows.errors import SpecErrors
 from workflows.loader import load_dir
 
@@ -47,14 +47,12 @@ async def rows(engine: Any, query: str, *args: Any) -> list[Any]:
 
 
 async def until(engine: Any, query: str, want: Any, timeout_s: float = 20.0) -> list[Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    async def check() -> list[Any] | None:
         got = await rows(engine, query)
-        if want(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out: {query} -> {got}")
-        await asyncio.sleep(0.05)
+        return got if want(got) else None
+
+    found: list[Any] = await wait_until(check, timeout_s, what=query)
+    return found
 
 
 async def test_a_then_b_then_c_pass_outputs_along(make_engine: MakeEngine, tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import write_flow
 
-from engine.api import HttpService
-from engine.engine import Engine, Settings
+from engine.engine import Engine
+from tests.support.engines import write_flow
+from tests.support.http import SECRET, TOKEN, Serve, Served
 from triggers.base import EmitResult
 from triggers.webhook import WebhookEndpoint
-from workflows.loader import load_dir
 from workflows.spec import WebhookTrigger
-
-SECRET = "s3cr3t-value-never-shown"
-TOKEN = "tok-never-shown-123"
 
 HOOKS_FLOW = f"""
 name: hooked
@@ -62,50 +57,12 @@ def echo(event, context):
 """
 
 
-@dataclass
-class Served:
-    engine: Engine
-    url: str
-
-
-Serve = Callable[..., Awaitable[Served]]
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
-    """``await serve(flows)``: a started Engine with only the HTTP service, on a free port.
-
-    Not ``build_server``: these tests pin the HTTP surface alone, without triggers or the
-    components other modules install (the serve end-to-end test covers ``build_server``).
-    """
-    engines: list[Engine] = []
-
-    async def make(flows: Path, **kw: Any) -> Served:
-        settings = Settings(data_dir=tmp_path / "data", workers=1, grace_s=2, port=0, **kw)
-        engine = Engine(settings, load_dir(flows))
-        http = HttpService(engine)
-        engine.services.append(http)
-        engines.append(engine)
-        await engine.start()
-        return Served(engine, f"http://127.0.0.1:{http.port}")
-
-    yield make
-    for engine in engines:
-        await engine.stop(grace_s=0)
-
-
 @pytest.fixture
 async def hooks(serve: Serve, tmp_path: Path) -> Served:
     flows = tmp_path / "flows"
     write_flow(flows, HOOKS_FLOW, HANDLERS)
     write_flow(flows, SLOW_FLOW, name="slow.yaml")
     return await serve(flows)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:

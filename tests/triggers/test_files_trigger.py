@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
-from trigger_fakes import Emitted, MemoryKV, RecordingEmit, wait_until
 
+from tests.support.triggers import Emitted, MemoryKV, RecordingEmit
+from tests.support.waiting import wait_until
 from triggers.files import FileTriggerRunner, decode_key, encode_key
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MakeEngine, write_flow
 
 from engine.states import Status
+from tests.support.engines import MakeEngine, write_flow
 from workflows.errors import InputError
 
 HANDLERS = """

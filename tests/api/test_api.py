@@ -1,7 +1,5 @@
 """The management API and dashboard over real HTTP against a started engine."""
 
-# ruff: noqa: F811  (the serve/http fixtures are imported from test_webhook and used as parameters)
-
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import write_flow
-from test_webhook import SECRET, TOKEN, Serve, Served, http, serve  # noqa: F401 (fixtures)
 
 from engine.engine import Engine
+from tests.support.engines import write_flow
+from tests.support.http import SECRET, TOKEN, Serve, Served
+from tests.support.waiting import wait_until
 
 FLOWS: dict[str, str] = {
     "greet.yaml": f"""
@@ -94,12 +93,10 @@ async def call(http: aiohttp.ClientSession, method: str, url: str, body: Any = N
 
 async def until(engine: Engine, sql: str, args: tuple[Any, ...] = (), timeout_s: float = 20) -> list[Any]:
     """Poll the store until ``sql`` returns rows (a condition with a deadline, never a fixed sleep)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            rows = await engine.store.read(lambda c: c.execute(sql, args).fetchall())
-            if rows:
-                return rows
-            await asyncio.sleep(0.05)
+    rows: list[Any] = await wait_until(
+        lambda: engine.store.read(lambda c: c.execute(sql, args).fetchall()), timeout_s, what=sql
+    )
+    return rows
 
 
 async def test_health_and_workflows_hide_secrets(api: Served, http: aiohttp.ClientSession) -> None:

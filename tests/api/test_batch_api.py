@@ -16,14 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import MakeEngine
-from docker_fixtures import TEST_IMAGE, TEST_LABEL
 
 from engine.api_batch import add_routes
 from engine.docker_api import DockerClient
+from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.engines import MakeEngine
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +25,13 @@ from engine.executors.docker import (
     ContainerRunner,
     container_config,
 )
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_until
 
-pytest_plugins = ["docker_fixtures"]
 pytestmark = pytest.mark.docker
 
 MakeRequest = Callable[..., ContainerRequest]
-REPO = Path(__file__).resolve().parent.parent
-
-
-async def until(check: Callable[[], Awaitable[Any] | Any], deadline_s: float = 20.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``deadline_s``."""
-    async with asyncio.timeout(deadline_s):
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(0.05)
+REPO = ROOT
 
 
 def read(path: str) -> str:
@@ -51,7 +40,7 @@ def read(path: str) -> str:
 
 
 async def running_id(runner: ContainerRunner, req: ContainerRequest) -> str:
-    return await until(lambda: runner.running.get((req.job_id, req.attempt)))
+    return await wait_until(lambda: runner.running.get((req.job_id, req.attempt)))
 
 
 # -- DockerClient ----------------------------------------------------------------------
@@ -123,7 +112,7 @@ async def test_limits_labels_and_security_applied_while_running(
     )
     task = asyncio.create_task(container_runner.run(req))
     cid = await running_id(container_runner, req)
-    info = await until(lambda: _running_inspect(docker_client, cid))
+    info = await wait_until(lambda: _running_inspect(docker_client, cid))
     host, config = info["HostConfig"], info["Config"]
     assert host["NanoCpus"] == 500_000_000
     assert host["Memory"] == host["MemorySwap"] == 48 << 20
@@ -280,7 +269,7 @@ async def test_logs_stream_while_running(
 ) -> None:
     req = make_container_request(command=["sh", "-c", "echo first; echo err-first >&2; sleep 2; echo second"])
     task = asyncio.create_task(container_runner.run(req))
-    await until(lambda: "first" in read(req.log_path) and "err-first" in read(req.log_path))
+    await wait_until(lambda: "first" in read(req.log_path) and "err-first" in read(req.log_path))
     assert not task.done(), "the log file must grow before the container exits"
     assert "second" not in read(req.log_path)
     result = await task
@@ -294,7 +283,7 @@ async def test_terminate_with_reason(
     req = make_container_request(command=["sh", "-c", 'trap "" TERM; while true; do sleep 0.1; done'])
     task = asyncio.create_task(container_runner.run(req))
     cid = await running_id(container_runner, req)
-    await until(lambda: _running_inspect(container_runner.client, cid))
+    await wait_until(lambda: _running_inspect(container_runner.client, cid))
     started = time.monotonic()
     await container_runner.terminate(cid, grace_s=0.5, reason="Terminated by user")
     result = await task
@@ -353,7 +342,7 @@ async def test_adopt_running_container_after_engine_kill(
         sys.executable, "-c", _CRASHING_ENGINE, _as_json(req), cwd=REPO
     )
     try:
-        await until(lambda: "one" in read(req.log_path))
+        await wait_until(lambda: "one" in read(req.log_path))
     finally:
         engine.kill()  # kill -9: the engine dies mid-attempt, the container keeps running
         await engine.wait()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from trigger_fakes import MemoryKV, RecordingEmit
 
+from tests.support.triggers import MemoryKV, RecordingEmit
 from triggers.schedule import AUDIT_LIMIT, ScheduleTriggerRunner, parse_schedule
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,7 +1,5 @@
 """``sluice runs|logs|events|workflows`` in a subprocess against a live server; ``sluice serve`` e2e."""
 
-# ruff: noqa: F811  (the serve/http fixtures are imported from test_webhook and used as parameters)
-
 from __future__ import annotations
 
 import asyncio
@@ -16,10 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import write_flow
-from test_webhook import Serve, Served, http, serve  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.engines import write_flow
+from tests.support.http import Serve, Served
+from tests.support.paths import ROOT
 
 FLOW = """
 name: greet

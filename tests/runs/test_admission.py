@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MakeEngine, write_flow
 
 from engine import orchestrator
 from engine.engine import Engine
 from engine.states import Status
+from tests.support.engines import MakeEngine, write_flow
 
 HANDLERS = """
 from pathlib import Path

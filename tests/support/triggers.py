@@ -93,10 +93,3 @@ class MemoryKV:
     async def set(self, key: str, value: Any) -> None:
         self.sets += 1
         self.data[key] = json.dumps(value)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.01) -> None:
-    """Poll ``predicate`` until true; raise ``TimeoutError`` at the deadline (never a fixed sleep)."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 -- the condition is external state (files, threads)
-            await asyncio.sleep(step_s)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import write_flow
 
 from engine.engine import Engine, Settings
 from engine.server import build_server
+from tests.support.engines import write_flow
 from workflows.loader import load_dir
 
 HANDLERS = """

@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import write_flow
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.engines import write_flow
+from tests.support.paths import ROOT
 
 FLOW = """
 name: burst

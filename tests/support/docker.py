@@ -1,7 +1,7 @@
 """Fixtures for tests that need a real Docker engine and the local ``busybox:1.36`` image.
 
-Load them from ``tests/conftest.py`` with ``pytest_plugins = ["docker_fixtures"]`` (or import
-the names). Mark such tests ``@pytest.mark.docker``.
+Loaded for every test by ``tests/conftest.py`` (``pytest_plugins``); import
+the helpers from ``tests.support.docker``. Mark such tests ``@pytest.mark.docker``.
 
 Nothing is skipped silently in CI: when the ``CI`` environment variable is set and Docker
 is unreachable (or the image is missing), every test that asks for Docker *fails* with what

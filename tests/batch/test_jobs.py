@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import until
-from docker_fixtures import TEST_IMAGE, TEST_LABEL
 
 from engine.batch import BatchService
 from engine.bus import Bus
@@ -25,6 +23,8 @@ from engine.docker_api import DockerClient
 from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT
 from engine.jobs import JobError
 from engine.store import Store
+from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
 

@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MakeEngine, until, write_flow
-from docker_fixtures import TEST_IMAGE, TEST_LABEL
 
 from engine.docker_api import DockerClient
+from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.engines import MakeEngine, write_flow
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def read(path: str) -> str:

@@ -28,8 +28,9 @@ from engine.executors.base import (
     FunctionCall,
 )
 from engine.executors.function import FunctionExecutor, WorkerStartError
+from tests.support.paths import HANDLERS, ROOT
+from tests.support.waiting import wait_until
 
-HANDLERS = Path(__file__).parent / "handlers"
 ALPHA = str(HANDLERS / "alpha")
 BETA = str(HANDLERS / "beta")
 MiB = 1024 * 1024
@@ -62,13 +63,6 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait on a condition with a deadline (never a fixed sleep)."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls process state, which has no event to await
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -170,7 +164,7 @@ async def test_timeout_kills_the_worker_and_the_pool_recovers(fx: FunctionExecut
     assert out.error_type == TIMEOUT
     assert out.error["errorMessage"] == "Task timed out after 0.50 seconds"
     assert fx.stats["timeouts"] == 1
-    await wait_for(lambda: len(fx.worker_pids) == 2)
+    await wait_until(lambda: len(fx.worker_pids) == 2)
     killed = before - set(fx.worker_pids)
     assert len(killed) == 1 and gone(killed.pop())
     results = await asyncio.gather(*(fx.execute(call("double", i)) for i in range(10)))
@@ -182,7 +176,7 @@ async def test_memory_limit_is_enforced_and_the_worker_retired(fx: FunctionExecu
     out = await fx.execute(call("hog", 400 * MiB, memory_bytes=100 * MiB))
     assert out.error_type == OUT_OF_MEMORY, out.error
     assert "100 MiB" in out.error["errorMessage"]
-    await wait_for(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
+    await wait_until(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
     assert fx.stats["workers_replaced"] == 1
     ok = await fx.execute(call("hog", 10 * MiB, memory_bytes=100 * MiB))  # under the limit: fine
     assert ok.output == 10 * MiB
@@ -196,7 +190,7 @@ async def test_crash_is_an_outcome(fx: FunctionExecutor, handler: str, event: An
     out = await fx.execute(call(handler, event))
     assert out.error_type == WORKER_CRASHED
     assert how in out.error["errorMessage"]
-    await wait_for(lambda: len(fx.worker_pids) == 2)
+    await wait_until(lambda: len(fx.worker_pids) == 2)
     assert (await fx.execute(call("double", 21))).output == 42
     assert fx.stats["workers_replaced"] == 1
 
@@ -204,7 +198,7 @@ async def test_crash_is_an_outcome(fx: FunctionExecutor, handler: str, event: An
 async def test_worker_killed_while_idle_is_replaced(fx: FunctionExecutor) -> None:
     victim = fx.worker_pids[0]
     os.kill(victim, signal.SIGKILL)
-    await wait_for(lambda: victim not in fx.worker_pids and len(fx.worker_pids) == 2)
+    await wait_until(lambda: victim not in fx.worker_pids and len(fx.worker_pids) == 2)
     results = await asyncio.gather(*(fx.execute(call("double", i)) for i in range(4)))
     assert all(r.ok for r in results)
 
@@ -259,14 +253,14 @@ async def test_many_concurrent_calls(fx: FunctionExecutor) -> None:
 
 async def test_cancellation_kills_the_worker(fx: FunctionExecutor) -> None:
     task = asyncio.create_task(fx.execute(call("sleep", 30)))
-    await wait_for(lambda: fx.stats["calls"] == 1)
+    await wait_until(lambda: fx.stats["calls"] == 1)
     before = set(fx.worker_pids)
     task.cancel("run cancelled by user")
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
+    await wait_until(lambda: len(fx.worker_pids) == 2 and set(fx.worker_pids) != before)
     killed = before - set(fx.worker_pids)
-    await wait_for(lambda: all(gone(pid) for pid in killed))
+    await wait_until(lambda: all(gone(pid) for pid in killed))
     assert (await fx.execute(call("double", 1))).output == 2
 
 
@@ -284,7 +278,7 @@ async def test_aclose_leaves_no_child_processes() -> None:
     pids = set(fx.worker_pids)
     assert len(pids) == 2 and pids <= descendants()
     busy = asyncio.create_task(fx.execute(call("sleep", 30)))  # a stuck attempt must not hold up aclose
-    await wait_for(lambda: fx.stats["calls"] == 1)
+    await wait_until(lambda: fx.stats["calls"] == 1)
     assert "busy=1" in repr(fx)
     async with asyncio.timeout(10):
         await fx.aclose()
@@ -319,7 +313,7 @@ async def test_pool_scales_out_for_waiting_calls_and_back_in_when_idle(make_exec
     assert all(o.ok for o in outs)
     assert len({o.output["pid"] for o in outs}) == 8, "each sleeping call got a worker of its own"
     assert elapsed < 2.0, f"8 sleeps of 0.6 s took {elapsed:.2f}s: calls queued instead of scaling out"
-    await wait_for(lambda: len(fx.worker_pids) == 2, timeout_s=10)  # extras retired after idling
+    await wait_until(lambda: len(fx.worker_pids) == 2, timeout_s=10)  # extras retired after idling
 
 
 async def test_sleeping_calls_get_workers_before_scale_after(make_executor: MakeExecutor) -> None:
@@ -391,12 +385,12 @@ async def test_a_killed_fork_server_takes_its_workers_and_the_pool_carries_on(
     assert server is not None
     before = set(fx.worker_pids)
     busy = asyncio.create_task(fx.execute(call("sleep", 30)))
-    await wait_for(lambda: fx.stats["calls"] == 1)
+    await wait_until(lambda: fx.stats["calls"] == 1)
     os.kill(server, signal.SIGKILL)
     out = await asyncio.wait_for(busy, 10)
     assert out.error_type == WORKER_CRASHED  # its worker died with the server (PR_SET_PDEATHSIG)
-    await wait_for(lambda: all(gone(pid) for pid in before))
-    await wait_for(lambda: len(fx.worker_pids) == 2 and not set(fx.worker_pids) & before)
+    await wait_until(lambda: all(gone(pid) for pid in before))
+    await wait_until(lambda: len(fx.worker_pids) == 2 and not set(fx.worker_pids) & before)
     assert fx.fork_server_pid is None
     assert {parent_of(pid) for pid in fx.worker_pids} == {os.getpid()}  # fresh interpreters now
     assert (await fx.execute(call("double", 21))).output == 42
@@ -415,7 +409,7 @@ async def test_a_spawn_that_timed_out_leaves_neither_a_process_nor_a_record(
         with pytest.raises(TimeoutError):
             await server.spawn()
         monkeypatch.undo()
-        await wait_for(lambda: not server._abandoned and not server._early_exits and not server._waiting)
+        await wait_until(lambda: not server._abandoned and not server._early_exits and not server._waiting)
         assert server.proc is not None and descendants(server.proc.pid) == set()
         child = await server.spawn()  # the server still serves
         assert child.returncode is None
@@ -430,7 +424,7 @@ def test_the_fork_server_leaves_when_the_engine_is_gone(tmp_path: Path) -> None:
     script = tmp_path / "engine.py"
     script.write_text(
         "import asyncio, sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from engine.executors.function import FunctionExecutor\n"
         "async def main():\n"
         "    fx = FunctionExecutor(workers=2)\n"

@@ -9,14 +9,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_flow
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.engines import write_flow
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_until_sync
+
 SLUICE = [sys.executable, "-m", "engine.cli"]
 
 
@@ -31,15 +31,6 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.pop("SLUICE_DATA_DIR", None)
     return env
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def test_validate_the_bundled_examples(tmp_path: Path) -> None:
@@ -166,7 +157,7 @@ def _start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
+        wait_until_sync(lambda: _counts(marks, "second") == ["1"], what="the slow step to start")
     except BaseException:
         proc.kill()
         raise
@@ -240,8 +231,8 @@ def test_kill_9_then_restart_resumes_without_rerunning_finished_steps(tmp_path: 
         text=True,
     )
     try:
-        wait_for(lambda: _counts(marks, "third") == ["1"], what="the resumed run to finish")
-        wait_for(lambda: _status(db_path) == "SUCCEEDED", what="the run to be SUCCEEDED")
+        wait_until_sync(lambda: _counts(marks, "third") == ["1"], what="the resumed run to finish")
+        wait_until_sync(lambda: _status(db_path) == "SUCCEEDED", what="the run to be SUCCEEDED")
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
     except AssertionError as exc:
@@ -312,7 +303,7 @@ def test_sigterm_on_serve_stops_in_stages_and_records_interrupted_steps(tmp_path
     marks.mkdir()
     server = _serve(tmp_path, marks, "--grace", grace)
     try:
-        wait_for(lambda: (marks / "started").exists(), what="a scheduled run's step to start")
+        wait_until_sync(lambda: (marks / "started").exists(), what="a scheduled run's step to start")
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
     finally:
@@ -338,7 +329,7 @@ def test_sigterm_on_serve_stops_in_stages_and_records_interrupted_steps(tmp_path
     # the next start resumes the run to the end
     server = _serve(tmp_path, marks, slow_s="0")
     try:
-        wait_for(lambda: (marks / "after").exists(), what="the resumed run to finish")
+        wait_until_sync(lambda: (marks / "after").exists(), what="the resumed run to finish")
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)

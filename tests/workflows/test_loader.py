@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import SPECS
 from workflows.errors import InputError, SpecErrors
 from workflows.loader import Catalog, load_dir, load_file, resolve_input, validate
 from workflows.spec import (
@@ -20,7 +21,6 @@ from workflows.spec import (
     Workflow,
 )
 
-SPECS = Path(__file__).parent / "specs"
 BAD = SPECS / "bad"
 
 # One broken file each, and the exact lines `sluice validate` prints for it (after "file: ").

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import write_flow
 
 from engine.engine import Engine, Settings
 from engine.notify import install
 from engine.subscribers import Subscriber, Transform, subscribers_from_config
+from tests.support.engines import write_flow
+from tests.support.paths import ROOT as REPO_ROOT
+from tests.support.waiting import wait_until
 from workflows.loader import load_dir
 
 HANDLERS = """
@@ -44,7 +46,7 @@ outputs: {{n: "{{{{ steps.a.output }}}}"}}
 """
 
 SECRET = "s3cr3t-never-shown"
-ROOT = str(Path(__file__).resolve().parents[1])
+ROOT = str(REPO_ROOT)
 Reply = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -114,14 +116,6 @@ async def engine_with() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
         await engine.stop(grace_s=0)
 
 
-async def wait_for(cond: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def docs_verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
     """The receiver recipe of docs/events.md, verbatim."""
     parts = dict(item.split("=", 1) for item in header.split(","))
@@ -147,7 +141,7 @@ async def test_signed_notification_verifies_with_the_documented_recipe(
     flow(flows, notify=f'  - {{url: "{url}", secret: {SECRET}, headers: {{X-Team: ops}}}}\n')
     engine = await engine_with(flows, tmp_path / "data")
     summary = await engine.run_to_end("job", {"n": 41}, timeout_s=20)
-    await wait_for(lambda: rec.got, what="the notification")
+    await wait_until(lambda: rec.got, what="the notification")
     got = rec.got[0]
     event = json.loads(got["body"])
     assert event["detail"]["run_id"] == summary["run_id"] and event["detail"]["status"] == "SUCCEEDED"
@@ -177,10 +171,10 @@ async def test_500_then_200_is_retried_and_delivered(
     flow(flows)
     engine = await engine_with(flows, tmp_path / "data", [sub(url)])
     await engine.run_to_end("job", timeout_s=20)
-    await wait_for(lambda: len(rec.got) >= 2, what="the retry")
+    await wait_until(lambda: len(rec.got) >= 2, what="the retry")
     assert rec.got[0]["body"] == rec.got[1]["body"]
     assert rec.got[0]["headers"]["Sluice-Event-Id"] == rec.got[1]["headers"]["Sluice-Event-Id"]
-    await wait_for(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
+    await wait_until(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
     row = await engine.store.read(lambda c: c.execute("SELECT status, attempts FROM outbox").fetchone())
     assert tuple(row) == ("delivered", 2)
 
@@ -209,7 +203,7 @@ async def test_a_delivery_finishing_during_the_lanes_read_is_not_sent_twice(
 
     engine.store.read = slow_read  # type: ignore[method-assign]
     await engine.run_to_end("job", timeout_s=20)
-    await wait_for(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
+    await wait_until(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
     await asyncio.sleep(1.0)  # a few more lane reads, each with the window open
     assert len(rec.got) == 1
     row = await read(lambda c: c.execute("SELECT status, attempts FROM outbox").fetchone())
@@ -232,7 +226,7 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
 
     async with TestClient(TestServer(build_app(engine))) as client:
         await engine.run_to_end("job", timeout_s=20)
-        await wait_for(lambda: engine.notify.dead == 1, what="a dead letter")  # type: ignore[attr-defined]
+        await wait_until(lambda: engine.notify.dead == 1, what="a dead letter")  # type: ignore[attr-defined]
         assert len(rec.got) == 1
         resp = await client.get("/api/v1/notifications/dlq")
         text = await resp.text()
@@ -242,7 +236,7 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
         status["code"] = 200
         resp = await client.post("/api/v1/notifications/dlq/retry", json={"ids": [dead["id"]]})
         assert (await resp.json()) == {"retried": 1}
-        await wait_for(lambda: engine.notify.delivered == 1, what="the retried delivery")  # type: ignore[attr-defined]
+        await wait_until(lambda: engine.notify.delivered == 1, what="the retried delivery")  # type: ignore[attr-defined]
         assert len(rec.got) == 2
         resp = await client.post("/api/v1/notifications/dlq/purge", json={})
         assert (await resp.json()) == {"purged": 0}
@@ -265,7 +259,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, receivers: Any, engine_wi
     flow(flows)
     engine = await engine_with(flows, tmp_path / "data", [sub(url, backoff_cap="100ms")])
     await engine.run_to_end("job", timeout_s=20)
-    await wait_for(lambda: len(rec.got) >= 2, what="the retry")
+    await wait_until(lambda: len(rec.got) >= 2, what="the retry")
     gap = rec.got[1]["at"] - rec.got[0]["at"]
     assert 1.9 <= gap < 4.0, gap  # the backoff alone (cap 100 ms) would have retried at once
 
@@ -285,7 +279,7 @@ async def test_receiver_down_then_up_gets_every_notification_in_order(
     attempts = await engine.store.read(lambda c: c.execute("SELECT MAX(attempts) FROM outbox").fetchone()[0])
     assert attempts >= 1
     rec, _ = await receivers(port=port)
-    await wait_for(lambda: len(rec.got) >= 6, what="all six notifications")
+    await wait_until(lambda: len(rec.got) >= 6, what="all six notifications")
     await asyncio.sleep(0.3)
     assert [e["detail"]["run_id"] for e in rec.events()] == run_ids  # ordered: true keeps order
 
@@ -309,14 +303,14 @@ async def test_a_hanging_receiver_delays_neither_runs_nor_other_subscribers(
     t0 = time.monotonic()
     await asyncio.gather(*(engine.run_to_end("job", {"n": i}, timeout_s=20) for i in range(20)))
     runs_s = time.monotonic() - t0
-    await wait_for(lambda: len(fast.got) == 21, timeout_s=5, what="the fast subscriber's 21 notifications")
+    await wait_until(lambda: len(fast.got) == 21, timeout_s=5, what="the fast subscriber's 21 notifications")
     fast_s = time.monotonic() - t0
-    await wait_for(lambda: len(slow.got) >= 4, timeout_s=5, what="four hanging requests")
+    await wait_until(lambda: len(slow.got) >= 4, timeout_s=5, what="four hanging requests")
     await asyncio.sleep(0.2)
     assert len(slow.got) == 4  # its concurrency: four requests hang, the rest wait their turn
     assert runs_s < 10 and fast_s < runs_s + 2, (runs_s, fast_s)
     release.set()
-    await wait_for(lambda: len(slow.got) == 21, what="the slow subscriber catching up")
+    await wait_until(lambda: len(slow.got) == 21, what="the slow subscriber catching up")
 
 
 async def test_transform_renders_a_template_and_never_evaluates_data(
@@ -341,7 +335,7 @@ async def test_transform_renders_a_template_and_never_evaluates_data(
     }
     engine = await engine_with(flows, tmp_path / "data", [sub(url, transform=transform)])
     summary = await engine.run_to_end("echoer", {"text": '{{ 7*7 }} "quoted" <run>'}, timeout_s=20)
-    await wait_for(lambda: rec.got, what="the notification")
+    await wait_until(lambda: rec.got, what="the notification")
     body = json.loads(rec.got[0]["body"])
     text = '{{ 7*7 }} "quoted" <run>'
     assert body == {"run": summary["run_id"], "said": f"run {summary['run_id']} said {text}", "raw": text,
@@ -367,8 +361,8 @@ async def test_secrets_never_appear_in_logs_events_or_answers(
     )
     engine = await engine_with(flows, tmp_path / "data", [sub(url + f"?token={SECRET}", secret=SECRET)])
     await engine.run_to_end("job", timeout_s=20)
-    await wait_for(lambda: len(rec.got) >= 3, what="three deliveries")
-    await wait_for(lambda: engine.notify.dead >= 1, what="the dead letter")  # type: ignore[attr-defined]
+    await wait_until(lambda: len(rec.got) >= 3, what="three deliveries")
+    await wait_until(lambda: engine.notify.dead >= 1, what="the dead letter")  # type: ignore[attr-defined]
     dump = await engine.store.read(
         lambda c: "\n".join(
             str(tuple(row))
@@ -450,7 +444,7 @@ async def test_kill_9_between_commit_and_send_delivers_exactly_the_owed_after_re
     mode["hang"] = True
     second = await child("second")
     await wait_line(second)
-    await wait_for(lambda: len(rec.got) >= 5, timeout_s=20, what="two held requests")
+    await wait_until(lambda: len(rec.got) >= 5, timeout_s=20, what="two held requests")
     second.send_signal(signal.SIGKILL)
     assert (await second.wait()) == -signal.SIGKILL
     held = {e["id"] for e in rec.events()} - acked_first
@@ -489,7 +483,7 @@ async def test_the_documented_receiver_accepts_ours_and_refuses_forgeries(
     subs = [sub(good_url, name="good", secret=SECRET), sub(bad_url, name="bad", secret=SECRET)]
     engine = await engine_with(flows, tmp_path / "data", subs)
     await engine.run_to_end("job", timeout_s=20)
-    await wait_for(lambda: engine.notify.delivered == 1 and engine.notify.dead == 1, what="both outcomes")  # type: ignore[attr-defined]
+    await wait_until(lambda: engine.notify.delivered == 1 and engine.notify.dead == 1, what="both outcomes")  # type: ignore[attr-defined]
     dead = await engine.store.read(
         lambda c: c.execute("SELECT subscriber, last_status FROM dead_letters").fetchall()
     )
@@ -531,7 +525,7 @@ async def test_big_outputs_are_truncated_in_the_event_with_a_pointer(
     engine = await engine_with(flows, tmp_path / "data", [sub(url)])
     small = await engine.run_to_end("big", {"size": 1000}, timeout_s=20)
     large = await engine.run_to_end("big", {"size": 70_000}, timeout_s=20)
-    await wait_for(lambda: len(rec.got) == 2, what="two notifications")
+    await wait_until(lambda: len(rec.got) == 2, what="two notifications")
     by_run = {e["detail"]["run_id"]: e["detail"] for e in rec.events()}
     assert by_run[small["run_id"]]["outputs"] == {"blob": "x" * 1000}
     cut = by_run[large["run_id"]]
@@ -569,7 +563,7 @@ async def test_url_destinations_receive_a_signed_invocation_record(
     write_flow(flows, text, HANDLERS, name="dest.yaml")
     engine = await engine_with(flows, tmp_path / "data")
     summary = await engine.run_to_end("dest", {"n": 1}, timeout_s=20)
-    await wait_for(lambda: rec.got, what="the invocation record")
+    await wait_until(lambda: rec.got, what="the invocation record")
     got = rec.got[0]
     record = json.loads(got["body"])
     assert record["requestContext"]["requestId"] == summary["run_id"]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import MakeEngine, write_flow
 
 from engine import archive
 from engine.api_notify import add_routes
+from tests.support.engines import MakeEngine, write_flow
 
 HANDLERS = """
 def echo(event, context):
