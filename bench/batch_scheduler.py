@@ -2,7 +2,7 @@
 
 ``python -m bench.batch_scheduler [--runnable 10000] [--overhead 10] [--jobs 2000]`` prints:
 
-* decision: :func:`engine.queues.decide` over ``--runnable`` RUNNABLE jobs kept in the
+* decision: :func:`engine.batch.queues.decide` over ``--runnable`` RUNNABLE jobs kept in the
   BatchService's in-memory index, median and max of 200 decisions, in two shapes: the steady
   state (capacity full, mixed sizes) and the worst case (no job fits, yet the free room is above
   the smallest request, so the scan runs to its ``max_scan`` bound);
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.queues import Environment, Queue, RunnableIndex, Slot, decide
+from engine.batch.queues import Environment, Queue, RunnableIndex, Slot, decide
 
 IMAGE = "busybox:1.36"
 LABEL = {"sluice.bench": "batch"}
@@ -60,10 +60,10 @@ def decision_times(runnable: int, worst: bool, rounds: int = 200) -> list[float]
 
 
 async def docker_part(n_overhead: int, n_jobs: int) -> None:
-    from engine.batch import BatchService
-    from engine.bus import Bus
-    from engine.docker_api import DockerClient
-    from engine.store import Store
+    from engine.batch.service import BatchService
+    from engine.bus.bus import Bus
+    from engine.executors.docker_api import DockerClient
+    from engine.store.store import Store
 
     from .docker_overhead import bare_once
 

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.docker_api import DockerClient
 from engine.executors.docker import ContainerRequest, ContainerRunner
+from engine.executors.docker_api import DockerClient
 
 IMAGE = "busybox:1.36"
 LABELS = {"sluice.bench": "docker-overhead"}

@@ -24,8 +24,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from engine.engine import Engine, Settings
-from engine.notify import install
-from engine.subscribers import subscribers_from_config
+from engine.notify.sender import install
+from engine.notify.subscribers import subscribers_from_config
 from workflows.loader import load_dir
 
 FLOW = """

@@ -42,10 +42,10 @@ def w4_ingest(ctx: Context) -> dict[str, float]:
     the bus's own ``put_many``: 10,000 events in batches of 1,000, each batch one durable commit.
     """
     _engine_available()
-    from engine.bus import Bus
+    from engine.bus.bus import Bus
     from engine.engine import Settings
     from engine.server import build_server
-    from engine.store import Store
+    from engine.store.store import Store
 
     folder = ctx.tmp / f"w4-{ctx.rep}"
     write_bench_workflows(folder)

@@ -29,10 +29,10 @@ def _share(total: int, chunk: int) -> int:
 
 async def _w6_docker(ctx: Context, n_overhead: int, n_jobs: int, n_bare: int) -> dict[str, float]:
     """Job overhead and throughput through a standalone BatchService, vs bare API cycles."""
-    from engine.batch import BatchService
-    from engine.bus import Bus
-    from engine.docker_api import DockerClient
-    from engine.store import Store
+    from engine.batch.service import BatchService
+    from engine.bus.bus import Bus
+    from engine.executors.docker_api import DockerClient
+    from engine.store.store import Store
 
     from .batch_scheduler import IMAGE, LABEL
     from .docker_overhead import bare_once

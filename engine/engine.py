@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .bus import Bus
-from .orchestrator import Orchestrator
-from .store import Store
+from engine.bus.bus import Bus
+from engine.runs.orchestrator import Orchestrator
+from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Engine:
         self.store = Store(settings.data_dir / "sluice.db")
         self.bus = Bus(self.store, catalog)
         if functions is None:
-            from .executors.function import FunctionExecutor
+            from engine.executors.function import FunctionExecutor
 
             functions = FunctionExecutor(workers=settings.workers, max_workers=settings.max_workers)
         self.functions = functions
@@ -111,7 +111,9 @@ class Engine:
         await asyncio.gather(self.store.open(), self.functions.start())
         attaching = None
         if self._wants_batch():
-            from .batch import attach_batch  # imports the Docker client (aiohttp): only when needed
+            from engine.batch.service import (
+                attach_batch,  # imports the Docker client (aiohttp): only when needed
+            )
 
             # in the background: a slow dockerd must not hold up resumed function steps; container
             # steps wait for it (Orchestrator.container_runner)
@@ -184,10 +186,9 @@ class Engine:
         Raises ``KeyError`` for an unknown workflow and ``InputError`` for params that do not
         fit the workflow; either way nothing is stored.
         """
+        from engine.bus.bus import Target
+        from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
         from workflows.loader import resolve_input
-
-        from .bus import Target
-        from .events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
 
         wf = self.catalog[workflow]
         resolved = resolve_input(wf, dict(params or {}))
@@ -198,7 +199,7 @@ class Engine:
         return result.run_ids[0]
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
-        from .records import run_summary
+        from engine.store.records import run_summary
 
         return await self.store.read(lambda c: run_summary(c, run_id))
 

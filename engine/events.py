@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from .ids import event_id
+from engine.ids import event_id
 
 #: state-change event sources and detail-types (stable names; see docs/events.md)
 RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"

@@ -12,10 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.engine import Engine, Settings
+from engine.store.kv import StoreKV, record_audit
 from triggers.base import Emit, Trigger
-
-from .engine import Engine, Settings
-from .kv import StoreKV, record_audit
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,13 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
 def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engine:
     engine = Engine(settings, catalog)
     engine.services.extend(trigger_services(engine))
-    from .notify import install_from_config
+    from engine.notify.sender import install_from_config
 
     install_from_config(engine)  # notifications, retention; global config from $SLUICE_CONFIG
-    from .api_batch import add_routes as add_batch_routes
+    from engine.api.batch import add_routes as add_batch_routes
 
     engine.api_extensions.append(lambda app: add_batch_routes(app, engine))  # batch jobs (503 without Docker)
-    from .api import HttpService
+    from engine.api.app import HttpService
 
     engine.services.append(HttpService(engine))  # after the triggers: intake over HTTP opens last
     return engine

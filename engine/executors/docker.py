@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from engine.docker_api import DockerClient, DockerError
+from engine.executors.docker_api import DockerClient, DockerError
 
 log = logging.getLogger(__name__)
 

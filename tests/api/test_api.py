@@ -279,7 +279,7 @@ async def test_api_extensions_are_added(serve: Serve, tmp_path: Path, http: aioh
     """Other components (notify, batch jobs) add routes through ``engine.api_extensions``."""
     from aiohttp import web
 
-    from engine.api import HttpService
+    from engine.api.app import HttpService
 
     flows = tmp_path / "flows"
     write_flow(flows, FLOWS["sleepy.yaml"])

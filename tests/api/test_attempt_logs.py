@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine import attempt_logs
-from engine.attempt_logs import BadCursor, decode_cursor, encode_cursor, read_logs
+from engine.api import attempt_logs
+from engine.api.attempt_logs import BadCursor, decode_cursor, encode_cursor, read_logs
 
 
 def attempt(data: Path, step: str, number: int, index: int | None = None) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from engine.api_batch import add_routes
-from engine.docker_api import DockerClient
+from engine.api.batch import add_routes
+from engine.executors.docker_api import DockerClient
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
 from tests.support.engines import MakeEngine
 from tests.support.paths import ROOT
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.docker
 async def server(
     make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
 ) -> AsyncIterator[tuple[str, Any]]:
-    from engine.api import build_app
+    from engine.api.app import build_app
 
     flows = tmp_path / "flows"
     flows.mkdir()

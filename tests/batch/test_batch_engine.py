@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.docker_api import DockerClient
+from engine.executors.docker_api import DockerClient
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.paths import ROOT

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from engine.batch import BatchService
-from engine.bus import Bus
-from engine.docker_api import DockerClient
+from engine.batch.jobs import JobError
+from engine.batch.service import BatchService
+from engine.bus.bus import Bus
 from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT
-from engine.jobs import JobError
-from engine.store import Store
+from engine.executors.docker_api import DockerClient
+from engine.store.store import Store
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
 from tests.support.waiting import wait_until as until
 

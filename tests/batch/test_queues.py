@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.queues import (
+from engine.batch.queues import (
     DISABLED,
     Environment,
     Queue,

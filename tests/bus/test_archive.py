@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from engine import archive
-from engine.api_notify import add_routes
+from engine.api.notify import add_routes
+from engine.bus import archive
 from tests.support.engines import MakeEngine, write_flow
 
 HANDLERS = """
@@ -111,12 +111,12 @@ async def test_replay_over_http_and_the_cli(
     engine = await make_engine(flows)
     await engine.bus.put({"source": "other", "detail-type": "x", "detail": {}})
     since = time.time() - 60
-    from engine.api import build_app
+    from engine.api.app import build_app
 
     engine.api_extensions.append(lambda app: add_routes(app, engine))  # as notify.install does
     async with TestServer(build_app(engine)) as server:
         url = str(server.make_url("")).rstrip("/")
-        from engine.cli import main
+        from engine.cli.main import main
 
         code = await asyncio.to_thread(
             main, ["events", "replay", "--since", "1m", "--dry-run", "--json", "--server", url]

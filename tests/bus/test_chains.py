@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.bus import MAX_DEPTH
+from engine.bus.bus import MAX_DEPTH
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.waiting import wait_until
 from workflows.errors import SpecErrors

@@ -203,7 +203,7 @@ def test_a_second_engine_on_the_same_data_dir_is_refused_and_changes_nothing(tmp
 
 
 async def _open_and_close(path: Path) -> None:
-    from engine.store import Store
+    from engine.store.store import Store
 
     store = Store(path)
     await store.open()

@@ -8,9 +8,9 @@ import time
 import uuid
 
 from engine import ids
-from engine.bus import new_run_id
+from engine.batch.jobs import new_job_id
+from engine.bus.bus import new_run_id
 from engine.events import complete
-from engine.jobs import new_job_id
 
 
 def test_event_ids_are_uuid7_that_sort_by_time() -> None:

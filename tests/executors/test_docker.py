@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from engine.docker_api import DockerClient, DockerError, _split_ref
 from engine.executors.docker import (
     CANNOT_PULL,
     EXITED,
@@ -25,6 +24,7 @@ from engine.executors.docker import (
     ContainerRunner,
     container_config,
 )
+from engine.executors.docker_api import DockerClient, DockerError, _split_ref
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_until
 
@@ -317,7 +317,7 @@ async def test_container_removed_behind_our_back(
 
 _CRASHING_ENGINE = """
 import asyncio, json, sys
-from engine.docker_api import DockerClient
+from engine.executors.docker_api import DockerClient
 from engine.executors.docker import ContainerRequest, ContainerRunner
 async def main():
     req = ContainerRequest(**json.loads(sys.argv[1]))

@@ -22,8 +22,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.engine import Engine, Settings
-from engine.notify import install
-from engine.subscribers import Subscriber, Transform, subscribers_from_config
+from engine.notify.sender import install
+from engine.notify.subscribers import Subscriber, Transform, subscribers_from_config
 from tests.support.engines import write_flow
 from tests.support.paths import ROOT as REPO_ROOT
 from tests.support.waiting import wait_until
@@ -222,7 +222,7 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
     flows = tmp_path / "flows"
     flow(flows)
     engine = await engine_with(flows, tmp_path / "data", [sub(url, secret=SECRET, headers={"X-Key": SECRET})])
-    from engine.api import build_app  # the served app: notify's routes are one of its extensions
+    from engine.api.app import build_app  # the served app: notify's routes are one of its extensions
 
     async with TestClient(TestServer(build_app(engine))) as client:
         await engine.run_to_end("job", timeout_s=20)
@@ -382,8 +382,8 @@ import asyncio, sys
 from pathlib import Path
 sys.path[:0] = [{root!r}]
 from engine.engine import Engine, Settings
-from engine.notify import install
-from engine.subscribers import subscribers_from_config
+from engine.notify.sender import install
+from engine.notify.subscribers import subscribers_from_config
 from workflows.loader import load_dir
 
 async def main(phase):
@@ -535,7 +535,7 @@ async def test_big_outputs_are_truncated_in_the_event_with_a_pointer(
 
 
 def test_server_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.notify import load_config
+    from engine.notify.sender import load_config
 
     path = tmp_path / "sluice.yaml"
     path.write_text(

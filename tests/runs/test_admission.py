@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import orchestrator
 from engine.engine import Engine
+from engine.runs import orchestrator
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
 

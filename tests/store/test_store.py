@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.schema import MIGRATIONS
 from engine.states import IllegalTransition, check
-from engine.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
+from engine.store.schema import MIGRATIONS
+from engine.store.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from engine.docker_api import DockerClient, DockerError
 from engine.executors.docker import ContainerRequest, ContainerRunner
+from engine.executors.docker_api import DockerClient, DockerError
 
 #: the image every Docker test uses; .ci/docker-setup.sh builds it from busybox-static
 TEST_IMAGE = "busybox:1.36"

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.api import HttpService
+from engine.api.app import HttpService
 from engine.engine import Engine, Settings
 from workflows.loader import load_dir
 

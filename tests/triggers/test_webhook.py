@@ -272,7 +272,7 @@ async def test_a_burst_with_runs_held_at_the_gate_loses_and_repeats_nothing(
     hooks: Served, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1,000 POSTs from 16 clients while the admission gate is tight: every run once, all succeed."""
-    from engine import orchestrator
+    from engine.runs import orchestrator
 
     monkeypatch.setattr(orchestrator, "ADMIT_AT", 2)
     orch = hooks.engine.orchestrator

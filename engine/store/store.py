@@ -42,7 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .schema import MIGRATIONS
+from engine.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 

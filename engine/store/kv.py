@@ -6,8 +6,8 @@ import json
 import time
 from typing import Any
 
-from .records import dumps
-from .store import Store
+from engine.store.records import dumps
+from engine.store.store import Store
 
 
 class StoreKV:

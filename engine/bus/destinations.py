@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .events import RUN_DETAIL_TYPE, RUN_SOURCE, envelope
+from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE, envelope
 
 SOURCE, DETAIL_TYPE = "sluice.destination", "Invocation Record"
 CONDITIONS = {"SUCCEEDED": "Success", "FAILED": "RetriesExhausted"}
@@ -74,8 +74,8 @@ def record_event(env: Mapping[str, Any], target: str) -> dict[str, Any]:
 
 def url_subscribers(catalog: Mapping[str, Any]) -> list[Any]:
     """URL destinations as notification subscribers whose body is the invocation record."""
-    from .records import dumps
-    from .subscribers import Subscriber
+    from engine.notify.subscribers import Subscriber
+    from engine.store.records import dumps
 
     def render(env: Mapping[str, Any]) -> str:
         return dumps(invocation_record(env))

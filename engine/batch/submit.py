@@ -1,8 +1,8 @@
 """Submitting, cancelling and terminating jobs; registering definitions, queues, environments.
 
-A mixin of :class:`~engine.batch.BatchService` (same state, split by concept). Every input is
+A mixin of :class:`~engine.batch.service.BatchService` (same state, split by concept). Every input is
 checked against the in-memory state *before* anything is written, so bad input gets a
-:class:`~engine.jobs.JobError` naming the field and leaves no row, event or container.
+:class:`~engine.batch.jobs.JobError` naming the field and leaves no row, event or container.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .jobs import (
+from engine.batch.jobs import (
     CANCELLED_REASON,
     DEP_MODES,
     DONE,
@@ -42,10 +42,10 @@ from .jobs import (
     public_row,
     slot_of,
 )
-from .queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Queue, explain, size_text
+from engine.batch.queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Queue, explain, size_text
 
 if TYPE_CHECKING:
-    from .batch import BatchService
+    from engine.batch.service import BatchService
 
 _STATES = (ENABLED, "DISABLED")
 

@@ -1,7 +1,7 @@
 """The BatchService: Sluice's AWS Batch, an Engine service on top of the Docker layer.
 
 It keeps every unfinished job in memory (the store holds the same facts and rebuilds them
-at start), runs the scheduler of :mod:`engine.queues` whenever something changes (and once
+at start), runs the scheduler of :mod:`engine.batch.queues` whenever something changes (and once
 a second, so waiting jobs age into reservations), starts each placed attempt through a
 :class:`~engine.executors.docker.ContainerRunner`, and commits every transition together
 with its ``sluice.job`` event before acting on it.
@@ -12,8 +12,8 @@ whose container is gone lost its result and is judged by its retry strategy; a j
 with no container is put back to RUNNABLE and started again; managed containers of no known
 job are reported (log and audit row), never killed.
 
-Submission, cancel and terminate live in :mod:`engine.batch_submit` (a mixin over the same
-state); workflow ``container:`` steps in :mod:`engine.batch_steps`.
+Submission, cancel and terminate live in :mod:`engine.batch.submit` (a mixin over the same
+state); workflow ``container:`` steps in :mod:`engine.batch.steps`.
 """
 
 from __future__ import annotations
@@ -29,14 +29,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .backoff import retry_delay
-from .batch_recovery import RecoveryMixin, ensure_defaults, load_config, load_state
-from .batch_steps import StepsMixin
-from .batch_submit import SubmitMixin
-from .docker_api import DockerClient, DockerError
-from .events import iso_ms
-from .executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
-from .jobs import (
+from engine.backoff import retry_delay
+from engine.batch.jobs import (
     DONE,
     FAILED,
     PENDING,
@@ -53,15 +47,21 @@ from .jobs import (
     start_attempt_row,
     volume_roots,
 )
-from .queues import (
+from engine.batch.queues import (
     DEFAULT_RESERVE_AFTER_S,
     Environment,
     Queue,
     RunnableIndex,
     decide,
 )
-from .records import RunRecord
-from .store import Store
+from engine.batch.recovery import RecoveryMixin, ensure_defaults, load_config, load_state
+from engine.batch.steps import StepsMixin
+from engine.batch.submit import SubmitMixin
+from engine.events import iso_ms
+from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
+from engine.executors.docker_api import DockerClient, DockerError
+from engine.store.records import RunRecord
+from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -136,7 +136,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def cmd_runs_start(args: argparse.Namespace) -> int:
     """Start a run on the server (the way to run while ``serve`` owns the data dir)."""
-    from .cli import UsageError, parse_input  # the same --input rules and messages as `sluice run`
+    from engine.cli.main import UsageError, parse_input  # the same --input rules and messages as `sluice run`
 
     try:
         params = parse_input(args.input)

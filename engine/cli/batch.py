@@ -1,6 +1,6 @@
 """``sluice jobs|definitions|queues|environments``: Batch management against a running server.
 
-urllib only, through :mod:`engine.cli_remote`'s helpers (same ``--server``/``--json``, same exit
+urllib only, through :mod:`engine.cli.remote`'s helpers (same ``--server``/``--json``, same exit
 codes: 0 done, 2 refused by the server or bad arguments, 1 unreachable or failed).
 """
 
@@ -14,7 +14,17 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .cli_remote import TIMEOUT_S, RemoteError, command, common_options, emit, query, quote, request, table
+from engine.cli.remote import (
+    TIMEOUT_S,
+    RemoteError,
+    command,
+    common_options,
+    emit,
+    query,
+    quote,
+    request,
+    table,
+)
 
 
 def _pairs(items: list[str] | None, where: str) -> dict[str, str]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from .subscribers import (
+from engine.notify.subscribers import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
     Subscriber,
@@ -50,7 +50,7 @@ from .subscribers import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from .engine import Engine
+    from engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ def dlq_purge(conn: sqlite3.Connection, ids: Sequence[int] | None) -> int:
 
 def install(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
     """Wire notifications into an engine (before ``start``): outbox hook, wake-up, sender, routes."""
-    from .destinations import url_subscribers
+    from engine.bus.destinations import url_subscribers
 
     outbox = Outbox([*subscribers_from_catalog(engine.catalog), *url_subscribers(engine.catalog), *extra])
     keys = [s.key for s in outbox.subscribers]
@@ -437,7 +437,7 @@ def install(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
     engine.notify = service  # type: ignore[attr-defined]
 
     def add(app: Any) -> None:
-        from .api_notify import add_routes
+        from engine.api.notify import add_routes
 
         add_routes(app, engine)
 
@@ -471,7 +471,7 @@ def load_config(path: str | None = None) -> dict[str, Any]:
 
 def install_from_config(engine: Engine, path: str | None = None) -> NotifyService:
     """``sluice serve`` wiring: notifications (catalog + global subscribers) and archive compaction."""
-    from . import archive
+    from engine.bus import archive
 
     config = load_config(path)
     service = install(engine, subscribers_from_config(config.get("subscribers") or []))

@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from engine.api.app import json_object
+from engine.batch.jobs import DONE, JobError
 from triggers.webhook import json_error
 
-from .api import json_object
-from .jobs import DONE, JobError
-
 if TYPE_CHECKING:
-    from .batch import BatchService
-    from .engine import Engine
+    from engine.batch.service import BatchService
+    from engine.engine import Engine
 
 MAX_LOG_CHUNK = 1 << 20
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from engine.api.app import json_object
+from engine.bus import archive
+from engine.notify import sender as notify
 from triggers.webhook import json_error
 from workflows.errors import PatternError
 
-from . import archive, notify
-from .api import json_object
-
 if TYPE_CHECKING:
-    from .engine import Engine
+    from engine.engine import Engine
 
 
 def _ids(data: dict[str, Any]) -> list[int] | web.Response | None:

@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from . import records
-from .events import iso
+from engine.events import iso
+from engine.store import records
 
 TAIL_LINES = 40
 TAIL_BYTES = 64 * 1024

@@ -18,17 +18,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.backoff import retry_delay
+from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE, STEP_DETAIL_TYPE, STEP_SOURCE, envelope, iso_ms
+from engine.executors.base import FunctionCall, Outcome
+from engine.states import TERMINAL, Status
+from engine.store import records
+from engine.store.records import RunRecord
 from workflows.errors import SluiceError
 
-from . import records
-from .backoff import retry_delay
-from .events import RUN_DETAIL_TYPE, RUN_SOURCE, STEP_DETAIL_TYPE, STEP_SOURCE, envelope, iso_ms
-from .executors.base import FunctionCall, Outcome
-from .records import RunRecord
-from .states import TERMINAL, Status
-
 if TYPE_CHECKING:
-    from .orchestrator import Orchestrator
+    from engine.runs.orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
 

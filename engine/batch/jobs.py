@@ -5,7 +5,7 @@ on dependencies) -> RUNNABLE (waiting on capacity) -> STARTING -> RUNNING -> SUC
 FAILED; a retried attempt goes back to RUNNABLE. An array job is a parent row plus one row
 per child ``<parent>:<index>``; the parent is never scheduled itself, its state follows its
 children's. Everything here is pure or runs on the store's writer thread; the
-:class:`~engine.batch.BatchService` owns the asyncio side.
+:class:`~engine.batch.service.BatchService` owns the asyncio side.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.batch.queues import Slot
+from engine.events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
+from engine.ids import ordered_id
+from engine.store.records import dumps
 from workflows.errors import SluiceError
 from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule
-
-from .events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
-from .ids import ordered_id
-from .queues import Slot
-from .records import dumps
 
 SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING = "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"

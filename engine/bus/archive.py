@@ -32,15 +32,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.bus.bus import Target
+from engine.events import MANUAL_SOURCE
+from engine.ids import event_id
 from workflows.patterns import compile_pattern
 
-from .bus import Target
-from .events import MANUAL_SOURCE
-from .ids import event_id
-
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .records import RunRecord
+    from engine.engine import Engine
+    from engine.store.records import RunRecord
 
 log = logging.getLogger(__name__)
 

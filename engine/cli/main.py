@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine import __version__
 from workflows import jsontext
-
-from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -63,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
     # management commands that talk to a running server (one line per module)
-    __import__("engine.cli_remote", fromlist=["register"]).register(sub)
-    __import__("engine.cli_notify", fromlist=["register"]).register(sub)  # after cli_remote: adds to events
-    __import__("engine.cli_batch", fromlist=["register"]).register(sub)
+    __import__("engine.cli.remote", fromlist=["register"]).register(sub)
+    __import__("engine.cli.notify", fromlist=["register"]).register(sub)  # after cli_remote: adds to events
+    __import__("engine.cli.batch", fromlist=["register"]).register(sub)
     return parser
 
 
@@ -85,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
-        from .store import StoreUnavailable  # here: remote commands never load the store
+        from engine.store.store import StoreUnavailable  # here: remote commands never load the store
 
         if not isinstance(exc, StoreUnavailable):
             raise
@@ -176,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         params = resolve_input(wf, data)
     except InputError as exc:
         raise UsageError(f"--input: {exc}") from None
-    from .engine import Settings, default_data_dir, tune_gc
+    from engine.engine import Settings, default_data_dir, tune_gc
 
     tune_gc()
     # a one-shot run leaves other unfinished runs alone: `sluice serve` on the data dir resumes them
@@ -190,8 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_once(settings: Any, catalog: Any, wf: Any, params: dict[str, Any], *, as_json: bool) -> int:
-    from .engine import Engine
-    from .progress import ProgressPrinter, render_outputs
+    from engine.cli.progress import ProgressPrinter, render_outputs
+    from engine.engine import Engine
 
     engine = Engine(settings, catalog)
     printer = ProgressPrinter(sys.stderr)
@@ -236,7 +235,7 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .engine import Settings, default_data_dir, tune_gc
+    from engine.engine import Settings, default_data_dir, tune_gc
 
     tune_gc()
     catalog = _load_dir(Path(args.dir))
@@ -253,7 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Any, catalog: Any, workflows_dir: Path) -> None:
-    from .server import build_server
+    from engine.server import build_server
 
     engine = build_server(settings, catalog, workflows_dir)
     await engine.serve(handle_signals=True)

@@ -1,6 +1,6 @@
 """Recovery after a restart: reload state from the store, re-adopt containers, report strangers.
 
-A mixin of :class:`~engine.batch.BatchService`. Containers carry ``sluice.job-id`` and
+A mixin of :class:`~engine.batch.service.BatchService`. Containers carry ``sluice.job-id`` and
 ``sluice.attempt`` labels, so the store and Docker together say where each job was: see the
 BatchService docstring for the cases.
 """
@@ -14,14 +14,14 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from .docker_api import DockerError
-from .executors.docker import ContainerResult
-from .jobs import DONE, FAILED, PENDING, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, slot_of
-from .queues import DEFAULT_ENVIRONMENT, DEFAULT_QUEUE, Environment, Queue
-from .records import dumps
+from engine.batch.jobs import DONE, FAILED, PENDING, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, slot_of
+from engine.batch.queues import DEFAULT_ENVIRONMENT, DEFAULT_QUEUE, Environment, Queue
+from engine.executors.docker import ContainerResult
+from engine.executors.docker_api import DockerError
+from engine.store.records import dumps
 
 if TYPE_CHECKING:
-    from .batch import BatchService
+    from engine.batch.service import BatchService
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE
+from engine.store.records import dumps
 from workflows.patterns import compile_pattern
-
-from .events import RUN_DETAIL_TYPE, RUN_SOURCE
-from .records import dumps
 
 #: defaults (docs/events.md explains the choice)
 MAX_AGE_S = 24 * 3600.0  #: like EventBridge: a notification older than a day is dead-lettered

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from .states import Status, check
+from engine.states import Status, check
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -199,7 +199,7 @@ def finish_step(
 
 def note_interrupted(conn: sqlite3.Connection, run_id: str, step: str, idx: int, at: float) -> int:
     """After a crash: close attempts left RUNNING, count the interruption; returns the last attempt number."""
-    from .executors.base import ENGINE_RESTARTED
+    from engine.executors.base import ENGINE_RESTARTED
 
     error = dumps({"errorType": ENGINE_RESTARTED, "errorMessage": "the engine stopped during this attempt"})
     conn.execute(

@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.batch.jobs import SUCCEEDED, JobError, RetryStrategy
+from engine.executors.base import Outcome
+from engine.executors.docker import EXITED
+from engine.states import Status
+from engine.store import records
 from workflows.errors import SluiceError
-
-from . import records
-from .executors.base import Outcome
-from .executors.docker import EXITED
-from .jobs import SUCCEEDED, JobError, RetryStrategy
-from .states import Status
 
 
 def _text(value: Any) -> str:
@@ -76,7 +75,7 @@ def error_type(reason: str | None) -> str:
 
 
 class StepsMixin:
-    """``run_step`` for :class:`~engine.batch.BatchService`."""
+    """``run_step`` for :class:`~engine.batch.service.BatchService`."""
 
     async def run_step(
         self: Any, driver: Any, name: str, spec: Any, resume: dict[str, Any] | None

@@ -3,7 +3,7 @@
 Every answer of ``/api/v1`` and ``/hooks`` is JSON; every error is ``{"error": {"code",
 "message"}}`` with a status that says whose fault it was. The middleware turns anything
 unexpected into a JSON 500 and logs it: clients never see a stack trace or an HTML page.
-Handlers only read through ``engine.store.read`` and write through the bus or the
+Handlers only read through ``engine.store.store.read`` and write through the bus or the
 orchestrator, like any other component.
 """
 
@@ -18,14 +18,15 @@ from typing import Any
 
 from aiohttp import web
 
+from engine import __version__
+from engine.api import attempt_logs
+from engine.bus.bus import Target
+from engine.engine import Engine
+from engine.events import MANUAL_SOURCE, envelope, iso
+from engine.store import records
 from triggers.webhook import WebhookEndpoint, json_error
 from workflows import jsontext
 from workflows.errors import InputError
-
-from . import __version__, attempt_logs, records
-from .bus import Target
-from .engine import Engine
-from .events import MANUAL_SOURCE, envelope, iso
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/api/v1/runs/{id}/logs", run_logs)
     app.router.add_post("/api/v1/events", put_events)
     app.router.add_get("/api/v1/events", list_events)
-    from .dashboard import add_dashboard
+    from engine.api.dashboard import add_dashboard
 
     add_dashboard(app, engine)
     for add in engine.api_extensions:

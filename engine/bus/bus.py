@@ -21,17 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.bus.destinations import final_status, record_event, workflow_targets
+from engine.events import complete
+from engine.ids import ordered_id
+from engine.states import Status
+from engine.store import records
+from engine.store.records import RunRecord, dumps
+from engine.store.store import Store
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
-
-from . import records
-from .destinations import final_status, record_event, workflow_targets
-from .events import complete
-from .ids import ordered_id
-from .records import RunRecord, dumps
-from .states import Status
-from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .records import RunRecord
+from engine.store.records import RunRecord
 
 GLYPHS = {
     "RUNNING": "→",

@@ -43,13 +43,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import records
-from .bus import Bus
-from .executors.base import Executor, Outcome
-from .records import RunRecord
-from .runs import RunDriver
-from .states import TERMINAL, Status
-from .store import Store
+from engine.bus.bus import Bus
+from engine.executors.base import Executor, Outcome
+from engine.runs.driver import RunDriver
+from engine.states import TERMINAL, Status
+from engine.store import records
+from engine.store.records import RunRecord
+from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 
