@@ -24,8 +24,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from engine.engine import Engine, Settings
-from engine.notify.sender import install
 from engine.notify.subscribers import subscribers_from_config
+from engine.server import add_notifications
 from workflows.loader import load_dir
 
 FLOW = """
@@ -61,7 +61,7 @@ async def notifications_per_s(root: Path, events: int) -> float:
     async with TestServer(app) as server:
         sub = {"url": str(server.make_url("/hook")), "pattern": {"source": ["bench"]}, "concurrency": 16}
         engine = Engine(Settings(data_dir=root / "n", workers=1), load_dir(flows(root)))
-        install(engine, subscribers_from_config([sub]))
+        add_notifications(engine, subscribers_from_config([sub]))
         async with engine:
             t0 = time.perf_counter()
             batch = [
@@ -80,7 +80,7 @@ async def runs_per_s(root: Path, runs: int, dead: bool) -> float:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         sub = {"url": f"http://127.0.0.1:{port}/hook", "on": ["RUNNING", "SUCCEEDED", "FAILED"]}
-        install(engine, subscribers_from_config([sub]))
+        add_notifications(engine, subscribers_from_config([sub]))
     async with engine:
         await asyncio.gather(*(engine.run_to_end("job") for _ in range(50)))  # warm up
         t0 = time.perf_counter()

@@ -16,14 +16,24 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from engine.bus.bus import Bus
+from engine.bus.bus import Bus, Target
+from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
+from engine.executors.base import Executor
+from engine.runs.admission import AdmissionSettings
 from engine.runs.orchestrator import Orchestrator
+from engine.store import records
 from engine.store.store import Store
+from engine.types import Service
+from workflows.loader import resolve_input
+from workflows.spec import Workflow
+
+if TYPE_CHECKING:  # imported when Docker is attached: the client pulls in aiohttp
+    from engine.batch.service import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +72,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
     recover: bool = True  #: resume unfinished runs at start (``sluice run`` leaves that to ``serve``)
-
-
-class Service(Protocol):
-    """A source of work (a trigger, the HTTP server): ready when ``start`` returns, then ``run``."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def run(self) -> None: ...  # until cancelled
+    #: the intake-first gate for new runs (engine/runs/admission.py)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 class Engine:
     """The running system. Use ``async with Engine(settings, catalog) as engine:`` or ``serve()``."""
 
-    def __init__(self, settings: Settings, catalog: Mapping[str, Any], *, functions: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Mapping[str, Workflow], *, functions: Executor | None = None
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = Store(settings.data_dir / "sluice.db")
@@ -88,13 +92,17 @@ class Engine:
             functions = FunctionExecutor(workers=settings.workers, max_workers=settings.max_workers)
         self.functions = functions
         self.orchestrator = Orchestrator(
-            self.store, self.bus, catalog, self.functions, data_dir=settings.data_dir
+            self.store,
+            self.bus,
+            catalog,
+            self.functions,
+            data_dir=settings.data_dir,
+            admission=settings.admission,
         )
-        self.services: list[Service] = []  #: intake (triggers, HTTP): started last, stopped first
-        self.closers: list[Callable[[], Awaitable[None]]] = []  #: extra components, closed in reverse
-        #: functions that add routes to the HTTP app (notifications, batch jobs): ``add(app)``
-        self.api_extensions: list[Callable[[Any], None]] = []
-        self.batch: Any = None  #: the BatchService (engine/batch.py), when a Docker engine answers
+        #: the Batch service, once a Docker engine answered (see ``start``); None without Docker
+        self.batch: BatchService | None = None
+        self._services: list[Service] = []  #: started last, in order; stopped first
+        self._closers: list[Callable[[], Awaitable[None]]] = []  #: closed in reverse, after the drain
         self._group_task: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
@@ -104,6 +112,19 @@ class Engine:
     def __repr__(self) -> str:
         return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"
 
+    def add_service(self, service: Service, *, closer: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Compose a service in before ``start`` (engine/server.py does); ``closer`` runs at stop,
+        even if the service never got to run."""
+        if self._started:
+            raise RuntimeError(f"add {service.name!r} before the engine starts, not after")
+        self._services.append(service)
+        if closer is not None:
+            self._closers.append(closer)
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return tuple(self._services)
+
     async def start(self) -> None:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +132,9 @@ class Engine:
         await asyncio.gather(self.store.open(), self.functions.start())
         attaching = None
         if self._wants_batch():
-            from engine.batch.service import (
-                attach_batch,  # imports the Docker client (aiohttp): only when needed
-            )
-
             # in the background: a slow dockerd must not hold up resumed function steps; container
             # steps wait for it (Orchestrator.container_runner)
-            attaching = asyncio.ensure_future(attach_batch(self))
+            attaching = asyncio.ensure_future(self._attach_batch())
             self.orchestrator.containers_attaching = attaching
         try:
             if self.settings.recover:
@@ -131,10 +148,33 @@ class Engine:
         if attaching is not None:
             await attaching  # before the services: the BatchService is one of them
         self._started = True
-        for service in self.services:  # in order; each is ready (socket bound, watch armed) on return
+        for service in self._services:  # in order; each is ready (socket bound, watch armed) on return
             await service.start()
-        if self.services:
+        if self._services:
             self._group_task = asyncio.create_task(self._run_services(), name="sluice-services")
+
+    async def _attach_batch(self) -> None:
+        """Compose the Batch service in when a Docker engine answers; otherwise say why, once.
+
+        Without Docker the engine still starts: container steps then fail with
+        ``Sluice.NoContainerRuntime`` (engine/runs/driver.py)."""
+        from engine.batch.service import BatchService
+        from engine.executors.docker_api import DockerClient, DockerError
+
+        client = DockerClient(call_timeout_s=float(os.environ.get("SLUICE_DOCKER_TIMEOUT", "60")))
+        try:
+            async with asyncio.timeout(5.0):
+                await client.ping()
+        except (DockerError, TimeoutError) as exc:
+            log.info("no Docker engine (%s); container steps and batch jobs are unavailable", exc)
+            await client.aclose()
+            return
+        service = BatchService(self.store, self.bus, self.settings.data_dir, client)
+        await service.start()
+        self.batch = service
+        self.orchestrator.containers = service
+        self._services.insert(0, service)
+        self._closers.append(service.aclose)
 
     def _wants_batch(self) -> bool:
         """Batch (Docker) for a serving engine, or when a loaded workflow has a container step.
@@ -149,7 +189,7 @@ class Engine:
     async def _run_services(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                for service in self.services:
+                for service in self._services:
                     tg.create_task(service.run(), name=service.name)
         except* Exception as group:  # a component bug: stop the engine loudly
             for exc in group.exceptions:
@@ -171,7 +211,7 @@ class Engine:
         if self._started:
             await self.orchestrator.drain(grace)
             await self.orchestrator.aclose()
-        for close in reversed(self.closers):
+        for close in reversed(self._closers):
             try:
                 await close()
             except Exception:
@@ -186,10 +226,6 @@ class Engine:
         Raises ``KeyError`` for an unknown workflow and ``InputError`` for params that do not
         fit the workflow; either way nothing is stored.
         """
-        from engine.bus.bus import Target
-        from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
-        from workflows.loader import resolve_input
-
         wf = self.catalog[workflow]
         resolved = resolve_input(wf, dict(params or {}))
         event = envelope(
@@ -199,9 +235,7 @@ class Engine:
         return result.run_ids[0]
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
-        from engine.store.records import run_summary
-
-        return await self.store.read(lambda c: run_summary(c, run_id))
+        return await self.store.read(lambda c: records.run_summary(c, run_id))
 
     async def run_to_end(
         self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None
@@ -241,7 +275,7 @@ class Engine:
             await stop
 
     @contextlib.contextmanager
-    def capture_signals(self, enabled: bool) -> Any:
+    def capture_signals(self, enabled: bool) -> Iterator[None]:
         if not enabled:
             yield
             return

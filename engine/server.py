@@ -1,22 +1,45 @@
-"""``sluice serve``: the Engine plus its intake — triggers and the HTTP API.
+"""``sluice serve``: the composition root. The Engine (the core) plus its intake and its outputs.
 
-Each workflow trigger becomes a :class:`TriggerService` whose events go through
-the bus to that workflow. Event-pattern triggers need no service: they are bus
-rules.
+This is the one place that decides what a serving engine is made of, in this order: the
+workflows' file and schedule triggers, notifications (the outbox hook on the bus, its sender),
+retention, and last the HTTP server with its route groups (webhooks, the API, the dashboard,
+batch jobs, dead letters and replay), so HTTP intake opens only after everything else is ready.
+Every other module receives what it needs in its constructor; none reaches into the Engine.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from engine.api import batch as batch_api
+from engine.api import notify as notify_api
+from engine.api.app import HttpService
+from engine.config import ServerConfig, load_config
 from engine.engine import Engine, Settings
-from engine.store.kv import StoreKV, record_audit
+from engine.notify import outbox as outbox_rows
+from engine.notify.outbox import Outbox
+from engine.notify.sender import NotifyService
+from engine.notify.subscribers import (
+    Subscriber,
+    subscribers_from_catalog,
+    subscribers_from_config,
+    url_subscribers,
+)
+from engine.store import audit
+from engine.store.kv import StoreKV
+from engine.store.retention import RetentionService, Sweep, event_sweep, retention_days
 from triggers.base import Emit, Trigger
+from workflows.loader import Catalog
+from workflows.spec import FileTrigger, ScheduleTrigger
 
 log = logging.getLogger(__name__)
+
+#: delivered notifications are kept this long (seconds) for the API, then deleted
+DELIVERED_KEEP_S = 3600.0
 
 
 class TriggerService:
@@ -38,24 +61,23 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
     """One service per file and schedule trigger of every loaded workflow."""
     kv = StoreKV(engine.store)
 
-    async def audit(kind: str, workflow: str, trigger: str, scheduled: datetime, reason: str) -> None:
+    async def record(kind: str, workflow: str, trigger: str, scheduled: datetime, reason: str) -> None:
         detail = {"workflow": workflow, "trigger": trigger, "reason": reason}
         detail["scheduled_time"] = scheduled.isoformat()
-        await record_audit(engine.store, f"schedule-{kind}", f"{workflow}/{trigger}", detail)
+        await audit.record(engine.store, f"schedule-{kind}", f"{workflow}/{trigger}", detail)
 
     services: list[TriggerService] = []
     for wf in engine.catalog.values():
         for spec in wf.triggers:
-            kind = type(spec).__name__
-            runner: Any
-            if kind == "FileTrigger":  # imported only when used: watchdog's observer is not free
+            runner: Trigger
+            if isinstance(spec, FileTrigger):  # imported only when used: watchdog's observer is not free
                 from triggers.files import FileTriggerRunner
 
                 runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv)
-            elif kind == "ScheduleTrigger":
+            elif isinstance(spec, ScheduleTrigger):
                 from triggers.schedule import ScheduleTriggerRunner
 
-                runner = ScheduleTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=audit)
+                runner = ScheduleTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=record)
             else:
                 continue
             emit = engine.bus.emitter(wf.name, spec.name)
@@ -63,16 +85,56 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
     return services
 
 
-def build_server(settings: Settings, catalog: Any, workflows_dir: Path) -> Engine:
+def add_notifications(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
+    """The outbox hook on the bus and the sender that drains it (before ``start``).
+
+    Subscribers: the workflows' ``notify:``, their URL destinations, and ``extra`` (the server
+    config's global ones)."""
+    catalog = engine.catalog
+    box = Outbox([*subscribers_from_catalog(catalog), *url_subscribers(catalog), *extra])
+    keys = [s.key for s in box.subscribers]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"subscriber names must be unique, got {sorted(keys)}")
+    sender = NotifyService(engine.store, box)
+    engine.bus.add_tx_hook(box.hook)
+    engine.bus.on_commit(sender.wake)
+    engine.add_service(sender, closer=sender.aclose)
+    return sender
+
+
+def retention_sweeps(days: float) -> dict[str, Sweep]:
+    """What retention deletes: events past ``days`` (0 keeps them), delivered notifications."""
+    sweeps: dict[str, Sweep] = {"events": event_sweep(days)}
+    sweeps["outbox"] = lambda conn, now, limit: outbox_rows.delete_delivered(
+        conn, now - DELIVERED_KEEP_S, limit
+    )
+    return sweeps
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A composed serving engine and the parts a test or an operator may look at."""
+
+    engine: Engine
+    notify: NotifyService
+    http: HttpService
+
+
+def compose(engine: Engine, config: ServerConfig) -> Server:
+    for service in trigger_services(engine):
+        engine.add_service(service)
+    sender = add_notifications(engine, subscribers_from_config(config.subscribers))
+    days = retention_days(config.retention_days)
+    engine.add_service(RetentionService(engine.store, retention_sweeps(days)))
+    http = HttpService(engine, [batch_api.routes(engine), notify_api.routes(engine.bus, sender)])
+    engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
+    return Server(engine, sender, http)
+
+
+def build_server(
+    settings: Settings, catalog: Catalog, workflows_dir: Path, *, config: ServerConfig | None = None
+) -> Engine:
+    """What ``sluice serve DIR`` runs (``config`` defaults to the file named by ``$SLUICE_CONFIG``)."""
     engine = Engine(settings, catalog)
-    engine.services.extend(trigger_services(engine))
-    from engine.notify.sender import install_from_config
-
-    install_from_config(engine)  # notifications, retention; global config from $SLUICE_CONFIG
-    from engine.api.batch import add_routes as add_batch_routes
-
-    engine.api_extensions.append(lambda app: add_batch_routes(app, engine))  # batch jobs (503 without Docker)
-    from engine.api.app import HttpService
-
-    engine.services.append(HttpService(engine))  # after the triggers: intake over HTTP opens last
+    compose(engine, load_config() if config is None else config)
     return engine

@@ -1,10 +1,10 @@
 """The HTTP surface: webhooks, the management API under ``/api/v1/`` and the dashboard.
 
 Every answer of ``/api/v1`` and ``/hooks`` is JSON; every error is ``{"error": {"code",
-"message"}}`` with a status that says whose fault it was. The middleware turns anything
-unexpected into a JSON 500 and logs it: clients never see a stack trace or an HTML page.
-Handlers only read through ``engine.store.store.read`` and write through the bus or the
-orchestrator, like any other component.
+"message"}}`` (engine/api/http.py). Handlers only read through ``engine.store.read`` and write
+through the bus or the orchestrator, like any other component. Which route groups beyond the
+core ones an app serves (batch jobs, notifications) is decided by the composition root,
+engine/server.py.
 """
 
 from __future__ import annotations
@@ -12,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
+from engine.api.dashboard import add_dashboard
+from engine.api.http import ApiError, errors_as_json, int_param, json_body, parse_time, time_param
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
 from engine.store import records
-from triggers.webhook import WebhookEndpoint, json_error
+from triggers.webhook import WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
+from workflows.spec import WebhookTrigger
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +36,13 @@ ENGINE = web.AppKey("engine", Engine)
 HOOKS = web.AppKey("hooks", dict)
 MAX_LIMIT = 500
 MAX_ENTRIES = 10
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: adds one group of routes (batch jobs, notifications) to the app
+Routes = Callable[[web.Application], None]
 
 
-class ApiError(Exception):
-    """A 4xx (or 409/503) answer: ``code`` is stable for programs, ``message`` is for people."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        message = "no such route; see /api/v1/health and the README" if exc.status == 404 else exc.reason
-        return json_error(
-            exc.status, code, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return json_error(500, "internal_error", "the server failed on this request; see the server log")
-
-
-def build_app(engine: Engine) -> web.Application:
-    """The aiohttp app for ``engine``; extensions (notify, batch jobs) add their routes last."""
+def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
+    """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=16 * 1024 * 1024)
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
@@ -82,10 +57,8 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/api/v1/runs/{id}/logs", run_logs)
     app.router.add_post("/api/v1/events", put_events)
     app.router.add_get("/api/v1/events", list_events)
-    from engine.api.dashboard import add_dashboard
-
     add_dashboard(app, engine)
-    for add in engine.api_extensions:
+    for add in groups:
         add(app)
     return app
 
@@ -101,7 +74,7 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
     endpoints = {}
     for wf in engine.catalog.values():
         for spec in wf.triggers:
-            if type(spec).__name__ == "WebhookTrigger":
+            if isinstance(spec, WebhookTrigger):
                 emit = engine.bus.emitter(wf.name, spec.name)
                 endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait)
     return endpoints
@@ -123,69 +96,6 @@ async def hook(request: web.Request) -> web.StreamResponse:
 
 def _engine(request: web.Request) -> Engine:
     return request.app[ENGINE]
-
-
-async def _json_body(request: web.Request, *, default: Any = None) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        if default is None:
-            raise ApiError(400, "bad_body", "send a JSON body")
-        return default
-    try:
-        return jsontext.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-
-
-async def json_object(request: web.Request, *, hint: str = "send a JSON object") -> dict[str, Any]:
-    """A body that must be a JSON object (empty: ``{}``); else ApiError 400. The API extensions use it."""
-    body = await _json_body(request, default={})
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_body", hint)
-    return body
-
-
-def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ApiError(400, "bad_param", f"{name} must be a whole number from {low} to {high}, got {raw!r}")
-    return value
-
-
-def _time_param(request: web.Request, name: str) -> float | None:
-    """Unix seconds or ISO 8601 (``2026-01-31T12:00:00Z``)."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return parse_time(raw)
-    except ValueError:
-        raise ApiError(
-            400,
-            "bad_param",
-            f"{name} must be Unix seconds or ISO 8601 like 2026-01-31T12:00:00Z, got {raw!r}",
-        ) from None
-
-
-def parse_time(value: Any) -> float:
-    """Unix seconds (number or numeric string) or ISO 8601; naive times are UTC. ValueError otherwise."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value)
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 async def _summary(request: web.Request) -> dict[str, Any]:
@@ -249,7 +159,7 @@ async def start_run(request: web.Request) -> web.Response:
     engine, name = _engine(request), request.match_info["name"]
     if name not in engine.catalog:
         raise ApiError(404, "unknown_workflow", f"no workflow {name!r}; list them with GET /api/v1/workflows")
-    params = await _json_body(request, default={})
+    params = await json_body(request, default={})
     if not isinstance(params, dict):
         raise ApiError(400, "bad_body", 'the body must be a JSON object of params, e.g. {"size": 128}')
     try:
@@ -260,7 +170,7 @@ async def start_run(request: web.Request) -> web.Response:
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
+    limit = int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
     q = request.query
 
     def query(conn: Any) -> list[dict[str, Any]] | None:
@@ -289,7 +199,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def cancel_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
-    body = await _json_body(request, default={})
+    body = await json_body(request, default={})
     reason = body.get("reason") if isinstance(body, dict) else None
     if reason is not None and not isinstance(reason, str):
         raise ApiError(400, "bad_body", "reason must be a string")
@@ -322,8 +232,8 @@ async def retry_run(request: web.Request) -> web.Response:
 async def run_logs(request: web.Request) -> web.Response:
     engine, summary = _engine(request), await _summary(request)
     step = request.query.get("step") or None
-    attempt = _int_param(request, "attempt", None, 1, 1_000_000)
-    tail = _int_param(request, "tail", None, 1, 1_000_000)
+    attempt = int_param(request, "attempt", None, 1, 1_000_000)
+    tail = int_param(request, "tail", None, 1, 1_000_000)
     try:  # ?after=: only what was written since the answer that gave this cursor (`logs --follow`)
         after = attempt_logs.decode_cursor(request.query["after"]) if "after" in request.query else None
     except attempt_logs.BadCursor as exc:
@@ -386,7 +296,7 @@ def _entry_event(entry: Any) -> dict[str, Any]:
 
 
 async def put_events(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     entries = body.get("Entries") if isinstance(body, dict) else None
     if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_ENTRIES:
         raise ApiError(400, "bad_body", f'send {{"Entries": [...]}} with 1 to {MAX_ENTRIES} entries')
@@ -407,8 +317,8 @@ async def put_events(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
-    since, until = _time_param(request, "since"), _time_param(request, "until")
+    limit = int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
+    since, until = time_param(request, "since"), time_param(request, "until")
     q = request.query
 
     def query(conn: Any) -> list[dict[str, Any]]:
@@ -429,8 +339,9 @@ class HttpService:
 
     name = "http"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, groups: Sequence[Routes] = ()) -> None:
         self.engine = engine
+        self.groups = tuple(groups)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -440,13 +351,12 @@ class HttpService:
     async def start(self) -> None:
         settings = self.engine.settings
         self.runner = web.AppRunner(
-            build_app(self.engine), handle_signals=False, access_log=None, shutdown_timeout=5.0
+            build_app(self.engine, self.groups), handle_signals=False, access_log=None, shutdown_timeout=5.0
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
-        self.engine.closers.append(self.aclose)  # in case ``run`` never ran (a later service failed)
         log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
 
     async def run(self) -> None:

@@ -1,6 +1,6 @@
 """HTTP routes for batch jobs, definitions, queues and compute environments (``/api/v1``).
 
-Added to the API app through ``engine.api_extensions`` (see engine/server.py)::
+Served by ``sluice serve`` (engine/server.py adds the group)::
 
     POST /api/v1/jobs                      submit: {"queue", "definition" | "container", "array_size"?,
                                            "depends_on"?, "parameters"?, "timeout"?, "attempts"?, "name"?}
@@ -20,36 +20,28 @@ Errors are ``{"error": {"code", "message"}}``; without a Docker engine every rou
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine.api.app import json_object
+from engine.api.http import ApiError, json_object
 from engine.batch.jobs import DONE, JobError
-from triggers.webhook import json_error
-
-if TYPE_CHECKING:
-    from engine.batch.service import BatchService
-    from engine.engine import Engine
+from engine.batch.service import BatchService
+from engine.engine import Engine
 
 MAX_LOG_CHUNK = 1 << 20
 
 
-class _Refused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
+BatchHandler = Callable[[BatchService, web.Request], Awaitable[web.StreamResponse]]
 
 
 def _batch(engine: Engine) -> BatchService:
-    batch = getattr(engine, "batch", None)
-    if batch is None:
-        raise _Refused(
-            json_error(
-                503, "no_container_runtime", "batch jobs need a Docker engine; start dockerd and restart"
-            )
+    if engine.batch is None:
+        raise ApiError(
+            503, "no_container_runtime", "batch jobs need a Docker engine; start dockerd and restart"
         )
-    return batch
+    return engine.batch
 
 
 def _int(request: web.Request, name: str, default: int | None) -> int | None:
@@ -59,19 +51,17 @@ def _int(request: web.Request, name: str, default: int | None) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise _Refused(json_error(400, "bad_query", f"{name} must be an integer, got {raw!r}")) from None
+        raise ApiError(400, "bad_query", f"{name} must be an integer, got {raw!r}") from None
 
 
-def _route(engine: Engine, fn: Any) -> Any:
-    """Wrap a handler: the batch service, JSON errors for refusals and JobErrors."""
+def _route(engine: Engine, fn: BatchHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a handler: it gets the batch service; a JobError (bad input) becomes its 4xx."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return await fn(_batch(engine), request)
-        except _Refused as exc:
-            return exc.response
         except JobError as exc:
-            return json_error(exc.status, exc.code, str(exc))
+            raise ApiError(exc.status, exc.code, str(exc)) from None
 
     return handler
 
@@ -92,7 +82,7 @@ async def describe(batch: BatchService, request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     out = await batch.describe(job_id)
     if out is None:
-        return json_error(404, "unknown_job", f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
+        raise ApiError(404, "unknown_job", f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
     return web.json_response(out)
 
 
@@ -110,9 +100,9 @@ async def logs(batch: BatchService, request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     desc = await batch.describe(job_id)
     if desc is None:
-        return json_error(404, "unknown_job", f"no job {job_id!r}")
+        raise ApiError(404, "unknown_job", f"no job {job_id!r}")
     if desc.get("array_status_summary") is not None:
-        return json_error(
+        raise ApiError(
             400, "array_parent", f"{job_id} is an array job; ask for a child's logs ({job_id}:0 ...)"
         )
     attempts = desc["attempts"]
@@ -122,10 +112,10 @@ async def logs(batch: BatchService, request: web.Request) -> web.Response:
     if not attempts:
         return web.Response(text="", content_type="text/plain", headers=headers)
     if number is None or not 1 <= number <= len(attempts):
-        return json_error(404, "no_attempt", f"{job_id} has attempts 1..{len(attempts)}")
+        raise ApiError(404, "no_attempt", f"{job_id} has attempts 1..{len(attempts)}")
     chunk = await asyncio.to_thread(_read_from, batch.data_dir, attempts[number - 1]["log_path"], offset)
     if chunk is None:
-        return json_error(403, "log_outside_data_dir", "the log path is outside the data dir")
+        raise ApiError(403, "log_outside_data_dir", "the log path is outside the data dir")
     headers["X-Sluice-Offset"] = str(offset + len(chunk))
     headers["X-Sluice-Attempt"] = str(number)
     # this attempt will write no more: a later one exists, or the job has ended
@@ -170,6 +160,11 @@ async def environments(batch: BatchService, request: web.Request) -> web.Respons
         body["name"] = request.match_info["name"]
     out = await batch.put_environment(body, create=request.method == "POST")
     return web.json_response(out, status=201 if request.method == "POST" else 200)
+
+
+def routes(engine: Engine) -> Callable[[web.Application], None]:
+    """The batch route group for ``engine``'s app (503 while no Docker engine is attached)."""
+    return lambda app: add_routes(app, engine)
 
 
 def add_routes(app: web.Application, engine: Engine) -> None:

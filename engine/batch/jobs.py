@@ -1,10 +1,10 @@
-"""Batch jobs: definitions, states and their transitions, submit validation, retry strategy, rows.
+"""Batch jobs: definitions, states and their transitions, submit validation, retry strategy.
 
 Names and behaviour follow AWS Batch (DESIGN.md). A job moves SUBMITTED -> PENDING (waiting
 on dependencies) -> RUNNABLE (waiting on capacity) -> STARTING -> RUNNING -> SUCCEEDED |
 FAILED; a retried attempt goes back to RUNNABLE. An array job is a parent row plus one row
 per child ``<parent>:<index>``; the parent is never scheduled itself, its state follows its
-children's. Everything here is pure or runs on the store's writer thread; the
+children's. Everything here is pure (the SQL of the job tables is in :mod:`engine.batch.rows`); the
 :class:`~engine.batch.service.BatchService` owns the asyncio side.
 """
 
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from engine.batch.queues import Slot
 from engine.events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
 from engine.ids import ordered_id
-from engine.store.records import dumps
 from workflows.errors import SluiceError
 from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule
 
@@ -221,6 +219,10 @@ class JobSpec:
         return tuple(_REF.sub(lambda m: params.get(m.group(1), m.group(0)), arg) for arg in self.command)
 
 
+#: the spec of :meth:`Job.ended` stand-ins (never run)
+ENDED_SPEC = JobSpec(image="")
+
+
 def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpec:
     """A definition body (API/CLI JSON, or a stored row) -> JobSpec; JobError names the field."""
     if not isinstance(data, Mapping):
@@ -336,6 +338,11 @@ class Job:
     def is_parent(self) -> bool:
         return self.array_size is not None and self.array_index is None
 
+    @classmethod
+    def ended(cls, job_id: str, status: str, reason: str | None) -> Job:
+        """A stand-in for a job that ended in the store: enough to settle what waited on it."""
+        return cls(id=job_id, name="", queue="", spec=ENDED_SPEC, status=status, status_reason=reason)
+
 
 def new_job_id() -> str:
     return ordered_id("j-")
@@ -364,171 +371,6 @@ def job_event(job: Job, previous: str | None, now: float) -> dict[str, Any]:
     if job.run_id is not None:
         detail["runId"], detail["step"] = job.run_id, job.step
     return envelope(JOB_SOURCE, JOB_DETAIL_TYPE, detail, resources=[f"job/{job.id}"], at=now)
-
-
-# -- rows (writer thread) -------------------------------------------------------------------------
-
-
-def insert_job(conn: sqlite3.Connection, job: Job) -> int:
-    cur = conn.execute(
-        "INSERT INTO jobs (id, name, queue, status, status_reason, spec, parent_id, array_size, array_index, "
-        "run_id, step, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            job.id,
-            job.name,
-            job.queue,
-            job.status,
-            job.status_reason,
-            dumps(job.spec.to_json()),
-            job.parent_id,
-            job.array_size,
-            job.array_index,
-            job.run_id,
-            job.step,
-            job.created_at,
-            job.created_at,
-        ),
-    )
-    return int(cur.lastrowid or 0)
-
-
-def save_job(conn: sqlite3.Connection, job: Job, old: str, now: float) -> None:
-    """Write a transition (checked against :data:`NEXT`; the row must still be in ``old``)."""
-    if old != job.status:
-        check_transition(job.id, old, job.status)
-    cur = conn.execute(
-        "UPDATE jobs SET status=?, status_reason=?, attempts=?, environment=?, exit_code=?, runnable_at=?, "
-        "started_at=?, stopped_at=?, updated_at=? WHERE id=? AND status=?",
-        (
-            job.status,
-            job.status_reason,
-            job.attempts,
-            job.environment,
-            job.exit_code,
-            job.runnable_at,
-            job.started_at,
-            job.stopped_at,
-            now,
-            job.id,
-            old,
-        ),
-    )
-    if cur.rowcount != 1:
-        raise JobError(f"job {job.id}: expected it in {old} in the store", "conflict", 409)
-
-
-def insert_dependencies(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str]]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO job_dependencies (job_id, dep_id, mode) VALUES (?,?,?)", rows)
-
-
-def start_attempt_row(conn: sqlite3.Connection, job: Job, log_path: str) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path) VALUES (?,?,?,?)",
-        (job.id, job.attempts, job.environment, log_path),
-    )
-
-
-def end_attempt_row(
-    conn: sqlite3.Connection,
-    job_id: str,
-    attempt: int,
-    container_id: str | None,
-    exit_code: int | None,
-    reason: str,
-    started: float | None,
-    stopped: float | None,
-) -> None:
-    conn.execute(
-        "UPDATE job_attempts SET container_id=coalesce(?, container_id), exit_code=?, reason=?, "
-        "started_at=coalesce(?, started_at), stopped_at=? WHERE job_id=? AND attempt=?",
-        (container_id, exit_code, reason, started, stopped, job_id, attempt),
-    )
-
-
-def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
-    import json
-
-    body = json.loads(row["spec"])
-    # stored specs were checked at submit; the allow-list may have changed since, so don't refuse
-    vols = tuple((v["host"], v["container"], bool(v["read_only"])) for v in body.pop("volumes", []))
-    spec = parse_spec(body, allowed_roots)
-    spec = replace(spec, volumes=vols)
-    return Job(
-        id=row["id"],
-        name=row["name"],
-        queue=row["queue"],
-        spec=spec,
-        seq=row["seq"],
-        status=row["status"],
-        status_reason=row["status_reason"],
-        parent_id=row["parent_id"],
-        array_size=row["array_size"],
-        array_index=row["array_index"],
-        attempts=row["attempts"],
-        environment=row["environment"],
-        exit_code=row["exit_code"],
-        run_id=row["run_id"],
-        step=row["step"],
-        created_at=row["created_at"],
-        runnable_at=row["runnable_at"],
-        started_at=row["started_at"],
-        stopped_at=row["stopped_at"],
-    )
-
-
-def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    """A job as the API shows it: the row, its attempts, its dependencies, array child counts."""
-    import json
-
-    row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-    if row is None:
-        return None
-    out = public_row(row)
-    out["spec"] = json.loads(row["spec"])
-    out["attempts"] = [
-        {
-            "attempt": a["attempt"],
-            "environment": a["environment"],
-            "container_id": a["container_id"],
-            "exit_code": a["exit_code"],
-            "reason": a["reason"],
-            "started_at": iso_ms(a["started_at"]),
-            "stopped_at": iso_ms(a["stopped_at"]),
-            "log_path": a["log_path"],
-        }
-        for a in conn.execute("SELECT * FROM job_attempts WHERE job_id=? ORDER BY attempt", (job_id,))
-    ]
-    out["depends_on"] = [
-        {"job_id": d[0], "mode": d[1]}
-        for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
-    ]
-    if row["array_size"] is not None and row["array_index"] is None:
-        counts = dict(
-            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
-        )
-        out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
-    return out
-
-
-def public_row(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "job_id": row["id"],
-        "name": row["name"],
-        "queue": row["queue"],
-        "status": row["status"],
-        "status_reason": row["status_reason"],
-        "parent_id": row["parent_id"],
-        "array_size": row["array_size"],
-        "array_index": row["array_index"],
-        "attempt_count": row["attempts"],
-        "environment": row["environment"],
-        "exit_code": row["exit_code"],
-        "run_id": row["run_id"],
-        "step": row["step"],
-        "created_at": iso_ms(row["created_at"]),
-        "started_at": iso_ms(row["started_at"]),
-        "stopped_at": iso_ms(row["stopped_at"]),
-    }
 
 
 def slot_of(job: Job) -> Slot:

@@ -62,6 +62,14 @@ class Environment:
     def free_memory(self) -> int:
         return self.max_memory - self.used_memory
 
+    def take(self, vcpus: float, memory: int) -> None:
+        self.used_vcpus += vcpus
+        self.used_memory += memory
+
+    def give(self, vcpus: float, memory: int) -> None:
+        self.used_vcpus = max(0.0, self.used_vcpus - vcpus)
+        self.used_memory = max(0, self.used_memory - memory)
+
     def public(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -1,4 +1,4 @@
-"""Workflow ``container:`` steps as Batch jobs (the orchestrator's ``ContainerSteps``).
+"""Workflow ``container:`` steps as Batch jobs: the Batch service's :class:`~engine.types.StepRunner`.
 
 A step is an inline job definition: ``command``/``env`` rendered from the run's context
 (values only: argv, never a shell string), ``vcpus``/``memory``/``volumes``/``user``/
@@ -17,29 +17,40 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from engine.batch import rows
 from engine.batch.jobs import SUCCEEDED, JobError, RetryStrategy
+from engine.batch.ledger import Ledger
+from engine.batch.submit import Submitter
+from engine.errors import INVALID_JOB, TEMPLATE_ERROR, TIMEOUT
 from engine.executors.base import Outcome
 from engine.executors.docker import EXITED
 from engine.states import Status
 from engine.store import records
+from engine.types import StepHost
 from workflows.errors import SluiceError
+from workflows.spec import StepSpec
+
+#: a job as the API shows it (the service's ``describe``)
+Describe = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def step_body(driver: Any, name: str, spec: Any) -> dict[str, Any]:
+def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
     """The inline definition of a container step, rendered against the run's context."""
     c = spec.container
-    ctx = driver.ctx
+    assert c is not None, name
+    ctx = host.ctx
     command = None if c.command is None else [_text(part.render(ctx)) for part in c.command]
     env = {k: _text(v.render(ctx)) for k, v in c.env.items()}
     volumes = [
-        {"host": str(Path(driver.wf.dir, v.host)), "container": v.container, "read_only": v.read_only}
+        {"host": str(Path(host.wf.dir, v.host)), "container": v.container, "read_only": v.read_only}
         for v in c.volumes
     ]
     return {
@@ -70,36 +81,40 @@ def error_type(reason: str | None) -> str:
     if head.endswith("Error"):
         return f"Batch.{head}"
     if reason and "timeout" in reason:
-        return "Sluice.Timeout"
+        return TIMEOUT
     return "Batch.JobFailed"
 
 
-class StepsMixin:
-    """``run_step`` for :class:`~engine.batch.service.BatchService`."""
+class ContainerSteps:
+    """Runs a ``container:`` step as a job: submit (with the step's RUNNING, in one transaction),
+    wait for it to end, copy its attempts into the step's, and end the step."""
+
+    def __init__(self, submitter: Submitter, ledger: Ledger, describe: Describe) -> None:
+        self.submitter, self.ledger, self.describe = submitter, ledger, describe
 
     async def run_step(
-        self: Any, driver: Any, name: str, spec: Any, resume: dict[str, Any] | None
+        self, host: StepHost, name: str, spec: StepSpec, resume: dict[str, Any] | None
     ) -> Outcome:
-        run_id, t0 = driver.run.id, time.monotonic()
+        t0 = time.monotonic()
         job_id = (resume or {}).get("job_id")
         if job_id is None:
             try:
-                job_id = await self._submit_step(driver, name, spec)
+                job_id = await self._submit_step(host, name, spec)
             except (SluiceError, JobError) as exc:
-                kind = "Sluice.InvalidJob" if isinstance(exc, JobError) else "Sluice.TemplateError"
+                kind = INVALID_JOB if isinstance(exc, JobError) else TEMPLATE_ERROR
                 return await self._end_step(
-                    driver,
+                    host,
                     name,
                     Outcome(False, error={"errorType": kind, "errorMessage": str(exc)}),
                     previous=Status.PENDING,
                 )
         try:
-            await self.wait(job_id)
+            await self.ledger.wait(job_id)
         except asyncio.CancelledError:
             # a user's cancel of the run stops its job; a shutdown leaves it to be resumed
-            reason = getattr(driver.o, "_cancel_reasons", {}).get(run_id)
-            if reason is not None and not driver.o.draining:
-                stopping = asyncio.ensure_future(self.terminate(job_id, f"run cancelled: {reason}"))
+            reason = host.cancel_reason()
+            if reason is not None and not host.draining:
+                stopping = asyncio.ensure_future(self.submitter.terminate(job_id, f"run cancelled: {reason}"))
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stopping)
             raise
@@ -110,51 +125,49 @@ class StepsMixin:
             "status": desc.get("status"),
             "exit_code": desc.get("exit_code"),
             "attempts": len(attempts),
-            "log_path": attempts[-1]["log_path"] if attempts else None,
         }
+        log_path: str | None = attempts[-1]["log_path"] if attempts else None
+        output["log_path"] = log_path
         if desc.get("array_size"):
             output["array_size"] = desc["array_size"]
         ok = desc.get("status") == SUCCEEDED
         reason = desc.get("status_reason")
         error = None if ok else {"errorType": error_type(reason), "errorMessage": f"job {job_id}: {reason}"}
-        outcome = Outcome(ok, output if ok else None, error, time.monotonic() - t0, output["log_path"])
-        return await self._end_step(driver, name, outcome, job_id=job_id)
+        outcome = Outcome(ok, output if ok else None, error, time.monotonic() - t0, log_path)
+        return await self._end_step(host, name, outcome, job_id=job_id)
 
-    async def _submit_step(self: Any, driver: Any, name: str, spec: Any) -> str:
-        body = step_body(driver, name, spec)
-        run_id, now = driver.run.id, time.time()
+    async def _submit_step(self, host: StepHost, name: str, spec: StepSpec) -> str:
+        assert spec.container is not None
+        body = step_body(host, name, spec)
+        run_id, now = host.run.id, time.time()
         req = {
-            "name": f"{driver.run.workflow}-{name}",
+            "name": f"{host.run.workflow}-{name}",
             "queue": spec.container.queue,
             "container": body,
             "array_size": spec.array,
         }
         events: list[dict[str, Any]] = []
-        bus, depth = self.bus, driver.run.depth
+        bus, depth = self.ledger.bus, host.run.depth
 
         def before(conn: sqlite3.Connection, job: Any) -> list[Any]:
-            records.begin_step(conn, run_id, name, -1, now, items=spec.array)
-            conn.execute(
-                "UPDATE steps SET job_id=?, attempts=1 WHERE run_id=? AND step=? AND idx=-1",
-                (job.id, run_id, name),
-            )
-            event = driver.step_event(name, Status.RUNNING, Status.PENDING, job_id=job.id)
+            records.begin_job_step(conn, run_id, name, now, job.id, spec.array)
+            event = host.step_event(name, Status.RUNNING, Status.PENDING, job_id=job.id)
             events.append(event)
             return bus.publish(conn, event, depth)
 
-        out = await self.submit(req, run_step=(run_id, name), before_commit=before)
-        driver.o.emit_progress("step", driver.run, name, Status.RUNNING, {"job_id": out["job_id"]})
+        out = await self.submitter.submit(req, run_step=(run_id, name), before_commit=before)
+        host.progress("step", name, Status.RUNNING, {"job_id": out["job_id"]})
         return str(out["job_id"])
 
     async def _end_step(
-        self: Any,
-        driver: Any,
+        self,
+        host: StepHost,
         name: str,
         outcome: Outcome,
         previous: str = Status.RUNNING,
         job_id: str | None = None,
     ) -> Outcome:
-        run_id, now = driver.run.id, time.time()
+        run_id, now = host.run.id, time.time()
         writes = [] if job_id is None else [lambda c: link_attempts(c, run_id, name, job_id, now)]
         status = Status.SUCCEEDED if outcome.ok else Status.FAILED
         reason = None if outcome.error is None else str(outcome.error.get("errorMessage"))[:500]
@@ -163,7 +176,7 @@ class StepsMixin:
             extra["output"] = outcome.output
         else:
             extra["error"] = outcome.error
-        await driver.commit(
+        await host.commit(
             [
                 *writes,
                 lambda c: records.finish_step(
@@ -179,7 +192,7 @@ class StepsMixin:
                     reason=reason,
                 ),
             ],
-            [driver.step_event(name, status, previous, **extra)],
+            [host.step_event(name, status, previous, **extra)],
         )
         return outcome
 
@@ -187,30 +200,10 @@ class StepsMixin:
 def link_attempts(conn: sqlite3.Connection, run_id: str, step: str, job_id: str, now: float) -> None:
     """Copy the job's attempts (an array's: each child's) into the step's, so ``sluice logs RUN``
     and the step view show container output like a function step's."""
-    rows = conn.execute(
-        "SELECT a.attempt, a.started_at, a.stopped_at, a.exit_code, a.reason, a.log_path, j.array_index "
-        "FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.id = ? OR j.parent_id = ?",
-        (job_id, job_id),
-    ).fetchall()
-    for attempt, started, stopped, code, reason, log_path, index in rows:
+    attempts: list[records.JobAttempt] = []
+    for attempt, started, stopped, code, reason, log_path, index in rows.attempts_of(conn, job_id):
         ok = code == 0 and reason == EXITED
-        error = (
-            None
-            if ok
-            else json.dumps({"errorType": error_type(reason), "errorMessage": f"{reason} (exit {code})"})
-        )
-        conn.execute(
-            "INSERT OR REPLACE INTO attempts (run_id, step, idx, attempt, status, started_at, ended_at, "
-            "error, log_path) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                step,
-                -1 if index is None else index,
-                attempt,
-                Status.SUCCEEDED if ok else Status.FAILED,
-                started or now,
-                stopped or now,
-                error,
-                log_path,
-            ),
-        )
+        error = None if ok else {"errorType": error_type(reason), "errorMessage": f"{reason} (exit {code})"}
+        status = Status.SUCCEEDED if ok else Status.FAILED
+        attempts.append((index, attempt, status, started or now, stopped or now, error, log_path))
+    records.link_job_attempts(conn, run_id, step, attempts)

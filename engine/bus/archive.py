@@ -1,9 +1,5 @@
-"""The archive: every accepted event stays in the store; retention compacts it; replay re-delivers it.
-
-Retention (default 30 days, ``0`` = forever) is enforced by :class:`CompactionService`, which
-deletes in small chunks so the one writer is never held for long: events older than the window
-that no unfinished run still needs (recovery reads a run's trigger event) and no pending
-notification still carries, and delivered outbox rows older than an hour.
+"""The archive: every accepted event stays in the store (until retention, engine/store/retention.py);
+replay re-delivers it.
 
 Replay sends archived events to the *current* rules. Each replayed copy is a new event (new id)
 with ``replay-name`` and its origin id (``events.origin_id``); a run is not started for an
@@ -21,39 +17,23 @@ otherwise double).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.bus.bus import Target
+from engine.bus.bus import Bus, Target
 from engine.events import MANUAL_SOURCE
 from engine.ids import event_id
+from engine.store.records import RunRecord
 from workflows.patterns import compile_pattern
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
-    from engine.store.records import RunRecord
+from workflows.spec import EventTrigger
 
 log = logging.getLogger(__name__)
-
-RETENTION_DAYS = 30.0
-COMPACT_EVERY_S = 3600.0
-DELIVERED_KEEP_S = 3600.0
-CHUNK = 2_000
-
-
-def retention_days(arg: float | None = None) -> float:
-    """The explicit argument wins, then ``SLUICE_RETENTION_DAYS``, then 30 (``0`` = keep forever)."""
-    if arg is not None:
-        return float(arg)
-    return float(os.environ.get("SLUICE_RETENTION_DAYS") or RETENTION_DAYS)
 
 
 def parse_time(text: str | float | None, now: float | None = None) -> float | None:
@@ -86,74 +66,6 @@ def parse_time(text: str | float | None, now: float | None = None) -> float | No
         ) from None
 
 
-# --- compaction -----------------------------------------------------------------------------------------
-
-
-def compact_chunk(conn: sqlite3.Connection, cutoff: float | None, delivered_cutoff: float) -> tuple[int, int]:
-    """Delete one chunk of old events and delivered outbox rows; returns (events, outbox rows)."""
-    events = 0
-    if cutoff is not None:
-        events = conn.execute(
-            "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e WHERE e.received_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id "
-            "AND r.status IN ('PENDING','RUNNING')) "
-            "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id AND o.status = 'pending') "
-            "ORDER BY e.seq LIMIT ?)",
-            (cutoff, CHUNK),
-        ).rowcount
-    rows = conn.execute(
-        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
-        "WHERE status='delivered' AND delivered_at < ? "
-        "LIMIT ?)",
-        (delivered_cutoff, CHUNK),
-    ).rowcount
-    return events, rows
-
-
-async def compact(engine: Engine, days: float, *, now: float | None = None) -> dict[str, int]:
-    """One compaction pass over the whole store, a chunk per transaction."""
-    now = time.time() if now is None else now
-    cutoff = None if days <= 0 else now - days * 86400.0
-    total = {"events": 0, "outbox": 0}
-    while True:
-        events, rows = await engine.store.write(
-            lambda c: compact_chunk(c, cutoff, now - DELIVERED_KEEP_S), heavy=True
-        )
-        total["events"] += events
-        total["outbox"] += rows
-        if events < CHUNK and rows < CHUNK:
-            break
-    if total["events"] or total["outbox"]:
-        log.info(
-            "compaction: deleted %d events and %d delivered notifications", total["events"], total["outbox"]
-        )
-    return total
-
-
-class CompactionService:
-    """An Engine service: compacts once at start of ``run`` and then every ``interval_s``."""
-
-    name = "archive compaction"
-
-    def __init__(
-        self, engine: Engine, days: float | None = None, interval_s: float = COMPACT_EVERY_S
-    ) -> None:
-        self.engine = engine
-        self.days = retention_days(days)
-        self.interval_s = interval_s
-
-    async def start(self) -> None:
-        return None
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await compact(self.engine, self.days)
-            except Exception:  # one failed pass is logged; the next one tries again
-                log.exception("compaction pass failed; retrying in %.0fs", self.interval_s)
-            await asyncio.sleep(self.interval_s)
-
-
 # --- replay ---------------------------------------------------------------------------------------------
 
 
@@ -172,31 +84,30 @@ class Planned:
                 "trigger": self.trigger, "via": self.via}  # fmt: skip
 
 
-def _targets(
-    engine: Engine, conn: sqlite3.Connection, row: sqlite3.Row, env: dict[str, Any]
-) -> list[Planned]:
+def _targets(bus: Bus, conn: sqlite3.Connection, row: sqlite3.Row, env: dict[str, Any]) -> list[Planned]:
     origin = row["origin_id"] or row["id"]
     plans: dict[str, Planned] = {}
-    for rule in engine.bus.matching_rules(env):
+    for rule in bus.matching_rules(env):
         plans.setdefault(
             rule.workflow, Planned(row["id"], origin, rule.workflow, rule.trigger, "rule", input=rule.input)
         )
     originals = conn.execute("SELECT workflow, trigger, params FROM runs WHERE event_id=?", (row["id"],))
     for run in originals.fetchall():
-        wf = engine.catalog.get(run["workflow"])
+        wf = bus.catalog.get(run["workflow"])
         if wf is None or run["workflow"] in plans:
             continue
-        kinds = {t.name: type(t).__name__ for t in wf.triggers}
-        if run["trigger"] is not None and kinds.get(run["trigger"], "EventTrigger") != "EventTrigger":
+        sources = {t.name for t in wf.triggers if not isinstance(t, EventTrigger)}
+        if run["trigger"] is not None and run["trigger"] in sources:
             plans[wf.name] = Planned(row["id"], origin, wf.name, run["trigger"], "trigger")
         elif run["trigger"] is None and row["source"] == MANUAL_SOURCE:
-            detail = env.get("detail") if isinstance(env.get("detail"), dict) else {}
-            plans[wf.name] = Planned(row["id"], origin, wf.name, None, "manual", params=dict(detail))
+            detail = env.get("detail")
+            params = dict(detail) if isinstance(detail, dict) else {}
+            plans[wf.name] = Planned(row["id"], origin, wf.name, None, "manual", params=params)
     return list(plans.values())
 
 
 def plan_replay(
-    engine: Engine,
+    bus: Bus,
     conn: sqlite3.Connection,
     since: float,
     until: float | None,
@@ -214,7 +125,7 @@ def plan_replay(
         env = json.loads(row["body"])
         if pattern is not None and not pattern.matches(env):
             continue
-        plans = [p for p in _targets(engine, conn, row, env) if workflow is None or p.workflow == workflow]
+        plans = [p for p in _targets(bus, conn, row, env) if workflow is None or p.workflow == workflow]
         keep = []
         for p in plans:
             seen = conn.execute(
@@ -230,7 +141,7 @@ def plan_replay(
 
 
 async def replay(
-    engine: Engine,
+    bus: Bus,
     since: float,
     until: float | None = None,
     pattern: dict[str, Any] | None = None,
@@ -241,36 +152,35 @@ async def replay(
     name: str | None = None,
 ) -> dict[str, Any]:
     """Re-deliver archived events to the current rules; returns what was (or would be) started."""
-    if workflow is not None and workflow not in engine.catalog:
-        known = ", ".join(sorted(engine.catalog)) or "none"
+    if workflow is not None and workflow not in bus.catalog:
+        known = ", ".join(sorted(bus.catalog)) or "none"
         raise ValueError(f"no workflow named {workflow!r} (known: {known})")
     compiled = None if pattern is None else compile_pattern(pattern)
     name = name or f"replay-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     if dry_run:
-        chosen, skipped = await engine.store.read(
-            lambda c: plan_replay(engine, c, since, until, compiled, workflow, force)
+        chosen, skipped = await bus.store.read(
+            lambda c: plan_replay(bus, c, since, until, compiled, workflow, force)
         )
         return _report(name, chosen, skipped, [], dry_run=True)
 
     def tx(conn: sqlite3.Connection) -> tuple[Any, Any, list[RunRecord]]:
-        chosen, skipped = plan_replay(engine, conn, since, until, compiled, workflow, force)
+        chosen, skipped = plan_replay(bus, conn, since, until, compiled, workflow, force)
         runs: list[RunRecord] = []
         for env, plans in chosen:
-            runs.extend(_redeliver(engine, conn, env, plans, name))
+            runs.extend(_redeliver(bus, conn, env, plans, name))
         return chosen, skipped, runs
 
-    chosen, skipped, runs = await engine.store.write(tx, heavy=True)
-    engine.bus.deliver(runs)
+    chosen, skipped, runs = await bus.store.write(tx, heavy=True)
+    bus.deliver(runs)
     log.info("replay %s: %d events re-delivered, %d runs started, %d skipped",
              name, len(chosen), len(runs), len(skipped))  # fmt: skip
     return _report(name, chosen, skipped, runs, dry_run=False)
 
 
 def _redeliver(
-    engine: Engine, conn: sqlite3.Connection, env: dict[str, Any], plans: list[Planned], name: str
+    bus: Bus, conn: sqlite3.Connection, env: dict[str, Any], plans: list[Planned], name: str
 ) -> list[RunRecord]:
     """Commit the replayed copy (hooks see it, so subscribers hear of it) and start exactly ``plans``."""
-    bus = engine.bus
     copy = {**env, "id": event_id(), "replay-name": name, "_origin_id": plans[0].origin_id}
     bus.insert_event(conn, copy)
     for hook in bus.tx_hooks:
@@ -301,12 +211,3 @@ def _report(
         "started": [{"run_id": r.id, "workflow": r.workflow, "event_id": r.event["id"]} for r in runs],
         "skipped": skipped,
     }
-
-
-def install(
-    engine: Engine, days: float | None = None, interval_s: float = COMPACT_EVERY_S
-) -> CompactionService:
-    """Add the compaction service and the replay route to an engine (before ``start``)."""
-    service = CompactionService(engine, days, interval_s)
-    engine.services.append(service)
-    return service

@@ -22,15 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.bus.destinations import final_status, record_event, workflow_targets
+from engine.errors import INVALID_INPUT, error_record
 from engine.events import complete
 from engine.ids import ordered_id
 from engine.states import Status
-from engine.store import records
-from engine.store.records import RunRecord, dumps
+from engine.store import audit, records
+from engine.store.records import RunRecord
 from engine.store.store import Store
+from engine.types import TxHook
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
+from workflows.spec import EventTrigger, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,6 @@ BURST_WINDOW_S = 0.02
 #: this many within the same window (>= 1,600/s, faster than held runs drain while intake runs
 #: beside them) make a flood: new runs then wait until it ebbs (or for MAX_HOLD_S)
 FLOOD_EVENTS = 32
-
-TxHook = Callable[[sqlite3.Connection, dict[str, Any], int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,9 @@ def new_run_id() -> str:
 class Bus:
     """Durable intake and routing. Hand new runs to whoever listens (the orchestrator)."""
 
-    def __init__(self, store: Store, catalog: Mapping[str, Any], *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, store: Store, catalog: Mapping[str, Workflow], *, clock: Callable[[], float] = time.time
+    ):
         self.store = store
         self.clock = clock
         self._catalog = catalog
@@ -89,7 +92,7 @@ class Bus:
     def _compile_rules(self) -> None:
         for wf in self._catalog.values():
             for trig in wf.triggers:
-                if type(trig).__name__ != "EventTrigger":
+                if not isinstance(trig, EventTrigger):
                     continue
                 rule = Rule(wf.name, trig.name, trig.compiled, trig.input)
                 sources = trig.pattern.get("source")
@@ -100,11 +103,25 @@ class Bus:
                     self._any_source.append(rule)
 
     @property
+    def catalog(self) -> Mapping[str, Workflow]:
+        """The workflows this bus routes to (read-only after load)."""
+        return self._catalog
+
+    @property
     def rule_count(self) -> int:
         return len(self._any_source) + sum(len(v) for v in self._by_source.values())
 
     def on_runs(self, listener: Callable[[list[RunRecord]], None]) -> None:
+        """``listener(runs)`` after each commit that started runs (the orchestrator drives them)."""
         self._listeners.append(listener)
+
+    def add_tx_hook(self, hook: TxHook) -> None:
+        """``hook(conn, event, depth)`` inside every event's transaction (the notification outbox)."""
+        self.tx_hooks.append(hook)
+
+    def on_commit(self, wake: Callable[[], None]) -> None:
+        """``wake()`` on the loop after every commit that held events (the sender's lanes)."""
+        self.after_commit.append(wake)
 
     def deliver(self, runs: list[RunRecord]) -> None:
         """After a commit that held events: hand new runs over, wake post-commit listeners."""
@@ -187,21 +204,7 @@ class Bus:
     def insert_event(
         self, conn: sqlite3.Connection, env: dict[str, Any], dedupe_key: str | None = None
     ) -> None:
-        conn.execute(
-            "INSERT INTO events (id, source, detail_type, time, received_at, dedupe_key, replay_name, "
-            "origin_id, body) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                env["id"],
-                str(env.get("source", "")),
-                str(env.get("detail-type", "")),
-                str(env.get("time", "")),
-                self.clock(),
-                dedupe_key,
-                env.get("replay-name"),
-                env.get("_origin_id"),
-                dumps({k: v for k, v in env.items() if not k.startswith("_")}),
-            ),
-        )
+        records.insert_event(conn, env, self.clock(), dedupe_key)
         self.events_accepted += 1
 
     def publish(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> list[RunRecord]:
@@ -268,7 +271,7 @@ class Bus:
             run.params = resolve_input(wf, data)
         except (InputError, SluiceError) as exc:
             run.status = Status.FAILED
-            run.error = {"errorType": "Sluice.InvalidInput", "errorMessage": str(exc)}
+            run.error = error_record(INVALID_INPUT, str(exc))
         origin = env.get("_origin_id") or env["id"]
         if not records.insert_run(conn, run, origin):
             return None
@@ -279,7 +282,9 @@ class Bus:
         if not self._destinations:
             return []
         status = final_status(env)
-        target = None if status is None else self._destinations.get((env["detail"]["workflow"], status))
+        if status is None:
+            return []
+        target = self._destinations.get((env["detail"]["workflow"], status))
         if target is None:
             return []
         if depth + 1 > MAX_DEPTH:
@@ -296,10 +301,7 @@ class Bus:
             "reason": f"workflow chain deeper than {MAX_DEPTH} runs; not starting {rule.workflow} "
             "(check for workflows that start each other)",
         }
-        conn.execute(
-            "INSERT INTO audit (at, kind, subject, detail) VALUES (?,?,?,?)",
-            (self.clock(), "chain-depth", rule.workflow, dumps(detail)),
-        )
+        audit.insert(conn, "chain-depth", rule.workflow, detail, self.clock())
         log.warning("not starting %s from event %s: %s", rule.workflow, env["id"], detail["reason"])
 
 

@@ -70,31 +70,3 @@ def record_event(env: Mapping[str, Any], target: str) -> dict[str, Any]:
         invocation_record(env),
         resources=[f"run/{detail['run_id']}", f"workflow/{target}"],
     )
-
-
-def url_subscribers(catalog: Mapping[str, Any]) -> list[Any]:
-    """URL destinations as notification subscribers whose body is the invocation record."""
-    from engine.notify.subscribers import Subscriber
-    from engine.store.records import dumps
-
-    def render(env: Mapping[str, Any]) -> str:
-        return dumps(invocation_record(env))
-
-    subs = []
-    for wf in catalog.values():
-        for status, key in KEYS.items():
-            dest = getattr(wf, key, None)
-            if dest is None or dest.url is None:
-                continue
-            subs.append(
-                Subscriber(
-                    key=f"{wf.name}#{key}",
-                    url=dest.url,
-                    on=(status,),
-                    workflow=wf.name,
-                    secret=dest.secret,
-                    headers=dict(dest.headers),
-                    render=render,
-                )
-            )
-    return subs

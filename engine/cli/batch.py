@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from engine.cli.remote import (
+from engine.cli.common import (
     TIMEOUT_S,
     RemoteError,
     command,

@@ -19,15 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from workflows import jsontext
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from engine.cli import batch, notify, remote
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, parse_input
 
 log = logging.getLogger("sluice")
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed as ``sluice: error: ...`` with exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
     # management commands that talk to a running server (one line per module)
-    __import__("engine.cli.remote", fromlist=["register"]).register(sub)
-    __import__("engine.cli.notify", fromlist=["register"]).register(sub)  # after cli_remote: adds to events
-    __import__("engine.cli.batch", fromlist=["register"]).register(sub)
+    remote.register(sub)
+    notify.register(sub)  # after remote: adds to its `events`
+    batch.register(sub)
     return parser
 
 
@@ -123,29 +118,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # -- run ----------------------------------------------------------------------------------------
-
-
-def parse_input(raw: str | None) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    text, where = raw, "--input"
-    if raw.startswith("@"):
-        path = Path(raw[1:])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--input {raw}: cannot read {path}: {exc.strerror}") from None
-        where = f"--input {raw}"
-    try:
-        data = jsontext.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            "write an object, e.g. --input '{\"size\": 128}'"
-        ) from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{where}: must be a JSON object of params, got {type(data).__name__}")
-    return data
 
 
 def _find_workflow(args: argparse.Namespace) -> tuple[Any, Any]:

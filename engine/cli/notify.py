@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from engine.cli.remote import RemoteError, command, common_options, emit, request
+from engine.cli.common import RemoteError, command, common_options, emit, request
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:

@@ -9,6 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.errors import (
+    BAD_OUTPUT,
+    ENGINE_RESTARTED,
+    HANDLER_NOT_FOUND,
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    WORKER_CRASHED,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
@@ -44,13 +53,18 @@ class Outcome:
         return None if self.error is None else str(self.error.get("errorType"))
 
 
-#: errorType values the engine itself produces (user exceptions use their class name)
-TIMEOUT = "Sluice.Timeout"
-OUT_OF_MEMORY = "Sluice.OutOfMemory"
-WORKER_CRASHED = "Sluice.WorkerCrashed"
-BAD_OUTPUT = "Sluice.InvalidOutput"
-HANDLER_NOT_FOUND = "Sluice.HandlerNotFound"
-ENGINE_RESTARTED = "Sluice.EngineRestarted"
+#: errorType values the engine itself produces (engine/errors.py lists them all)
+__all__ = [
+    "BAD_OUTPUT",
+    "ENGINE_RESTARTED",
+    "HANDLER_NOT_FOUND",
+    "OUT_OF_MEMORY",
+    "TIMEOUT",
+    "WORKER_CRASHED",
+    "Executor",
+    "FunctionCall",
+    "Outcome",
+]
 
 
 class Executor(Protocol):

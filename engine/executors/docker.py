@@ -33,7 +33,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,11 +165,25 @@ class ContainerRunner:
         client: the engine's API client (the runner does not close it).
         pull_timeout_s: how long a missing image may take to pull before the attempt fails
             with :data:`CANNOT_PULL`.
+        on_started: called the moment a container has really started (the Batch service
+            commits STARTING -> RUNNING then).
+        on_exited: awaited with the result of a container that ended, *before* it is removed:
+            whoever records the result there can never lose it to a crash between the exit and
+            the removal (after a restart there is either a container or a recorded result).
     """
 
-    def __init__(self, client: DockerClient, *, pull_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        client: DockerClient,
+        *,
+        pull_timeout_s: float = 60.0,
+        on_started: Callable[[ContainerRequest, str], None] | None = None,
+        on_exited: Callable[[ContainerRequest, ContainerResult], Awaitable[None]] | None = None,
+    ) -> None:
         self.client = client
         self.pull_timeout_s = pull_timeout_s
+        self.on_started = on_started
+        self.on_exited = on_exited
         #: (job_id, attempt) -> container id, for attempts this runner is driving
         self.running: dict[tuple[str, int], str] = {}
         self._terminated: dict[str, str] = {}
@@ -313,6 +327,8 @@ class ContainerRunner:
                 await self._remove(cid)
                 return ContainerResult(cid, None, CANNOT_START.format(message=exc.message))
             log.info("job %s#%d: started container %s (%s)", req.job_id, req.attempt, cid[:12], req.image)
+            if self.on_started is not None:
+                self.on_started(req, cid)
         else:
             skip = await asyncio.to_thread(_written, req.log_path)
         streaming = self._streams[cid] = asyncio.create_task(self._stream_logs(cid, req.log_path, skip))
@@ -325,8 +341,11 @@ class ContainerRunner:
             raise
         await self._finish_streaming(cid)
         state = (await self.client.inspect(cid))["State"]
+        result = self._result(cid, req, state, timed_out)
+        if self.on_exited is not None:
+            await self.on_exited(req, result)
         await self._remove(cid)
-        return self._result(cid, req, state, timed_out)
+        return result
 
     async def _wait_within(self, cid: str, req: ContainerRequest) -> bool:
         """Wait for the exit; on timeout stop it (TERM, grace, KILL). True if it timed out."""

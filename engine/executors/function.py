@@ -125,10 +125,17 @@ def _request(call: FunctionCall) -> dict[str, Any]:
 class _Process(Protocol):
     """What the pool uses of a worker process: ``asyncio.subprocess.Process`` or ``ForkedProcess``."""
 
-    pid: int
-    returncode: int | None
-    stdin: asyncio.StreamWriter | None
-    stdout: asyncio.StreamReader | None
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
 
     async def wait(self) -> int: ...
 
@@ -528,7 +535,9 @@ class FunctionExecutor:
             excess = len(self._workers) - self.size
             if excess <= 0 or self._idle.empty():
                 continue
-            now, kept, stale = time.monotonic(), [], []
+            now = time.monotonic()
+            kept: list[_Worker | None] = []
+            stale: list[_Worker] = []
             while not self._idle.empty():  # drain and refill in one loop step: no waiter sees a gap
                 worker = self._idle.get_nowait()
                 if (
@@ -536,7 +545,7 @@ class FunctionExecutor:
                     and len(stale) < excess
                     and now - worker.idle_since > self.idle_timeout_s
                 ):
-                    stale.append(worker)  # type: ignore[arg-type]
+                    stale.append(worker)
                 else:
                     kept.append(worker)
             for worker in reversed(kept):  # keep the LIFO order

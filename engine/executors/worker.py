@@ -195,7 +195,7 @@ def _load(base_dir: str, handler: str) -> Any:
         with _Scope(base_dir):
             module = _import(base_dir, module_name)
         _modules[(base_dir, module_name)] = module
-    func = module
+    func: Any = module
     for part in attr.split("."):
         func = getattr(func, part, None)
         if func is None:

@@ -1,10 +1,4 @@
-"""Notifications: a transactional outbox and a sender that delivers it to subscribers.
-
-Why an outbox: the row that says "tell X about event E" is inserted by a bus
-``tx_hook`` inside the very transaction that commits E, so a crash between the
-commit and the HTTP POST loses nothing — the sender finds the row on restart.
-The hook only inserts rows (no I/O), so a slow or dead receiver can never hold
-up the engine; it costs only its own queue.
+"""The sender: delivers the outbox (engine/notify/outbox.py) to subscribers, signed and retried.
 
 Delivery is at least once. Each subscriber has its own lane (an asyncio task)
 with its own concurrency and optional rate limit; a lane reads its due rows in
@@ -32,30 +26,20 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
 
-from engine.notify.subscribers import (
-    BACKOFF_BASE_S,
-    BACKOFF_CAP_S,
-    Subscriber,
-    safe_url,
-    sign,
-    subscribers_from_catalog,
-    subscribers_from_config,
-)
+import aiohttp
 
-if TYPE_CHECKING:
-    import aiohttp
-
-    from engine.engine import Engine
+from engine.notify import outbox
+from engine.notify.outbox import Outbox
+from engine.notify.subscribers import BACKOFF_BASE_S, BACKOFF_CAP_S, Subscriber, safe_url, sign
+from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 
 POLL_S = 5.0  #: an idle lane re-reads its queue this often (a safety net; wakes are pushed)
-BATCH = 64
 
 
 def backoff_s(
@@ -76,39 +60,6 @@ def retry_after_s(value: str | None, now: float) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):
         return None
-
-
-_INSERT = "INSERT INTO outbox (subscriber, url, event_id, body, created_at, next_at) VALUES (?,?,?,?,?,?)"
-
-
-# --- the outbox (writer thread) -------------------------------------------------------------------------
-
-
-class Outbox:
-    """The bus hook: for each committed event, one row per matching subscriber, same transaction."""
-
-    def __init__(self, subscribers: Sequence[Subscriber], clock: Any = time.time) -> None:
-        self.subscribers = list(subscribers)
-        self.clock = clock
-        #: highest outbox seq inserted per subscriber (written on the writer thread, read on the loop)
-        self.latest: dict[str, int] = {}
-
-    def hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
-        subs = [s for s in self.subscribers if s.matches(env)]
-        if not subs:
-            return
-        now = self.clock()
-        for sub in subs:
-            try:
-                body = sub.body(env)
-            except Exception as exc:  # one subscriber's transform must not fail the event's commit
-                log.error("subscriber %s: transform failed for event %s: %s", sub.key, env.get("id"), exc)
-                continue
-            cur = conn.execute(
-                _INSERT,
-                (sub.key, safe_url(sub.url), env["id"], body, now, now),
-            )
-            self.latest[sub.key] = int(cur.lastrowid or 0)
 
 
 # --- the sender -----------------------------------------------------------------------------------------
@@ -172,7 +123,7 @@ class Lane:
                         self._deliver(row), name=f"notify {self.sub.key} #{row['seq']}"
                     )
                     self.inflight[row["seq"]] = task
-                    task.add_done_callback(lambda t, seq=row["seq"]: self._done(seq))
+                    task.add_done_callback(functools.partial(self._done, row["seq"]))
                 if rows and not self.sub.ordered:
                     continue
                 delay = POLL_S if next_at is None else max(0.0, min(POLL_S, next_at - self.s.clock()))
@@ -185,7 +136,7 @@ class Lane:
             if self.inflight:
                 await asyncio.gather(*self.inflight.values(), return_exceptions=True)
 
-    def _done(self, seq: int) -> None:
+    def _done(self, seq: int, _task: asyncio.Task[None] | None = None) -> None:
         self.inflight.pop(seq, None)
         self.slots.release()
         self.wake.set()
@@ -193,31 +144,7 @@ class Lane:
     def _fetch(
         self, conn: sqlite3.Connection, busy: tuple[int, ...]
     ) -> tuple[list[sqlite3.Row], int, float | None]:
-        key, now = self.sub.key, self.s.clock()
-        known = conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE subscriber=?", (key,)
-        ).fetchone()[0]
-        if self.sub.ordered:
-            head = conn.execute(
-                "SELECT * FROM outbox WHERE subscriber=? AND status='pending' ORDER BY seq LIMIT 1", (key,)
-            ).fetchone()
-            if head is None or head["seq"] in busy:
-                return [], known, None
-            if head["next_at"] > now:
-                return [], known, head["next_at"]
-            return [head], known, None
-        holes = ",".join("?" * len(busy))
-        skip = f" AND seq NOT IN ({holes})" if busy else ""
-        rows = conn.execute(
-            f"SELECT * FROM outbox WHERE subscriber=? AND status='pending' AND next_at<=?{skip} "
-            f"ORDER BY seq LIMIT {BATCH}",
-            (key, now, *busy),
-        ).fetchall()
-        nxt = conn.execute(
-            f"SELECT MIN(next_at) FROM outbox WHERE subscriber=? AND status='pending' AND next_at>?{skip}",
-            (key, now, *busy),
-        ).fetchone()[0]
-        return rows, known, nxt
+        return outbox.due(conn, self.sub, self.s.clock(), busy)
 
     async def _deliver(self, row: sqlite3.Row) -> None:
         try:
@@ -235,9 +162,8 @@ class NotifyService:
 
     name = "notifications"
 
-    def __init__(self, engine: Engine, outbox: Outbox, *, clock: Any = time.time) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, store: Store, outbox: Outbox, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self.outbox = outbox
         self.clock = clock
         self.lanes: dict[str, Lane] = {}
@@ -250,21 +176,10 @@ class NotifyService:
         return self.outbox.subscribers
 
     async def start(self) -> None:
-        import aiohttp
-
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.lanes = {sub.key: Lane(self, sub) for sub in self.subscribers}
-        await self.store.write(self._orphans)
-
-    def _orphans(self, conn: sqlite3.Connection) -> None:
-        """Rows of subscribers no longer configured go to the dead letters (nobody would send them)."""
-        keys = tuple(self.lanes)
-        holes = ",".join("?" * len(keys)) or "''"
-        query = f"SELECT * FROM outbox WHERE status='pending' AND subscriber NOT IN ({holes})"
-        for row in conn.execute(query, keys).fetchall():
-            _dead_letter(conn, row, self.clock(), row["attempts"], None, "subscriber no longer configured")
-            log.warning("notification %d for %s: subscriber %s no longer configured; dead-lettered",
-                        row["seq"], row["event_id"], row["subscriber"])  # fmt: skip
+        keys, now = tuple(self.lanes), self.clock()
+        await self.store.write(lambda c: outbox.orphans(c, keys, now))
 
     async def run(self) -> None:
         try:
@@ -316,13 +231,7 @@ class NotifyService:
         now, attempts, seq = self.clock(), row["attempts"] + 1, row["seq"]
         status = res.status
         if status is not None and 200 <= status < 300:
-            await self.store.write(
-                lambda c: c.execute(
-                    "UPDATE outbox SET status='delivered', delivered_at=?, attempts=?, last_status=? "
-                    "WHERE seq=?",
-                    (now, attempts, status, seq),
-                )
-            )
+            await self.store.write(lambda c: outbox.delivered(c, seq, now, attempts, status))
             self.delivered += 1
             log.debug("notification %d (%s) → %s: %s", seq, row["event_id"], sub.key, status)
             return
@@ -335,145 +244,12 @@ class NotifyService:
         too_old = now + delay - row["created_at"] > sub.max_age_s
         if permanent or attempts >= sub.max_attempts or too_old:
             why = "refused (4xx)" if permanent else "too old" if too_old else "out of attempts"
-            await self.store.write(lambda c: _dead_letter(c, row, now, attempts, status, res.error))
+            await self.store.write(lambda c: outbox.dead_letter(c, row, now, attempts, status, res.error))
             self.dead += 1
             log.warning("notification %d (%s) → %s dead-lettered after %d attempts, %s: %s",
                         seq, row["event_id"], sub.key, attempts, why, res.error)  # fmt: skip
             return
-        await self.store.write(
-            lambda c: c.execute(
-                "UPDATE outbox SET attempts=?, next_at=?, last_status=?, last_error=? WHERE seq=?",
-                (attempts, now + delay, status, res.error, seq),
-            )
-        )
+        await self.store.write(lambda c: outbox.retry_later(c, seq, attempts, now + delay, status, res.error))
         log.log(logging.INFO if attempts == 1 else logging.DEBUG,  # a dead receiver must not flood the log
                 "notification %d (%s) → %s failed (attempt %d: %s); retrying in %.1fs",
                  seq, row["event_id"], sub.key, attempts, res.error, delay)  # fmt: skip
-
-
-def _dead_letter(
-    conn: sqlite3.Connection,
-    row: sqlite3.Row,
-    now: float,
-    attempts: int,
-    status: int | None,
-    error: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO dead_letters (subscriber, url, event_id, body, created_at, failed_at, attempts, "
-        "last_status, last_error) VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            *(row[k] for k in ("subscriber", "url", "event_id", "body", "created_at")),
-            now,
-            attempts,
-            status,
-            error,
-        ),
-    )
-    conn.execute("DELETE FROM outbox WHERE seq=?", (row["seq"],))
-
-
-# --- dead letters (API and CLI) -------------------------------------------------------------------------
-
-
-def _where_ids(ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
-    if ids is None:
-        return "", ()
-    return f" WHERE seq IN ({','.join('?' * len(ids)) or 'NULL'})", tuple(int(i) for i in ids)
-
-
-def dlq_list(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT * FROM dead_letters ORDER BY seq LIMIT ?", (limit,)).fetchall()
-    return [
-        {
-            "id": r["seq"],
-            "subscriber": r["subscriber"],
-            "url": r["url"],
-            "event_id": r["event_id"],
-            "attempts": r["attempts"],
-            "last_status": r["last_status"],
-            "last_error": r["last_error"],
-            "created_at": r["created_at"],
-            "failed_at": r["failed_at"],
-        }
-        for r in rows
-    ]
-
-
-def dlq_retry(conn: sqlite3.Connection, ids: Sequence[int] | None, now: float) -> int:
-    """Move dead letters back to the outbox with a fresh attempt budget; returns how many."""
-    where, args = _where_ids(ids)
-    rows = conn.execute(f"SELECT * FROM dead_letters{where} ORDER BY seq", args).fetchall()
-    for r in rows:
-        conn.execute(
-            _INSERT,
-            (r["subscriber"], r["url"], r["event_id"], r["body"], now, now),
-        )
-        conn.execute("DELETE FROM dead_letters WHERE seq=?", (r["seq"],))
-    return len(rows)
-
-
-def dlq_purge(conn: sqlite3.Connection, ids: Sequence[int] | None) -> int:
-    where, args = _where_ids(ids)
-    return conn.execute(f"DELETE FROM dead_letters{where}", args).rowcount
-
-
-# --- wiring ---------------------------------------------------------------------------------------------
-
-
-def install(engine: Engine, extra: Sequence[Subscriber] = ()) -> NotifyService:
-    """Wire notifications into an engine (before ``start``): outbox hook, wake-up, sender, routes."""
-    from engine.bus.destinations import url_subscribers
-
-    outbox = Outbox([*subscribers_from_catalog(engine.catalog), *url_subscribers(engine.catalog), *extra])
-    keys = [s.key for s in outbox.subscribers]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"subscriber names must be unique, got {sorted(keys)}")
-    service = NotifyService(engine, outbox)
-    engine.bus.tx_hooks.append(outbox.hook)
-    engine.bus.after_commit.append(service.wake)
-    engine.services.append(service)
-    engine.closers.append(service.aclose)
-    engine.notify = service  # type: ignore[attr-defined]
-
-    def add(app: Any) -> None:
-        from engine.api.notify import add_routes
-
-        add_routes(app, engine)
-
-    engine.api_extensions.append(add)
-    return service
-
-
-def load_config(path: str | None = None) -> dict[str, Any]:
-    """The server config file (``$SLUICE_CONFIG``, YAML): ``subscribers:`` and ``retention_days:``."""
-    import os
-    from pathlib import Path
-
-    import yaml
-
-    from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
-
-    path = path or os.environ.get("SLUICE_CONFIG")
-    if not path:
-        return {}
-    try:
-        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YamlLoader) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the server config: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the server config must be a mapping (write subscribers: [...])")
-    unknown = sorted(set(data) - {"subscribers", "retention_days"})
-    if unknown:
-        raise ValueError(f"{path}: unknown setting {unknown[0]!r} (use subscribers, retention_days)")
-    return data
-
-
-def install_from_config(engine: Engine, path: str | None = None) -> NotifyService:
-    """``sluice serve`` wiring: notifications (catalog + global subscribers) and archive compaction."""
-    from engine.bus import archive
-
-    config = load_config(path)
-    service = install(engine, subscribers_from_config(config.get("subscribers") or []))
-    archive.install(engine, config.get("retention_days"))
-    return service

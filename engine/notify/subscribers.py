@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.bus.destinations import KEYS, invocation_record
 from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE
 from engine.store.records import dumps
 from workflows.patterns import compile_pattern
@@ -235,6 +236,32 @@ def subscribers_from_config(entries: Iterable[Mapping[str, Any]]) -> list[Subscr
                 backoff_cap_s=parse_duration(raw.get("backoff_cap", BACKOFF_CAP_S)),
             )
         )
+    return subs
+
+
+def url_subscribers(catalog: Mapping[str, Any]) -> list[Any]:
+    """URL destinations as notification subscribers whose body is the invocation record."""
+
+    def render(env: Mapping[str, Any]) -> str:
+        return dumps(invocation_record(env))
+
+    subs = []
+    for wf in catalog.values():
+        for status, key in KEYS.items():
+            dest = getattr(wf, key, None)
+            if dest is None or dest.url is None:
+                continue
+            subs.append(
+                Subscriber(
+                    key=f"{wf.name}#{key}",
+                    url=dest.url,
+                    on=(status,),
+                    workflow=wf.name,
+                    secret=dest.secret,
+                    headers=dict(dest.headers),
+                    render=render,
+                )
+            )
     return subs
 
 

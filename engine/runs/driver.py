@@ -10,24 +10,38 @@ finished step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from engine.backoff import retry_delay
-from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE, STEP_DETAIL_TYPE, STEP_SOURCE, envelope, iso_ms
-from engine.executors.base import FunctionCall, Outcome
+from engine.bus.bus import Bus
+from engine.errors import (
+    ENGINE_ERROR,
+    INVALID_INPUT,
+    NO_CONTAINER_RUNTIME,
+    STEP_FAILED,
+    TEMPLATE_ERROR,
+    error_record,
+)
+from engine.events import iso_ms
+from engine.executors.base import Executor, FunctionCall, Outcome
+from engine.runs import changes
+from engine.runs.admission import Admission
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
+from engine.store.store import Store
+from engine.types import StepRunner
 from workflows.errors import SluiceError
-
-if TYPE_CHECKING:
-    from engine.runs.orchestrator import Orchestrator
+from workflows.spec import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +54,6 @@ _RNG = random.Random()
 
 class Drained(Exception):
     """A sleeping step gave way to an engine shutdown; it resumes from the store on restart."""
-
-
-def _error(error_type: str, message: str) -> dict[str, Any]:
-    return {"errorType": error_type, "errorMessage": message}
 
 
 def is_retryable(spec: Any, error_type: str | None) -> bool:
@@ -66,19 +76,38 @@ def parse_when(value: Any, where: str) -> float:
     raise SluiceError(f"{where}: expected an ISO 8601 timestamp like 2026-01-31T12:00:00Z, got {value!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class RunServices:
+    """What a run driver is given (by the orchestrator); it never sees its owner."""
+
+    store: Store
+    bus: Bus
+    functions: Executor
+    admission: Admission  #: counts the engine-side work a run's commits put in flight
+    logs_dir: Path
+    drain: asyncio.Event  #: set when the engine stops: sleeping steps give way, nothing new starts
+    progress: Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
+    containers: Callable[[], Awaitable[StepRunner | None]]  #: the container runtime, once attached
+    cancel_reason: Callable[[str], str | None]  #: why the user cancelled a run (None: not cancelled)
+
+    @property
+    def draining(self) -> bool:
+        return self.drain.is_set()
+
+
 class RunDriver:
-    def __init__(self, orch: Orchestrator, run: RunRecord, workflow: Any) -> None:
-        self.o = orch
+    """A run through its DAG; also the :class:`~engine.types.StepHost` its container steps see."""
+
+    def __init__(self, services: RunServices, run: RunRecord, workflow: Workflow) -> None:
+        self.services = services
         self.run = run
-        self.wf = workflow
+        self.workflow = workflow
         self.status: dict[str, str] = dict.fromkeys(workflow.steps, Status.PENDING)
         self.step_ctx: dict[str, dict[str, Any]] = {}
         self.step_error: dict[str, dict[str, Any] | None] = {}
         self.t0 = time.monotonic()
         self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
-        self._pending: tuple[list[Write], list[dict[str, Any]]] | None = None
-        #: counted in ``Orchestrator.in_engine`` since it was started, until its first commit
-        self.starting = False
+        self.changes = changes.RunChanges(services.store, services.bus, services.admission, run.depth)
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
         self._restore()
@@ -104,101 +133,37 @@ class RunDriver:
         self.step_ctx[name] = {"output": output, "status": status, "error": error}
         self.step_error[name] = error
 
-    # -- committing -------------------------------------------------------------------------
+    # -- committing (engine/runs/changes.py) -------------------------------------------------
 
     async def commit(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
         """Commit these writes and publish these events in one transaction; return once durable."""
-        await self.enqueue(writes, events)
-
-    def enqueue(self, writes: list[Write], events: list[dict[str, Any]]) -> asyncio.Future[None]:
-        """Queue the transaction now (the writer keeps queue order); the future ends when durable.
-
-        Queued synchronously, so a later write of this run is ordered after it without waiting for
-        it: an attempt's end can follow its start into the writer while the start still commits.
-        """
-        bus, depth, o = self.o.bus, self.run.depth, self.o
-        if self._pending is not None:  # the run's RUNNING, or its last step's end (_defer), rides along
-            writes = [*self._pending[0], *writes]
-            events = [*self._pending[1], *events]
-            self._pending = None
-
-        def tx(conn: sqlite3.Connection) -> list[RunRecord]:
-            for write in writes:
-                write(conn)
-            started: list[RunRecord] = []
-            for env in events:
-                started.extend(bus.publish(conn, env, depth))
-            return started
-
-        written = o.store.write_nowait(tx)  # raises StoreClosed before anything is counted
-        if self.starting:  # the unit counted at start carries over to this commit
-            self.starting = False
-        else:
-            o.in_engine += 1
-        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def settle(written: asyncio.Future[list[RunRecord]]) -> None:
-            o.in_engine -= 1
-            if written.cancelled():
-                durable.cancel()
-                return
-            exc = written.exception()
-            if exc is None:  # committed: the runs its events started go on even if nobody waits
-                bus.deliver(written.result())
-            if durable.done():  # the waiter was cancelled
-                return
-            if exc is not None:
-                durable.set_exception(exc)
-            else:
-                durable.set_result(None)
-
-        written.add_done_callback(settle)
-        return durable
+        await self.changes.enqueue(writes, events)
 
     def run_event(
         self, status: str, previous: str, *, reason: str | None = None, **extra: Any
     ) -> dict[str, Any]:
-        now = time.time()
-        detail = {
-            "run_id": self.run.id,
-            "workflow": self.run.workflow,
-            "status": str(status),  # plain str: patterns compare JSON types exactly
-            "previous_status": str(previous),
-            "statusReason": reason,
-            "trigger": self.run.trigger,
-            "event_id": self.run.event.get("id"),
-            "created_at": iso_ms(self.run.created_at),
-            "started_at": iso_ms(self.run.started_at),
-            "depth": self.run.depth,
-            **extra,
-        }
-        if status in TERMINAL:
-            detail["ended_at"] = iso_ms(now)
-            detail["duration_s"] = round(now - (self.run.started_at or now), 6)
-            detail["params"] = self.run.params  # the request payload of an invocation record
-            detail["attempts"] = self.attempts_total
-        if "outputs" in detail:  # docs/events.md: outputs above 64 KiB of JSON stay in the store
-            size = len(records.dumps(detail["outputs"]).encode())
-            if size > 64 * 1024:
-                detail["outputs"] = None
-                detail["outputs_truncated"] = {"size_bytes": size, "url": f"/api/v1/runs/{self.run.id}"}
-        return envelope(RUN_SOURCE, RUN_DETAIL_TYPE, detail, resources=[f"run/{self.run.id}"], at=now)
+        return changes.run_event(
+            self.run, status, previous, attempts=self.attempts_total, reason=reason, **extra
+        )
 
     def step_event(self, step: str, status: str, previous: str, **extra: Any) -> dict[str, Any]:
-        detail = {
-            "run_id": self.run.id,
-            "workflow": self.run.workflow,
-            "step": step,
-            "status": str(status),
-            "previous_status": str(previous),
-            **extra,
-        }
-        if "output" in detail:  # the same 64 KiB rule as a run's outputs (docs/events.md)
-            size = len(records.dumps(detail["output"]).encode())
-            if size > 64 * 1024:
-                detail["output"] = None
-                detail["output_truncated"] = {"size_bytes": size, "url": f"/api/v1/runs/{self.run.id}"}
-        return envelope(STEP_SOURCE, STEP_DETAIL_TYPE, detail, resources=[f"run/{self.run.id}/{step}"])
+        return changes.step_event(self.run, step, status, previous, **extra)
+
+    # -- what a step runner may use (engine.types.StepHost) ---------------------------------
+
+    @property
+    def wf(self) -> Workflow:
+        return self.workflow
+
+    @property
+    def draining(self) -> bool:
+        return self.services.draining
+
+    def cancel_reason(self) -> str | None:
+        return self.services.cancel_reason(self.run.id)
+
+    def progress(self, kind: str, step: str | None, status: str, info: dict[str, Any]) -> None:
+        self.services.progress(kind, self.run, step, status, info)
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -211,12 +176,12 @@ class RunDriver:
             run_id = self.run.id
             # committed with the run's first step change (one transaction instead of two): until
             # then nothing has happened that a crash could lose, and recovery starts it over
-            self._pending = (
+            self.changes.defer(
                 [lambda c: records.set_run_status(c, run_id, Status.PENDING, Status.RUNNING, now)],
                 [self.run_event(Status.RUNNING, Status.PENDING)],
             )
             self.run.status = Status.RUNNING
-            self.o.emit_progress("run", self.run, None, Status.RUNNING, {})
+            self.progress("run", None, Status.RUNNING, {})
         running: dict[asyncio.Task[None], str] = {}
         try:
             for name, row in self._resume.items():
@@ -225,13 +190,15 @@ class RunDriver:
         except asyncio.CancelledError:
             await self._stop_steps(running)
             raise
-        if self.o.draining and any(s == Status.RUNNING or s == Status.PENDING for s in self.status.values()):
+        if self.services.draining and any(
+            s == Status.RUNNING or s == Status.PENDING for s in self.status.values()
+        ):
             return Status.RUNNING
         return await self._finish()
 
     async def _loop(self, running: dict[asyncio.Task[None], str]) -> None:
         while True:
-            if not self.o.draining:
+            if not self.services.draining:
                 progressed = await self._dispatch(running)
                 if progressed:
                     continue
@@ -248,7 +215,7 @@ class RunDriver:
                     await self._finish_step(
                         name,
                         Status.FAILED,
-                        error=_error("Sluice.EngineError", f"{type(exc).__name__}: {exc}"),
+                        error=error_record(ENGINE_ERROR, f"{type(exc).__name__}: {exc}"),
                     )
 
     async def _dispatch(self, running: dict[asyncio.Task[None], str]) -> bool:
@@ -261,9 +228,7 @@ class RunDriver:
                 try:
                     go = bool(spec.when.render(self.ctx))
                 except SluiceError as exc:
-                    await self._finish_step(
-                        name, Status.FAILED, error=_error("Sluice.TemplateError", str(exc))
-                    )
+                    await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, str(exc)))
                     changed = True
                     continue
                 if not go:
@@ -286,16 +251,17 @@ class RunDriver:
         events = []
         for name, reason in skips.items():
             writes.append(
-                lambda c, n=name, r=reason: records.finish_step(
-                    c, run_id, n, -1, Status.PENDING, Status.SKIPPED, now, reason=r
+                functools.partial(
+                    records.finish_step, run_id=run_id, step=name, idx=-1, old=Status.PENDING,
+                    new=Status.SKIPPED, at=now, reason=reason,
                 )
-            )
+            )  # fmt: skip
             events.append(self.step_event(name, Status.SKIPPED, Status.PENDING, statusReason=reason))
         await self.commit(writes, events)
         for name, reason in skips.items():
             self.status[name] = Status.SKIPPED
             self._set_ctx(name, Status.SKIPPED, None, None)
-            self.o.emit_progress("step", self.run, name, Status.SKIPPED, {"reason": reason})
+            self.progress("step", name, Status.SKIPPED, {"reason": reason})
 
     async def _stop_steps(self, running: dict[asyncio.Task[None], str]) -> None:
         for task in running:
@@ -322,9 +288,8 @@ class RunDriver:
         status = Status.SUCCEEDED if outcome.ok else Status.FAILED
         self.status[name] = status
         self._set_ctx(name, status, outcome.output, outcome.error)
-        self.o.emit_progress(
+        self.progress(
             "step",
-            self.run,
             name,
             status,
             {"duration_s": outcome.duration_s, "error": outcome.error, "output": outcome.output},
@@ -363,7 +328,7 @@ class RunDriver:
         try:
             event = self.run.event if spec.input is None else spec.input.render(ctx)
         except SluiceError as exc:
-            outcome = Outcome(False, error=_error("Sluice.TemplateError", str(exc)))
+            outcome = Outcome(False, error=error_record(TEMPLATE_ERROR, str(exc)))
             await self._final_write(name, idx, attempt, outcome, started=attempt > 0)
             return outcome
         failures = 0
@@ -382,17 +347,24 @@ class RunDriver:
                 run_id = self.run.id
                 await self.commit(
                     [
-                        lambda c, a=attempt, o=outcome, r=run_id, at=retry_at: records.end_attempt(
-                            c, r, name, idx, a, Status.FAILED, time.time(), o.error, retry_at=at
+                        functools.partial(
+                            records.end_attempt,
+                            run_id=run_id,
+                            step=name,
+                            idx=idx,
+                            attempt=attempt,
+                            status=Status.FAILED,
+                            at=time.time(),
+                            error=outcome.error,
+                            retry_at=retry_at,
                         )
                     ],
                     [],
                 )
             finally:
                 await started  # done by now (queued first); this surfaces its error
-            self.o.emit_progress(
+            self.progress(
                 "retry",
-                self.run,
                 name,
                 Status.RUNNING,
                 {"attempt": attempt, "delay_s": delay, "error": outcome.error},
@@ -410,7 +382,7 @@ class RunDriver:
         run_id = self.run.id
         self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
-        log_path = str(self.o.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
+        log_path = str(self.services.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
         now = time.time()
         writes: list[Write] = [
             lambda c: records.start_attempt(c, run_id, name, idx, attempt, now, log_path, first=first)
@@ -420,9 +392,9 @@ class RunDriver:
             if first and idx < 0
             else []
         )
-        started = self.enqueue(writes, events)
+        started = self.changes.enqueue(writes, events)
         if idx < 0:
-            self.o.emit_progress("step", self.run, name, Status.RUNNING, {"attempt": attempt})
+            self.progress("step", name, Status.RUNNING, {"attempt": attempt})
         call = FunctionCall(
             attempt_id=f"{run_id}/{name}{'' if idx < 0 else f'[{idx}]'}#{attempt}",
             handler=spec.function,
@@ -439,9 +411,9 @@ class RunDriver:
             extra={"workflow": self.run.workflow},
         )
         try:
-            outcome = await self.o.functions.execute(call)
+            outcome = await self.services.functions.execute(call)
         except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
-            outcome = Outcome(False, error=_error("Sluice.InvalidInput", str(exc)))
+            outcome = Outcome(False, error=error_record(INVALID_INPUT, str(exc)))
         except BaseException:
             await started
             raise
@@ -485,17 +457,9 @@ class RunDriver:
             # the run's last step: nothing can depend on it and the run's end follows at once, so
             # both ride on one transaction (a writer round trip less per run). A crash in between
             # finds the attempt still open and runs it again, as for a crash a moment earlier.
-            self._defer(writes, events)
+            self.changes.defer(writes, events)
             return
         await self.commit(writes, events)
-
-    def _defer(self, writes: list[Write], events: list[dict[str, Any]]) -> None:
-        """Have the run's next commit carry these too (see ``commit``)."""
-        if self._pending is None:
-            self._pending = (writes, events)
-        else:
-            self._pending[0].extend(writes)
-            self._pending[1].extend(events)
 
     async def _fan_out(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
         try:
@@ -503,7 +467,7 @@ class RunDriver:
             if not isinstance(items, list):
                 raise SluiceError(f"steps.{name}.for_each must render to a list, got {type(items).__name__}")
         except SluiceError as exc:
-            await self._finish_step(name, Status.FAILED, error=_error("Sluice.TemplateError", str(exc)))
+            await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, str(exc)))
             return
         run_id, now = self.run.id, time.time()
         if resume is None:
@@ -511,7 +475,7 @@ class RunDriver:
                 [lambda c: records.begin_step(c, run_id, name, -1, now, items=len(items))],
                 [self.step_event(name, Status.RUNNING, Status.PENDING, items=len(items))],
             )
-            self.o.emit_progress("step", self.run, name, Status.RUNNING, {"items": len(items)})
+            self.progress("step", name, Status.RUNNING, {"items": len(items)})
         prior = {idx: row for (step, idx), row in self.run.steps.items() if step == name and idx >= 0}
         outcomes = await asyncio.gather(
             *(self._item(name, spec, i, item, prior.get(i)) for i, item in enumerate(items))
@@ -544,14 +508,14 @@ class RunDriver:
                 else:
                     wake_at = parse_when(spec.wait.until.render(self.ctx), f"steps.{name}.wait")
             except SluiceError as exc:
-                await self._finish_step(name, Status.FAILED, error=_error("Sluice.TemplateError", str(exc)))
+                await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, str(exc)))
                 return
             run_id, now = self.run.id, time.time()
             await self.commit(
                 [lambda c: records.begin_step(c, run_id, name, -1, now, wake_at=wake_at)],
                 [self.step_event(name, Status.RUNNING, Status.PENDING, wake_at=iso_ms(wake_at))],
             )
-            self.o.emit_progress("step", self.run, name, Status.RUNNING, {"wake_at": wake_at})
+            self.progress("step", name, Status.RUNNING, {"wake_at": wake_at})
         await self.sleep_until(wake_at)
         await self._finish_step(name, Status.SUCCEEDED, output={"waited_until": iso_ms(wake_at)})
 
@@ -561,17 +525,17 @@ class RunDriver:
         except SluiceError as exc:
             cause = f"(cause did not render: {exc})"
         await self._finish_step(
-            name, Status.FAILED, error=_error(spec.fail.error, cause), reason=cause or None
+            name, Status.FAILED, error=error_record(spec.fail.error, cause), reason=cause or None
         )
 
     async def _container_step(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
-        runner = await self.o.container_runner()
+        runner = await self.services.containers()
         if runner is None:
             await self._finish_step(
                 name,
                 Status.FAILED,
-                error=_error(
-                    "Sluice.NoContainerRuntime",
+                error=error_record(
+                    NO_CONTAINER_RUNTIME,
                     "container steps need a Docker engine; start dockerd (see README) and run again",
                 ),
             )
@@ -582,12 +546,12 @@ class RunDriver:
     async def sleep_until(self, wake_at: float) -> None:
         """Sleep durably (the wake time is in the store), giving way at once to a drain."""
         delay = wake_at - time.time()
-        if self.o.draining:
+        if self.services.draining:
             raise Drained
         if delay <= 0:
             return
         try:
-            await asyncio.wait_for(self.o.drain_event.wait(), timeout=delay)
+            await asyncio.wait_for(self.services.drain.wait(), timeout=delay)
         except TimeoutError:
             return
         raise Drained
@@ -601,13 +565,13 @@ class RunDriver:
         status, error, reason, outputs = Status.SUCCEEDED, None, None, None
         if failed:
             status = Status.FAILED
-            error = self.step_error.get(failed[0]) or _error("Sluice.StepFailed", f"step {failed[0]} failed")
+            error = self.step_error.get(failed[0]) or error_record(STEP_FAILED, f"step {failed[0]} failed")
             reason = f"step {failed[0]} failed: {error.get('errorType')}: {error.get('errorMessage')}"
         elif self.wf.outputs is not None:
             try:
                 outputs = self.wf.outputs.render(self.ctx)
             except SluiceError as exc:
-                status, error = Status.FAILED, _error("Sluice.TemplateError", f"outputs: {exc}")
+                status, error = Status.FAILED, error_record(TEMPLATE_ERROR, f"outputs: {exc}")
                 reason = error["errorMessage"]
         await self._end_run(status, reason=reason, outputs=outputs, error=error)
         return status
@@ -630,9 +594,8 @@ class RunDriver:
             [self.run_event(status, old, reason=reason, **extra)],
         )
         self.run.status = status
-        self.o.emit_progress(
+        self.progress(
             "run",
-            self.run,
             None,
             status,
             {"duration_s": time.monotonic() - self.t0, "outputs": outputs, "error": error, "reason": reason},
@@ -645,15 +608,13 @@ class RunDriver:
         for name, status in self.status.items():
             if status in TERMINAL:
                 continue
+            writes.append(functools.partial(records.cancel_open_attempts, run_id=run_id, step=name, at=now))
             writes.append(
-                lambda c, n=name, s=status: (
-                    c.execute(
-                        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status=?",
-                        (Status.CANCELLED, now, run_id, n, Status.RUNNING),
-                    ),
-                    records.finish_step(c, run_id, n, -1, s, Status.CANCELLED, now, reason=reason),
+                functools.partial(
+                    records.finish_step, run_id=run_id, step=name, idx=-1, old=status,
+                    new=Status.CANCELLED, at=now, reason=reason,
                 )
-            )
+            )  # fmt: skip
             self.status[name] = Status.CANCELLED
         await self.commit(writes, [])
         await self._end_run(Status.CANCELLED, reason=reason)

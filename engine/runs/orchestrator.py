@@ -7,30 +7,8 @@ cancel is told apart from a shutdown's (arq's ``aborting_tasks`` idea): a
 cancelled run ends ``CANCELLED``; a run interrupted by shutdown stays
 ``RUNNING`` in the store and resumes on the next start.
 
-Admission (intake first): the engine has one core, and a run costs it about
-as much as taking in its event did. Without a gate a burst of webhooks halves
-its own intake rate by starting every run at once. So a new run starts at once
-only while fewer than ``ADMIT_AT`` units of engine-side run work are in flight:
-runs not yet at their first commit, plus run commits waiting for the store.
-Past that it is *held* in arrival order (it is already durable, ``PENDING`` in
-the store) and a pump starts held runs as that work drains. Runs waiting on a
-worker, a timer or a container do not count, so 1,000 sleeping runs hold
-nothing back. It is Little's law: when the core saturates, commits take longer
-and the count rises; on an engine that keeps up it stays near zero and nothing
-is ever held.
-
-The gate is that tight only while a burst is arriving (``Bus.in_burst``: 4
-events within 20 ms). Once intake is quiet it opens 8-fold: more run work in
-flight makes bigger group commits, and held runs drain ~2x faster (W4's 10,000
-runs: 4.7 s -> 2.5 s after the burst).
-
-During a flood (``Bus.flooding``: 32 events within 20 ms, faster than runs drain
-beside intake) it shuts: every new run is held until the flood ebbs. Runs started
-mid-flood cost intake more than they gain: W4's 10,000 webhooks were accepted at
-3,400-3,500/s with the gate at 8 and 5,700-6,000/s shut, and all 10,000 runs still
-ended no later (4.5-4.6 s after the first POST instead of 4.7 s). A flood that lasts holds
-no run back longer than ``MAX_HOLD_S``: then the gate is at 8 again, so runs and
-intake share the engine as in a burst.
+Admission (intake first: whether a committed run starts now or waits) is
+:class:`~engine.runs.admission.Admission`.
 """
 
 from __future__ import annotations
@@ -39,39 +17,22 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from engine.bus.bus import Bus
-from engine.executors.base import Executor, Outcome
-from engine.runs.driver import RunDriver
+from engine.executors.base import Executor
+from engine.runs.admission import Admission, AdmissionSettings
+from engine.runs.driver import RunDriver, RunServices
 from engine.states import TERMINAL, Status
-from engine.store import records
+from engine.store import audit, records
 from engine.store.records import RunRecord
 from engine.store.store import Store
+from engine.types import Progress, StepRunner
+from workflows.spec import Workflow
 
 log = logging.getLogger(__name__)
-
-#: engine-side run work in flight (runs starting + run commits) before new runs are held
-ADMIT_AT = 8
-#: while no burst of events is arriving, ADMIT_AT times this: held runs drain at full speed
-QUIET_FACTOR = 8
-#: while runs are held, the pump looks again this often
-PUMP_S = 0.002
-#: during a flood of events no run waits longer than this (seconds) before the gate lets runs in
-MAX_HOLD_S = 5.0
-
-#: ``(kind, run, step, status, info)``: kind is "run", "step" or "retry"; called after the commit
-Progress = Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
-
-
-class ContainerSteps(Protocol):
-    """Runs a workflow's ``container:`` step as a Batch job (engine/batch_steps.py provides it)."""
-
-    async def run_step(
-        self, driver: RunDriver, name: str, spec: Any, resume: dict[str, Any] | None
-    ) -> Outcome: ...
 
 
 class Orchestrator:
@@ -79,11 +40,12 @@ class Orchestrator:
         self,
         store: Store,
         bus: Bus,
-        catalog: Mapping[str, Any],
+        catalog: Mapping[str, Workflow],
         functions: Executor,
         *,
         data_dir: Path,
-        containers: ContainerSteps | None = None,
+        containers: StepRunner | None = None,
+        admission: AdmissionSettings | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -93,23 +55,30 @@ class Orchestrator:
         #: while the engine attaches Docker in the background, container steps wait for this
         self.containers_attaching: asyncio.Future[Any] | None = None
         self.logs_dir = Path(data_dir) / "logs"
-        self.draining = False
         self.drain_event = asyncio.Event()
         self.listeners: list[Progress] = []
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._drivers: dict[str, RunDriver] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
-        self._held: dict[str, RunRecord] = {}  #: admitted later, in this (arrival) order
-        self._pump_timer: asyncio.TimerHandle | None = None
-        #: runs not yet at their first commit + run commits in flight (RunDriver.commit keeps it)
-        self.in_engine = 0
+        self.admission = Admission(bus, self._start, admission or AdmissionSettings())
+        self.services = RunServices(
+            store=store,
+            bus=bus,
+            functions=functions,
+            admission=self.admission,
+            logs_dir=self.logs_dir,
+            drain=self.drain_event,
+            progress=self.emit_progress,
+            containers=self.container_runner,
+            cancel_reason=self._cancel_reasons.get,
+        )
         self.finished = 0
         bus.on_runs(self.accept)
 
     def __repr__(self) -> str:
         return (
-            f"<Orchestrator active={len(self._tasks)} held={len(self._held)} "
+            f"<Orchestrator active={len(self._tasks)} {self.admission!r} "
             f"finished={self.finished} draining={self.draining}>"
         )
 
@@ -119,8 +88,16 @@ class Orchestrator:
 
     @property
     def held(self) -> int:
-        """Runs committed and waiting for engine-side work to drain (see the module doc)."""
-        return len(self._held)
+        """Runs committed and waiting for engine-side work to drain (engine/runs/admission.py)."""
+        return len(self.admission.held)
+
+    @property
+    def in_engine(self) -> int:
+        return self.admission.in_engine
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_event.is_set()
 
     def emit_progress(
         self, kind: str, run: RunRecord, step: str | None, status: str, info: dict[str, Any]
@@ -140,38 +117,19 @@ class Orchestrator:
                 self.emit_progress("run", run, None, run.status, {"error": run.error, "reason": None})
                 self._resolve(run.id, run.status)
                 continue
-            if run.id in self._tasks or run.id in self._held:
+            if run.id in self._tasks or run.id in self.admission.held:
                 continue
             if run.workflow not in self.catalog:
                 log.error(
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
                 continue
-            if self._held or self.in_engine >= self._admit_limit():
-                self._held[run.id] = run
-                self._arm_pump()
-            else:
-                self._start(run)
-
-    def _admit_limit(self) -> int:
-        """0 in a flood, ADMIT_AT in a burst (intake first); far more once it has passed.
-
-        More run work in flight means bigger group commits, so held runs drain ~2x faster, but
-        during a burst that same work would halve the intake rate (see the module doc)."""
-        if self.bus.flooding() and not self._held_too_long():
-            return 0
-        return ADMIT_AT if self.bus.in_burst() else ADMIT_AT * QUIET_FACTOR
-
-    def _held_too_long(self) -> bool:
-        if not self._held:
-            return False
-        oldest = next(iter(self._held.values()))
-        return self.bus.clock() - oldest.created_at > MAX_HOLD_S
+            self.admission.offer(run)
 
     def _start(self, run: RunRecord) -> None:
-        driver = RunDriver(self, run, self.catalog[run.workflow])
-        self.in_engine += 1  # handed over to the driver's first commit (RunDriver.starting)
-        driver.starting = True
+        driver = RunDriver(self.services, run, self.catalog[run.workflow])
+        self.admission.work_started()  # handed over to the driver's first commit (RunChanges.starting)
+        driver.changes.starting = True
         self._drivers[run.id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {run.id}")
         # a callback, not a ``finally``: a task cancelled before its first step never runs its body
@@ -180,22 +138,9 @@ class Orchestrator:
 
     def _started(self, driver: RunDriver) -> None:
         """Release the start unit of a run that ended before its first commit."""
-        if driver.starting:
-            driver.starting = False
-            self.in_engine -= 1
-
-    def _arm_pump(self) -> None:
-        if self._pump_timer is None and not self.draining:
-            self._pump_timer = asyncio.get_running_loop().call_later(PUMP_S, self._pump)
-
-    def _pump(self) -> None:
-        self._pump_timer = None
-        if self.draining:  # held runs stay PENDING in the store; the next start resumes them
-            return
-        for _ in range(min(self._admit_limit() - self.in_engine, len(self._held))):
-            self._start(self._held.pop(next(iter(self._held))))
-        if self._held:
-            self._arm_pump()
+        if driver.changes.starting:
+            driver.changes.starting = False
+            self.admission.work_done()
 
     async def _drive(self, driver: RunDriver) -> str:
         run_id = driver.run.id
@@ -232,7 +177,7 @@ class Orchestrator:
             if not fut.done():
                 fut.set_result(status)
 
-    async def container_runner(self) -> ContainerSteps | None:
+    async def container_runner(self) -> StepRunner | None:
         """The container runtime, once the engine's Docker attach is done (None without Docker)."""
         if self.containers is None and self.containers_attaching is not None:
             await asyncio.shield(self.containers_attaching)
@@ -242,13 +187,13 @@ class Orchestrator:
 
     async def wait(self, run_id: str, timeout_s: float | None = None) -> str:
         """Wait for a run to end; returns its status (raises TimeoutError, KeyError for no such run)."""
-        if run_id not in self._tasks and run_id not in self._held:
+        if run_id not in self._tasks and run_id not in self.admission.held:
             row = await self.store.read(
                 lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             )
             if row is None:
                 raise KeyError(run_id)
-            if row[0] in TERMINAL or (run_id not in self._tasks and run_id not in self._held):
+            if row[0] in TERMINAL or (run_id not in self._tasks and run_id not in self.admission.held):
                 return str(row[0])
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
@@ -257,9 +202,9 @@ class Orchestrator:
 
     async def cancel(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a running or held run; False when it is neither here."""
-        held = self._held.pop(run_id, None)
+        held = self.admission.withdraw(run_id)
         if held is not None:  # never started: end it CANCELLED from PENDING, nothing ran
-            driver = RunDriver(self, held, self.catalog[held.workflow])
+            driver = RunDriver(self.services, held, self.catalog[held.workflow])
             await driver.cancel_steps_and_run(reason)
             self.finished += 1
             self._resolve(run_id, Status.CANCELLED)
@@ -306,11 +251,8 @@ class Orchestrator:
         """Stop starting steps, let running attempts finish for ``grace_s``, then cancel the rest.
 
         Held runs are left PENDING in the store: nothing of them ran, and the next start runs them."""
-        self.draining = True
         self.drain_event.set()
-        if self._pump_timer is not None:
-            self._pump_timer.cancel()
-            self._pump_timer = None
+        self.admission.stop()
         tasks = list(self._tasks.values())
         if not tasks:
             return
@@ -336,34 +278,15 @@ class Orchestrator:
         now = time.time()
 
         def close(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status=?",
-                (
-                    Status.CANCELLED,
-                    now,
-                    records.dumps({"errorType": "Sluice.EngineShutdown", "errorMessage": "engine shut down"}),
-                    Status.RUNNING,
-                ),
-            )
-            conn.execute(
-                "UPDATE steps SET interrupted=interrupted+1 WHERE status=? AND (run_id, step, idx) IN "
-                "(SELECT run_id, step, idx FROM attempts WHERE status=? AND ended_at=?)",
-                (Status.RUNNING, Status.CANCELLED, now),
-            )
-            conn.execute(
-                "INSERT INTO audit (at, kind, subject, detail) VALUES (?,?,?,?)",
-                (now, "shutdown", "engine", records.dumps({"attempts_interrupted": cur.rowcount})),
-            )
-            return cur.rowcount
+            closed = records.close_interrupted_attempts(conn, now)
+            audit.insert(conn, "shutdown", "engine", {"attempts_interrupted": closed}, now)
+            return closed
 
         await self.store.write(close)
 
     async def aclose(self) -> None:
         """Cancel whatever is left (after a drain there is nothing); held runs stay PENDING."""
-        if self._pump_timer is not None:
-            self._pump_timer.cancel()
-            self._pump_timer = None
-        self._held.clear()
+        self.admission.stop(forget=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel(msg="engine closing")

@@ -30,13 +30,3 @@ class StoreKV:
                 (key, text, now),
             )
         )
-
-
-async def record_audit(store: Store, kind: str, subject: str, detail: dict[str, Any]) -> None:
-    """Append to the audit table (skipped cron fires, refused files, chain-depth stops)."""
-    text, now = dumps(detail), time.time()
-    await store.write(
-        lambda c: c.execute(
-            "INSERT INTO audit (at, kind, subject, detail) VALUES (?,?,?,?)", (now, kind, subject, text)
-        )
-    )

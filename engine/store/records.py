@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import ENGINE_RESTARTED, ENGINE_SHUTDOWN, error_record
 from engine.states import Status, check
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -199,9 +200,7 @@ def finish_step(
 
 def note_interrupted(conn: sqlite3.Connection, run_id: str, step: str, idx: int, at: float) -> int:
     """After a crash: close attempts left RUNNING, count the interruption; returns the last attempt number."""
-    from engine.executors.base import ENGINE_RESTARTED
-
-    error = dumps({"errorType": ENGINE_RESTARTED, "errorMessage": "the engine stopped during this attempt"})
+    error = dumps(error_record(ENGINE_RESTARTED, "the engine stopped during this attempt"))
     conn.execute(
         "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? AND status=?",
         (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING),
@@ -285,6 +284,101 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
     }
 
 
+# -- events ---------------------------------------------------------------------------------------
+
+
+def insert_event(
+    conn: sqlite3.Connection, env: dict[str, Any], received_at: float, dedupe_key: str | None = None
+) -> None:
+    """Store an envelope (keys starting with ``_`` are the bus's own notes and stay out of the body)."""
+    conn.execute(
+        "INSERT INTO events (id, source, detail_type, time, received_at, dedupe_key, replay_name, "
+        "origin_id, body) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            env["id"],
+            str(env.get("source", "")),
+            str(env.get("detail-type", "")),
+            str(env.get("time", "")),
+            received_at,
+            dedupe_key,
+            env.get("replay-name"),
+            env.get("_origin_id"),
+            dumps({k: v for k, v in env.items() if not k.startswith("_")}),
+        ),
+    )
+
+
+def delete_old_events(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
+    """Retention: up to ``limit`` events received before ``cutoff`` that nothing still needs.
+
+    Kept: the trigger event of an unfinished run (recovery reads it) and an event a pending
+    notification still carries."""
+    return conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e WHERE e.received_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id "
+        "AND r.status IN ('PENDING','RUNNING')) "
+        "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id AND o.status = 'pending') "
+        "ORDER BY e.seq LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+
+
+# -- steps and attempts beyond one state change ----------------------------------------------------
+
+
+def close_interrupted_attempts(conn: sqlite3.Connection, at: float) -> int:
+    """A shutdown cut attempts short: close them CANCELLED and count the interruption on their step.
+
+    The steps stay RUNNING and resume on the next start; returns how many attempts were closed."""
+    error = dumps(error_record(ENGINE_SHUTDOWN, "engine shut down"))
+    closed = conn.execute(
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status=?",
+        (Status.CANCELLED, at, error, Status.RUNNING),
+    ).rowcount
+    conn.execute(
+        "UPDATE steps SET interrupted=interrupted+1 WHERE status=? AND (run_id, step, idx) IN "
+        "(SELECT run_id, step, idx FROM attempts WHERE status=? AND ended_at=?)",
+        (Status.RUNNING, Status.CANCELLED, at),
+    )
+    return closed
+
+
+def cancel_open_attempts(conn: sqlite3.Connection, run_id: str, step: str, at: float) -> None:
+    """A user cancelled the run: the step's running attempts end CANCELLED."""
+    conn.execute(
+        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status=?",
+        (Status.CANCELLED, at, run_id, step, Status.RUNNING),
+    )
+
+
+def begin_job_step(
+    conn: sqlite3.Connection, run_id: str, step: str, at: float, job_id: str, items: int | None
+) -> None:
+    """A container step moves PENDING -> RUNNING with the Batch job that runs it (recovery waits on it)."""
+    begin_step(conn, run_id, step, -1, at, items=items)
+    conn.execute(
+        "UPDATE steps SET job_id=?, attempts=1 WHERE run_id=? AND step=? AND idx=-1", (job_id, run_id, step)
+    )
+
+
+#: one container attempt as the step's history shows it: (index or None, attempt, status,
+#: started_at, ended_at, error or None, log_path)
+JobAttempt = tuple[int | None, int, str, float, float, dict[str, Any] | None, str | None]
+
+
+def link_job_attempts(conn: sqlite3.Connection, run_id: str, step: str, attempts: list[JobAttempt]) -> None:
+    """Copy a job's attempts into the step's, so logs and the step view show container output."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO attempts (run_id, step, idx, attempt, status, started_at, ended_at, "
+        "error, log_path) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (run_id, step, -1 if index is None else index, attempt, status, started, ended,
+             None if error is None else dumps(error), log_path)
+            for index, attempt, status, started, ended, error, log_path in attempts
+        ],
+    )  # fmt: skip
+
+
 # -- queries for the HTTP API (read-only) ---------------------------------------------------------
 
 
@@ -334,7 +428,8 @@ def run_attempts(
     conn: sqlite3.Connection, run_id: str, step: str | None = None, attempt: int | None = None
 ) -> list[dict[str, Any]]:
     """Every attempt of a run (optionally one step / attempt number), in start order."""
-    sql, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]
+    sql = "SELECT * FROM attempts WHERE run_id=?"
+    args: list[Any] = [run_id]
     if step is not None:
         sql += " AND step=?"
         args.append(step)

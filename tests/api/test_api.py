@@ -275,8 +275,8 @@ async def test_dashboard_pages_escape_values(api: Served, http: aiohttp.ClientSe
     assert status == 404
 
 
-async def test_api_extensions_are_added(serve: Serve, tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    """Other components (notify, batch jobs) add routes through ``engine.api_extensions``."""
+async def test_route_groups_are_added(serve: Serve, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """The composition root adds route groups (batch jobs, notifications) to the HTTP service."""
     from aiohttp import web
 
     from engine.api.app import HttpService
@@ -288,8 +288,7 @@ async def test_api_extensions_are_added(serve: Serve, tmp_path: Path, http: aioh
     async def ping(request: web.Request) -> web.Response:
         return web.json_response({"pong": True})
 
-    served.engine.api_extensions.append(lambda app: app.router.add_get("/api/v1/ping", ping))
-    extra = HttpService(served.engine)  # a second listener built after the extension was registered
+    extra = HttpService(served.engine, [lambda app: app.router.add_get("/api/v1/ping", ping)])
     await extra.start()
     try:
         _, body = await call(http, "GET", f"http://127.0.0.1:{extra.port}/api/v1/ping")

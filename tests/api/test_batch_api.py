@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from engine.api.batch import add_routes
+from engine.api.batch import routes
 from engine.executors.docker_api import DockerClient
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
 from tests.support.engines import MakeEngine
@@ -36,8 +36,7 @@ async def server(
     flows.mkdir()
     engine = await make_engine(flows)
     engine.batch.labels[TEST_LABEL] = docker_test_label
-    engine.api_extensions.append(lambda app: add_routes(app, engine))
-    srv = TestServer(build_app(engine))
+    srv = TestServer(build_app(engine, [routes(engine)]))
     await srv.start_server()
     try:
         yield str(srv.make_url("")).rstrip("/"), engine

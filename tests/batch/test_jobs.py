@@ -113,7 +113,7 @@ async def test_lifecycle_limits_env_and_ref_substitution(
     spec = box(cmd, vcpus=0.5, memory=48 * MIB, environment={"NAME": "ada", "N": 3, "OBJ": {"a": 1}})
     out = await svc.submit({"queue": "default", "container": spec, "parameters": {"greeting": "hello"}})
     for _ in range(200):
-        cid = svc.runner.running.get((out["job_id"], 1))
+        cid = svc.attempts.runner.running.get((out["job_id"], 1))
         if cid:
             break
         await asyncio.sleep(0.02)
@@ -326,7 +326,7 @@ async def test_a_retry_wait_survives_a_restart(batch: MakeBatch) -> None:
     await svc.aclose()
     await svc.store.close()
     again = await batch()
-    assert again.jobs[job_id].status == "RUNNABLE" and again.index.get("default", job_id) is None
+    assert again.jobs[job_id].status == "RUNNABLE" and again.book.index.get("default", job_id) is None
     assert await again.wait(job_id, 60) == "SUCCEEDED"
     desc = await again.describe(job_id)
     assert desc is not None and len(desc["attempts"]) == 2
@@ -503,4 +503,4 @@ async def test_cancel_a_sequential_array_while_nothing_can_run(batch: MakeBatch)
     parent = await svc.describe(out["job_id"])
     assert parent is not None and parent["array_status_summary"]["FAILED"] == 50
     assert parent["status_reason"].startswith("50 of 50 child jobs failed")
-    assert svc.jobs == {} and svc.array_left == {}
+    assert svc.jobs == {} and svc.book.array_left == {}

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from engine.api.notify import add_routes
+from engine.api.notify import routes
 from engine.bus import archive
+from engine.server import retention_sweeps
+from engine.store import retention
 from tests.support.engines import MakeEngine, write_flow
 
 HANDLERS = """
@@ -77,12 +79,12 @@ async def test_replay_starts_exactly_the_runs_of_the_window_and_not_again(
 
     write_flow(flows, ORDERS, name="orders.yaml")  # a new rule: replay sends old events to it
     engine = await make_engine(flows)
-    dry = await archive.replay(engine, since, until, dry_run=True)
+    dry = await archive.replay(engine.bus, since, until, dry_run=True)
     assert sorted((p["workflow"], p["via"]) for p in dry["planned"]) == [("orders", "rule")] * 3
     assert [s["workflow"] for s in dry["skipped"]] == ["nightly"]  # its run exists already
     assert not dry["started"] and len(await q(engine, "SELECT id FROM runs")) == 1
 
-    report = await archive.replay(engine, since, until, name="catch-up")
+    report = await archive.replay(engine.bus, since, until, name="catch-up")
     await settle(engine)
     started = await q(
         engine,
@@ -93,9 +95,9 @@ async def test_replay_starts_exactly_the_runs_of_the_window_and_not_again(
     assert all(r[1] == "SUCCEEDED" and r[2] == "catch-up" and r[3] == r[4] for r in started)
     assert len(report["started"]) == 3
 
-    again = await archive.replay(engine, since, until)
+    again = await archive.replay(engine.bus, since, until)
     assert not again["started"] and len(again["skipped"]) == 4  # three orders and the tick
-    forced = await archive.replay(engine, since, until, workflow="nightly", force=True)
+    forced = await archive.replay(engine.bus, since, until, workflow="nightly", force=True)
     await settle(engine)
     assert [(s["workflow"]) for s in forced["started"]] == ["nightly"]
     origins = await q(engine, "SELECT origin_id FROM runs WHERE workflow='nightly' ORDER BY created_at")
@@ -113,8 +115,7 @@ async def test_replay_over_http_and_the_cli(
     since = time.time() - 60
     from engine.api.app import build_app
 
-    engine.api_extensions.append(lambda app: add_routes(app, engine))  # as notify.install does
-    async with TestServer(build_app(engine)) as server:
+    async with TestServer(build_app(engine, [routes(engine.bus, None)])) as server:
         url = str(server.make_url("")).rstrip("/")
         from engine.cli.main import main
 
@@ -130,7 +131,7 @@ async def test_replay_over_http_and_the_cli(
         code = await asyncio.to_thread(main, ["notifications", "dlq", "list", "--server", url])
         assert code == 0 and "no dead letters" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no workflow named"):
-        await archive.replay(engine, since, workflow="nope")
+        await archive.replay(engine.bus, since, workflow="nope")
 
 
 async def test_compaction_keeps_what_unfinished_work_needs(make_engine: MakeEngine, tmp_path: Path) -> None:
@@ -164,9 +165,12 @@ async def test_compaction_keeps_what_unfinished_work_needs(make_engine: MakeEngi
 
     await engine.store.write(outbox)
     total = len(await q(engine, "SELECT id FROM events"))
-    assert await archive.compact(engine, 30, now=now) == {"events": 0, "outbox": 1}
-    assert await archive.compact(engine, 0, now=now + 40 * 86400) == {"events": 0, "outbox": 1}  # 0 = forever
-    result = await archive.compact(engine, 30, now=now + 31 * 86400)
+    assert await retention.compact(engine.store, retention_sweeps(30), now=now) == {"events": 0, "outbox": 1}
+    assert await retention.compact(engine.store, retention_sweeps(0), now=now + 40 * 86400) == {
+        "events": 0,
+        "outbox": 1,
+    }  # 0 = forever
+    result = await retention.compact(engine.store, retention_sweeps(30), now=now + 31 * 86400)
     kept = await q(engine, "SELECT source, detail_type FROM events")
     # kept: the slow run's trigger event (it is unfinished) and the event a pending notification carries
     assert result["events"] == total - 2 and len(kept) == 2

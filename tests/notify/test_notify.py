@@ -22,8 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.engine import Engine, Settings
-from engine.notify.sender import install
+from engine.notify.sender import NotifyService
 from engine.notify.subscribers import Subscriber, Transform, subscribers_from_config
+from engine.server import add_notifications
 from tests.support.engines import write_flow
 from tests.support.paths import ROOT as REPO_ROOT
 from tests.support.waiting import wait_until
@@ -99,6 +100,11 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[tuple[Receiver, s
         await rec.close()
 
 
+def sender_of(engine: Engine) -> NotifyService:
+    """The notification sender composed into ``engine`` (engine/server.py)."""
+    return next(s for s in engine.services if isinstance(s, NotifyService))
+
+
 @pytest.fixture
 async def engine_with() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     """Engines with notifications installed before start (what ``sluice serve`` does)."""
@@ -106,7 +112,7 @@ async def engine_with() -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
 
     async def make(flows: Path, data: Path, subs: list[Subscriber] | None = None) -> Engine:
         engine = Engine(Settings(data_dir=data, workers=2, grace_s=5), load_dir(flows))
-        install(engine, subs or [])
+        add_notifications(engine, subs or [])
         await engine.start()
         engines.append(engine)
         return engine
@@ -174,7 +180,7 @@ async def test_500_then_200_is_retried_and_delivered(
     await wait_until(lambda: len(rec.got) >= 2, what="the retry")
     assert rec.got[0]["body"] == rec.got[1]["body"]
     assert rec.got[0]["headers"]["Sluice-Event-Id"] == rec.got[1]["headers"]["Sluice-Event-Id"]
-    await wait_until(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
+    await wait_until(lambda: sender_of(engine).delivered == 1, what="delivered")
     row = await engine.store.read(lambda c: c.execute("SELECT status, attempts FROM outbox").fetchone())
     assert tuple(row) == ("delivered", 2)
 
@@ -203,7 +209,7 @@ async def test_a_delivery_finishing_during_the_lanes_read_is_not_sent_twice(
 
     engine.store.read = slow_read  # type: ignore[method-assign]
     await engine.run_to_end("job", timeout_s=20)
-    await wait_until(lambda: engine.notify.delivered == 1, what="delivered")  # type: ignore[attr-defined]
+    await wait_until(lambda: sender_of(engine).delivered == 1, what="delivered")
     await asyncio.sleep(1.0)  # a few more lane reads, each with the window open
     assert len(rec.got) == 1
     row = await read(lambda c: c.execute("SELECT status, attempts FROM outbox").fetchone())
@@ -222,11 +228,13 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
     flows = tmp_path / "flows"
     flow(flows)
     engine = await engine_with(flows, tmp_path / "data", [sub(url, secret=SECRET, headers={"X-Key": SECRET})])
-    from engine.api.app import build_app  # the served app: notify's routes are one of its extensions
+    from engine.api import notify as notify_api
+    from engine.api.app import build_app  # the served app: notify's routes are one of its groups
 
-    async with TestClient(TestServer(build_app(engine))) as client:
+    app = build_app(engine, [notify_api.routes(engine.bus, sender_of(engine))])
+    async with TestClient(TestServer(app)) as client:
         await engine.run_to_end("job", timeout_s=20)
-        await wait_until(lambda: engine.notify.dead == 1, what="a dead letter")  # type: ignore[attr-defined]
+        await wait_until(lambda: sender_of(engine).dead == 1, what="a dead letter")
         assert len(rec.got) == 1
         resp = await client.get("/api/v1/notifications/dlq")
         text = await resp.text()
@@ -236,7 +244,7 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
         status["code"] = 200
         resp = await client.post("/api/v1/notifications/dlq/retry", json={"ids": [dead["id"]]})
         assert (await resp.json()) == {"retried": 1}
-        await wait_until(lambda: engine.notify.delivered == 1, what="the retried delivery")  # type: ignore[attr-defined]
+        await wait_until(lambda: sender_of(engine).delivered == 1, what="the retried delivery")
         assert len(rec.got) == 2
         resp = await client.post("/api/v1/notifications/dlq/purge", json={})
         assert (await resp.json()) == {"purged": 0}
@@ -362,7 +370,7 @@ async def test_secrets_never_appear_in_logs_events_or_answers(
     engine = await engine_with(flows, tmp_path / "data", [sub(url + f"?token={SECRET}", secret=SECRET)])
     await engine.run_to_end("job", timeout_s=20)
     await wait_until(lambda: len(rec.got) >= 3, what="three deliveries")
-    await wait_until(lambda: engine.notify.dead >= 1, what="the dead letter")  # type: ignore[attr-defined]
+    await wait_until(lambda: sender_of(engine).dead >= 1, what="the dead letter")
     dump = await engine.store.read(
         lambda c: "\n".join(
             str(tuple(row))
@@ -373,7 +381,7 @@ async def test_secrets_never_appear_in_logs_events_or_answers(
     assert SECRET not in dump
     ours = [r for r in caplog.records if not r.name.startswith("aiohttp.access")]  # the receiver's own log
     assert ours and not [r for r in ours if SECRET in r.getMessage()]
-    assert SECRET not in repr(engine.notify.subscribers)  # type: ignore[attr-defined]
+    assert SECRET not in repr(sender_of(engine).subscribers)
     assert SECRET not in repr(engine.catalog["job"].notify)
 
 
@@ -382,13 +390,13 @@ import asyncio, sys
 from pathlib import Path
 sys.path[:0] = [{root!r}]
 from engine.engine import Engine, Settings
-from engine.notify.sender import install
 from engine.notify.subscribers import subscribers_from_config
+from engine.server import add_notifications
 from workflows.loader import load_dir
 
 async def main(phase):
     engine = Engine(Settings(data_dir=Path({data!r}), workers=1, grace_s=1), load_dir({flows!r}))
-    install(engine, subscribers_from_config([{{"url": {url!r}, "name": "hook", "concurrency": 2}}]))
+    add_notifications(engine, subscribers_from_config([{{"url": {url!r}, "name": "hook", "concurrency": 2}}]))
     await engine.start()
     pending = "SELECT COUNT(*) FROM outbox WHERE status='pending'"
     if phase in ("first", "second"):
@@ -483,7 +491,8 @@ async def test_the_documented_receiver_accepts_ours_and_refuses_forgeries(
     subs = [sub(good_url, name="good", secret=SECRET), sub(bad_url, name="bad", secret=SECRET)]
     engine = await engine_with(flows, tmp_path / "data", subs)
     await engine.run_to_end("job", timeout_s=20)
-    await wait_until(lambda: engine.notify.delivered == 1 and engine.notify.dead == 1, what="both outcomes")  # type: ignore[attr-defined]
+    sender = sender_of(engine)
+    await wait_until(lambda: sender.delivered == 1 and sender.dead == 1, what="both outcomes")
     dead = await engine.store.read(
         lambda c: c.execute("SELECT subscriber, last_status FROM dead_letters").fetchall()
     )
@@ -535,7 +544,7 @@ async def test_big_outputs_are_truncated_in_the_event_with_a_pointer(
 
 
 def test_server_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.notify.sender import load_config
+    from engine.config import load_config
 
     path = tmp_path / "sluice.yaml"
     path.write_text(
@@ -543,8 +552,8 @@ def test_server_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     )
     monkeypatch.setenv("SLUICE_CONFIG", str(path))
     config = load_config()
-    (one,) = subscribers_from_config(config["subscribers"])
-    assert config["retention_days"] == 7 and one.on == ("FAILED",) and one.rate_per_s == 5.0
+    (one,) = subscribers_from_config(config.subscribers)
+    assert config.retention_days == 7 and one.on == ("FAILED",) and one.rate_per_s == 5.0
     path.write_text("subscriber: []\n")
     with pytest.raises(ValueError, match="unknown setting 'subscriber'"):
         load_config()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine
-from engine.runs import orchestrator
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
 
@@ -59,7 +58,7 @@ async def engine(tmp_path: Path, make_engine: MakeEngine) -> Engine:
 @pytest.fixture
 async def gated(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
     """An engine whose admission gate is shut: every new run is held until a test opens it."""
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "admit_at", 0)
     return engine
 
 
@@ -74,7 +73,7 @@ async def test_held_runs_wait_pending_then_all_run_in_arrival_order(
     assert await statuses(engine, run_ids) == [Status.PENDING] * 30  # durable, not started
     assert not any(m.exists() for m in marks)
 
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 2)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "admit_at", 2)
     done = await asyncio.wait_for(asyncio.gather(*(engine.orchestrator.wait(r) for r in run_ids)), 20)
     assert done == [Status.SUCCEEDED] * 30 and engine.orchestrator.held == 0
     outputs = [(await engine.describe_run(r))["outputs"] for r in run_ids]
@@ -99,7 +98,7 @@ async def test_a_held_run_can_be_cancelled_and_never_runs(
     summary = await engine.describe_run(run_id)
     assert summary["status"] == Status.CANCELLED and summary["reason"] == "not needed"
     assert all(step["status"] == Status.CANCELLED for step in summary["steps"].values())
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "admit_at", 8)
     await asyncio.sleep(0.3)
     assert not mark.exists() and engine.orchestrator.held == 0
     attempts = await engine.store.read(lambda c: c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
@@ -112,11 +111,10 @@ async def test_held_runs_survive_a_stop_and_run_after_the_restart(
     write_flow(tmp_path / "flows", FLOW, HANDLERS)
     data = tmp_path / "data"
     first = await make_engine(tmp_path / "flows", data_dir=data)
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 0)
+    monkeypatch.setattr(first.orchestrator.admission.settings, "admit_at", 0)
     run_ids = [await first.start_run("step", {"n": i, "mark": str(tmp_path / f"m{i}")}) for i in range(5)]
     assert first.orchestrator.held == 5
     await first.stop(grace_s=1)
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)
     second = await make_engine(tmp_path / "flows", data_dir=data)
     done = await asyncio.wait_for(asyncio.gather(*(second.orchestrator.wait(r) for r in run_ids)), 20)
     assert done == [Status.SUCCEEDED] * 5
@@ -144,8 +142,8 @@ async def test_a_burst_holds_runs_and_they_go_in_together_once_it_has_passed(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While events pour in, runs wait for intake; after the burst the held ones drain at full width."""
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 1)
-    monkeypatch.setattr(orchestrator, "QUIET_FACTOR", 100)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "admit_at", 1)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "quiet_factor", 100)
     run_ids = await asyncio.gather(
         *(engine.start_run("step", {"n": i, "mark": str(tmp_path / f"m{i}")}) for i in range(40))
     )
@@ -173,7 +171,9 @@ async def test_a_flood_holds_every_run_until_it_ebbs(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Events faster than runs could drain beside them: intake goes first, then all runs go."""
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 8)  # a burst alone would let 8 runs start
+    monkeypatch.setattr(
+        engine.orchestrator.admission.settings, "admit_at", 8
+    )  # a burst alone would let 8 runs start
     marks = [tmp_path / f"m{i}" for i in range(40)]
     run_ids = await asyncio.gather(
         *(engine.start_run("step", {"n": i, "mark": str(m)}) for i, m in enumerate(marks))
@@ -188,7 +188,7 @@ async def test_a_flood_holds_every_run_until_it_ebbs(
 async def test_an_endless_flood_holds_no_run_longer_than_max_hold(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestrator, "MAX_HOLD_S", 0.3)
+    monkeypatch.setattr(engine.orchestrator.admission.settings, "max_hold_s", 0.3)
     flooding = True
 
     async def flood() -> None:  # events no rule matches: they keep the flood up and start nothing

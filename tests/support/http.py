@@ -41,7 +41,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
         settings = Settings(data_dir=tmp_path / "data", workers=1, grace_s=2, port=0, **kw)
         engine = Engine(settings, load_dir(flows))
         http = HttpService(engine)
-        engine.services.append(http)
+        engine.add_service(http, closer=http.aclose)
         engines.append(engine)
         await engine.start()
         return Served(engine, f"http://127.0.0.1:{http.port}")

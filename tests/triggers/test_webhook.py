@@ -272,10 +272,8 @@ async def test_a_burst_with_runs_held_at_the_gate_loses_and_repeats_nothing(
     hooks: Served, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1,000 POSTs from 16 clients while the admission gate is tight: every run once, all succeed."""
-    from engine.runs import orchestrator
-
-    monkeypatch.setattr(orchestrator, "ADMIT_AT", 2)
     orch = hooks.engine.orchestrator
+    monkeypatch.setattr(orch.admission.settings, "admit_at", 2)
     most_held = 0
     todo = iter(range(1000))
     answers: dict[int, str] = {}

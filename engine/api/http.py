@@ -1,0 +1,117 @@
+"""The HTTP surface's one error style and its request readers.
+
+Handlers raise :class:`ApiError` (or let a bug raise anything); one middleware renders every
+error as ``{"error": {"code", "message"}}`` with a status that says whose fault it was, and turns
+anything unexpected into a JSON 500 that is logged: clients never see a stack trace or an HTML
+page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from triggers.webhook import json_error
+from workflows import jsontext
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A 4xx (or 409/503) answer: ``code`` is stable for programs, ``message`` is for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        message = "no such route; see /api/v1/health and the README" if exc.status == 404 else exc.reason
+        return json_error(
+            exc.status, code, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal_error", "the server failed on this request; see the server log")
+
+
+async def json_body(request: web.Request, *, default: Any = None) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if default is None:
+            raise ApiError(400, "bad_body", "send a JSON body")
+        return default
+    try:
+        return jsontext.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+
+
+async def json_object(request: web.Request, *, hint: str = "send a JSON object") -> dict[str, Any]:
+    """A body that must be a JSON object (empty: ``{}``); else ApiError 400. The API extensions use it."""
+    body = await json_body(request, default={})
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_body", hint)
+    return body
+
+
+def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(400, "bad_param", f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return value
+
+
+def time_param(request: web.Request, name: str) -> float | None:
+    """Unix seconds or ISO 8601 (``2026-01-31T12:00:00Z``)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise ApiError(
+            400,
+            "bad_param",
+            f"{name} must be Unix seconds or ISO 8601 like 2026-01-31T12:00:00Z, got {raw!r}",
+        ) from None
+
+
+def parse_time(value: Any) -> float:
+    """Unix seconds (number or numeric string) or ISO 8601; naive times are UTC. ValueError otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -1,0 +1,194 @@
+"""The book: every unfinished job in memory, with its dependencies, arrays and the capacity in use.
+
+The store holds the same facts (and rebuilds the book at start); the book exists so the
+scheduler can decide without a query. It does no I/O: each method changes jobs in memory and
+returns the changes, ``(job, status before)``, for the ledger to commit with their events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from engine.batch.jobs import DONE, FAILED, PENDING, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, slot_of
+from engine.batch.queues import Environment, Queue, RunnableIndex, explain
+
+Change = tuple[Job, str]  #: a job (already changed in memory) and its status before
+
+
+class Book:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}  #: every unfinished job (and array parent)
+        self.envs: dict[str, Environment] = {}
+        self.queues: dict[str, Queue] = {}
+        #: name -> revision -> (status, body)
+        self.definitions: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+        self.index = RunnableIndex()
+        self.waiting_on: dict[str, dict[str, str]] = {}  #: job -> {dependency id: mode}
+        self.dependents: dict[str, list[str]] = {}
+        self.array_left: dict[str, int] = {}  #: parent -> children not finished
+        self.array_failed: dict[str, list[str]] = {}  #: parent -> failed children, in order
+        self.reservations: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<Book jobs={len(self.jobs)} runnable={len(self.index)}>"
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(
+        self,
+        jobs: Iterable[Job],
+        deps: Iterable[tuple[str, str, str]],
+        failed_children: dict[str, list[str]],
+    ) -> list[Job]:
+        """Rebuild from the store's unfinished jobs; returns the RUNNABLE ones (to be indexed)."""
+        for job in jobs:
+            self.jobs[job.id] = job
+        for job_id, dep_id, mode in deps:
+            if job_id in self.jobs:
+                self.waiting_on.setdefault(job_id, {})[dep_id] = mode
+                self.dependents.setdefault(dep_id, []).append(job_id)
+        runnable = []
+        for job in sorted(self.jobs.values(), key=lambda j: j.seq):
+            if job.parent_id is not None and job.parent_id in self.jobs:
+                self.array_left[job.parent_id] = self.array_left.get(job.parent_id, 0) + 1
+            if job.status == RUNNABLE:
+                runnable.append(job)
+            elif job.status in (STARTING, RUNNING) and job.environment in self.envs:
+                self.envs[job.environment].take(job.spec.vcpus, job.spec.memory)
+        self.array_failed.update(failed_children)
+        return runnable
+
+    # -- capacity -----------------------------------------------------------------------------
+
+    def place(self, job: Job, env_name: str) -> list[Change]:
+        """The scheduler placed ``job``: take its capacity, start its next attempt (STARTING)."""
+        self.envs[env_name].take(job.spec.vcpus, job.spec.memory)
+        job.status, job.environment = STARTING, env_name
+        job.attempts += 1
+        job.status_reason = f"placed in {env_name}; starting attempt {job.attempts}"
+        return [(job, RUNNABLE), *self._parent_running(job)]
+
+    def release(self, job: Job) -> None:
+        """An attempt ended (or never began): give its capacity back."""
+        env = self.envs.get(job.environment or "")
+        if env is not None:
+            env.give(job.spec.vcpus, job.spec.memory)
+
+    def _parent_running(self, child: Job) -> list[Change]:
+        parent = self.jobs.get(child.parent_id or "")
+        if parent is None or parent.status != PENDING:
+            return []
+        parent.status, parent.status_reason = RUNNING, f"child {child.id} started"
+        parent.started_at = time.time()
+        return [(parent, PENDING)]
+
+    def waiting_reason(self, job_id: str) -> str | None:
+        """Why a RUNNABLE job is not placed yet (the scheduler's own words), else None."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != RUNNABLE:
+            return None
+        slot = self.index.get(job.queue, job_id)
+        queue = self.queues.get(job.queue)
+        if slot is None or queue is None:
+            return None
+        return explain(slot, queue, self.envs, self.reservations)
+
+    # -- admitting new jobs -------------------------------------------------------------------
+
+    def admit(self, jobs: list[Job], waiting: dict[str, dict[str, str]]) -> list[Change]:
+        """Take in a committed submission (a job, or an array parent first and its children).
+
+        Returns the changes of children that failed at once (a failed dependency) and what that
+        settles: the caller commits them."""
+        parent = jobs[0] if jobs[0].is_parent else None
+        if parent is not None:
+            self.jobs[parent.id] = parent
+            self.array_left[parent.id] = len(jobs) - 1
+        changes: list[Change] = []
+        for j in jobs[1:] if parent is not None else jobs:
+            if j.status == FAILED:
+                changes.extend(self.settle(j))
+                continue
+            self.jobs[j.id] = j
+            if j.status == RUNNABLE:
+                self.index.add(j.queue, slot_of(j))
+            elif waiting.get(j.id):
+                self.waiting_on[j.id] = waiting[j.id]
+                for dep_id in waiting[j.id]:
+                    self.dependents.setdefault(dep_id, []).append(j.id)
+        return changes
+
+    def withdraw(self, job: Job, reason: str, now: float) -> list[Change]:
+        """A job not started yet is cancelled: it ends FAILED, and what depended on it settles."""
+        old = job.status
+        self.index.remove(job.queue, job.id)
+        self.waiting_on.pop(job.id, None)
+        job.status, job.status_reason, job.stopped_at = FAILED, reason, now
+        return [(job, old), *self.settle(job)]
+
+    # -- settling: dependencies and array parents ---------------------------------------------
+
+    def settle(self, done: Job) -> list[Change]:
+        """A job ended: free its dependents (or fail them), update its array parent; cascade."""
+        changes: list[Change] = []
+        work = [done]
+        while work:
+            job = work.pop()
+            self.jobs.pop(job.id, None)
+            for dep_id in self.dependents.pop(job.id, []):
+                changes.extend(self._dependency_done(dep_id, job, work))
+            parent = self.jobs.get(job.parent_id or "")
+            if parent is not None:
+                changes.extend(self._child_done(parent, job, work))
+        return changes
+
+    def settle_stored(self, rows: Iterable[tuple[str, str, str | None]]) -> list[Change]:
+        """After a crash between a job's end and its dependents' update: settle from stored rows."""
+        changes: list[Change] = []
+        for job_id, status, reason in rows:
+            if status in DONE:
+                changes.extend(self.settle(Job.ended(job_id, status, reason)))
+        return changes
+
+    def _dependency_done(self, job_id: str, dep: Job, work: list[Job]) -> list[Change]:
+        waiting = self.waiting_on.get(job_id)
+        job = self.jobs.get(job_id)
+        if waiting is None or job is None or job.status != PENDING:
+            return []
+        mode = waiting.pop(dep.id, "STANDARD")
+        if dep.status == FAILED and mode != "ALL_DONE":
+            self.waiting_on.pop(job_id, None)
+            job.status, job.stopped_at = FAILED, time.time()
+            job.status_reason = f"Dependent job {dep.id} failed: {dep.status_reason}"[:500]
+            work.append(job)
+            return [(job, PENDING)]
+        if not waiting:
+            self.waiting_on.pop(job_id, None)
+            job.status, job.runnable_at = RUNNABLE, time.time()
+            job.status_reason = "dependencies met; waiting for capacity"
+            self.index.add(job.queue, slot_of(job))
+            return [(job, PENDING)]
+        return []
+
+    def _child_done(self, parent: Job, child: Job, work: list[Job]) -> list[Change]:
+        left = self.array_left[parent.id] = self.array_left.get(parent.id, 1) - 1
+        if child.status == FAILED:
+            self.array_failed.setdefault(parent.id, []).append(child.id)
+        if left > 0:
+            return []
+        old = parent.status
+        failed = self.array_failed.pop(parent.id, [])
+        self.array_left.pop(parent.id, None)
+        parent.stopped_at = time.time()
+        if failed:
+            parent.status = FAILED
+            parent.status_reason = (
+                f"{len(failed)} of {parent.array_size} child jobs failed; first: {failed[0]}"
+            )
+        else:
+            parent.status = SUCCEEDED
+            parent.status_reason = f"all {parent.array_size} child jobs succeeded"
+        work.append(parent)
+        return [(parent, old)]

@@ -1,0 +1,88 @@
+"""The ledger: commit job transitions with their ``sluice.job`` events, and wait for jobs to end.
+
+Every change the book makes in memory reaches the store through here, in one transaction with
+its events (so pattern rules and subscribers see it atomically), before the service acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.batch import rows
+from engine.batch.book import Book, Change
+from engine.batch.jobs import DONE, job_event
+from engine.bus.bus import Bus
+from engine.store.records import RunRecord
+from engine.store.store import Store
+from engine.types import WriteFn
+
+#: how many recently ended jobs wait() remembers
+ENDED_KEPT = 20_000
+
+Extra = Callable[[sqlite3.Connection], None]
+
+
+class Ledger:
+    def __init__(self, store: Store, bus: Bus, book: Book) -> None:
+        self.store, self.bus, self.book = store, bus, book
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._ended: dict[str, str] = {}  #: recently ended jobs (committed), for wait() races
+
+    def tx(self, changes: Iterable[Change], extra: Extra | None = None) -> WriteFn[list[RunRecord]]:
+        """A write function committing ``changes`` and their events (snapshotted now)."""
+        now = time.time()
+        snaps = [(copy.copy(job), old) for job, old in changes]
+        events = [job_event(s, old if old != s.status else None, now) for s, old in snaps]
+        bus = self.bus
+
+        def tx(conn: sqlite3.Connection) -> list[RunRecord]:
+            if extra is not None:
+                extra(conn)
+            for snap, old in snaps:
+                rows.save_job(conn, snap, old, now)
+            started: list[RunRecord] = []
+            for env in events:
+                started.extend(bus.publish(conn, env, 0))
+            return started
+
+        return tx
+
+    def commit_nowait(self, changes: Iterable[Change], extra: Extra | None = None) -> asyncio.Future[Any]:
+        """Queue the commit now (the writer keeps queue order); deliver its runs when it lands."""
+        return self.store.write_nowait(self.tx(changes, extra))
+
+    async def commit(self, changes: Iterable[Change], extra: Extra | None = None) -> None:
+        """Commit ``changes``; then wake whoever waits on a job that ended in them."""
+        changes = list(changes)
+        ended = [(job.id, job.status) for job, _ in changes if job.status in DONE]
+        self.bus.deliver(await self.store.write(self.tx(changes, extra)))
+        for job_id, status in ended:
+            self._ended[job_id] = status
+            self._resolve(job_id, status)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.pop(next(iter(self._ended)))
+
+    def _resolve(self, job_id: str, status: str) -> None:
+        for fut in self._waiters.pop(job_id, []):
+            if not fut.done():
+                fut.set_result(status)
+
+    async def wait(self, job_id: str, timeout_s: float | None = None) -> str:
+        """Wait for a job to end; its final status (KeyError for no such job)."""
+        if job_id not in self.book.jobs:
+            status = await self.store.read(lambda c: rows.status_of(c, job_id))
+            if status is None:
+                raise KeyError(job_id)
+            if status in DONE:
+                return status
+            if job_id in self._ended:  # ended while we read: its commit has landed since
+                return self._ended[job_id]
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(fut)
+        async with asyncio.timeout(timeout_s):
+            return await fut

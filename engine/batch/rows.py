@@ -1,0 +1,347 @@
+"""The SQL of the job tables: jobs, job_attempts, job_dependencies, job_definitions, job_queues,
+compute_environments. This module is the one writer of those tables.
+
+Every function takes a ``sqlite3.Connection`` and runs inside a store transaction (on the loop or
+the writer thread); none awaits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engine.batch.jobs import (
+    FAILED,
+    PENDING,
+    STATES,
+    SUCCEEDED,
+    Job,
+    JobError,
+    check_transition,
+    parse_spec,
+)
+from engine.batch.queues import DEFAULT_ENVIRONMENT, DEFAULT_QUEUE, Environment, Queue
+from engine.events import iso_ms
+from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT, ContainerResult
+from engine.store.records import dumps
+
+
+def insert_job(conn: sqlite3.Connection, job: Job) -> int:
+    cur = conn.execute(
+        "INSERT INTO jobs (id, name, queue, status, status_reason, spec, parent_id, array_size, array_index, "
+        "run_id, step, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.id,
+            job.name,
+            job.queue,
+            job.status,
+            job.status_reason,
+            dumps(job.spec.to_json()),
+            job.parent_id,
+            job.array_size,
+            job.array_index,
+            job.run_id,
+            job.step,
+            job.created_at,
+            job.created_at,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def save_job(conn: sqlite3.Connection, job: Job, old: str, now: float) -> None:
+    """Write a transition (checked against :data:`NEXT`; the row must still be in ``old``)."""
+    if old != job.status:
+        check_transition(job.id, old, job.status)
+    cur = conn.execute(
+        "UPDATE jobs SET status=?, status_reason=?, attempts=?, environment=?, exit_code=?, runnable_at=?, "
+        "started_at=?, stopped_at=?, updated_at=? WHERE id=? AND status=?",
+        (
+            job.status,
+            job.status_reason,
+            job.attempts,
+            job.environment,
+            job.exit_code,
+            job.runnable_at,
+            job.started_at,
+            job.stopped_at,
+            now,
+            job.id,
+            old,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise JobError(f"job {job.id}: expected it in {old} in the store", "conflict", 409)
+
+
+def insert_dependencies(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str]]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO job_dependencies (job_id, dep_id, mode) VALUES (?,?,?)", rows)
+
+
+def start_attempt_row(conn: sqlite3.Connection, job: Job, log_path: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path) VALUES (?,?,?,?)",
+        (job.id, job.attempts, job.environment, log_path),
+    )
+
+
+def end_attempt_row(
+    conn: sqlite3.Connection,
+    job_id: str,
+    attempt: int,
+    container_id: str | None,
+    exit_code: int | None,
+    reason: str,
+    started: float | None,
+    stopped: float | None,
+) -> None:
+    conn.execute(
+        "UPDATE job_attempts SET container_id=coalesce(?, container_id), exit_code=?, reason=?, "
+        "started_at=coalesce(?, started_at), stopped_at=? WHERE job_id=? AND attempt=?",
+        (container_id, exit_code, reason, started, stopped, job_id, attempt),
+    )
+
+
+def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
+    body = json.loads(row["spec"])
+    # stored specs were checked at submit; the allow-list may have changed since, so don't refuse
+    vols = tuple((v["host"], v["container"], bool(v["read_only"])) for v in body.pop("volumes", []))
+    spec = parse_spec(body, allowed_roots)
+    spec = replace(spec, volumes=vols)
+    return Job(
+        id=row["id"],
+        name=row["name"],
+        queue=row["queue"],
+        spec=spec,
+        seq=row["seq"],
+        status=row["status"],
+        status_reason=row["status_reason"],
+        parent_id=row["parent_id"],
+        array_size=row["array_size"],
+        array_index=row["array_index"],
+        attempts=row["attempts"],
+        environment=row["environment"],
+        exit_code=row["exit_code"],
+        run_id=row["run_id"],
+        step=row["step"],
+        created_at=row["created_at"],
+        runnable_at=row["runnable_at"],
+        started_at=row["started_at"],
+        stopped_at=row["stopped_at"],
+    )
+
+
+def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """A job as the API shows it: the row, its attempts, its dependencies, array child counts."""
+    row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    out = public_row(row)
+    out["spec"] = json.loads(row["spec"])
+    out["attempts"] = [
+        {
+            "attempt": a["attempt"],
+            "environment": a["environment"],
+            "container_id": a["container_id"],
+            "exit_code": a["exit_code"],
+            "reason": a["reason"],
+            "started_at": iso_ms(a["started_at"]),
+            "stopped_at": iso_ms(a["stopped_at"]),
+            "log_path": a["log_path"],
+        }
+        for a in conn.execute("SELECT * FROM job_attempts WHERE job_id=? ORDER BY attempt", (job_id,))
+    ]
+    out["depends_on"] = [
+        {"job_id": d[0], "mode": d[1]}
+        for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
+    ]
+    if row["array_size"] is not None and row["array_index"] is None:
+        counts = dict(
+            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
+        )
+        out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
+    return out
+
+
+def public_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "job_id": row["id"],
+        "name": row["name"],
+        "queue": row["queue"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "parent_id": row["parent_id"],
+        "array_size": row["array_size"],
+        "array_index": row["array_index"],
+        "attempt_count": row["attempts"],
+        "environment": row["environment"],
+        "exit_code": row["exit_code"],
+        "run_id": row["run_id"],
+        "step": row["step"],
+        "created_at": iso_ms(row["created_at"]),
+        "started_at": iso_ms(row["started_at"]),
+        "stopped_at": iso_ms(row["stopped_at"]),
+    }
+
+
+def ensure_defaults(conn: sqlite3.Connection, info: dict[str, Any]) -> None:
+    """The local environment (this machine's cores and memory) and the default queue, once."""
+    now = time.time()
+    cpus = float(info.get("NCPU") or 1)
+    memory = int(info.get("MemTotal") or 1 << 30)
+    conn.execute(
+        "INSERT OR IGNORE INTO compute_environments "
+        "(name, endpoint, max_vcpus, max_memory, state, created_at) VALUES (?,?,?,?,?,?)",
+        (DEFAULT_ENVIRONMENT, "local", cpus, memory, "ENABLED", now),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO job_queues (name, priority, environments, state, created_at) "
+        "VALUES (?,?,?,?,?)",
+        (DEFAULT_QUEUE, 1, json.dumps([DEFAULT_ENVIRONMENT]), "ENABLED", now),
+    )
+
+
+def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[str, Queue], dict[str, Any]]:
+    envs = {
+        r["name"]: Environment(r["name"], r["max_vcpus"], r["max_memory"], r["state"], r["endpoint"])
+        for r in conn.execute("SELECT * FROM compute_environments")
+    }
+    queues = {
+        r["name"]: Queue(r["name"], r["priority"], tuple(json.loads(r["environments"])), r["state"])
+        for r in conn.execute("SELECT * FROM job_queues")
+    }
+    defs: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
+    for r in conn.execute("SELECT * FROM job_definitions ORDER BY name, revision"):
+        defs.setdefault(r["name"], {})[r["revision"]] = (r["status"], json.loads(r["body"]))
+    return envs, queues, defs
+
+
+def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str, list[str]]]:
+    """Unfinished jobs, the dependencies of PENDING ones, failed children of unfinished arrays."""
+    jobs = conn.execute(
+        "SELECT * FROM jobs WHERE status NOT IN (?, ?) ORDER BY seq", (SUCCEEDED, FAILED)
+    ).fetchall()
+    deps = [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT d.job_id, d.dep_id, d.mode FROM job_dependencies d JOIN jobs j ON j.id = d.job_id "
+            "WHERE j.status = ?",
+            (PENDING,),
+        )
+    ]
+    failed: dict[str, list[str]] = {}
+    for parent, child in conn.execute(
+        "SELECT c.parent_id, c.id FROM jobs c JOIN jobs p ON p.id = c.parent_id "
+        "WHERE p.status NOT IN (?, ?) AND c.status = ? ORDER BY c.seq",
+        (SUCCEEDED, FAILED, FAILED),
+    ):
+        failed.setdefault(parent, []).append(child)
+    return jobs, deps, failed  # type: ignore[return-value]
+
+
+def set_attempt_container(
+    conn: sqlite3.Connection, job_id: str, attempt: int, container_id: str, at: float
+) -> None:
+    """The attempt's container has started: note its id (recovery re-adopts it by its labels)."""
+    conn.execute(
+        "UPDATE job_attempts SET container_id=?, started_at=? WHERE job_id=? AND attempt=?",
+        (container_id, at, job_id, attempt),
+    )
+
+
+def insert_definition(
+    conn: sqlite3.Connection, name: str, revision: int, body: dict[str, Any], at: float
+) -> None:
+    conn.execute(
+        "INSERT INTO job_definitions (name, revision, status, body, created_at) VALUES (?,?,?,?,?)",
+        (name, revision, "ACTIVE", json.dumps(body), at),
+    )
+
+
+def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO compute_environments (name, endpoint, max_vcpus, max_memory, state, "
+        "created_at) VALUES (?,?,?,?,?,?)",
+        (env.name, env.endpoint, env.max_vcpus, env.max_memory, env.state, at),
+    )
+
+
+def save_queue(conn: sqlite3.Connection, queue: Queue, at: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO job_queues (name, priority, environments, state, created_at) "
+        "VALUES (?,?,?,?,?)",
+        (queue.name, queue.priority, json.dumps(list(queue.environments)), queue.state, at),
+    )
+
+
+def array_shape(conn: sqlite3.Connection, job_id: str) -> tuple[int | None, int | None] | None:
+    """(array_size, array_index) of a stored job, None when there is no such job."""
+    row = conn.execute("SELECT array_size, array_index FROM jobs WHERE id=?", (job_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def statuses(conn: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
+    """(id, status, status_reason) of the stored jobs among ``ids``."""
+    out: list[tuple[str, str, str | None]] = []
+    for at in range(0, len(ids), 500):
+        part = list(ids[at : at + 500])
+        sql = f"SELECT id, status, status_reason FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+        out.extend((r[0], r[1], r[2]) for r in conn.execute(sql, part))
+    return out
+
+
+def status_of(conn: sqlite3.Connection, job_id: str) -> str | None:
+    row = conn.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def list_public(
+    conn: sqlite3.Connection, queue: str | None, status: str | None, parent: str | None, limit: int
+) -> list[dict[str, Any]]:
+    where, args = ["1=1"], []
+    for col, val in (("queue", queue), ("status", status), ("parent_id", parent)):
+        if val:
+            where.append(f"{col}=?")
+            args.append(val)
+    if parent is None:
+        where.append("parent_id IS NULL")
+    sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+    return [public_row(r) for r in conn.execute(sql, (*args, int(limit)))]
+
+
+def attempts_of(conn: sqlite3.Connection, job_id: str) -> list[tuple[Any, ...]]:
+    """Every attempt of a job and of its array children: (attempt, started, stopped, exit code,
+    reason, log path, array index)."""
+    return [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT a.attempt, a.started_at, a.stopped_at, a.exit_code, a.reason, a.log_path, j.array_index "
+            "FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.id = ? OR j.parent_id = ?",
+            (job_id, job_id),
+        )
+    ]
+
+
+def recorded_results(
+    conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], ContainerResult]:
+    """Of these (job, attempt) pairs, the ones whose container's end was recorded before its removal."""
+    out: dict[tuple[str, int], ContainerResult] = {}
+    for job_id, attempt in attempts:
+        row = conn.execute(
+            "SELECT container_id, exit_code, reason, started_at, stopped_at FROM job_attempts "
+            "WHERE job_id=? AND attempt=? AND reason IS NOT NULL",
+            (job_id, attempt),
+        ).fetchone()
+        if row is not None:
+            cid, code, reason, started, stopped = tuple(row)
+            out[(job_id, attempt)] = ContainerResult(
+                cid, code, reason, oom_killed=reason == OUT_OF_MEMORY, timed_out=reason == TIMED_OUT,
+                started_at=started, stopped_at=stopped,
+            )  # fmt: skip
+    return out

@@ -1,0 +1,51 @@
+"""The server config file (``$SLUICE_CONFIG``, YAML): global subscribers and retention.
+
+Read once by ``sluice serve`` before anything starts, so a bad file stops the server with one
+line naming the file and the setting, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
+
+SETTINGS = ("subscribers", "retention_days")
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; the message names the file and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    subscribers: list[dict[str, Any]] = field(default_factory=list)
+    retention_days: float | None = None  #: None: SLUICE_RETENTION_DAYS, else the default
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
+    """The explicit path wins, then ``$SLUICE_CONFIG``; no file means the defaults."""
+    path = path or os.environ.get("SLUICE_CONFIG")
+    if not path:
+        return ServerConfig()
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YamlLoader) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the server config: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the server config must be a mapping (write subscribers: [...])")
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (use {', '.join(SETTINGS)})")
+    subscribers = data.get("subscribers") or []
+    if not isinstance(subscribers, list):
+        raise ConfigError(f"{path}: subscribers must be a list (write subscribers: [{{url: ...}}])")
+    days = data.get("retention_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days < 0):
+        raise ConfigError(f"{path}: retention_days must be a number of days >= 0 (0 keeps events forever)")
+    return ServerConfig(subscribers, None if days is None else float(days))
