@@ -1,9 +1,14 @@
-"""Step Functions' retry backoff, shared by function steps (runs.py) and Batch jobs (jobs.py)."""
+"""Step Functions' retry policy: which errors retry, and the backoff between attempts.
+
+Shared by function steps (engine/runs/driver.py) and Batch jobs (engine/batch/attempts.py).
+"""
 
 from __future__ import annotations
 
 import random
 from typing import Any
+
+from workflows.spec import RetrySpec
 
 
 def retry_delay(spec: Any, failures: int, rng: random.Random) -> float:
@@ -18,3 +23,8 @@ def retry_delay(spec: Any, failures: int, rng: random.Random) -> float:
     if spec.jitter == "full":
         delay = rng.uniform(0, delay)
     return max(0.0, delay)
+
+
+def is_retryable(spec: RetrySpec, error_type: str | None) -> bool:
+    """Step Functions' ``ErrorEquals``: ``*`` and ``States.ALL`` match every error."""
+    return "*" in spec.errors or "States.ALL" in spec.errors or (error_type in spec.errors)

@@ -41,12 +41,10 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from engine.executors.base import (
     ENGINE_RESTARTED,
@@ -58,122 +56,19 @@ from engine.executors.base import (
 )
 from engine.executors.forked import ForkServer, ForkServerGone
 from engine.executors.worker import copy_output, scratch_path
+from engine.executors.workers import HEADER, Worker, WorkerProcess, describe_exit, read_frame, request_body
 
 log = logging.getLogger(__name__)
 
 WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
-_HEADER = struct.Struct(">I")
 _START_TIMEOUT_S = 30.0  #: a worker that does not say "ready" by then is broken
 _EXIT_GRACE_S = 2.0  #: after closing its stdin, how long a worker gets to exit on its own
 _TERM_GRACE_S = 1.0  #: after SIGTERM, before SIGKILL
 _RESPAWN_MAX_DELAY_S = 5.0
 
 
-def _asleep(pid: int) -> bool:
-    """The process sleeps in the kernel (state S or D), i.e. it neither runs nor waits for a CPU.
-
-    False where ``/proc`` is missing (not Linux): the pool then scales out on time alone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    state = stat.rfind(b")") + 2  # the state follows the command name, which may hold ") "
-    return stat[state : state + 1] in (b"S", b"D")
-
-
 class WorkerStartError(RuntimeError):
     """A worker process did not come up; the message says what it printed or how it exited."""
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    header = await reader.readexactly(_HEADER.size)
-    return json.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
-
-
-def _describe_exit(pid: int, returncode: int | None) -> str:
-    if returncode is None:
-        return f"worker {pid} stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = str(-returncode)
-        return f"worker {pid} was killed by signal {name}"
-    return f"worker {pid} exited with code {returncode}"
-
-
-def _request(call: FunctionCall) -> dict[str, Any]:
-    """The request frame's body. Paths are made absolute here: the worker's cwd is not ours."""
-    return {
-        "attempt_id": call.attempt_id,
-        "handler": call.handler,
-        "base_dir": os.path.abspath(call.base_dir),
-        "event": call.event,
-        "run_id": call.run_id,
-        "step": call.step,
-        "attempt": call.attempt,
-        "index": call.index,
-        "deadline": None if call.timeout_s is None else time.time() + call.timeout_s,
-        "memory_bytes": call.memory_bytes,
-        "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
-        "extra": call.extra,
-    }
-
-
-class _Process(Protocol):
-    """What the pool uses of a worker process: ``asyncio.subprocess.Process`` or ``ForkedProcess``."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    @property
-    def stdin(self) -> asyncio.StreamWriter | None: ...
-
-    @property
-    def stdout(self) -> asyncio.StreamReader | None: ...
-
-    async def wait(self) -> int: ...
-
-    def kill(self) -> None: ...
-
-    def send_signal(self, sig: int) -> None: ...
-
-
-@dataclass(eq=False, slots=True)
-class _Worker:
-    """One worker process and what the pool knows about it."""
-
-    proc: _Process
-    calls: int = 0
-    busy: bool = False
-    idle_since: float = 0.0  #: monotonic time it was last put back idle
-    busy_since: float = 0.0  #: monotonic time its current call started
-    asleep_in: float | None = None  #: the busy_since of the call the last probe saw it asleep in
-    dead: bool = False  #: retired by the pool: never handed out again
-
-    def asleep_twice(self) -> bool:
-        """Asleep in the kernel now and at the previous probe, in the same call.
-
-        Two sightings, not one: a worker that has just replied is asleep too (reading its next
-        request) until the loop reads that reply, which takes at most a loop turn, not a probe.
-        """
-        if not _asleep(self.pid):
-            self.asleep_in = None
-            return False
-        seen, self.asleep_in = self.asleep_in, self.busy_since
-        return seen == self.busy_since
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return not self.dead and self.proc.returncode is None
 
 
 class FunctionExecutor:
@@ -217,9 +112,9 @@ class FunctionExecutor:
         self.python = python
         self.fork = fork  #: start workers by forking a pre-imported server (forkserver.py)
         self._forks: ForkServer | None = None
-        self._workers: set[_Worker] = set()
-        self._retired: set[_Worker] = set()  #: out of the pool, process not yet reaped
-        self._idle: asyncio.LifoQueue[_Worker | None] = asyncio.LifoQueue()
+        self._workers: set[Worker] = set()
+        self._retired: set[Worker] = set()  #: out of the pool, process not yet reaped
+        self._idle: asyncio.LifoQueue[Worker | None] = asyncio.LifoQueue()
         self._limits: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  #: death watchers, owned here
         self._spawning: set[asyncio.Task[Any]] = set()  #: replacements being started
@@ -245,7 +140,7 @@ class FunctionExecutor:
             await self._stop_all()
             raise errors[0]
         for worker in results:
-            assert isinstance(worker, _Worker)
+            assert isinstance(worker, Worker)
             self._release(worker)
         self._own(self._tasks, self._reap_idle())
         self._last_done = time.monotonic()
@@ -303,7 +198,7 @@ class FunctionExecutor:
                 os.unlink(scratch_path(worker.pid))
 
     @staticmethod
-    async def _wait_exit(workers: list[_Worker], timeout_s: float | None) -> list[_Worker]:
+    async def _wait_exit(workers: list[Worker], timeout_s: float | None) -> list[Worker]:
         """Wait up to timeout_s for the workers to exit; answer those still running."""
         if not workers:
             return []
@@ -314,13 +209,13 @@ class FunctionExecutor:
         return [waits[fut] for fut in pending]
 
     @staticmethod
-    def _signal(worker: _Worker, sig: signal.Signals) -> None:
+    def _signal(worker: Worker, sig: signal.Signals) -> None:
         if worker.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.send_signal(sig)
 
     @staticmethod
-    def _close_stdin(worker: _Worker) -> None:
+    def _close_stdin(worker: Worker) -> None:
         stdin = worker.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.close()
@@ -349,7 +244,7 @@ class FunctionExecutor:
         forks = self._forks
         return forks.proc.pid if forks is not None and forks.alive and forks.proc is not None else None
 
-    async def _launch(self) -> _Process:
+    async def _launch(self) -> WorkerProcess:
         """A new worker process: forked by the fork server, or a fresh interpreter without one."""
         if self._forks is not None and self._forks.alive:
             try:
@@ -367,13 +262,13 @@ class FunctionExecutor:
         except OSError as exc:
             raise WorkerStartError(f"cannot run function worker with python={self.python!r}: {exc}") from exc
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self) -> Worker:
         """Start one worker and wait for its ready frame (the second phase of a two-phase start)."""
         proc = await self._launch()
         assert proc.stdout is not None
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
-                hello = await _read_frame(proc.stdout)
+                hello = await read_frame(proc.stdout)
         except BaseException as exc:
             if proc.returncode is None:
                 proc.kill()
@@ -382,13 +277,13 @@ class FunctionExecutor:
                 raise
             raise WorkerStartError(
                 f"function worker ({self.python} {WORKER_SCRIPT}) did not start: "
-                f"{_describe_exit(proc.pid, code)} ({type(exc).__name__})"
+                f"{describe_exit(proc.pid, code)} ({type(exc).__name__})"
             ) from exc
         if hello.get("ready") is not True:
             proc.kill()
             await proc.wait()
             raise WorkerStartError(f"function worker sent {hello!r} instead of a ready frame")
-        worker = _Worker(proc)
+        worker = Worker(proc)
         self._workers.add(worker)
         self._own(self._tasks, self._watch(worker))
         return worker
@@ -399,7 +294,7 @@ class FunctionExecutor:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _watch(self, worker: _Worker) -> None:
+    async def _watch(self, worker: Worker) -> None:
         """Reap the worker when it exits; replace it if it died while idle."""
         code = await worker.proc.wait()
         self._retired.discard(worker)
@@ -407,10 +302,10 @@ class FunctionExecutor:
             with contextlib.suppress(OSError):
                 os.unlink(scratch_path(worker.pid))
         if not worker.dead and not worker.busy and not self._closed:
-            log.warning("function %s while idle; replacing it", _describe_exit(worker.pid, code))
+            log.warning("function %s while idle; replacing it", describe_exit(worker.pid, code))
             self._retire(worker, kill=False)
 
-    def _retire(self, worker: _Worker, *, kill: bool, replace: bool = True) -> None:
+    def _retire(self, worker: Worker, *, kill: bool, replace: bool = True) -> None:
         """Take the worker out of the pool for good and (unless scaling in) start its replacement."""
         if worker.dead:
             return
@@ -471,7 +366,7 @@ class FunctionExecutor:
         return sem
 
     @staticmethod
-    def _salvage(worker: _Worker, call: FunctionCall) -> None:
+    def _salvage(worker: Worker, call: FunctionCall) -> None:
         """Copy a killed or crashed attempt's output from the worker's scratch file, then drop it."""
         path = scratch_path(worker.pid)
         try:
@@ -486,7 +381,7 @@ class FunctionExecutor:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("could not keep the output of %s: %s", call.attempt_id, exc)
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: Worker) -> None:
         worker.idle_since = time.monotonic()
         self._idle.put_nowait(worker)
 
@@ -536,8 +431,8 @@ class FunctionExecutor:
             if excess <= 0 or self._idle.empty():
                 continue
             now = time.monotonic()
-            kept: list[_Worker | None] = []
-            stale: list[_Worker] = []
+            kept: list[Worker | None] = []
+            stale: list[Worker] = []
             while not self._idle.empty():  # drain and refill in one loop step: no waiter sees a gap
                 worker = self._idle.get_nowait()
                 if (
@@ -557,7 +452,7 @@ class FunctionExecutor:
                     "scaled in: retired %d idle function workers (%d left)", len(stale), len(self._workers)
                 )
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> Worker:
         while True:
             if self._idle.empty():
                 self._waiting += 1
@@ -578,7 +473,7 @@ class FunctionExecutor:
     async def _dispatch(self, call: FunctionCall) -> Outcome:
         worker = await self._acquire()
         try:
-            data = json.dumps(_request(call), allow_nan=False).encode()
+            data = json.dumps(request_body(call), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:  # the engine rendered a non-JSON event: its bug
             self._release(worker)
             raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
@@ -603,14 +498,14 @@ class FunctionExecutor:
             self._failures += 1
         return outcome
 
-    async def _roundtrip(self, worker: _Worker, call: FunctionCall, data: bytes, started: float) -> Outcome:
+    async def _roundtrip(self, worker: Worker, call: FunctionCall, data: bytes, started: float) -> Outcome:
         stdin, stdout = worker.proc.stdin, worker.proc.stdout
         assert stdin is not None and stdout is not None
         try:
             async with asyncio.timeout(call.timeout_s):
-                stdin.write(_HEADER.pack(len(data)) + data)
+                stdin.write(HEADER.pack(len(data)) + data)
                 await stdin.drain()
-                reply = await _read_frame(stdout)
+                reply = await read_frame(stdout)
         except TimeoutError:
             self._timeouts += 1
             self._salvage(worker, call)  # what it printed before it hung is the best clue
@@ -632,7 +527,7 @@ class FunctionExecutor:
             return Outcome(ok=True, output=reply.get("output"), duration_s=duration, log_path=call.log_path)
         return Outcome(ok=False, error=reply.get("error"), duration_s=duration, log_path=call.log_path)
 
-    async def _crashed(self, worker: _Worker, call: FunctionCall, started: float) -> Outcome:
+    async def _crashed(self, worker: Worker, call: FunctionCall, started: float) -> Outcome:
         """The worker closed its pipe mid-attempt: find out how it died, then replace it."""
         try:
             async with asyncio.timeout(_EXIT_GRACE_S):
@@ -641,7 +536,7 @@ class FunctionExecutor:
             code = None
         self._salvage(worker, call)
         self._retire(worker, kill=True)
-        how = _describe_exit(worker.pid, code)
+        how = describe_exit(worker.pid, code)
         log.warning("function attempt %s: %s", call.attempt_id, how)
         if self._closed:  # aclose stopped it: the step did nothing wrong, so say so (it is retried)
             message = f"the executor shut down during the attempt ({how})"

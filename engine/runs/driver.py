@@ -15,14 +15,11 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from engine.backoff import retry_delay
-from engine.bus.bus import Bus
+from engine.backoff import is_retryable, retry_delay
 from engine.errors import (
     ENGINE_ERROR,
     INVALID_INPUT,
@@ -32,14 +29,12 @@ from engine.errors import (
     error_record,
 )
 from engine.events import iso_ms
-from engine.executors.base import Executor, FunctionCall, Outcome
+from engine.executors.base import FunctionCall, Outcome
 from engine.runs import changes
-from engine.runs.admission import Admission
+from engine.runs.services import RunServices
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
-from engine.store.store import Store
-from engine.types import StepRunner
 from workflows.errors import SluiceError
 from workflows.spec import Workflow
 
@@ -56,10 +51,6 @@ class Drained(Exception):
     """A sleeping step gave way to an engine shutdown; it resumes from the store on restart."""
 
 
-def is_retryable(spec: Any, error_type: str | None) -> bool:
-    return "*" in spec.errors or "States.ALL" in spec.errors or (error_type in spec.errors)
-
-
 def parse_when(value: Any, where: str) -> float:
     """A wait's ``until``: an ISO 8601 timestamp (``Z`` or offset) or epoch seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -74,25 +65,6 @@ def parse_when(value: Any, where: str) -> float:
                 raise SluiceError(f"{where}: timestamp {value!r} has no time zone (add Z or +01:00)")
             return moment.timestamp()
     raise SluiceError(f"{where}: expected an ISO 8601 timestamp like 2026-01-31T12:00:00Z, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class RunServices:
-    """What a run driver is given (by the orchestrator); it never sees its owner."""
-
-    store: Store
-    bus: Bus
-    functions: Executor
-    admission: Admission  #: counts the engine-side work a run's commits put in flight
-    logs_dir: Path
-    drain: asyncio.Event  #: set when the engine stops: sleeping steps give way, nothing new starts
-    progress: Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
-    containers: Callable[[], Awaitable[StepRunner | None]]  #: the container runtime, once attached
-    cancel_reason: Callable[[str], str | None]  #: why the user cancelled a run (None: not cancelled)
-
-    @property
-    def draining(self) -> bool:
-        return self.drain.is_set()
 
 
 class RunDriver:

@@ -24,7 +24,8 @@ from typing import Any
 from engine.bus.bus import Bus
 from engine.executors.base import Executor
 from engine.runs.admission import Admission, AdmissionSettings
-from engine.runs.driver import RunDriver, RunServices
+from engine.runs.driver import RunDriver
+from engine.runs.services import RunServices
 from engine.states import TERMINAL, Status
 from engine.store import audit, records
 from engine.store.records import RunRecord

@@ -1,0 +1,125 @@
+"""The pool's handle on one worker process: what it knows of it and what the kernel says of it.
+
+A worker is either an ``asyncio.subprocess.Process`` (a fresh interpreter) or a
+``ForkedProcess`` (forked by the fork server); the pool uses only :class:`WorkerProcess` of
+either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.executors.base import FunctionCall
+
+#: every frame on a worker's pipes: a 4-byte big-endian length, then that much JSON
+HEADER = struct.Struct(">I")
+
+
+def asleep(pid: int) -> bool:
+    """The process sleeps in the kernel (state S or D), i.e. it neither runs nor waits for a CPU.
+
+    False where ``/proc`` is missing (not Linux): the pool then scales out on time alone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    state = stat.rfind(b")") + 2  # the state follows the command name, which may hold ") "
+    return stat[state : state + 1] in (b"S", b"D")
+
+
+def describe_exit(pid: int, returncode: int | None) -> str:
+    if returncode is None:
+        return f"worker {pid} stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"worker {pid} was killed by signal {name}"
+    return f"worker {pid} exited with code {returncode}"
+
+
+class WorkerProcess(Protocol):
+    """What the pool uses of a worker process: ``asyncio.subprocess.Process`` or ``ForkedProcess``."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Worker:
+    """One worker process and what the pool knows about it."""
+
+    proc: WorkerProcess
+    calls: int = 0
+    busy: bool = False
+    idle_since: float = 0.0  #: monotonic time it was last put back idle
+    busy_since: float = 0.0  #: monotonic time its current call started
+    asleep_in: float | None = None  #: the busy_since of the call the last probe saw it asleep in
+    dead: bool = False  #: retired by the pool: never handed out again
+
+    def asleep_twice(self) -> bool:
+        """Asleep in the kernel now and at the previous probe, in the same call.
+
+        Two sightings, not one: a worker that has just replied is asleep too (reading its next
+        request) until the loop reads that reply, which takes at most a loop turn, not a probe.
+        """
+        if not asleep(self.pid):
+            self.asleep_in = None
+            return False
+        seen, self.asleep_in = self.asleep_in, self.busy_since
+        return seen == self.busy_since
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return not self.dead and self.proc.returncode is None
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    header = await reader.readexactly(HEADER.size)
+    return json.loads(await reader.readexactly(HEADER.unpack(header)[0]))
+
+
+def request_body(call: FunctionCall) -> dict[str, Any]:
+    """The request frame's body. Paths are made absolute here: the worker's cwd is not ours."""
+    return {
+        "attempt_id": call.attempt_id,
+        "handler": call.handler,
+        "base_dir": os.path.abspath(call.base_dir),
+        "event": call.event,
+        "run_id": call.run_id,
+        "step": call.step,
+        "attempt": call.attempt,
+        "index": call.index,
+        "deadline": None if call.timeout_s is None else time.time() + call.timeout_s,
+        "memory_bytes": call.memory_bytes,
+        "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
+        "extra": call.extra,
+    }
