@@ -88,11 +88,21 @@ class Worker:
         Two sightings, not one: a worker that has just replied is asleep too (reading its next
         request) until the loop reads that reply, which takes at most a loop turn, not a probe.
         """
-        if not asleep(self.pid):
+        if not asleep(self.pid) or self.replied():
             self.asleep_in = None
             return False
         seen, self.asleep_in = self.asleep_in, self.busy_since
         return seen == self.busy_since
+
+    def replied(self) -> bool:
+        """Its reply has reached us and waits in the reader for the loop to take it.
+
+        On a loaded machine the loop can run a probe in the very iteration in which the reply
+        arrived (I/O callbacks run before due timers, the reading task only on the next turn):
+        the worker then sleeps reading its next request and looks stuck although it is done.
+        """
+        buffered = getattr(self.proc.stdout, "_buffer", None)  # StreamReader's own; no public view
+        return bool(buffered)
 
     @property
     def pid(self) -> int:
