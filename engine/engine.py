@@ -108,6 +108,7 @@ class Engine:
         self._stopped = False
         self.should_exit = asyncio.Event()
         self.force_exit = False
+        self.crashed = False  #: a component failed and stopped the engine (``serve`` returns 1)
 
     def __repr__(self) -> str:
         return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"
@@ -194,6 +195,7 @@ class Engine:
         except* Exception as group:  # a component bug: stop the engine loudly
             for exc in group.exceptions:
                 log.error("component failed; stopping the engine", exc_info=exc)
+            self.crashed = True
             self.should_exit.set()
             raise
 
@@ -258,8 +260,10 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def serve(self, *, handle_signals: bool = True) -> None:
-        """Run until SIGINT/SIGTERM (or ``should_exit``), then stop gracefully."""
+    async def serve(self, *, handle_signals: bool = True) -> int:
+        """Run until SIGINT/SIGTERM (or ``should_exit``), then stop gracefully.
+
+        Returns the process's exit status: 0 for a requested stop, 1 when a component crashed."""
         with self.capture_signals(handle_signals):
             await self.start()
             log.info("Sluice is running (data: %s). Press CTRL+C to stop.", self.settings.data_dir)
@@ -273,6 +277,7 @@ class Engine:
                     await self.orchestrator.aclose()
                     break
             await stop
+        return 1 if self.crashed else 0
 
     @contextlib.contextmanager
     def capture_signals(self, enabled: bool) -> Iterator[None]:

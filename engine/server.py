@@ -9,6 +9,8 @@ Every other module receives what it needs in its constructor; none reaches into 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from engine.notify.subscribers import (
 from engine.store import audit
 from engine.store.kv import StoreKV
 from engine.store.retention import RetentionService, Sweep, event_sweep, retention_days
+from engine.store.store import Store
 from triggers.base import Emit, Trigger
 from workflows.loader import Catalog
 from workflows.spec import FileTrigger, ScheduleTrigger
@@ -43,18 +46,35 @@ DELIVERED_KEEP_S = 3600.0
 
 
 class TriggerService:
-    """Adapts a trigger (``start``/``run(emit)``) to an Engine service."""
+    """Adapts a trigger (``start``/``run(emit)``) to an Engine service, and contains its failure.
 
-    def __init__(self, trigger: Trigger, emit: Emit, name: str) -> None:
+    A trigger that fails after it started (its folder went away, a schedule ran past the dates
+    Python can count) is logged, recorded in the audit table and disabled alone: the other
+    workflows' triggers, the API and running work go on. ``failed`` says why (``/readyz``).
+    """
+
+    def __init__(self, trigger: Trigger, emit: Emit, name: str, store: Store | None = None) -> None:
         self.trigger = trigger
         self.emit = emit
         self.name = name
+        self.store = store
+        self.failed: str | None = None
 
     async def start(self) -> None:
         await self.trigger.start()
 
     async def run(self) -> None:
-        await self.trigger.run(self.emit)
+        try:
+            await self.trigger.run(self.emit)
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.error("%s failed and is disabled; the rest of the engine goes on: %s", self.name, self.failed,
+                      exc_info=exc)  # fmt: skip
+            if self.store is not None:
+                subject = self.name.removeprefix("trigger ")
+                with contextlib.suppress(Exception):  # the audit row is a courtesy; the log has it
+                    await audit.record(self.store, "trigger-failed", subject, {"error": self.failed})
+            await asyncio.Event().wait()  # disabled until the engine stops
 
 
 def trigger_services(engine: Engine) -> list[TriggerService]:
@@ -81,7 +101,7 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
             else:
                 continue
             emit = engine.bus.emitter(wf.name, spec.name)
-            services.append(TriggerService(runner, emit, f"trigger {wf.name}/{spec.name}"))
+            services.append(TriggerService(runner, emit, f"trigger {wf.name}/{spec.name}", engine.store))
     return services
 
 

@@ -219,15 +219,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
     )
-    asyncio.run(_serve(settings, catalog, Path(args.dir)))
-    return EXIT_OK
+    return asyncio.run(_serve(settings, catalog, Path(args.dir)))
 
 
-async def _serve(settings: Any, catalog: Any, workflows_dir: Path) -> None:
+async def _serve(settings: Any, catalog: Any, workflows_dir: Path) -> int:
     from engine.server import build_server
 
     engine = build_server(settings, catalog, workflows_dir)
-    await engine.serve(handle_signals=True)
+    return await engine.serve(handle_signals=True)  # 1 when a component crashed: never 0 after a crash
 
 
 if __name__ == "__main__":  # pragma: no cover
