@@ -24,7 +24,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -142,21 +144,7 @@ class WebhookEndpoint:
     # -- steps of handle ----------------------------------------------------------------------
 
     async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.spec.max_body_bytes
-        too_big = WebhookRefused(
-            413, "body_too_large", f"the body is over this webhook's limit of {limit} bytes; send less"
-        )
-        if request.content_length is not None and request.content_length > limit:
-            raise too_big
-        if request.content_length is not None and request.content_length < _ONE_READ:
-            return await request.read()  # the common case: one read of a known, small size
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:  # a chunked body or a lying Content-Length
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.spec.max_body_bytes, "this webhook's")
 
     def _authenticate(self, request: web.Request, raw: bytes) -> None:
         spec = self.spec
@@ -177,9 +165,11 @@ class WebhookEndpoint:
         try:
             at = float(value)
         except ValueError:
+            at = math.nan
+        if not math.isfinite(at):  # "nan" would never be stale: replay protection off
             raise WebhookRefused(
                 401, "unauthorized", f"{name} must be Unix seconds, e.g. {int(self.clock())}"
-            ) from None
+            )
         skew = abs(self.clock() - at)
         if skew > self.spec.tolerance_s:
             raise WebhookRefused(
@@ -257,6 +247,73 @@ class WebhookEndpoint:
             )
         body = {k: summary.get(k) for k in ("run_id", "status", "outputs", "error")}
         return web.json_response(body, status=200, headers=headers)
+
+
+# -- reading bodies -----------------------------------------------------------------------------
+
+#: the app's request bodies reach handlers as sent (the server does not decompress them), so
+#: :func:`read_body` can bound the decoded size while it decodes; set by the HTTP service
+RAW_BODIES = web.AppKey("raw_bodies", bool)
+_CHUNK = 64 * 1024
+
+
+def _decoder(request: web.Request) -> Any:
+    """A streaming decoder for the body's Content-Encoding, or None for a plain body."""
+    if not request.app.get(RAW_BODIES, False):
+        return None  # the server decoded it already (an app served without raw bodies)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise WebhookRefused(
+        415,
+        "unsupported_encoding",
+        f"Content-Encoding {encoding!r} is not accepted; send gzip, deflate or none",
+    )
+
+
+async def read_body(request: web.Request, limit: int, whose: str = "the") -> bytes:
+    """The body, decoded, refused with 413 as soon as it (or its decoded form) passes ``limit``.
+
+    The limit holds for the decoded bytes while they are decoded, so a small compressed body
+    cannot grow into a large event (or a large allocation); a body that claims an encoding it
+    does not have is a 400, never a 500.
+    """
+    too_big = WebhookRefused(
+        413, "body_too_large", f"the body is over {whose} limit of {limit} bytes; send less"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    decoder = _decoder(request)
+    if decoder is None and request.content_length is not None and request.content_length < _ONE_READ:
+        return await request.read()  # the common case: one read of a known, small size
+    chunks, size = [], 0
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            if decoder is not None:
+                chunk = decoder.decompress(chunk, limit + 1 - size)
+            size += len(chunk)
+            if size > limit:  # a chunked body, a lying Content-Length, or a compression bomb
+                raise too_big
+            chunks.append(chunk)
+        if decoder is not None:
+            tail = decoder.flush(limit + 1 - size)
+            if size + len(tail) > limit or decoder.unconsumed_tail:
+                raise too_big
+            if not decoder.eof:
+                raise WebhookRefused(400, "bad_encoding", "the compressed body ends early; send all of it")
+            chunks.append(tail)
+    except zlib.error as exc:
+        name = request.headers.get("Content-Encoding", "")
+        raise WebhookRefused(
+            400,
+            "bad_encoding",
+            f"the body is not valid {name} ({exc}); send it compressed or drop the header",
+        ) from None
+    return b"".join(chunks)
 
 
 # -- pure helpers -----------------------------------------------------------------------------

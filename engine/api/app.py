@@ -20,12 +20,20 @@ from aiohttp import web
 from engine import __version__
 from engine.api import attempt_logs
 from engine.api.dashboard import add_dashboard
-from engine.api.http import ApiError, errors_as_json, int_param, json_body, parse_time, time_param
+from engine.api.http import (
+    MAX_BODY_BYTES,
+    ApiError,
+    errors_as_json,
+    int_param,
+    json_body,
+    parse_time,
+    time_param,
+)
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
 from engine.store import records
-from triggers.webhook import WebhookEndpoint
+from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
 from workflows.spec import WebhookTrigger
@@ -43,7 +51,7 @@ Routes = Callable[[web.Application], None]
 
 def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
     """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=16 * 1024 * 1024)
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
@@ -348,10 +356,15 @@ class HttpService:
     def __repr__(self) -> str:
         return f"<HttpService {self.engine.settings.host}:{self.port}>"
 
+    def _app(self) -> web.Application:
+        app = build_app(self.engine, self.groups)
+        app[RAW_BODIES] = True  # bodies are decoded by us, within their limits (triggers/webhook.py)
+        return app
+
     async def start(self) -> None:
         settings = self.engine.settings
         self.runner = web.AppRunner(
-            build_app(self.engine, self.groups), handle_signals=False, access_log=None, shutdown_timeout=5.0
+            self._app(), handle_signals=False, access_log=None, shutdown_timeout=5.0, auto_decompress=False
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, settings.host, settings.port)

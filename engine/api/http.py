@@ -17,12 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
-from triggers.webhook import json_error
+from triggers.webhook import WebhookRefused, json_error, read_body
 from workflows import jsontext
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: the largest request body the API reads (decoded)
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -55,7 +58,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 async def json_body(request: web.Request, *, default: Any = None) -> Any:
-    raw = await request.read()
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES, "the API's")
+    except WebhookRefused as refused:
+        raise ApiError(refused.status, refused.code, refused.message) from None
     if not raw.strip():
         if default is None:
             raise ApiError(400, "bad_body", "send a JSON body")
