@@ -1,3 +1,8 @@
 """The suite's fixtures come from tests/support/ (engines, Docker); helpers are imported from there."""
 
-pytest_plugins = ["tests.support.engines", "tests.support.docker", "tests.support.http"]
+pytest_plugins = [
+    "tests.support.engines",
+    "tests.support.docker",
+    "tests.support.http",
+    "tests.support.batch",
+]

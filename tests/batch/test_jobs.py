@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,69 +18,12 @@ import pytest
 
 from engine.batch.jobs import JobError
 from engine.batch.service import BatchService
-from engine.bus.bus import Bus
 from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT
 from engine.executors.docker_api import DockerClient
-from engine.store.store import Store
-from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.batch import MIB, MakeBatch, box, run_job
 from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
-
-MIB = 1 << 20
-MakeBatch = Callable[..., Awaitable[BatchService]]
-
-
-@pytest.fixture
-async def batch(
-    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
-) -> AsyncIterator[MakeBatch]:
-    """Factory of started BatchServices on a temp store, ``local`` sized as asked."""
-    made: list[tuple[BatchService, Store, asyncio.Task[None]]] = []
-
-    async def make(vcpus: float = 2, memory: int = 2 << 30, reserve_after_s: float = 3600.0) -> BatchService:
-        store = Store(tmp_path / "data" / "sluice.db")
-        await store.open()
-        svc = BatchService(
-            store,
-            Bus(store, {}),
-            tmp_path / "data",
-            DockerClient(),
-            stop_grace_s=1.0,
-            reserve_after_s=reserve_after_s,
-            pull_timeout_s=5.0,
-            tick_s=0.2,
-        )
-        svc.labels[TEST_LABEL] = docker_test_label
-        await svc.start()
-        await svc.put_environment({"name": "local", "max_vcpus": vcpus, "max_memory": memory}, create=False)
-        made.append((svc, store, asyncio.create_task(svc.run())))
-        return svc
-
-    yield make
-    for svc, store, task in made:
-        task.cancel()
-        await svc.aclose()
-        await store.close()
-
-
-def box(command: list[str], **kw: Any) -> dict[str, Any]:
-    return {
-        "image": TEST_IMAGE,
-        "command": command,
-        "vcpus": 0.5,
-        "memory": 32 * MIB,
-        "network": "none",
-        **kw,
-    }
-
-
-async def run_job(svc: BatchService, timeout_s: float = 60, **req: Any) -> dict[str, Any]:
-    out = await svc.submit({"queue": "default", **req})
-    await svc.wait(out["job_id"], timeout_s)
-    desc = await svc.describe(out["job_id"])
-    assert desc is not None
-    return desc
 
 
 def log_of(desc: dict[str, Any], attempt: int = -1) -> str:  # small files: reading inline is fine
