@@ -44,7 +44,7 @@ def invocation_record(env: Mapping[str, Any]) -> dict[str, Any]:
             "condition": CONDITIONS[detail["status"]],
             "approximateInvokeCount": detail.get("attempts", 1),
         },
-        "requestPayload": detail.get("params"),
+        "requestPayload": detail.get("event"),  # Lambda: the event the function was invoked with
         "responseContext": response_context,
         "responsePayload": detail.get("outputs") if ok else detail.get("error"),
     }

@@ -106,14 +106,17 @@ def run_event(
         "created_at": iso_ms(run.created_at),
         "started_at": iso_ms(run.started_at),
         "depth": run.depth,
+        "outputs": None,  #: every run event has it (null until the run ends with outputs)
         **extra,
     }
     if status in TERMINAL:
         detail["ended_at"] = iso_ms(now)
         detail["duration_s"] = round(now - (run.started_at or now), 6)
-        detail["params"] = run.params  # the request payload of an invocation record
+        detail["params"] = run.params
+        detail["event"] = run.event  # the invocation's event: a destination's requestPayload
         detail["attempts"] = attempts
     _bound(detail, "outputs", run.id)
+    _bound(detail, "event", run.id)
     return envelope(RUN_SOURCE, RUN_DETAIL_TYPE, detail, resources=[f"run/{run.id}"], at=now)
 
 

@@ -545,16 +545,24 @@ class RunDriver:
             except SluiceError as exc:
                 status, error = Status.FAILED, error_record(TEMPLATE_ERROR, f"outputs: {exc}")
                 reason = error["errorMessage"]
+        else:
+            outputs = self._sink_outputs()
         await self._end_run(status, reason=reason, outputs=outputs, error=error)
         return status
+
+    def _sink_outputs(self) -> Any:
+        """Without ``outputs:``, a run's output is its terminal step's, as a state machine's is its
+        last state's; with several terminal steps (a DAG), a mapping of each one to its output."""
+        dag = self.wf.dag
+        sinks = [name for name in dag.order if not dag.dependents(name)]
+        outputs = {name: (self.step_ctx.get(name) or {}).get("output") for name in sinks}
+        return outputs[sinks[0]] if len(sinks) == 1 else outputs
 
     async def _end_run(
         self, status: str, *, reason: str | None, outputs: Any = None, error: dict[str, Any] | None = None
     ) -> None:
         run_id, now, old = self.run.id, time.time(), self.run.status
-        extra: dict[str, Any] = {}
-        if outputs is not None:
-            extra["outputs"] = outputs
+        extra: dict[str, Any] = {"outputs": outputs}
         if error is not None:
             extra["error"] = error
         await self.commit(

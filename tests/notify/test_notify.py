@@ -578,6 +578,6 @@ async def test_url_destinations_receive_a_signed_invocation_record(
     assert record["requestContext"]["requestId"] == summary["run_id"]
     assert record["requestContext"]["condition"] == "Success"
     assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert record["requestPayload"] == {"n": 1}
+    assert record["requestPayload"]["detail"] == {"n": 1}  # the invocation's event, as Lambda's record
     assert record["responsePayload"] == {"n": 2}
     assert docs_verify(SECRET, got["body"], got["headers"]["Sluice-Signature"])

@@ -545,7 +545,8 @@ async def test_destinations_start_a_workflow_with_the_invocation_record(
     record = await follow_up("celebrate")
     assert record["requestContext"]["requestId"] == ok["run_id"]
     assert record["requestContext"]["condition"] == "Success"
-    assert record["requestPayload"] == {"fail": False}
+    assert record["requestPayload"]["detail-type"] == "Manual Run"  # the invocation's event (Lambda)
+    assert record["requestPayload"]["id"] == ok["event_id"]
     assert record["responsePayload"] == {"a": 2}
     failed = await engine.run_to_end("main", {"fail": True}, timeout_s=20)
     record = await follow_up("cleanup")
