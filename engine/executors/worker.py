@@ -256,12 +256,22 @@ class _Attempt:
                 print(f"sluice worker: could not write {self.log_path}: {exc}", file=sys.stderr)
 
 
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
-    """Lambda's error shape: errorType, errorMessage, stackTrace (a list of lines)."""
+    """Lambda's error shape: errorType, errorMessage, stackTrace.
+
+    As Lambda's Python runtime gives it: one entry per frame (``  File "...", line N, in f`` and
+    its source line), the user's frames only (none of the worker's, no "Traceback" header, no
+    final exception line: that is errorType and errorMessage)."""
     import traceback
 
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    trace = [line.rstrip("\n") for chunk in lines for line in chunk.splitlines()]
+    frames = traceback.extract_tb(exc.__traceback__)
+    start = 0
+    while start < len(frames) and os.path.dirname(os.path.abspath(frames[start].filename)) == _ENGINE_DIR:
+        start += 1
+    trace = traceback.format_list(frames[start:])
     return {"errorType": error_type or type(exc).__name__, "errorMessage": str(exc), "stackTrace": trace}
 
 

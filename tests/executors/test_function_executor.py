@@ -126,6 +126,16 @@ async def test_exception_has_lambda_shape(fx: FunctionExecutor) -> None:
     assert (await fx.execute(call("echo", 1))).ok  # the worker is still fine
 
 
+async def test_stack_trace_holds_the_users_frames_only_as_lambdas_does(fx: FunctionExecutor) -> None:
+    out = await fx.execute(call("fail", "x"))
+    trace = out.error["stackTrace"]
+    assert trace and not any(entry.startswith("Traceback") for entry in trace)
+    assert not any("engine/executors" in entry for entry in trace), trace
+    first = trace[0]  # one entry per frame: '  File "...handlers.py", line N, in fail\n    raise ...\n'
+    assert first.startswith('  File "') and "handlers.py" in first and ", line " in first
+    assert "raise Boom" in trace[-1] and not any(entry.startswith("Boom:") for entry in trace)
+
+
 @pytest.mark.parametrize(
     ("handler", "reason"),
     [
