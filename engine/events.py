@@ -13,6 +13,7 @@ RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
 STEP_SOURCE, STEP_DETAIL_TYPE = "sluice.step", "Step State Change"
 JOB_SOURCE, JOB_DETAIL_TYPE = "sluice.job", "Job State Change"
 MANUAL_SOURCE, MANUAL_DETAIL_TYPE = "sluice.manual", "Manual Run"
+NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE = "sluice.notify", "Subscriber State Change"
 
 ENVELOPE_KEYS = frozenset(
     {

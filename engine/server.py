@@ -115,7 +115,7 @@ def add_notifications(engine: Engine, extra: Sequence[Subscriber] = ()) -> Notif
     keys = [s.key for s in box.subscribers]
     if len(set(keys)) != len(keys):
         raise ValueError(f"subscriber names must be unique, got {sorted(keys)}")
-    sender = NotifyService(engine.store, box)
+    sender = NotifyService(engine.store, box, publish=engine.bus.put)
     engine.bus.add_tx_hook(box.hook)
     engine.bus.on_commit(sender.wake)
     engine.add_service(sender, closer=sender.aclose)

@@ -4,6 +4,16 @@ Why an outbox: the row that says "tell X about event E" is inserted by a bus tx 
 very transaction that commits E, so a crash between the commit and the HTTP POST loses nothing:
 the sender finds the row on restart. The hook only inserts rows (no I/O), so a slow or dead
 receiver can never hold up the engine; it costs only its own queue.
+
+That queue is bounded: a subscriber whose backlog (undelivered rows) reaches its
+``max_backlog`` is *paused*. Its new events go straight to the dead letters with a reason (an
+operator retries them with ``sluice notifications dlq retry`` once the receiver is back), so a
+receiver that never answers costs a bounded outbox and one dead-letter row per event instead of
+a queue that grows for a day. The sender resumes it when the backlog has drained below 90 % of
+the cap. Both transitions are events (``sluice.notify`` / ``Subscriber State Change``). The
+backlog is counted in memory (the hook adds on the writer thread, the sender subtracts on the
+loop) and recounted from the table every few seconds, so a rolled-back transaction cannot skew
+it for long.
 """
 
 from __future__ import annotations
@@ -32,6 +42,11 @@ class Outbox:
         self.clock = clock
         #: highest outbox seq inserted per subscriber (written on the writer thread, read on the loop)
         self.latest: dict[str, int] = {}
+        #: undelivered rows per subscriber (see the module doc)
+        self.backlog: dict[str, int] = {}
+        self.paused: set[str] = set()
+        #: (subscriber, "PAUSED"/"ACTIVE", backlog) not yet published; the sender publishes them
+        self.transitions: list[tuple[str, str, int]] = []
 
     def hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
         subs = [s for s in self.subscribers if s.matches(env)]
@@ -44,11 +59,42 @@ class Outbox:
             except Exception as exc:  # one subscriber's transform must not fail the event's commit
                 log.error("subscriber %s: transform failed for event %s: %s", sub.key, env.get("id"), exc)
                 continue
-            cur = conn.execute(
-                _INSERT,
-                (sub.key, safe_url(sub.url), env["id"], body, now, now),
-            )
-            self.latest[sub.key] = int(cur.lastrowid or 0)
+            key = sub.key
+            waiting = self.backlog.get(key, 0)
+            if key not in self.paused and waiting >= sub.max_backlog:
+                self.paused.add(key)
+                self.transitions.append((key, "PAUSED", waiting))
+                log.warning("subscriber %s: %d notifications undelivered (max_backlog); paused, new events "
+                            "go to the dead letters until it catches up", key, waiting)  # fmt: skip
+            if key in self.paused:
+                why = (
+                    f"subscriber paused: {waiting} notifications undelivered (max_backlog {sub.max_backlog})"
+                )
+                conn.execute(_DEAD, (key, safe_url(sub.url), env["id"], body, now, now, 0, None, why))
+                continue
+            cur = conn.execute(_INSERT, (key, safe_url(sub.url), env["id"], body, now, now))
+            self.latest[key] = int(cur.lastrowid or 0)
+            self.backlog[key] = waiting + 1
+
+    def settled(self, key: str, cap: int, *, delta: int = 1) -> None:
+        """``delta`` of ``key``'s rows left the queue (delivered or dead-lettered): resume it below 90 %."""
+        left = self.backlog[key] = max(0, self.backlog.get(key, 0) - delta)
+        if key in self.paused and left < cap * 0.9:
+            self.paused.discard(key)
+            self.transitions.append((key, "ACTIVE", left))
+            log.info("subscriber %s: backlog down to %d; resumed", key, left)
+
+
+_DEAD = (
+    "INSERT INTO dead_letters (subscriber, url, event_id, body, created_at, failed_at, attempts, "
+    "last_status, last_error) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+def backlogs(conn: sqlite3.Connection) -> dict[str, int]:
+    """Undelivered rows per subscriber, counted in the table."""
+    sql = "SELECT subscriber, COUNT(*) FROM outbox WHERE status='pending' GROUP BY subscriber"
+    return {key: int(n) for key, n in conn.execute(sql)}
 
 
 def dead_letter(
@@ -60,8 +106,7 @@ def dead_letter(
     error: str | None,
 ) -> None:
     conn.execute(
-        "INSERT INTO dead_letters (subscriber, url, event_id, body, created_at, failed_at, attempts, "
-        "last_status, last_error) VALUES (?,?,?,?,?,?,?,?,?)",
+        _DEAD,
         (
             *(row[k] for k in ("subscriber", "url", "event_id", "body", "created_at")),
             now,

@@ -26,12 +26,14 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
 
+from engine.events import NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE, envelope
 from engine.notify import outbox
 from engine.notify.outbox import Outbox
 from engine.notify.subscribers import BACKOFF_BASE_S, BACKOFF_CAP_S, Subscriber, safe_url, sign
@@ -40,6 +42,10 @@ from engine.store.store import Store
 log = logging.getLogger(__name__)
 
 POLL_S = 5.0  #: an idle lane re-reads its queue this often (a safety net; wakes are pushed)
+RECOUNT_S = 5.0  #: the backlog per subscriber is recounted from the table this often
+
+#: puts an event on the bus (``Bus.put``)
+Publish = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def backoff_s(
@@ -162,10 +168,19 @@ class NotifyService:
 
     name = "notifications"
 
-    def __init__(self, store: Store, outbox: Outbox, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        *,
+        publish: Publish | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.outbox = outbox
+        self.publish = publish  #: puts the sender's own events (a subscriber paused or resumed) on the bus
         self.clock = clock
+        self._published: set[asyncio.Task[Any]] = set()
         self.lanes: dict[str, Lane] = {}
         self.session: aiohttp.ClientSession | None = None
         self.delivered = 0
@@ -180,14 +195,30 @@ class NotifyService:
         self.lanes = {sub.key: Lane(self, sub) for sub in self.subscribers}
         keys, now = tuple(self.lanes), self.clock()
         await self.store.write(lambda c: outbox.orphans(c, keys, now))
+        self.outbox.backlog.update(await self.store.read(outbox.backlogs))
+
+    def backlog(self) -> dict[str, int]:
+        """Undelivered notifications per subscriber (``/metrics``)."""
+        return {key: self.outbox.backlog.get(key, 0) for key in self.lanes}
+
+    async def _recount(self) -> None:
+        """Every ``RECOUNT_S``, the backlog from the table (a rolled-back insert is forgiven)."""
+        while True:
+            await asyncio.sleep(RECOUNT_S)
+            counted = await self.store.read(outbox.backlogs)
+            for key in self.lanes:
+                self.outbox.backlog[key] = counted.get(key, 0)
+            for sub in self.subscribers:
+                if sub.key in self.outbox.paused:
+                    self.outbox.settled(sub.key, sub.max_backlog, delta=0)
+            self._announce()
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
                 for lane in self.lanes.values():
                     tg.create_task(lane.run(), name=f"notify lane {lane.sub.key}")
-                if not self.lanes:
-                    await asyncio.Event().wait()
+                tg.create_task(self._recount(), name="notify backlog recount")
         finally:
             if self.session is not None:
                 await self.session.close()
@@ -203,6 +234,20 @@ class NotifyService:
             lane = self.lanes.get(key)
             if lane is not None and seq > lane.known:
                 lane.wake.set()
+        self._announce()
+
+    def _announce(self) -> None:
+        """Publish the subscribers' pause/resume transitions the outbox noted (on the loop)."""
+        transitions = self.outbox.transitions
+        while transitions and self.publish is not None:
+            key, status, backlog = transitions.pop(0)
+            cap = next((s.max_backlog for s in self.subscribers if s.key == key), None)
+            detail = {"subscriber": key, "status": status, "backlog": backlog, "max_backlog": cap}
+            task = asyncio.ensure_future(
+                self.publish(envelope(NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE, detail))
+            )
+            self._published.add(task)
+            task.add_done_callback(self._published.discard)
 
     def wake_all(self) -> None:
         for lane in self.lanes.values():
@@ -227,12 +272,18 @@ class NotifyService:
         except TimeoutError:
             return _Result(None, f"no answer within the {sub.timeout_s:g}s timeout")
 
+    def _settled(self, sub: Subscriber) -> None:
+        self.outbox.settled(sub.key, sub.max_backlog)
+        if self.outbox.transitions:
+            self._announce()
+
     async def record(self, sub: Subscriber, row: sqlite3.Row, res: _Result, rng: random.Random) -> None:
         now, attempts, seq = self.clock(), row["attempts"] + 1, row["seq"]
         status = res.status
         if status is not None and 200 <= status < 300:
             await self.store.write(lambda c: outbox.delivered(c, seq, now, attempts, status))
             self.delivered += 1
+            self._settled(sub)
             log.debug("notification %d (%s) → %s: %s", seq, row["event_id"], sub.key, status)
             return
         permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
@@ -246,6 +297,7 @@ class NotifyService:
             why = "refused (4xx)" if permanent else "too old" if too_old else "out of attempts"
             await self.store.write(lambda c: outbox.dead_letter(c, row, now, attempts, status, res.error))
             self.dead += 1
+            self._settled(sub)
             log.warning("notification %d (%s) → %s dead-lettered after %d attempts, %s: %s",
                         seq, row["event_id"], sub.key, attempts, why, res.error)  # fmt: skip
             return

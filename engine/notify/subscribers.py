@@ -28,6 +28,8 @@ MAX_AGE_S = 24 * 3600.0  #: like EventBridge: a notification older than a day is
 MAX_ATTEMPTS = 100  #: with the 10 min backoff cap this spans ~8 h of a receiver being down
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 600.0  #: a recovered receiver is noticed within 10 minutes
+#: a subscriber's undelivered notifications at most, before it is paused
+MAX_BACKLOG = 10_000
 TIMEOUT_S = 10.0  #: one attempt, connect to last byte of the answer
 CONCURRENCY = 4
 
@@ -142,6 +144,8 @@ class Subscriber:
     timeout_s: float = TIMEOUT_S
     backoff_base_s: float = BACKOFF_BASE_S
     backoff_cap_s: float = BACKOFF_CAP_S
+    #: undelivered notifications kept at most; past it the subscriber is paused (engine/notify/outbox.py)
+    max_backlog: int = MAX_BACKLOG
     #: builds the body instead of the event (Lambda-style destinations send an invocation record)
     render: Callable[[Mapping[str, Any]], str] | None = field(default=None, repr=False)
 
@@ -203,7 +207,8 @@ def subscribers_from_config(entries: Iterable[Mapping[str, Any]]) -> list[Subscr
 
     subs = []
     allowed = {"name", "url", "on", "pattern", "secret", "headers", "transform", "concurrency", "rate",
-               "ordered", "max_attempts", "max_age", "timeout", "backoff_base", "backoff_cap"}  # fmt: skip
+               "ordered", "max_attempts", "max_age", "timeout", "backoff_base", "backoff_cap",
+               "max_backlog"}  # fmt: skip
     for i, raw in enumerate(entries):
         where = f"subscribers[{i}]"
         if not isinstance(raw, Mapping) or not isinstance(raw.get("url"), str):
@@ -234,9 +239,16 @@ def subscribers_from_config(entries: Iterable[Mapping[str, Any]]) -> list[Subscr
                 timeout_s=parse_duration(raw.get("timeout", TIMEOUT_S)),
                 backoff_base_s=parse_duration(raw.get("backoff_base", BACKOFF_BASE_S)),
                 backoff_cap_s=parse_duration(raw.get("backoff_cap", BACKOFF_CAP_S)),
+                max_backlog=_positive_int(raw.get("max_backlog", MAX_BACKLOG), f"{where}.max_backlog"),
             )
         )
     return subs
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
+        raise ValueError(f"{where}: a whole number from 1 to 10000000, got {value!r}")
+    return value
 
 
 def url_subscribers(catalog: Mapping[str, Any]) -> list[Any]:
