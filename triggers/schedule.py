@@ -16,6 +16,12 @@ this module decides *which* fires to emit and keeps the cursor:
   ``max_catchup``). Every skipped fire is reported to ``audit`` (the first
   ``AUDIT_LIMIT`` one by one, the rest as one summary entry) and counted in the
   KV state, so a user can see what was missed.
+- A schedule with no next fire (an ``at(...)`` that fired or passed, a year field
+  that ran out) idles until stopped. The cursor survives restarts with the rest of
+  the state, so an ``at(...)`` that fired never fires again; one that was due while
+  the engine was down is a missed fire like any other and follows ``catchup``.
+- A schedule whose next fire cannot be computed is logged and idles alone: it
+  never takes the other triggers or the server down.
 
 The clock and sleep are injected: tests drive ``tick(now)`` directly and exactly.
 
@@ -38,7 +44,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from triggers.base import KV, Emit
-from workflows.errors import ScheduleError
 from workflows.schedules import Schedule, parse_schedule
 
 __all__ = ["FireResult", "Schedule", "ScheduleTriggerRunner", "parse_schedule", "utcnow"]
@@ -57,6 +62,11 @@ _TICK = timedelta(microseconds=1)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def _idle() -> None:
+    """Wait until cancelled: a schedule with nothing to fire keeps its service slot quietly."""
+    await asyncio.Event().wait()
 
 
 def iso_z(moment: datetime) -> str:
@@ -150,6 +160,10 @@ class ScheduleTriggerRunner:
         }
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        return self.workflow, self.name
 
     def __repr__(self) -> str:
         cursor = self._state["scheduled_time"] if self._state else None
@@ -391,10 +405,20 @@ class ScheduleTriggerRunner:
                 await self.sleep(delay)
                 continue
             try:
-                deadline = self.schedule.next_fire(self.cursor)
-            except ScheduleError as exc:
-                log.warning("schedule %s/%s: %s; idle until stopped", self.workflow, self.name, exc)
-                await asyncio.Event().wait()
+                deadline = self.schedule.next_fire_or_none(self.cursor)
+            except Exception:  # this schedule stops, not the server
+                log.exception(
+                    "schedule %s/%s: cannot compute the next fire; idle until stopped", *self._names
+                )
+                return await _idle()
+            if deadline is None:
+                log.info(
+                    "schedule %s/%s: %s has no fire after %s; idle until stopped",
+                    *self._names,
+                    self.schedule.expression,
+                    iso_z(self.cursor),
+                )
+                return await _idle()
             await self._sleep_until(deadline)
 
     async def _sleep_until(self, deadline: datetime) -> None:

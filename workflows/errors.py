@@ -15,6 +15,7 @@ instead, so ``sluice validate`` can print one line per problem::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 
 class SluiceError(Exception):
@@ -52,7 +53,22 @@ class PatternError(SluiceError):
 
 
 class ScheduleError(SluiceError):
-    """A schedule expression or time zone that is not valid; the message gives a valid form."""
+    """A schedule expression or time zone that is not valid; the message gives a valid form.
+
+    ``hint`` is a replacement that parses (an expression, or a time zone name when ``field`` is
+    ``"timezone"``), so a caller can print it as the "what to write" part of a one-line error.
+    """
+
+    def __init__(
+        self, problem: str, hint: str = "", field: Literal["schedule", "timezone"] = "schedule"
+    ) -> None:
+        self.problem = problem
+        self.hint = hint
+        self.field = field
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return self.problem + (f" (write {self.hint})" if self.hint else "")
 
 
 class TemplateError(SluiceError):

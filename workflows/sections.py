@@ -202,17 +202,13 @@ def _schedule_trigger(
     timezone = read_str(ctx, f"{where}.timezone", item.get("timezone"), "Europe/Berlin") or "UTC"
     if expression is None:
         return None
+    from workflows.schedules import parse_schedule  # here: only workflows with a schedule pay for it
+
     try:
-        from workflows.schedules import parse_schedule
-    except ImportError:  # pragma: no cover - schedules.py not yet present
-        parse_schedule = None
-    if parse_schedule is not None:
-        try:
-            parse_schedule(expression, timezone)
-        except ScheduleError as exc:
-            ctx.err(
-                f"{where}.schedule", str(exc), 'write e.g. schedule: "cron(0 2 * * ? *)" or "rate(5 minutes)"'
-            )
+        parse_schedule(expression, timezone)
+    except ScheduleError as exc:
+        hint = f"write {_as_yaml(exc.hint)}" if exc.hint else 'write e.g. schedule: "cron(0 2 * * ? *)"'
+        ctx.err(f"{where}.{exc.field}", exc.problem, hint)
     return ScheduleTrigger(
         name=name,
         input=input_,
@@ -223,6 +219,15 @@ def _schedule_trigger(
         catchup_window_s=read_duration(ctx, f"{where}.catchup_window", item.get("catchup_window"), "1d"),
         max_catchup=read_int(ctx, f"{where}.max_catchup", item.get("max_catchup"), 1, 10000, 10) or 10,
     )
+
+
+def _as_yaml(text: str) -> str:
+    """``text`` as it can be pasted after ``schedule:``: quoted when YAML would read it otherwise."""
+    try:
+        plain = yaml.load(text, Loader=YamlLoader) == text
+    except yaml.YAMLError:
+        plain = False
+    return text if plain else f'"{text}"'
 
 
 def _webhook_trigger(

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.support.triggers import MemoryKV, RecordingEmit
-from triggers.schedule import AUDIT_LIMIT, ScheduleTriggerRunner, parse_schedule
+from triggers.schedule import AUDIT_LIMIT, Schedule, ScheduleTriggerRunner, parse_schedule
+from workflows.schedules import Fires
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -315,3 +316,96 @@ def test_from_spec_reads_the_spec_fields() -> None:
         "Europe/Berlin",
         "schedule:report:nightly",
     )
+
+
+# --- one-time at(...) schedules ------------------------------------------------------------------
+
+AT = "at(2026-03-02T06:00:00)"  # 06:00 Berlin (CET) is 05:00 UTC on D0's day
+AT_UTC = datetime(2026, 3, 2, 5, tzinfo=UTC)
+
+
+async def test_at_fires_once_and_never_again_also_after_a_restart() -> None:
+    emit, kv = RecordingEmit(), MemoryKV()
+    r = runner(AT, "Europe/Berlin", kv=kv)
+    assert await r.tick(D0, emit) == []
+    assert await r.tick(AT_UTC - timedelta(seconds=1), emit) == []
+    (fire,) = await r.tick(AT_UTC + timedelta(milliseconds=3), emit)
+    assert fire.scheduled_time == AT_UTC and not fire.catchup
+    assert times(emit) == ["2026-03-02T05:00:00Z"]
+    assert await r.tick(AT_UTC + timedelta(days=1), emit) == []
+    for catchup in ("none", "latest", "all"):  # a new process, same store, any policy
+        restarted = runner(AT, "Europe/Berlin", kv=kv, catchup=catchup)
+        assert await restarted.tick(AT_UTC + timedelta(days=2), emit) == []
+    assert emit.calls == 1
+    state = await kv.get("schedule:wf:tick")
+    assert (state["last_fired"], state["scheduled_time"]) == ("2026-03-02T05:00:00+00:00",) * 2
+
+
+async def test_after_its_fire_the_at_loop_idles_without_spinning() -> None:
+    clock = FakeClock(D0)
+    emit = RecordingEmit()
+    r = runner(AT, "Europe/Berlin", kv=MemoryKV(), clock=clock, sleep=clock.sleep)
+    await r.start()
+    task = asyncio.create_task(r.run(emit))
+    await emit.wait_for(1)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    slept = len(clock.slept)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not task.done() and len(clock.slept) == slept  # waiting for nothing, quietly
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert times(emit) == ["2026-03-02T05:00:00Z"]
+
+
+@pytest.mark.parametrize(("catchup", "fired", "skipped"), [("none", 0, 1), ("latest", 1, 0), ("all", 1, 0)])
+async def test_an_at_missed_while_down_follows_the_catchup_policy(
+    catchup: str, fired: int, skipped: int
+) -> None:
+    emit, kv, audit = RecordingEmit(), MemoryKV(), AuditLog()
+    await runner(AT, "Europe/Berlin", kv=kv, catchup=catchup).tick(D0, emit)  # then down until the next day
+    back = runner(AT, "Europe/Berlin", kv=kv, catchup=catchup, audit=audit)
+    fires = await back.tick(AT_UTC + timedelta(days=1), emit)
+    assert [(f.scheduled_time, f.catchup) for f in fires] == [(AT_UTC, True)] * fired
+    assert [a[3] for a in audit.entries] == [AT_UTC] * skipped
+    assert await back.tick(AT_UTC + timedelta(days=2), emit) == []
+
+
+async def test_an_at_in_the_past_at_first_start_never_fires() -> None:
+    emit = RecordingEmit()
+    r = runner(AT, "Europe/Berlin", kv=MemoryKV(), catchup="all")
+    assert await r.tick(AT_UTC + timedelta(hours=1), emit) == []
+    assert await r.tick(AT_UTC + timedelta(days=30), emit) == []
+    assert emit.calls == 0
+
+
+async def test_a_schedule_that_cannot_compute_its_next_fire_stops_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One broken schedule must not end ``run`` with an exception (that would stop the server)."""
+
+    class Broken:
+        def next_after(self, after: datetime) -> datetime | None:
+            raise OverflowError("no representable fire")
+
+        def between(self, start: datetime, end: datetime, limit: int, keep: str) -> Fires:
+            return Fires([], 0)
+
+    clock = FakeClock(D0)
+    r = ScheduleTriggerRunner(
+        name="tick",
+        workflow="wf",
+        schedule=Schedule("rate(1 hour)", "UTC", 3600.0, Broken()),
+        kv=MemoryKV(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    task = asyncio.create_task(r.run(RecordingEmit()))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert "wf/tick: cannot compute the next fire; idle until stopped" in caplog.text
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
