@@ -19,6 +19,13 @@ class EmitResult:
     duplicate: bool = False  #: the dedupe key was seen before; nothing new was started
 
 
+class Unavailable(RuntimeError):
+    """``emit`` could not take the event now (a full disk): nothing was stored; retry later.
+
+    A trigger answers its source accordingly (a webhook: 503 with Retry-After) and logs one line,
+    not a traceback: it is the engine's state, not a bug."""
+
+
 class Emit(Protocol):
     async def __call__(
         self, event: dict[str, Any], *, dedupe_key: str | None = None, workflow: str | None = None
@@ -28,6 +35,7 @@ class Emit(Protocol):
         ``dedupe_key``: an event with a key already committed starts nothing and
         returns the first event's id with ``duplicate=True``.
         ``workflow``: route only to this workflow's rules (a trigger's own event).
+        Raises :class:`Unavailable` when the event cannot be stored now.
         """
         ...
 

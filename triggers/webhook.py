@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from triggers.base import Emit, EmitResult
+from triggers.base import Emit, EmitResult, Unavailable
 from workflows import jsontext
 from workflows.spec import WebhookTrigger
 
@@ -214,10 +214,16 @@ class WebhookEndpoint:
             return await self.emit(event, dedupe_key=dedupe, workflow=self.workflow)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook %s: storing the event failed", self.resource)
+        except Exception as exc:
+            if isinstance(exc, Unavailable):
+                log.warning("webhook %s: not stored: %s", self.resource, exc)
+            else:
+                log.exception("webhook %s: storing the event failed", self.resource)
             raise WebhookRefused(
-                503, "not_stored", "the event could not be stored; nothing was started, retry later"
+                503,
+                "not_stored",
+                "the event could not be stored; nothing was started, retry later",
+                headers={"Retry-After": "1"},
             ) from None
 
     def _accepted(self, result: EmitResult) -> web.Response:

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from triggers.base import Unavailable
 from triggers.webhook import WebhookRefused, json_error, read_body
 from workflows import jsontext
 
@@ -52,6 +53,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         )
     except asyncio.CancelledError:
         raise
+    except Unavailable as exc:  # a full disk: nothing was stored, the caller may retry
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return json_error(503, "unavailable", str(exc), headers={"Retry-After": "1"})
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal_error", "the server failed on this request; see the server log")

@@ -142,7 +142,9 @@ class Bus:
         """Commit one event and the runs it starts; returns once both are durable."""
         env = complete(event)
         self._arrivals.append(time.monotonic())
-        (result, runs) = await self.store.write(lambda conn: self.admit(conn, env, dedupe_key, target, depth))
+        (result, runs) = await self.store.write(
+            lambda conn: self.admit(conn, env, dedupe_key, target, depth), shed=True
+        )
         self.deliver(runs)
         return result
 
@@ -168,7 +170,7 @@ class Bus:
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
 
-        outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10)
+        outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10, shed=True)
         self.deliver([run for _, runs in outcomes for run in runs])
         return [result for result, _ in outcomes]
 

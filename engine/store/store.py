@@ -27,6 +27,13 @@ commits.
 
 Write functions may run on the loop or on the writer thread: they must only touch
 the connection and their arguments, never asyncio objects.
+
+A full disk (``SQLITE_FULL``) is not a failure of the writes that met it: the engine's own
+writes (run and job transitions, trigger state) stay queued, in order, and are retried every
+``FULL_RETRY_S`` until space returns, so no run fails and no step runs twice because a disk
+filled up. Intake writes are queued with ``shed=True`` (a webhook, PutEvents, a submit): while
+the disk is full they fail at once with :class:`StoreFull`, which their callers answer with a
+503 and ``Retry-After``, so nothing is acknowledged that is not stored and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.store.schema import MIGRATIONS
+from triggers.base import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,27 @@ LINGER_TURNS = 4
 AUTOCHECKPOINT_PAGES = 1_000
 #: commits on the loop (a few WAL pages each) after which a checkpoint runs on the writer thread
 CHECKPOINT_AFTER = 100
+#: while the disk is full, the queued writes are tried again this often (seconds)
+FULL_RETRY_S = 0.5
 
 
 class StoreClosed(RuntimeError):
     pass
+
+
+class StoreFull(Unavailable):
+    """The disk under the store is full: nothing was written; retry once space is back."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"the disk holding {path.parent} is full; free some space (the engine retries by itself)"
+        )
+
+
+def _is_full(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 class StoreUnavailable(RuntimeError):
@@ -150,6 +175,9 @@ class Store:
         #: while this says so (the bus: a flood of events), small batches linger (``LINGER_TURNS``)
         self.linger: Callable[[], bool] | None = None
         self._turns_lingered = 0
+        self._shed: set[asyncio.Future[Any]] = set()  #: writes to fail at once while the disk is full
+        self.full_since: float | None = None  #: loop time the disk was found full, while it is
+        self._full_at: float | None = None  #: loop time it was last found full
 
     def __repr__(self) -> str:
         return f"<Store {self.path} commits={self.commits} transactions={self.transactions}>"
@@ -200,7 +228,7 @@ class Store:
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
 
-    async def write(self, fn: WriteFn[T], *, heavy: bool = False) -> T:
+    async def write(self, fn: WriteFn[T], *, heavy: bool = False, shed: bool = False) -> T:
         """Run ``fn(conn)`` in a transaction of its own (a savepoint of a group commit).
 
         Returns once the transaction is committed. If ``fn`` raises, only its own
@@ -210,10 +238,14 @@ class Store:
 
         ``heavy``: the write may take milliseconds (thousands of rows), so it always runs on the
         writer thread, never on the event loop.
-        """
-        return await self.write_nowait(fn, heavy=heavy)
 
-    def write_nowait(self, fn: WriteFn[Any], *, heavy: bool = False) -> asyncio.Future[Any]:
+        ``shed``: intake; while the disk is full, fail with :class:`StoreFull` instead of waiting.
+        """
+        return await self.write_nowait(fn, heavy=heavy, shed=shed)
+
+    def write_nowait(
+        self, fn: WriteFn[Any], *, heavy: bool = False, shed: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue a write and return its future without awaiting (fire-and-track).
 
         Writes are committed in the order they were queued.
@@ -222,6 +254,12 @@ class Store:
         if self._closed or loop is None:
             raise StoreClosed("the store is closed")
         fut: asyncio.Future[Any] = loop.create_future()
+        if shed:
+            if self._full_at is not None and loop.time() - self._full_at < FULL_RETRY_S:
+                fut.set_exception(StoreFull(self.path))  # found full just now: don't even try
+                return fut
+            self._shed.add(fut)
+            fut.add_done_callback(self._shed.discard)
         self._queue.append((fn, fut))
         self._heavy = self._heavy or heavy
         if self._flush_at is None and not self._on_thread:
@@ -263,11 +301,15 @@ class Store:
                 results = self._apply(batch, inline=True)
                 self.inline_commits += 1
                 self._inline_since_checkpoint += 1
+            except StoreFull:
+                self._hold(batch)
+                return
             except BaseException as exc:
                 self._fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self._disk_back()
             self._resolve(batch, results)
         if not self._on_thread and not self._checkpoint_due():
             self._maybe_idle()
@@ -317,11 +359,43 @@ class Store:
         """Back from the writer thread: resolve the batch, then commit what queued meanwhile."""
         self._on_thread = False
         exc = job.exception()
+        if isinstance(exc, StoreFull):
+            self._hold(batch)
+            return
         if exc is None:
+            if batch:
+                self._disk_back()
             self._resolve(batch, job.result())
         else:
             self._fail(batch, exc)
         self._flush()
+
+    def _hold(self, batch: Batch) -> None:
+        """The disk is full: shed intake, keep the engine's own writes in order, retry later."""
+        assert self._loop is not None
+        self._full_at = self._loop.time()
+        if self.full_since is None:
+            self.full_since = self._full_at
+            log.warning("the disk holding %s is full: intake answers 503, the engine's own writes wait; "
+                        "free some space and it goes on by itself", self.path.parent)  # fmt: skip
+        kept = []
+        for fn, fut in [*batch, *self._queue]:
+            if fut in self._shed:
+                if not fut.done():
+                    fut.set_exception(StoreFull(self.path))
+            else:  # a write whose caller stopped waiting still commits (see ``write``)
+                kept.append((fn, fut))
+        self._queue = kept
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._flush_at = self._loop.call_later(FULL_RETRY_S, self._flush)
+
+    def _disk_back(self) -> None:
+        if self.full_since is not None:
+            assert self._loop is not None
+            full_for = self._loop.time() - self.full_since
+            log.warning("disk space is back after %.1fs; intake is open again", full_for)
+            self.full_since = self._full_at = None
 
     def _resolve(self, batch: Batch, results: list[tuple[bool, Any]]) -> None:
         for (_, fut), (ok, value) in zip(batch, results, strict=True):
@@ -381,9 +455,11 @@ class Store:
         try:
             results = [(True, fn(conn)) for fn, _ in batch]
             conn.execute("COMMIT")
-        except Exception:
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if _is_full(exc):
+                raise StoreFull(self.path) from None
             return self._apply_isolated(batch)
         except BaseException:
             if conn.in_transaction:
@@ -405,13 +481,17 @@ class Store:
                     results.append((True, fn(conn)))
                     conn.execute("RELEASE w")
                 except Exception as exc:
+                    if _is_full(exc):
+                        raise StoreFull(self.path) from None
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     results.append((False, exc))
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if _is_full(exc):
+                raise StoreFull(self.path) from None
             raise
         self.commits += 1
         self.transactions += len(batch)

@@ -38,7 +38,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     engines: list[Engine] = []
 
     async def make(flows: Path, **kw: Any) -> Served:
-        settings = Settings(data_dir=tmp_path / "data", workers=1, grace_s=2, port=0, **kw)
+        kw.setdefault("data_dir", tmp_path / "data")
+        settings = Settings(workers=1, grace_s=2, port=0, **kw)
         engine = Engine(settings, load_dir(flows))
         http = HttpService(engine)
         engine.add_service(http, closer=http.aclose)
