@@ -60,6 +60,9 @@ LABEL_ATTEMPT = "sluice.attempt"
 
 #: after the container stops, the log stream ends by itself; this bounds a daemon that doesn't
 _LOG_DRAIN_S = 10.0
+#: a daemon that stops answering under a running attempt is waited for this long (a restart)
+RECONNECT_S = 60.0
+RECONNECT_POLL_S = 0.5
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -167,6 +170,7 @@ class ContainerRunner:
             with :data:`CANNOT_PULL`.
         on_started: called the moment a container has really started (the Batch service
             commits STARTING -> RUNNING then).
+        reconnect_s: how long a daemon that stops answering under a running attempt is waited for.
         on_exited: awaited with the result of a container that ended, *before* it is removed:
             whoever records the result there can never lose it to a crash between the exit and
             the removal (after a restart there is either a container or a recorded result).
@@ -179,11 +183,13 @@ class ContainerRunner:
         pull_timeout_s: float = 60.0,
         on_started: Callable[[ContainerRequest, str], None] | None = None,
         on_exited: Callable[[ContainerRequest, ContainerResult], Awaitable[None]] | None = None,
+        reconnect_s: float = RECONNECT_S,
     ) -> None:
         self.client = client
         self.pull_timeout_s = pull_timeout_s
         self.on_started = on_started
         self.on_exited = on_exited
+        self.reconnect_s = reconnect_s
         #: (job_id, attempt) -> container id, for attempts this runner is driving
         self.running: dict[tuple[str, int], str] = {}
         self._terminated: dict[str, str] = {}
@@ -293,7 +299,13 @@ class ContainerRunner:
         key = (req.job_id, req.attempt)
         self.running[key] = cid
         try:
-            return await self._drive(cid, req, start=start)
+            while True:
+                try:
+                    return await self._drive(cid, req, start=start)
+                except DockerError as exc:
+                    if exc.status != 0 or not await self._daemon_back(req):
+                        raise
+                    start = False  # follow the container again, from where its log got to
         except asyncio.CancelledError:
             log.info("job %s#%d: cancelled; stopping container %s", req.job_id, req.attempt, cid[:12])
             await self._in_background(self._stop_and_remove(cid, req.stop_grace_s))
@@ -314,6 +326,26 @@ class ContainerRunner:
             streaming = self._streams.pop(cid, None)
             if streaming is not None and not streaming.done():
                 streaming.cancel()
+
+    async def _daemon_back(self, req: ContainerRequest) -> bool:
+        """The daemon stopped answering under a running attempt (restarted, upgraded): wait for it.
+
+        A daemon run with ``--live-restore`` keeps its containers across its own restart, so the
+        attempt is followed again once it answers; never started a second time. False when it does
+        not come back within ``reconnect_s`` (the attempt then fails as lost)."""
+        log.warning("job %s#%d: the Docker daemon stopped answering; waiting up to %.0fs for it",
+                    req.job_id, req.attempt, self.reconnect_s)  # fmt: skip
+        deadline = time.monotonic() + self.reconnect_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(RECONNECT_POLL_S)
+            try:
+                await self.client.ping()
+            except DockerError:
+                continue
+            log.info("job %s#%d: the Docker daemon is back; following the container again",
+                     req.job_id, req.attempt)  # fmt: skip
+            return True
+        return False
 
     async def _drive(self, cid: str, req: ContainerRequest, *, start: bool) -> ContainerResult:
         skip = 0

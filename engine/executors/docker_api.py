@@ -195,6 +195,8 @@ class DockerClient:
                 raw = await resp.read()
             except TimeoutError as exc:
                 raise DockerError(0, f"{method} {path}: answer from {self._where} timed out") from exc
+            except aiohttp.ClientError as exc:  # the daemon went away mid-answer (a restart)
+                raise DockerError(0, f"{method} {path}: {self._where} closed the connection ({exc})") from exc
         if not raw:
             return None
         if resp.content_type == "application/json":
