@@ -393,11 +393,11 @@ class FunctionExecutor:
     def _scale_out(self) -> None:
         """While calls wait, every ``probe_s``: start workers for them if the pool is stuck.
 
-        "Stuck": every worker busy with its current call, either for ``scale_after_s`` or asleep
-        at two probes, and no reply for as long. Short calls free their workers faster than an
-        interpreter starts (even when a busy event loop reads their replies late), so a burst of
-        them never grows the pool. One timer for the pool, not one per waiting call: waiters stay
-        in FIFO order at no cost.
+        "Stuck": every worker busy with its current call, either asleep at two probes or
+        computing (not waiting for a CPU) for ``scale_after_s``, and no reply for as long. Short
+        calls free their workers faster than an interpreter starts (even when a busy event loop
+        reads their replies late), so a burst of them never grows the pool. One timer for the
+        pool, not one per waiting call: waiters stay in FIFO order at no cost.
         """
         self._scaler = None
         if self._waiting == 0 or self._closed:
@@ -409,12 +409,22 @@ class FunctionExecutor:
             self._arm_scaler()
             return
         starting = len(self._spawning)
-        room = min(self._waiting - starting, self.max_workers - len(self._workers) - starting)
+        # at most double the pool per step: a cold start (the first call importing its module)
+        # is over before a herd of interpreters, all importing it too, would be ready
+        room = min(
+            self._waiting - starting,
+            self.max_workers - len(self._workers) - starting,
+            len(self._workers) - starting,
+        )
         quiet = now - self._last_done
         long_enough = quiet >= self.scale_after_s
         stuck = quiet >= self.probe_s and all(
             [  # a list, not a generator: every busy worker is probed, so each sighting counts
-                w.busy and (w.asleep_twice() or (long_enough and now - w.busy_since >= self.scale_after_s))
+                w.busy
+                and (
+                    w.asleep_twice()
+                    or (long_enough and now - w.busy_since >= self.scale_after_s and w.computing(now))
+                )
                 for w in self._workers
             ]
         )

@@ -22,18 +22,38 @@ from engine.executors.base import FunctionCall
 HEADER = struct.Struct(">I")
 
 
+#: the kernel's clock ticks per second, the unit of utime and stime in /proc/<pid>/stat
+TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :]  # what follows the command name, which may hold ") "
+
+
 def asleep(pid: int) -> bool:
     """The process sleeps in the kernel (state S or D), i.e. it neither runs nor waits for a CPU.
 
     False where ``/proc`` is missing (not Linux): the pool then scales out on time alone.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    state = stat.rfind(b")") + 2  # the state follows the command name, which may hold ") "
-    return stat[state : state + 1] in (b"S", b"D")
+    stat = _stat(pid)
+    return stat is not None and stat[:1] in (b"S", b"D")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process has used (user + system), or None where ``/proc`` cannot tell."""
+    stat = _stat(pid)
+    if stat is None:
+        return None
+    fields = stat.split()
+    try:  # after the state: ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    except (IndexError, ValueError):
+        return None
 
 
 def describe_exit(pid: int, returncode: int | None) -> str:
@@ -80,6 +100,8 @@ class Worker:
     idle_since: float = 0.0  #: monotonic time it was last put back idle
     busy_since: float = 0.0  #: monotonic time its current call started
     asleep_in: float | None = None  #: the busy_since of the call the last probe saw it asleep in
+    #: (busy_since, monotonic time, CPU seconds) at the first probe that saw the current call
+    cpu_mark: tuple[float, float, float] | None = None
     dead: bool = False  #: retired by the pool: never handed out again
 
     def asleep_twice(self) -> bool:
@@ -93,6 +115,24 @@ class Worker:
             return False
         seen, self.asleep_in = self.asleep_in, self.busy_since
         return seen == self.busy_since
+
+    def computing(self, now: float) -> bool:
+        """Used a CPU for at least a quarter of the time the probes have watched its current call.
+
+        A call that runs past ``scale_after_s`` earns the waiting calls a new worker only if it
+        computes: a worker that waits for a CPU on a loaded machine is not stuck, and another
+        interpreter would only lengthen the queue for the CPU. Where ``/proc`` cannot tell, time
+        alone decides (True).
+        """
+        used = cpu_seconds(self.pid)
+        if used is None:
+            return True
+        mark = self.cpu_mark
+        if mark is None or mark[0] != self.busy_since:
+            self.cpu_mark = (self.busy_since, now, used)
+            return False
+        watched = now - mark[1]
+        return watched > 0 and (used - mark[2]) >= watched / 4
 
     def replied(self) -> bool:
         """Its reply has reached us and waits in the reader for the loop to take it.

@@ -353,6 +353,7 @@ async def test_max_workers_caps_the_scale_out(make_executor: MakeExecutor) -> No
 
 async def test_a_burst_of_short_calls_does_not_grow_the_pool(make_executor: MakeExecutor) -> None:
     fx = await make_executor(workers=2, max_workers=16)
+    await warm(fx, 2)
     outs = await asyncio.gather(*(fx.execute(call("echo", i)) for i in range(600)))
     assert [o.output["event"] for o in outs] == list(range(600))
     assert len(fx.worker_pids) == 2, "short calls drain through the warm workers; no interpreter starts"
@@ -465,3 +466,39 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+async def warm(fx: FunctionExecutor, workers: int) -> None:
+    """One call in each idle worker, side by side: each imports the handler's module (a cold start)."""
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.01)) for _ in range(workers)))
+    assert len({o.output["pid"] for o in outs}) == workers
+
+
+@pytest.fixture
+def cpu_hogs() -> Any:
+    """Three busy loops on this 2-core machine: every process now waits for a CPU at times."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    yield hogs
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+
+
+async def test_a_burst_on_a_loaded_machine_does_not_grow_the_pool(
+    make_executor: MakeExecutor, cpu_hogs: Any
+) -> None:
+    """Workers that wait for a CPU are not stuck: more interpreters would only lengthen the queue."""
+    fx = await make_executor(workers=2, max_workers=16)
+    await warm(fx, 2)
+    for _ in range(5):
+        outs = await asyncio.gather(*(fx.execute(call("echo", i)) for i in range(600)))
+        assert [o.output["event"] for o in outs] == list(range(600))
+    assert len(fx.worker_pids) == 2, "the pool grew for calls that only waited for a CPU"
+
+
+async def test_calls_that_compute_long_still_get_more_workers(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1, max_workers=4, scale_after_s=0.05)
+    outs = await asyncio.gather(*(fx.execute(call("busy", 0.6)) for _ in range(3)))
+    assert all(o.ok for o in outs)
+    pids = {o.output["pid"] for o in outs}
+    assert len(pids) == 3, "a computing call past scale_after_s lets the waiting calls start"
