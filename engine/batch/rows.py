@@ -241,7 +241,7 @@ def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str
         (SUCCEEDED, FAILED, FAILED),
     ):
         failed.setdefault(parent, []).append(child)
-    return jobs, deps, failed  # type: ignore[return-value]
+    return jobs, deps, failed
 
 
 def set_attempt_container(

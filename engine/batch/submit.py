@@ -74,7 +74,7 @@ class Submitter:
             raise JobError("name: required, letters, digits, - and _ (no colon)")
         parse_spec(body, self.allowed_roots)
         clean = {k: v for k, v in body.items() if k != "name"}
-        revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1  # type: ignore[arg-type]
+        revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1
         now = time.time()
         await self.store.write(lambda c: rows.insert_definition(c, name, revision, clean, now))
         self.book.definitions.setdefault(name, {})[revision] = ("ACTIVE", clean)

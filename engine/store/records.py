@@ -406,7 +406,8 @@ def list_runs(
     before: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist."""
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     if before is not None:
         row = conn.execute("SELECT created_at FROM runs WHERE id=?", (before,)).fetchone()
         if row is None:
@@ -462,7 +463,8 @@ def list_events(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Stored events newest first (by the time the bus received them)."""
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     for clause, value in (
         ("source = ?", source),
         ("detail_type = ?", detail_type),
