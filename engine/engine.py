@@ -47,9 +47,9 @@ def tune_gc() -> None:
 
     An engine keeps thousands of objects alive while it works (held runs with their events, run
     drivers, futures) and allocates a few dozen per event. At CPython's default thresholds the
-    cyclic collector kept rescanning those survivors: in W4's flood it cost ~8 % of the engine's
-    CPU (6,124-6,618 webhooks/s at 141-152 us per event; 6,652-6,947/s at 133-141 us with these
-    thresholds; the same 102 MB peak RSS with 20,000 runs held). Reference counting still frees
+    cyclic collector kept rescanning those survivors: in a webhook flood it cost a measurable share
+    of the engine's CPU at no gain in memory (bench/RESULTS.md, "Measured reasons for the code's
+    constants"). Reference counting still frees
     everything not in a cycle at once. Process-wide, so only Sluice's own entry points call it,
     never an import.
     """

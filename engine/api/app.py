@@ -36,7 +36,7 @@ from engine.store import records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
-from workflows.spec import WebhookTrigger
+from workflows.spec import EventTrigger, FileTrigger, ScheduleTrigger, TriggerSpec, WebhookTrigger
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +131,18 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def _trigger_view(spec: Any) -> dict[str, Any]:
+def _trigger_view(spec: TriggerSpec) -> dict[str, Any]:
     """What a client may know of a trigger: its kind and name, never a credential."""
-    kind = type(spec).__name__.removesuffix("Trigger").lower()
-    view: dict[str, Any] = {"kind": kind, "name": spec.name}
-    if kind == "webhook":
-        view["url"] = None  # filled in by the caller, which knows the workflow
-        view["auth"] = spec.auth
-    elif kind == "schedule":
-        view["expression"] = spec.expression
-    return view
+    match spec:
+        case WebhookTrigger():
+            # the url is filled in by the caller, which knows the workflow
+            return {"kind": "webhook", "name": spec.name, "url": None, "auth": spec.auth}
+        case ScheduleTrigger():
+            return {"kind": "schedule", "name": spec.name, "expression": spec.expression}
+        case FileTrigger():
+            return {"kind": "file", "name": spec.name}
+        case EventTrigger():
+            return {"kind": "event", "name": spec.name}
 
 
 async def list_workflows(request: web.Request) -> web.Response:

@@ -61,13 +61,12 @@ Batch = list[tuple[WriteFn[Any], "asyncio.Future[Any]"]]
 #: a batch stops growing here so one huge burst cannot starve the readers of results
 MAX_BATCH = 2_000
 #: batches up to this many transactions are applied on the event loop when the writer thread is
-#: idle (~1 ms at most). At 4, W4's flood sent 40 % of its batches to the thread and took in
-#: 5,400-5,700 webhooks/s; at 16, 6,300-6,800/s, with W1, W2 and the drain after W4 unchanged.
+#: idle (~1 ms at most). Lower, a webhook flood sends many of its batches to the thread and takes
+#: in fewer per second, with sequential runs unchanged (bench/RESULTS.md, "Measured reasons").
 INLINE_MAX = 16
 #: during a flood (``Store.linger``), a small batch waits up to this many loop turns for more writes
-#: to join its commit. W4's flood averaged 3.2 webhooks per commit and took in ~7,100/s; waiting
-#: 4 turns made it ~8.5 per commit and ~9,000/s. A timed wait (0.3 ms) idled the
-#: loop instead: 5,500-7,500/s.
+#: to join its commit: in a webhook flood that more than doubles the webhooks per commit. A timed
+#: wait idles the loop instead and takes in fewer (bench/RESULTS.md, "Measured reasons").
 LINGER_TURNS = 4
 #: SQLite's own checkpoint threshold (WAL pages), used for commits on the writer thread
 AUTOCHECKPOINT_PAGES = 1_000
@@ -425,7 +424,7 @@ class Store:
 
         With no write in between, the checkpoint finishes and the next transaction starts the WAL
         over, so it stays a few MB. (A checkpoint on another connection, beside a writer that keeps
-        committing, never catches up: the WAL grew by 340 MB per 1,000 W1 runs.)
+        committing, never catches up: the WAL grew by hundreds of MB per thousand sequential runs.)
         """
         assert self._wconn is not None
         try:
