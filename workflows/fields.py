@@ -231,7 +231,7 @@ def check_variables(
             ctx.err(where, f"template uses unknown name {top!r}", _name_hint(top, allowed))
         elif top in bad_tops:
             continue
-        elif top == "params" and rest and rest not in params:
+        elif top == "params" and rest and params and rest not in params:  # no params: free-form input
             ctx.err(
                 where,
                 f"template uses params.{rest}, which is not declared",

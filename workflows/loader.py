@@ -241,7 +241,8 @@ def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[st
     """The run's params: ``data`` checked against the workflow's params, defaults applied.
 
     Refuses unknown keys, missing required params and wrong types (a bool is not an integer; an
-    integer is a number), raising InputError that names every offending param.
+    integer is a number), raising InputError that names every offending param. A workflow that
+    declares no params takes any JSON object as it is, as a Step Functions execution's input is.
     """
     if data is None:
         data = {}
@@ -249,6 +250,8 @@ def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[st
         raise InputError(
             f"{workflow.name}: run input must be a JSON object of params, got {type(data).__name__}"
         )
+    if not workflow.params:
+        return copy.deepcopy(dict(data))
     problems = []
     for key in sorted(set(data) - set(workflow.params)):
         close = difflib.get_close_matches(str(key), list(workflow.params), n=1)

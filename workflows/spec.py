@@ -52,7 +52,7 @@ class RetrySpec:
     interval_s: float = 1.0
     backoff_rate: float = 2.0
     max_delay_s: float | None = None
-    jitter: Literal["full", "none"] = "full"
+    jitter: Literal["full", "none"] = "none"  #: Step Functions' JitterStrategy defaults to NONE
     errors: tuple[str, ...] = ("*",)
     evaluate_on_exit: tuple[ExitRule, ...] = ()
 

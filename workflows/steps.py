@@ -329,7 +329,7 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
             default.backoff_rate,
         ),
         max_delay_s=read_duration(ctx, f"{where}.max_delay", body.get("max_delay"), "10m"),
-        jitter=read_choice(ctx, f"{where}.jitter", body.get("jitter"), ("full", "none")) or "full",  # type: ignore[arg-type]
+        jitter=read_choice(ctx, f"{where}.jitter", body.get("jitter"), ("full", "none")) or default.jitter,  # type: ignore[arg-type]
         errors=read_str_list(ctx, f"{where}.errors", body.get("errors"), "[States.Timeout]")
         or default.errors,
         evaluate_on_exit=rules,
