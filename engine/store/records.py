@@ -405,15 +405,19 @@ def list_runs(
     limit: int = 50,
     before: str | None = None,
 ) -> list[dict[str, Any]] | None:
-    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist."""
+    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist.
+
+    Newest is last created: the rowid, which the table and each of its indexes already hold in
+    order, so a page is a walk backwards that stops at ``limit`` rows whatever the history's size.
+    """
     where: list[str] = []
     args: list[Any] = []
     if before is not None:
-        row = conn.execute("SELECT created_at FROM runs WHERE id=?", (before,)).fetchone()
+        row = conn.execute("SELECT rowid FROM runs WHERE id=?", (before,)).fetchone()
         if row is None:
             return None
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        args += [row[0], row[0], before]
+        where.append("rowid < ?")
+        args.append(row[0])
     if workflow:
         where.append("workflow = ?")
         args.append(workflow)
@@ -421,7 +425,7 @@ def list_runs(
         where.append("status = ?")
         args.append(status)
     sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    sql += " ORDER BY rowid DESC LIMIT ?"
     return [_run_row(r) for r in conn.execute(sql, (*args, limit))]
 
 

@@ -20,10 +20,10 @@ the loop never waits for the disk, only the writes queued meanwhile do.
 
 ``aiosqlite`` was the first choice and measured in DESIGN.md: it hops threads
 per statement and offers no public way to run a whole transaction per hop, so the
-store keeps its own writer (and one reader thread, which WAL lets run beside the
-writer). ``synchronous=NORMAL`` in WAL mode survives a crash of the process
-(``kill -9``) at any instant; only an OS crash or power loss may lose the last
-commits.
+store keeps its own writer, and a few reader threads (``READERS``), each with its own
+connection, which WAL lets run beside the writer and beside each other.
+``synchronous=NORMAL`` in WAL mode survives a crash of the process (``kill -9``) at any
+instant; only an OS crash or power loss may lose the last commits.
 
 Write functions may run on the loop or on the writer thread: they must only touch
 the connection and their arguments, never asyncio objects.
@@ -41,9 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -58,6 +60,9 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], T]
 Batch = list[tuple[WriteFn[Any], "asyncio.Future[Any]"]]
 
+#: reader threads, each with its own connection: WAL lets them read beside the writer and beside
+#: each other, so a long history query never holds up a webhook waiting for its run's result
+READERS = 4
 #: a batch stops growing here so one huge burst cannot starve the readers of results
 MAX_BATCH = 2_000
 #: batches up to this many transactions are applied on the event loop when the writer thread is
@@ -154,9 +159,11 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-reader")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sluice-store-reader")
+        self._reader_conn = threading.local()  #: each reader thread's own connection
+        self._reader_conns: list[sqlite3.Connection] = []  #: all of them, to close
         self._wconn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
+        self._readable = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._queue: Batch = []
@@ -199,7 +206,8 @@ class Store:
 
         try:
             self._wconn = await loop.run_in_executor(self._writer, setup)
-            self._rconn = await loop.run_in_executor(self._reader, _connect, self.path)
+            self._readable = True
+            await self.read(lambda c: c.execute("SELECT 1").fetchone())
         except BaseException:
             self._unlock()
             raise
@@ -268,18 +276,26 @@ class Store:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the reader connection (a consistent WAL snapshot per call)."""
-        if self._rconn is None:
+        if not self._readable:
             raise StoreClosed("the store is not open")
-        conn = self._rconn
 
         def run() -> T:
+            conn = self._reader()
             conn.execute("BEGIN")
             try:
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
 
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection, opened on its first read."""
+        conn: sqlite3.Connection | None = getattr(self._reader_conn, "conn", None)
+        if conn is None:
+            conn = self._reader_conn.conn = _connect(self.path)
+            self._reader_conns.append(conn)  # list.append is atomic under the GIL
+        return conn
 
     # -- the writer -------------------------------------------------------------------------
 
@@ -508,11 +524,15 @@ class Store:
             if self._flush_at is None and not self._on_thread:
                 self._flush_at = loop.call_soon(self._flush)
             await waiter
-        for pool, conn in ((self._writer, self._wconn), (self._reader, self._rconn)):
-            if conn is not None:
-                await loop.run_in_executor(pool, conn.close)
-            pool.shutdown(wait=True)
-        self._wconn = self._rconn = None
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+        self._writer.shutdown(wait=True)
+        self._readable = False
+        await loop.run_in_executor(None, functools.partial(self._readers.shutdown, wait=True))
+        for conn in self._reader_conns:  # no reader thread is left to use them
+            conn.close()
+        self._wconn = None
+        self._reader_conns.clear()
         self._unlock()
 
     def _unlock(self) -> None:
