@@ -39,6 +39,7 @@ from workflows.spec import (
     StepSpec,
     VolumeSpec,
     WaitSpec,
+    exit_rule_problem,
 )
 from workflows.templating import CONTEXT_NAMES, Renderable, Static
 from workflows.units import parse_duration
@@ -362,6 +363,13 @@ def _exit_rules(ctx: FileCtx, where: str, value: Any) -> tuple[ExitRule, ...]:
         if not ctx.fields(w, body, _EXIT_FIELDS, required=("action",)):
             continue
         matchers = {k: str(body[k]) for k in _EXIT_FIELDS[:3] if body.get(k) is not None}
+        for key, text in matchers.items():
+            problem = exit_rule_problem(key, text)
+            if problem is not None:
+                example = {"on_exit_code": "'137' or '13*'", "on_reason": "'OutOfMemoryError*'"}.get(
+                    key, "'Essential container*'"
+                )
+                ctx.err(f"{w}.{key}", problem, f"write e.g. {key}: {example}")
         if not matchers:
             ctx.err(
                 w,

@@ -22,7 +22,7 @@ from typing import Any
 from engine.backoff import retry_delay
 from engine.batch import rows
 from engine.batch.book import Book, Change
-from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job
+from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, split_reasons
 from engine.batch.ledger import Ledger
 from engine.events import iso_ms
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
@@ -222,7 +222,7 @@ class Attempts:
             job.status, job.status_reason = SUCCEEDED, reason
         elif result.timed_out:
             job.status, job.status_reason = FAILED, reason  # AWS: a timed-out attempt is not retried
-        elif job.spec.retry.should_retry(job.attempts, code, reason, reason):
+        elif job.spec.retry.should_retry(job.attempts, code, *split_reasons(reason)):
             delay = retry_delay(job.spec.retry, job.attempts, self._rng) if job.spec.retry.interval_s else 0.0
             job.status, job.runnable_at = RUNNABLE, now + delay
             job.status_reason = f"attempt {job.attempts} failed ({reason}; exit code {code}); retrying" + (
