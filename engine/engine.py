@@ -89,7 +89,11 @@ class Engine:
         if functions is None:
             from engine.executors.function import FunctionExecutor
 
-            functions = FunctionExecutor(workers=settings.workers, max_workers=settings.max_workers)
+            functions = FunctionExecutor(
+                workers=settings.workers,
+                max_workers=settings.max_workers,
+                lock_path=settings.data_dir / "workers.lock",  # a killed engine's workers end first
+            )
         self.functions = functions
         self.orchestrator = Orchestrator(
             self.store,
