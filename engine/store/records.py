@@ -323,6 +323,50 @@ def delete_old_events(conn: sqlite3.Connection, cutoff: float, limit: int) -> in
     ).rowcount
 
 
+_FINISHED = "('SUCCEEDED','FAILED','CANCELLED')"  # a run never ends SKIPPED
+
+
+def delete_old_runs(conn: sqlite3.Connection, cutoff: float, limit: int) -> list[str]:
+    """Retention: up to ``limit`` finished runs that ended before ``cutoff``, with their steps and
+    attempts; returns their ids (their log folders go after the commit). Oldest first: they sit
+    at the start of the rowid order, so the scan stops as soon as it has ``limit``."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM runs WHERE status IN {_FINISHED} AND ended_at < ? ORDER BY rowid LIMIT ?",
+            (cutoff, limit),
+        )
+    ]
+    _delete_runs(conn, ids)
+    return ids
+
+
+def delete_runs_over(conn: sqlite3.Connection, workflow: str, keep: int, limit: int) -> list[str]:
+    """Retention by count: a workflow's finished runs older than its newest ``keep`` runs."""
+    row = conn.execute(
+        "SELECT rowid FROM runs WHERE workflow = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?", (workflow, keep - 1)
+    ).fetchone()
+    if row is None:
+        return []
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM runs WHERE workflow = ? AND rowid < ? AND status IN {_FINISHED} "
+            "ORDER BY rowid LIMIT ?",
+            (workflow, row[0], limit),
+        )
+    ]
+    _delete_runs(conn, ids)
+    return ids
+
+
+def _delete_runs(conn: sqlite3.Connection, ids: list[str]) -> None:
+    rows = [(run_id,) for run_id in ids]
+    conn.executemany("DELETE FROM attempts WHERE run_id = ?", rows)
+    conn.executemany("DELETE FROM steps WHERE run_id = ?", rows)
+    conn.executemany("DELETE FROM runs WHERE id = ?", rows)
+
+
 # -- steps and attempts beyond one state change ----------------------------------------------------
 
 
