@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from tests.reliability.test_crash import free_port, healthy
-from tests.support.engines import write_flow
+from tests.support.engines import MakeEngine, write_flow
 from tests.support.paths import ROOT
-from tests.support.waiting import wait_until_sync
+from tests.support.waiting import wait_until, wait_until_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -168,3 +168,76 @@ def test_env_secrets_reach_the_container_and_the_function_but_no_answer_event_lo
         assert leaks(raw) == [], f"{path.name} stores {leaks(raw)} in clear"
     log = (tmp_path / "serve.log").read_text()
     assert leaks(log) == [], f"the server log shows {leaks(log)}"
+
+
+RESUMED = """
+name: resumed
+params:
+  token: {default: "${env:SLUICE_T_RESUME}"}
+steps:
+  wait_for_go:
+    function: handlers:wait_for_go
+    input: {token: "{{ params.token }}"}
+"""
+
+WAIT_FOR_GO = """
+import json, time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def wait_for_go(event, context):
+    (HERE / f"saw-{context.attempt}.json").write_text(json.dumps(event))
+    while not (HERE / "go").exists():
+        time.sleep(0.02)
+    return {}
+"""
+
+
+async def test_a_resumed_run_gets_the_secret_of_its_param_default_not_its_reference(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store keeps ``${env:NAME}`` where the secret was; the engine that resumes the run
+    hands the step the value again (from the param's default), never the reference text."""
+    monkeypatch.setenv("SLUICE_T_RESUME", "resume-secret-5a1c")
+    flows, data = tmp_path / "flows", tmp_path / "data"
+    write_flow(flows, RESUMED, WAIT_FOR_GO)
+    first = await make_engine(flows, data_dir=data)
+    await first.start_run("resumed", {})
+    await wait_until(lambda: (flows / "saw-1.json").exists(), 30, what="the first attempt")
+    await first.stop(grace_s=0)
+    (flows / "go").touch()
+    second = await make_engine(flows, data_dir=data)
+    seen = await wait_until(lambda: sorted(flows.glob("saw-*.json"))[1:], 30, what="the resumed attempt")
+    assert json.loads(seen[0].read_text()) == {"token": "resume-secret-5a1c"}
+    await second.stop(grace_s=5)
+    for path in data.glob("sluice.db*"):
+        assert b"resume-secret-5a1c" not in path.read_bytes(), path.name
+
+
+IN_COMMAND = """
+name: argv
+steps:
+  box:
+    container:
+      image: busybox:1.36
+      command: [echo, "${env:SLUICE_T_ARGV}"]
+      memory: 32MiB
+"""
+
+
+@pytest.mark.docker
+async def test_a_secret_in_a_containers_command_fails_the_step_and_says_where_it_belongs(
+    tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command is shown in the job's description (as Batch shows it): the secret goes in env."""
+    monkeypatch.setenv("SLUICE_T_ARGV", "argv-secret-9d0e")
+    write_flow(tmp_path / "flows", IN_COMMAND)
+    engine = await make_engine(tmp_path / "flows")
+    run_id = await engine.start_run("argv", {})
+    await engine.orchestrator.wait(run_id, 60)
+    run = await engine.describe_run(run_id)
+    assert run is not None and run["status"] == "FAILED"
+    shown = json.dumps(run)
+    assert "pass it through env:" in shown and "argv-secret-9d0e" not in shown
