@@ -29,6 +29,7 @@ from engine.runs.orchestrator import Orchestrator
 from engine.store import records
 from engine.store.store import Store
 from engine.types import Service
+from workflows import secrets
 from workflows.loader import resolve_input
 from workflows.spec import Workflow
 
@@ -84,6 +85,8 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.catalog = catalog
+        # before anything is stored, answered or logged: the catalog's ${env:...} values are secret
+        secrets.register(name for wf in catalog.values() for name in wf.secrets)
         self.store = Store(settings.data_dir / "sluice.db")
         self.bus = Bus(self.store, catalog)
         if functions is None:
@@ -133,6 +136,7 @@ class Engine:
     async def start(self) -> None:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets.install_log_filter()
         self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
         attaching = None

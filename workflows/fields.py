@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.errors import SpecError, TemplateError
+from workflows.secrets import Secret
 from workflows.templating import Renderable, compile_value
 from workflows.units import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 
@@ -52,7 +53,7 @@ class FileCtx:
     @staticmethod
     def show(value: Any) -> str:
         """A short rendering of an offending value; strings from the environment stay masked."""
-        if type(value).__name__ == "_EnvStr":
+        if isinstance(value, Secret):
             return "a value from the environment"
         if isinstance(value, dict):
             return "a mapping"

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from workflows import secrets
 from workflows.dag import Dag, find_problems
 from workflows.errors import InputError, SpecError, SpecErrors
 from workflows.fields import NAME, FileCtx, type_ok
@@ -27,7 +27,6 @@ from workflows.sections import YamlLoader, parse_destination, parse_notify, pars
 from workflows.spec import Workflow
 from workflows.steps import check_templates, parse_steps
 
-_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_FIELDS = (
     "name", "description", "triggers", "params", "steps", "outputs", "notify", "on_success", "on_failure",
 )  # fmt: skip
@@ -144,8 +143,9 @@ def _load(path: Path, shown: str) -> tuple[Workflow | None, list[SpecError], lis
     if not isinstance(raw, dict):
         ctx.err("", "must be a YAML mapping", "write name:, triggers:, params: and steps: at the top level")
         return None, ctx.errors, []
-    raw = _substitute_env(ctx, raw, "")
-    workflow = _build(ctx, path, raw)
+    names: set[str] = set()
+    raw = _substitute_env(ctx, raw, "", names)
+    workflow = _build(ctx, path, raw, frozenset(names))
     return (workflow if not ctx.errors else None), ctx.errors, ctx.schema_files
 
 
@@ -159,7 +159,7 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
     return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", "fix the YAML syntax")
 
 
-def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
+def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozenset[str]) -> Workflow | None:
     ctx.fields("", raw, _TOP_FIELDS, required=("steps",))
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -196,6 +196,7 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
         dag=dag,
         on_success=on_success,
         on_failure=on_failure,
+        secrets=secret_names,
     )
 
 
@@ -209,32 +210,23 @@ def _dag(ctx: FileCtx, steps: Mapping[str, Any]) -> Dag | None:
     return Dag(needs, [name for name, step in steps.items() if step.on_failure == "continue"])
 
 
-class _EnvStr(str):
-    """A string read from the environment: masked in reprs so a secret never reaches a message."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'<from environment>'"
-
-
-def _substitute_env(ctx: FileCtx, value: Any, where: str) -> Any:
-    """Replace ``${env:NAME}`` in every string value; a missing variable is a SpecError naming it."""
+def _substitute_env(ctx: FileCtx, value: Any, where: str, names: set[str]) -> Any:
+    """Replace ``${env:NAME}`` in every string value (see workflows/secrets.py); a missing
+    variable is a SpecError naming it. ``names`` collects the variables used."""
     if isinstance(value, dict):
-        return {k: _substitute_env(ctx, v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _substitute_env(ctx, v, f"{where}.{k}" if where else str(k), names) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute_env(ctx, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_substitute_env(ctx, v, f"{where}[{i}]", names) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${env:" not in value:
         return value
+    names |= secrets.names_in(value)
 
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            ctx.err(where, f"environment variable {name} is not set", f"export {name} before loading")
-            return ""
-        return os.environ[name]
+    def missing(name: str) -> None:
+        ctx.err(where, f"environment variable {name} is not set", f"export {name} before loading")
 
-    return _EnvStr(_ENV_REF.sub(replace, value))
+    return secrets.substitute(value, os.environ, missing)
 
 
 def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -239,3 +239,5 @@ class Workflow:
     dag: Dag
     on_success: DestinationSpec | None = None
     on_failure: DestinationSpec | None = None
+    #: the variables its ``${env:NAME}`` values came from: secrets wherever they go (secrets.py)
+    secrets: frozenset[str] = frozenset()

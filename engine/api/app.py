@@ -27,6 +27,7 @@ from engine.api.http import (
     int_param,
     json_body,
     parse_time,
+    secrets_hidden,
     time_param,
 )
 from engine.bus.bus import Target
@@ -51,7 +52,7 @@ Routes = Callable[[web.Application], None]
 
 def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
     """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[secrets_hidden, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)

@@ -27,6 +27,7 @@ from engine.batch.ledger import Ledger
 from engine.events import iso_ms
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from engine.executors.docker_api import DockerClient, DockerError
+from workflows import secrets
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Attempts:
     def request(self, job: Job, log_path: str) -> ContainerRequest:
         spec = job.spec
         env = dict(spec.environment)
+        env.update((name, secrets.reveal(sealed)) for name, sealed in spec.secrets.items())  # at launch
         env.update(
             AWS_BATCH_JOB_ID=job.id,
             AWS_BATCH_JOB_ATTEMPT=str(job.attempts),

@@ -220,6 +220,9 @@ class JobSpec:
     image: str
     command: tuple[str, ...] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    #: env values holding a secret from ``${env:...}``, sealed (workflows/secrets.py): resolved
+    #: only when the container is created; only a workflow's container step sets them
+    secrets: dict[str, str] = field(default_factory=dict)
     vcpus: float = 1.0
     memory: int = 512 << 20
     volumes: tuple[tuple[str, str, bool], ...] = ()
@@ -238,6 +241,7 @@ class JobSpec:
             "image": self.image,
             "command": None if self.command is None else list(self.command),
             "environment": self.environment,
+            "secrets": self.secrets,
             "vcpus": self.vcpus,
             "memory": self.memory,
             "volumes": [{"host": h, "container": c, "read_only": ro} for h, c, ro in self.volumes],
@@ -283,6 +287,9 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
     env = data.get("environment") or {}
     if not isinstance(env, Mapping):
         raise JobError("environment: must be an object of NAME: value")
+    sealed = data.get("secrets") or {}
+    if not isinstance(sealed, Mapping) or not all(isinstance(v, str) for v in sealed.values()):
+        raise JobError("secrets: must be an object of NAME: sealed reference")
     vcpus = _number(data.get("vcpus", 1.0), "vcpus")
     memory = int(_number(data.get("memory", 512 << 20), "memory"))
     if memory < 4 << 20:
@@ -305,6 +312,7 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
         image=image,
         command=None if command is None else tuple(command),
         environment={str(k): _env_text(v) for k, v in env.items()},
+        secrets={str(k): v for k, v in sealed.items()},
         vcpus=vcpus,
         memory=memory,
         volumes=tuple(check_volume(v, allowed_roots) for v in data.get("volumes") or ()),

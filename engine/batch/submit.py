@@ -46,6 +46,10 @@ from engine.batch.queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Qu
 from engine.store.store import Store
 
 _STATES = (ENABLED, "DISABLED")
+_NO_SECRETS = (
+    "secrets: only a workflow's container step passes ${env:...} values to a job "
+    "(put the value in environment, or run the job from a workflow)"
+)
 
 
 class Submitter:
@@ -73,6 +77,8 @@ class Submitter:
         name = body.get("name") if isinstance(body, Mapping) else None
         if not isinstance(name, str) or not name.strip() or ":" in name:
             raise JobError("name: required, letters, digits, - and _ (no colon)")
+        if "secrets" in body:
+            raise JobError(_NO_SECRETS)
         parse_spec(body, self.allowed_roots)
         clean = {k: v for k, v in body.items() if k != "name"}
         revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1
@@ -316,6 +322,8 @@ class Submitter:
         """Validate, then write the job (and children, dependencies, events) in one transaction."""
         if not isinstance(req, Mapping):
             raise JobError("a job submission must be a JSON object")
+        if run_step is None and isinstance(req.get("container"), Mapping) and "secrets" in req["container"]:
+            raise JobError(_NO_SECRETS)
         queue = self._queue(req.get("queue"))
         spec = self._resolve_spec(req)
         self._check_fits(queue, spec)

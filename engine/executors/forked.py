@@ -15,6 +15,8 @@ import socket
 from collections import deque
 from pathlib import Path
 
+from workflows import secrets
+
 log = logging.getLogger(__name__)
 
 SERVER_SCRIPT = str(Path(__file__).with_name("forkserver.py"))
@@ -79,6 +81,7 @@ class ForkServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(), *self.keep_fds),
+                env=secrets.scrubbed(),  # its workers: a handler sees only the secrets its step names
                 start_new_session=True,
             )
         except OSError:

@@ -58,6 +58,7 @@ from engine.executors.base import (
 from engine.executors.forked import ForkServer, ForkServerGone
 from engine.executors.worker import copy_output, scratch_path
 from engine.executors.workers import HEADER, Worker, WorkerProcess, describe_exit, read_frame, request_body
+from workflows import secrets
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,7 @@ class FunctionExecutor:
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
                 pass_fds=self._held,
+                env=secrets.scrubbed(),  # a handler sees only the secrets its step's input names
             )
         except OSError as exc:
             raise WorkerStartError(f"cannot run function worker with python={self.python!r}: {exc}") from exc

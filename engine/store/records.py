@@ -14,12 +14,14 @@ from typing import Any
 
 from engine.errors import ENGINE_RESTARTED, ENGINE_SHUTDOWN, error_record
 from engine.states import Status, check
+from workflows.secrets import hide_json
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def dumps(value: Any) -> str:
-    return _dumps(value)
+    """JSON for a column: a secret from ``${env:...}`` is stored as its reference, never in clear."""
+    return hide_json(_dumps(value))
 
 
 def loads(text: str | None) -> Any:
