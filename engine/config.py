@@ -15,7 +15,7 @@ import yaml
 
 from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
 
-SETTINGS = ("subscribers", "retention_days")
+SETTINGS = ("subscribers", "retention_days", "allowed_hosts")
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,8 @@ class ConfigError(ValueError):
 class ServerConfig:
     subscribers: list[dict[str, Any]] = field(default_factory=list)
     retention_days: float | None = None  #: None: SLUICE_RETENTION_DAYS, else the default
+    #: extra Host names the HTTP server answers to (engine/api/auth.py), e.g. sluice.example.com
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
@@ -48,4 +50,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
     days = data.get("retention_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days < 0):
         raise ConfigError(f"{path}: retention_days must be a number of days >= 0 (0 keeps events forever)")
-    return ServerConfig(subscribers, None if days is None else float(days))
+    hosts = data.get("allowed_hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ConfigError(f"{path}: allowed_hosts must be a list of host names (write [sluice.example.com])")
+    return ServerConfig(subscribers, None if days is None else float(days), tuple(hosts))
