@@ -30,6 +30,7 @@ from engine.api.http import (
     parse_time,
     time_param,
 )
+from engine.api.metrics import readiness
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
@@ -64,6 +65,7 @@ def build_app(
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
@@ -129,6 +131,14 @@ async def _summary(request: web.Request) -> dict[str, Any]:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers. Open without the token, so it says nothing more."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with what is wrong while the store, its writer or a trigger is not well."""
+    ready, checks = await readiness(_engine(request))
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
 
 
 async def health(request: web.Request) -> web.Response:
