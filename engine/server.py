@@ -18,8 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.api import batch as batch_api
+from engine.api import metrics
 from engine.api import notify as notify_api
 from engine.api.app import HttpService
+from engine.api.auth import AuthPolicy
 from engine.config import ServerConfig, load_config
 from engine.engine import Engine, Settings
 from engine.notify import outbox as outbox_rows
@@ -163,7 +165,9 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     )
     days = retention_days(config.retention_days)
     engine.add_service(RetentionService(engine.store, retention_sweeps(days, runs)))
-    http = HttpService(engine, [batch_api.routes(engine), notify_api.routes(engine.bus, sender)])
+    auth = AuthPolicy.from_env(engine.settings.host, config.allowed_hosts)
+    groups = [batch_api.routes(engine), notify_api.routes(engine.bus, sender), metrics.routes(engine, sender)]
+    http = HttpService(engine, groups, auth=auth)
     engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
     return Server(engine, sender, http)
 

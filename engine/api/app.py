@@ -19,6 +19,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
+from engine.api.auth import AuthPolicy, add_login, guard
 from engine.api.dashboard import add_dashboard
 from engine.api.http import (
     MAX_BODY_BYTES,
@@ -30,6 +31,8 @@ from engine.api.http import (
     secrets_hidden,
     time_param,
 )
+from engine.api.metrics import readiness
+from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
@@ -50,12 +53,23 @@ MAX_ENTRIES = 10
 Routes = Callable[[web.Application], None]
 
 
-def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
-    """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
-    app = web.Application(middlewares=[secrets_hidden, errors_as_json], client_max_size=MAX_BODY_BYTES)
+def build_app(
+    engine: Engine, groups: Sequence[Routes] = (), policy: AuthPolicy | None = None
+) -> web.Application:
+    """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``.
+
+    ``policy`` (engine/api/auth.py) defaults to no token on the engine's bound host, which
+    refuses anything but loopback. Secrets are hidden outermost, so no answer (an error's
+    included) carries one."""
+    policy = AuthPolicy(engine.settings.host) if policy is None else policy
+    app = web.Application(
+        middlewares=[secrets_hidden, errors_as_json, guard(policy)], client_max_size=MAX_BODY_BYTES
+    )
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
@@ -66,6 +80,7 @@ def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
     app.router.add_get("/api/v1/runs/{id}/logs", run_logs)
     app.router.add_post("/api/v1/events", put_events)
     app.router.add_get("/api/v1/events", list_events)
+    add_login(app, policy)
     add_dashboard(app, engine)
     for add in groups:
         add(app)
@@ -92,10 +107,9 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
 async def hook(request: web.Request) -> web.StreamResponse:
     wf, trigger = request.match_info["workflow"], request.match_info["trigger"]
     endpoint = request.app[HOOKS].get((wf, trigger))
-    if endpoint is None:
-        known = sorted(f"{w}/{t}" for w, t in request.app[HOOKS])
+    if endpoint is None:  # the others are not listed: the caller may be anyone
         raise ApiError(
-            404, "unknown_webhook", f"no webhook {wf}/{trigger}; known: {', '.join(known) or 'none'}"
+            404, "unknown_webhook", f"no webhook {wf}/{trigger}; `sluice workflows list` shows the webhooks"
         )
     return await endpoint.handle(request)
 
@@ -116,6 +130,19 @@ async def _summary(request: web.Request) -> dict[str, Any]:
 
 
 # -- handlers -----------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Open without the token, so it says nothing more."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with what is wrong while the store, its writer or a trigger is not well."""
+    ready, checks = await readiness(_engine(request))
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -350,9 +377,13 @@ class HttpService:
 
     name = "http"
 
-    def __init__(self, engine: Engine, groups: Sequence[Routes] = ()) -> None:
+    def __init__(
+        self, engine: Engine, groups: Sequence[Routes] = (), *, auth: AuthPolicy | None = None
+    ) -> None:
         self.engine = engine
         self.groups = tuple(groups)
+        #: checked here, before anything starts: off loopback without a token refuses to start
+        self.auth = AuthPolicy(engine.settings.host) if auth is None else auth
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -360,13 +391,13 @@ class HttpService:
         return f"<HttpService {self.engine.settings.host}:{self.port}>"
 
     def _app(self) -> web.Application:
-        app = build_app(self.engine, self.groups)
+        app = build_app(self.engine, self.groups, self.auth)
         app[RAW_BODIES] = True  # bodies are decoded by us, within their limits (triggers/webhook.py)
         return app
 
     async def start(self) -> None:
         settings = self.engine.settings
-        self.runner = web.AppRunner(
+        self.runner = JsonErrorsRunner(
             self._app(), handle_signals=False, access_log=None, shutdown_timeout=5.0, auto_decompress=False
         )
         await self.runner.setup()

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-workers", type=int, default=None, help="scale-out ceiling (default: 32)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="print a new random API token (for $SLUICE_API_TOKEN)")
+    p.set_defaults(func=cmd_token)
     # management commands that talk to a running server (one line per module)
     remote.register(sub)
     notify.register(sub)  # after remote: adds to its `events`
@@ -81,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        from engine.config import ConfigError  # here: only `serve` reads the config
+
+        if not isinstance(exc, ConfigError):
+            raise
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
@@ -208,6 +218,13 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    print(secrets.token_urlsafe(32))
+    return EXIT_OK
 
 
 # -- serve --------------------------------------------------------------------------------------

@@ -637,6 +637,17 @@ class FunctionExecutor:
         """The live workers' process ids (for operators and tests)."""
         return tuple(sorted(w.pid for w in self._workers if w.alive()))
 
+    def pool(self) -> dict[str, int]:
+        """The pool's size and load now (``/metrics``)."""
+        busy = sum(1 for w in self._workers if w.busy)
+        return {
+            "size": self.size,
+            "max": self.max_workers,
+            "workers": len(self._workers),
+            "busy": busy,
+            "waiting": self._waiting,
+        }
+
     def __repr__(self) -> str:
         busy = sum(1 for w in self._workers if w.busy)
         state = "closed" if self._closed else "running" if self._started else "new"

@@ -84,7 +84,8 @@ async def api(serve: Serve, tmp_path: Path) -> Served:
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    async with http.request(method, url, data=data) as resp:
+    headers = {"Content-Type": "application/json"} if method != "GET" else {}  # the API's CSRF rule
+    async with http.request(method, url, data=data, headers=headers) as resp:
         text = await resp.text()
         if resp.content_type == "application/json":
             return resp.status, json.loads(text)

@@ -62,6 +62,9 @@ async def cli(base: str, *args: str) -> tuple[int, str, str]:
 BOX = {"image": TEST_IMAGE, "vcpus": 0.5, "memory": 32 << 20, "network": "none"}
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def test_api_submit_describe_logs_and_errors(server: tuple[str, Any]) -> None:
     base, engine = server
     status, d = await call(
@@ -90,7 +93,10 @@ async def test_api_submit_describe_logs_and_errors(server: tuple[str, Any]) -> N
     status, err = await call(base, "GET", "/api/v1/jobs/j-nope")
     assert status == 404 and err["error"]["code"] == "unknown_job"
     for raw, code in ((b"{oops", "bad_json"), (b"[1, 2]", "bad_body")):  # the API's one body reader
-        async with aiohttp.ClientSession() as s, s.post(base + "/api/v1/jobs", data=raw) as resp:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(base + "/api/v1/jobs", data=raw, headers=JSON) as resp,
+        ):
             assert resp.status == 400 and (await resp.json())["error"]["code"] == code
     count = await engine.store.read(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone()[0])
     assert count == 1
