@@ -148,7 +148,9 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     sender = add_notifications(engine, subscribers_from_config(config.subscribers))
     days = retention_days(config.retention_days)
     engine.add_service(RetentionService(engine.store, retention_sweeps(days)))
-    groups = [batch_api.routes(engine), notify_api.routes(engine.bus, sender), aws.routes(engine)]
+    rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store
+    engine.add_service(rules)
+    groups = [batch_api.routes(engine), notify_api.routes(engine.bus, sender), aws.routes(engine, rules)]
     http = HttpService(engine, groups)
     engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
     return Server(engine, sender, http)

@@ -13,19 +13,25 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from engine.aws.rules import EventRules
 from engine.engine import Engine
 
 
-def routes(engine: Engine, token: str | None = None) -> Callable[[web.Application], None]:
+def routes(engine: Engine, rules: EventRules, token: str | None = None) -> Callable[[web.Application], None]:
     """The AWS route group: ``POST /v1/<op>`` (Batch) and ``POST /`` with ``X-Amz-Target`` (EventBridge).
 
+    ``rules`` is the engine's EventRules service (compose it in before the engine starts).
     ``token`` defaults to ``SLUICE_API_TOKEN``: clients then sign with access key ``sluice`` and
     the token as the secret key; without one, loopback callers are let in unchecked."""
-    from engine.aws import batch
+    from engine.aws import batch, events
 
     secret = token if token is not None else os.environ.get("SLUICE_API_TOKEN") or None
 
     def add(app: web.Application) -> None:
         batch.add_routes(app, engine, secret)
+        events.add_routes(app, rules, secret)
 
     return add
+
+
+__all__ = ["EventRules", "routes"]
