@@ -188,6 +188,9 @@ async def test_arrays_n_to_n_listing_paging_and_failures(server: AwsServer) -> N
     assert (await aws(batch.list_jobs, jobQueue="default", jobStatus="FAILED"))["jobSummaryList"][0][
         "container"
     ] == {"exitCode": 3}
+    by_def = {"name": "JOB_DEFINITION", "values": [f"{ACCOUNT_REGION}:job-definition/exit3:1"]}
+    listed = (await aws(batch.list_jobs, jobQueue="default", filters=[by_def]))["jobSummaryList"]
+    assert [j["jobId"] for j in listed] == [bad["jobId"]]
     later = {"name": "AFTER_CREATED_AT", "values": [str(int(time.time() * 1000) + 60_000)]}
     assert (await aws(batch.list_jobs, jobQueue="default", filters=[later]))["jobSummaryList"] == []
 
