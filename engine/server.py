@@ -3,7 +3,8 @@
 This is the one place that decides what a serving engine is made of, in this order: the
 workflows' file and schedule triggers, notifications (the outbox hook on the bus, its sender),
 retention, and last the HTTP server with its route groups (webhooks, the API, the dashboard,
-batch jobs, dead letters and replay), so HTTP intake opens only after everything else is ready.
+batch jobs, dead letters and replay, the AWS-compatible Batch and EventBridge APIs), so HTTP
+intake opens only after everything else is ready.
 Every other module receives what it needs in its constructor; none reaches into the Engine.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from engine import aws
 from engine.api import batch as batch_api
 from engine.api import metrics
 from engine.api import notify as notify_api
@@ -165,8 +167,15 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     )
     days = retention_days(config.retention_days)
     engine.add_service(RetentionService(engine.store, retention_sweeps(days, runs)))
+    rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store
+    engine.add_service(rules)
     auth = AuthPolicy.from_env(engine.settings.host, config.allowed_hosts)
-    groups = [batch_api.routes(engine), notify_api.routes(engine.bus, sender), metrics.routes(engine, sender)]
+    groups = [
+        batch_api.routes(engine),
+        notify_api.routes(engine.bus, sender),
+        metrics.routes(engine, sender),
+        aws.routes(engine, rules),
+    ]
     http = HttpService(engine, groups, auth=auth)
     engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
     return Server(engine, sender, http)

@@ -165,7 +165,24 @@ def _needs_token(path: str) -> bool:
 
 
 def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or content_type.endswith("+json")
+    """JSON, which no web page can send cross-origin without a preflight (AWS's JSON 1.x too)."""
+    return (
+        content_type == "application/json"
+        or content_type.endswith("+json")
+        or content_type.startswith("application/x-amz-json-")
+    )
+
+
+#: the AWS-compatible routes (engine/aws/): they check their own SigV4 signature against the token
+AWS_PATHS = ("/v1/",)
+
+
+def _signed_for_aws(request: web.Request) -> bool:
+    """A SigV4-signed request to an AWS route; that route verifies the signature itself."""
+    signed = request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
+    return signed and (
+        request.path.startswith(AWS_PATHS) or (request.path == "/" and request.method == "POST")
+    )
 
 
 def guard(policy: AuthPolicy) -> Middleware:
@@ -190,7 +207,12 @@ def guard(policy: AuthPolicy) -> Middleware:
             and not policy.host_allowed(host_name(origin.split("://", 1)[-1].split("/", 1)[0]))
         ):
             return json_error(403, "cross_origin", f"requests from the web page {origin} are refused")
-        if policy.token is not None and _needs_token(request.path) and not policy.token_ok(request):
+        if (
+            policy.token is not None
+            and _needs_token(request.path)
+            and not policy.token_ok(request)
+            and not _signed_for_aws(request)
+        ):
             if request.method == "GET" and not request.path.startswith(PAGE_PREFIXES):
                 return _see_other("/login?next=" + quote(request.path_qs, safe="/"))
             return json_error(
@@ -206,6 +228,7 @@ def guard(policy: AuthPolicy) -> Middleware:
             and not request.path.startswith("/hooks/")
             and not _is_json(request.content_type)
             and not policy.bearer_ok(request)
+            and not _signed_for_aws(request)  # a page cannot send an Authorization header either
         ):
             return json_error(
                 415,

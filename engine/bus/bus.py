@@ -80,6 +80,9 @@ class Bus:
         self._catalog = catalog
         self._by_source: dict[str, list[Rule]] = {}
         self._any_source: list[Rule] = []
+        #: rules added while running (EventBridge's PutRule/PutTargets, engine/aws/rules.py); the
+        #: tuple is replaced whole, never changed, so the writer thread always reads a complete set
+        self.extra_rules: tuple[Rule, ...] = ()
         self._listeners: list[Callable[[list[RunRecord]], None]] = []
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
@@ -109,7 +112,7 @@ class Bus:
 
     @property
     def rule_count(self) -> int:
-        return len(self._any_source) + sum(len(v) for v in self._by_source.values())
+        return len(self._any_source) + sum(len(v) for v in self._by_source.values()) + len(self.extra_rules)
 
     def on_runs(self, listener: Callable[[list[RunRecord]], None]) -> None:
         """``listener(runs)`` after each commit that started runs (the orchestrator drives them)."""
@@ -238,7 +241,7 @@ class Bus:
     def matching_rules(self, env: dict[str, Any]) -> list[Rule]:
         source = env.get("source")
         candidates = self._by_source.get(source, []) if isinstance(source, str) else []
-        return [r for r in (*candidates, *self._any_source) if r.pattern.matches(env)]
+        return [r for r in (*candidates, *self._any_source, *self.extra_rules) if r.pattern.matches(env)]
 
     def start_in_tx(
         self,

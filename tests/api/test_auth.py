@@ -108,6 +108,18 @@ async def test_token_guards_every_route_but_healthz_and_webhooks(
         assert resp.status == 404 and "greet/open" not in body["error"]["message"]
 
 
+async def test_an_aws_signature_header_opens_no_route_but_the_aws_ones(
+    locked: Served, http: aiohttp.ClientSession
+) -> None:
+    """AWS routes check SigV4 themselves (tests/aws); the header alone opens nothing else."""
+    forged = {"Authorization": "AWS4-HMAC-SHA256 Credential=sluice/20261203/local/batch/aws4_request, x"}
+    async with http.post(f"{locked.url}/api/v1/workflows/greet/runs", json={}, headers=forged) as resp:
+        assert resp.status == 401
+    async with http.get(f"{locked.url}/api/v1/runs", headers=forged) as resp:
+        assert resp.status == 401
+    assert await runs_of(locked.engine) == 0
+
+
 async def test_dashboard_login_sets_a_cookie_that_is_not_the_token(locked: Served) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # an IP host
         async with http.get(f"{locked.url}/", allow_redirects=False) as resp:

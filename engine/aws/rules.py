@@ -1,0 +1,219 @@
+"""EventBridge rules made at run time (PutRule, PutTargets): kept in the store, routed by the bus.
+
+A rule is its name, an event pattern, a state and up to five targets, kept as one JSON document
+in the store's key/value table (``aws.events.rules``), so rules outlive restarts like workflow
+triggers do. Every change is written first, then the bus gets the new, complete set of rules
+(``Bus.extra_rules``, a tuple replaced whole). Targets:
+
+- a workflow, ``arn:aws:states:REGION:ACCOUNT:stateMachine:WORKFLOW`` (Step Functions' ARN form):
+  the bus starts the run in the event's own transaction, as for a workflow's ``event:`` trigger;
+- a job queue, ``arn:aws:batch:REGION:ACCOUNT:job-queue/QUEUE`` with ``BatchParameters``: the
+  job is submitted right after the event commits; the input's ``Parameters`` and
+  ``ContainerOverrides`` become the job's, as EventBridge does. A crash between the event's
+  commit and the submission loses that job (at most once; docs/aws.md).
+
+The input is EventBridge's: the whole event, or ``Input`` (constant JSON), ``InputPath`` or an
+``InputTransformer`` (engine/notify/subscribers.py's, the one notifications use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.aws.protocol import AwsError
+from engine.batch.detail import names
+from engine.bus.bus import Rule
+from engine.engine import Engine
+from engine.notify.subscribers import Transform, TransformError
+from engine.store.kv import StoreKV
+from workflows.errors import PatternError, SluiceError
+from workflows.patterns import Pattern, compile_pattern
+
+log = logging.getLogger(__name__)
+
+KEY = "aws.events.rules"
+MAX_TARGETS = 5
+WORKFLOW_ARN = "stateMachine:"
+QUEUE_ARN = "job-queue/"
+
+
+class TargetInput:
+    """What a target gets of an event: the event, or EventBridge's Input/InputPath/InputTransformer."""
+
+    is_static = False
+    variables: frozenset[str] = frozenset()
+
+    def __init__(self, target: Mapping[str, Any]) -> None:
+        self.constant: Any = None
+        self.transform: Transform | None = None
+        kinds = [k for k in ("Input", "InputPath", "InputTransformer") if target.get(k) is not None]
+        if len(kinds) > 1:
+            raise AwsError(
+                "ValidationException", f"target {target.get('Id')}: give only one of {', '.join(kinds)}"
+            )
+        try:
+            if "Input" in kinds:
+                self.constant = json.loads(target["Input"])
+            elif "InputPath" in kinds:
+                self.transform = Transform.parse({"paths": {"v": target["InputPath"]}, "template": "<v>"})
+            elif "InputTransformer" in kinds:
+                spec = target["InputTransformer"]
+                self.transform = Transform.parse(
+                    {"paths": spec.get("InputPathsMap") or {}, "template": spec.get("InputTemplate")}
+                )
+        except (ValueError, TransformError, TypeError, AttributeError) as exc:
+            raise AwsError("ValidationException", f"target {target.get('Id')}: {exc}") from None
+        self.kind = kinds[0] if kinds else None
+
+    def value(self, event: Mapping[str, Any]) -> Any:
+        if self.kind is None:
+            return {k: v for k, v in event.items() if not k.startswith("_")}
+        if self.transform is None:
+            return self.constant
+        return json.loads(self.transform.render(event))
+
+    def render(self, ctx: Mapping[str, Any]) -> Any:
+        """The bus's Renderable: a run's input from ``ctx["event"]``."""
+        try:
+            return self.value(ctx["event"])
+        except ValueError as exc:  # a transformer whose text is not JSON once filled in
+            raise SluiceError(f"the target's input is not JSON: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTarget:
+    rule: str
+    target_id: str
+    pattern: Pattern
+    queue: str
+    params: Mapping[str, Any]
+    input: TargetInput
+
+
+def compile_rule_pattern(text: Any) -> Pattern:
+    try:
+        pattern = json.loads(text) if isinstance(text, str) else text
+        return compile_pattern(pattern)
+    except (ValueError, PatternError) as exc:
+        raise AwsError("InvalidEventPatternException", f"Event pattern is not valid. Reason: {exc}") from None
+
+
+def target_kind(arn: str) -> tuple[str, str]:
+    """``("workflow", name)`` or ``("queue", name)`` from a target's ARN."""
+    resource = arn.split(":", 5)[5] if arn.startswith("arn:") and arn.count(":") >= 5 else ""
+    if arn.startswith("arn:aws:states:") and resource.startswith(WORKFLOW_ARN):
+        return "workflow", resource.removeprefix(WORKFLOW_ARN)
+    if arn.startswith("arn:aws:batch:") and resource.startswith(QUEUE_ARN):
+        return "queue", resource.removeprefix(QUEUE_ARN)
+    raise ValueError(
+        f"target {arn!r}: write arn:aws:states:{names().region}:{names().account}:stateMachine:WORKFLOW "
+        f"or arn:aws:batch:{names().region}:{names().account}:job-queue/QUEUE"
+    )
+
+
+class EventRules:
+    """The rules of the default event bus; an Engine service (``start`` loads and installs them)."""
+
+    name = "aws-rules"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.kv = StoreKV(engine.store)
+        self.rules: dict[str, dict[str, Any]] = {}
+        self.queue_targets: tuple[QueueTarget, ...] = ()
+        self._pending: list[tuple[QueueTarget, dict[str, Any]]] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        engine.bus.add_tx_hook(self._hook)
+        engine.bus.on_commit(self._committed)
+
+    async def start(self) -> None:
+        self.rules = dict(await self.kv.get(KEY) or {})
+        self._install()
+
+    async def run(self) -> None:
+        """Submit the jobs of queue targets whose events have committed."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, []
+            for target, event in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._submit(target, event)
+
+    async def save(self, rules: dict[str, dict[str, Any]]) -> None:
+        """Write the new set of rules, then route by it."""
+        async with self._lock:
+            await self.kv.set(KEY, rules)
+            self.rules = rules
+            self._install()
+
+    def _install(self) -> None:
+        bus_rules: list[Rule] = []
+        queues: list[QueueTarget] = []
+        for name, rule in sorted(self.rules.items()):
+            if rule.get("State") != "ENABLED" or rule.get("EventPattern") is None:
+                continue
+            try:
+                pattern = compile_rule_pattern(rule["EventPattern"])
+            except AwsError as exc:  # checked when put; a stored rule that no longer compiles is skipped
+                log.error("rule %s is skipped: %s", name, exc.message)
+                continue
+            for target in rule.get("Targets", []):
+                try:
+                    kind, what = target_kind(target["Arn"])
+                    given = TargetInput(target)
+                except (ValueError, AwsError) as exc:
+                    log.error("rule %s target %s is skipped: %s", name, target.get("Id"), exc)
+                    continue
+                if kind == "workflow":
+                    if what in self.engine.catalog:
+                        bus_rules.append(Rule(what, f"rule/{name}/{target['Id']}", pattern, given))
+                else:
+                    queues.append(
+                        QueueTarget(name, target["Id"], pattern, what, target["BatchParameters"], given)
+                    )
+        self.engine.bus.extra_rules = tuple(bus_rules)
+        self.queue_targets = tuple(queues)
+
+    def _hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
+        """In the event's transaction (the writer thread): note the queue targets it matches."""
+        for target in self.queue_targets:
+            if target.pattern.matches(env):
+                self._pending.append((target, env))
+
+    def _committed(self) -> None:
+        if self._pending:
+            self._wake.set()
+
+    async def _submit(self, target: QueueTarget, event: dict[str, Any]) -> None:
+        batch = self.engine.batch
+        if batch is None:
+            log.error("rule %s: no Docker engine, so no job for event %s", target.rule, event.get("id"))
+            return
+        try:
+            given = target.input.value(event)
+            given = given if isinstance(given, Mapping) else {}
+            params, array = target.params, target.params.get("ArrayProperties") or {}
+            over = given.get("ContainerOverrides") or {}
+            req = {
+                "queue": target.queue,
+                "definition": str(params["JobDefinition"]).split("job-definition/")[-1],
+                "name": params.get("JobName") or target.rule,
+                "array_size": array.get("Size"),
+                "parameters": dict(given.get("Parameters") or {}),
+                "attempts": (params.get("RetryStrategy") or {}).get("Attempts"),
+                "container_overrides": {k: over[k] for k in ("command",) if k in over},
+            }
+            out = await batch.submit(req)
+            log.info("rule %s: event %s submitted job %s", target.rule, event.get("id"), out["job_id"])
+        except Exception as exc:
+            log.error("rule %s target %s: no job for event %s: %s", target.rule, target.target_id,
+                      event.get("id"), exc)  # fmt: skip
