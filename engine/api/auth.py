@@ -38,6 +38,7 @@ from aiohttp.typedefs import Middleware
 from engine.api.http import Handler
 from engine.config import ConfigError
 from triggers.webhook import json_error
+from workflows.secrets import register as register_secret
 
 TOKEN_ENV = "SLUICE_API_TOKEN"
 TOKEN_FILE_ENV = "SLUICE_API_TOKEN_FILE"
@@ -127,6 +128,8 @@ class AuthPolicy:
                 token = Path(path).read_text(encoding="utf-8").strip() or None
             except OSError as exc:
                 raise AuthConfigError(f"{TOKEN_FILE_ENV}={path}: cannot read it: {exc.strerror}") from None
+        if token is not None:  # hidden like a workflow's ${env:...}; function workers never see it
+            register_secret({TOKEN_ENV: token})
         names = [n for n in os.environ.get(HOSTS_ENV, "").split(",") if n.strip()]
         return cls(bound_host, token, frozenset(host_name(n) for n in [*names, *allowed_hosts]))
 

@@ -264,8 +264,10 @@ class FunctionExecutor:
 
     @staticmethod
     def _signal(worker: Worker, sig: signal.Signals) -> None:
-        if worker.proc.returncode is None:
+        if worker.proc.returncode is None:  # not reaped: the pid (and its group) is still the worker's
             with contextlib.suppress(ProcessLookupError):
+                if sig == signal.SIGKILL:  # a worker leads its own group: its handler's children go too
+                    os.killpg(worker.pid, sig)
                 worker.proc.send_signal(sig)
 
     @staticmethod

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.test_crash import free_port, healthy
+from tests.reliability.test_crash import free_port
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_until, wait_until_sync
@@ -33,6 +33,7 @@ SECRETS = {
     "SLUICE_T_PARAM": "param-secret-77c2e0",
     "SLUICE_T_DESC": "desc-secret-0b93aa",
     "SLUICE_T_FN": "fn-secret-e5d1c4",
+    "SLUICE_API_TOKEN": "api-token-secret-3b8c27d4e1",
 }
 
 FLOW = """
@@ -70,7 +71,8 @@ from pathlib import Path
 
 
 def probe(event, context):
-    seen = {"input": event, "environ": sorted(k for k in os.environ if k.startswith("SLUICE_T_"))}
+    names = sorted(k for k in os.environ if k.startswith(("SLUICE_T_", "SLUICE_API")))
+    seen = {"input": event, "environ": names}
     Path(__file__).with_name("fn-saw.json").write_text(json.dumps(seen))
     print("the handler prints its token:", event["token"])
     context.logger.info("and logs it: %s", event["named"])
@@ -90,11 +92,19 @@ def serve(cwd: Path, port: int, box: Path) -> subprocess.Popen[bytes]:
 def fetch(base: str, path: str, body: bytes | None = None) -> tuple[int, str]:
     req = urllib.request.Request(base + path, data=body, method="POST" if body is not None else "GET")
     req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {SECRETS['SLUICE_API_TOKEN']}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def healthy(base: str) -> bool:
+    try:
+        return fetch(base, "/api/v1/health")[0] == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def leaks(text: str) -> list[str]:
