@@ -245,3 +245,14 @@ def wait_until_sync(predicate: object, timeout_s: float = 5.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+async def test_an_empty_file_fires_once_on_its_close(
+    make_file_trigger: MakeFileTrigger, tmp_path: Path
+) -> None:
+    """A zero-byte object is an object (S3 notifies for it): ``touch`` creates and closes it."""
+    inbox = tmp_path / "inbox"
+    running = await make_file_trigger()
+    (inbox / "empty.csv").touch()
+    obj = only(await settled(running, inbox, 0.6), "empty.csv")
+    assert (obj["size"], obj["etag"]) == (0, md5(b""))
