@@ -9,16 +9,22 @@ and the trigger keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fnmatch
 import logging
 import os
+import random
 import string
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support.files import MakeFileTrigger, keys, md5
+from tests.support.hypothesis_profiles import examples
 from tests.support.waiting import wait_until
 from triggers import folder
 from triggers.readiness import read_file
@@ -190,3 +196,73 @@ async def test_refused_files_are_audited_once(make_file_trigger: MakeFileTrigger
                                      "reason": "not a regular file"}),
     ]  # fmt: skip
     assert len(audited) == 2  # the periodic re-scans found them again: not audited again
+
+
+def random_names(rnd: random.Random, count: int) -> list[bytes]:
+    """Names of any byte but ``/`` and NUL, 1 to 255 long, none a temp name (those never fire)."""
+    alphabet = [bytes([b]) for b in range(1, 256) if b != ord("/")]
+    names: set[bytes] = set()
+    while len(names) < count:
+        name = b"".join(rnd.choices(alphabet, k=rnd.choice([1, 2, 8, 40, 255])))
+        if not any(fnmatch.fnmatchcase(os.fsdecode(name), p) for p in folder.TEMP_PATTERNS):
+            names.add(name)
+    return sorted(names)
+
+
+async def test_two_hundred_random_byte_names_each_give_one_run(
+    make_file_trigger: MakeFileTrigger, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("SLUICE_SEED", "1913"))
+    print(f"names seed: {seed}")
+    names = random_names(random.Random(seed), 200)
+    inbox = tmp_path / "inbox"
+    running = await make_file_trigger()
+    for name in names:
+        write(os.path.join(os.fsencode(inbox), name), name)
+    await running.emit.wait_for(len(names))
+    events = await running.barrier(inbox)
+    assert sorted(raw(k) for k in keys(events)) == names
+    assert all(safe_key(k) for k in keys(events))
+    assert running.runner.processed == len(names) + 1  # nothing refused, nothing twice, still running
+    assert not running.task.done()
+
+
+@pytest.fixture(scope="module")
+def maze(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A folder with files inside, a link out, and an outside file worth protecting."""
+    tmp_path = tmp_path_factory.mktemp("maze")
+    root, outside = tmp_path / "inbox", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "in.csv").write_bytes(b"in")
+    (root / "sub" / "deep.csv").write_bytes(b"deep")
+    (outside / "x.csv").write_bytes(b"outside")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "sub" / "up").symlink_to("../..", target_is_directory=True)
+    return root, outside
+
+
+PARTS = st.sampled_from(
+    ["..", ".", "", "link", "sub", "up", "x.csv", "in.csv", "deep.csv", "outside", "inbox"]
+)
+
+
+@examples(300)
+@given(rel=st.one_of(st.lists(PARTS, min_size=1, max_size=6).map("/".join), st.text(max_size=40)))
+def test_no_relative_path_reads_or_deletes_outside(maze: tuple[Path, Path], rel: str) -> None:
+    root, outside = maze
+    st_out = os.stat(outside / "x.csv")
+    read = read_file(root, rel, None, "now", 0.0)
+    if read.facts is not None:
+        assert rel in ("in.csv", "sub/deep.csv")
+    with contextlib.suppress(OSError):  # refused, never another exception
+        folder.delete(root, rel, st_out.st_size, st_out.st_mtime_ns)
+    assert (outside / "x.csv").read_bytes() == b"outside"
+
+
+@examples(500)
+@given(name=st.binary(min_size=1, max_size=255).filter(lambda b: b"/" not in b and b"\0" not in b))
+def test_any_name_gives_a_plain_ascii_key_that_decodes_to_its_bytes(name: bytes) -> None:
+    key = encode_key(os.fsdecode(name))
+    assert safe_key(key)
+    assert raw(key) == name and os.fsencode(decode_key(key)) == name
