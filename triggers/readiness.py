@@ -42,7 +42,7 @@ from triggers.s3 import FileFacts, encode_key
 _CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
 _LEASES = sys.platform.startswith("linux")
-_F_SETSIG = 10  # F_SETSIG on Linux (asm-generic); Python's fcntl module names it only from 3.12
+_F_SETSIG = 10  # F_SETSIG on Linux, for a Python whose fcntl module does not name it
 
 #: ``now``: a close or rename said it is complete; ``created``: a new name appeared (close-write
 #: mode); ``quiet``: a quiet period elapsed or a scan found it; ``gone``: it was deleted.
