@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +98,9 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
         detail["scheduled_time"] = scheduled.isoformat()
         await audit.record(engine.store, f"schedule-{kind}", f"{workflow}/{trigger}", detail)
 
+    async def file_audit(kind: str, subject: str, detail: Mapping[str, object]) -> None:
+        await audit.record(engine.store, kind, subject, detail)
+
     services: list[TriggerService] = []
     for wf in engine.catalog.values():
         for spec in wf.triggers:
@@ -105,7 +108,7 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
             if isinstance(spec, FileTrigger):  # imported only when used: watchdog's observer is not free
                 from triggers.files import FileTriggerRunner
 
-                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv)
+                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=file_audit)
             elif isinstance(spec, ScheduleTrigger):
                 from triggers.schedule import ScheduleTriggerRunner
 
