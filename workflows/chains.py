@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workflows.errors import SpecError
+from workflows.errors import PatternError, SpecError
+from workflows.patterns import expand_dotted
 from workflows.spec import EventTrigger
 
 from . import graph as g
@@ -32,6 +33,10 @@ def _may_be(values: Any, wanted: str) -> bool:
 
 def upstream_names(pattern: Mapping[str, Any], names: set[str]) -> set[str] | None:
     """The workflows whose run state changes ``pattern`` matches; None when not resolvable."""
+    try:
+        pattern = expand_dotted(dict(pattern))  # "detail.workflow" is detail: {workflow: ..}
+    except PatternError:
+        return None
     if "$or" in pattern:
         return None
     if not _may_be(pattern.get("source"), RUN_SOURCE) or not _may_be(

@@ -33,6 +33,7 @@ from engine.types import TxHook
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
+from workflows.patterns import prepare_event
 from workflows.spec import EventTrigger, Workflow
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,11 @@ class Bus:
     def matching_rules(self, env: dict[str, Any]) -> list[Rule]:
         source = env.get("source")
         candidates = self._by_source.get(source, []) if isinstance(source, str) else []
-        return [r for r in (*candidates, *self._any_source, *self.extra_rules) if r.pattern.matches(env)]
+        rules = (*candidates, *self._any_source, *self.extra_rules)
+        if not rules:
+            return []
+        prepared = prepare_event(env)  # dotted keys expanded once, not once per rule
+        return [r for r in rules if r.pattern.matches_prepared(prepared)]
 
     def start_in_tx(
         self,
