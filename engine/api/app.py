@@ -32,6 +32,7 @@ from engine.api.http import (
     time_param,
 )
 from engine.api.metrics import readiness
+from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
@@ -71,6 +72,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/api/v1/openapi.json", serve_document)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
     app.router.add_get("/api/v1/runs", list_runs)
