@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 ENGINE = web.AppKey("engine", Engine)
 HOOKS = web.AppKey("hooks", dict)
 MAX_LIMIT = 500
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 MAX_ENTRIES = 10
 
 #: adds one group of routes (batch jobs, notifications) to the app
@@ -212,6 +213,10 @@ async def start_run(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
     q = request.query
+    if q.get("status") and q["status"] not in RUN_STATES:
+        raise ApiError(
+            400, "bad_param", f"status must be one of {', '.join(RUN_STATES)}, got {q['status']!r}"
+        )
 
     def query(conn: Any) -> list[dict[str, Any]] | None:
         return records.list_runs(
