@@ -32,6 +32,7 @@ from engine.api.http import (
     time_param,
 )
 from engine.api.metrics import readiness
+from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 ENGINE = web.AppKey("engine", Engine)
 HOOKS = web.AppKey("hooks", dict)
 MAX_LIMIT = 500
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 MAX_ENTRIES = 10
 
 #: adds one group of routes (batch jobs, notifications) to the app
@@ -71,6 +73,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/api/v1/openapi.json", serve_document)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
     app.router.add_get("/api/v1/runs", list_runs)
@@ -210,6 +213,10 @@ async def start_run(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
     q = request.query
+    if q.get("status") and q["status"] not in RUN_STATES:
+        raise ApiError(
+            400, "bad_param", f"status must be one of {', '.join(RUN_STATES)}, got {q['status']!r}"
+        )
 
     def query(conn: Any) -> list[dict[str, Any]] | None:
         return records.list_runs(

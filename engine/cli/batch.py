@@ -212,6 +212,9 @@ def _actions(sub: Any, name: str, help_text: str) -> Any:
     return sub.add_parser(name, help=help_text).add_subparsers(dest="action", metavar="ACTION", required=True)
 
 
+JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
 def register(sub: Any) -> None:
     """Add ``jobs``, ``definitions``, ``queues`` and ``environments`` to the ``sluice`` parser."""
     jobs = _actions(sub, "jobs", "submit, list, describe, cancel or terminate batch jobs; read their logs")
@@ -227,7 +230,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=command(cmd_submit))
     p = common_options(jobs.add_parser("list", help="jobs, newest first"))
     p.add_argument("--queue", default=None)
-    p.add_argument("--status", default=None)
+    p.add_argument("--status", default=None, type=str.upper, choices=JOB_STATES, help=", ".join(JOB_STATES))
     p.add_argument("--parent", default=None, help="the children of this array job")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=command(cmd_list))

@@ -124,9 +124,23 @@ def api_token() -> str | None:
         raise RemoteError(f"$SLUICE_API_TOKEN_FILE={path}: cannot read it: {exc.strerror}", 2) from None
 
 
+#: the API's hints name its routes; the CLI's name the commands that do the same
+CLI_HINTS = {
+    "GET /api/v1/runs": "`sluice runs list`",
+    "GET /api/v1/workflows": "`sluice workflows list`",
+    "GET /api/v1/jobs": "`sluice jobs list`",
+}
+
+
+def cli_hints(message: str) -> str:
+    for route, cmd in CLI_HINTS.items():
+        message = message.replace(f"with {route}", f"with {cmd}").replace(route, cmd)
+    return message
+
+
 def _error_message(exc: urllib.error.HTTPError) -> str:
     try:
-        return str(json.loads(exc.read())["error"]["message"])
+        return cli_hints(str(json.loads(exc.read())["error"]["message"]))
     except (ValueError, KeyError, TypeError):
         return f"the server answered {exc.code} {exc.reason}"
 

@@ -27,6 +27,8 @@ from engine.cli.common import (
     when,
 )
 
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -184,7 +186,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=command(cmd_runs_start))
     p = common_options(runs.add_parser("list", help="recent runs, newest first"))
     p.add_argument("--workflow")
-    p.add_argument("--status", help="PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED")
+    p.add_argument("--status", type=str.upper, choices=RUN_STATES, help=", ".join(RUN_STATES))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", help="a run id: list runs older than it (paging)")
     p.set_defaults(func=command(cmd_runs_list))
