@@ -7,6 +7,9 @@ triggers do. Every change is written first, then the bus gets the new, complete 
 
 - a workflow, ``arn:aws:states:REGION:ACCOUNT:stateMachine:WORKFLOW`` (Step Functions' ARN form):
   the bus starts the run in the event's own transaction, as for a workflow's ``event:`` trigger;
+- a webhook, its ``http(s)://`` URL as the ``Arn`` (``HttpParameters.HeaderParameters`` its
+  headers): a notification subscriber of the outbox (engine/notify/), so the POST is written in
+  the event's transaction and retried with backoff, then dead-lettered, like any notification;
 - a job queue, ``arn:aws:batch:REGION:ACCOUNT:job-queue/QUEUE`` with ``BatchParameters``: the
   job is submitted right after the event commits; the input's ``Parameters`` and
   ``ContainerOverrides`` become the job's, as EventBridge does. A crash between the event's
@@ -26,19 +29,24 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.aws.protocol import AwsError
 from engine.batch.detail import names
 from engine.bus.bus import Rule
 from engine.engine import Engine
-from engine.notify.subscribers import Transform, TransformError
+from engine.notify.sender import NotifyService
+from engine.notify.subscribers import Subscriber, Transform, TransformError, safe_url
 from engine.store.kv import StoreKV
+from engine.store.records import dumps
 from workflows.errors import PatternError, SluiceError
 from workflows.patterns import Pattern, compile_pattern
 
 log = logging.getLogger(__name__)
 
 KEY = "aws.events.rules"
+#: the outbox keys of webhook targets: ``aws-rule:RULE/TARGET``
+SUBSCRIBER_PREFIX = "aws-rule:"
 MAX_TARGETS = 5
 WORKFLOW_ARN = "stateMachine:"
 QUEUE_ARN = "job-queue/"
@@ -112,9 +120,25 @@ def target_kind(arn: str) -> tuple[str, str]:
         return "workflow", resource.removeprefix(WORKFLOW_ARN)
     if arn.startswith("arn:aws:batch:") and resource.startswith(QUEUE_ARN):
         return "queue", resource.removeprefix(QUEUE_ARN)
+    if arn.startswith(("http://", "https://")) and urlsplit(arn).hostname:
+        return "webhook", arn
+    where = f"{names().region}:{names().account}"
     raise ValueError(
-        f"target {arn!r}: write arn:aws:states:{names().region}:{names().account}:stateMachine:WORKFLOW "
-        f"or arn:aws:batch:{names().region}:{names().account}:job-queue/QUEUE"
+        f"target {safe_url(arn)!r}: write arn:aws:states:{where}:stateMachine:WORKFLOW, "
+        f"arn:aws:batch:{where}:job-queue/QUEUE or a webhook's https:// URL"
+    )
+
+
+def webhook_subscriber(
+    rule: str, target: Mapping[str, Any], pattern: Pattern, given: TargetInput
+) -> Subscriber:
+    headers = ((target.get("HttpParameters") or {}).get("HeaderParameters")) or {}
+    return Subscriber(
+        key=f"{SUBSCRIBER_PREFIX}{rule}/{target['Id']}",
+        url=str(target["Arn"]),
+        pattern=pattern,
+        headers={str(k): str(v) for k, v in headers.items()},
+        render=lambda env: dumps(given.value(env)),
     )
 
 
@@ -125,6 +149,8 @@ class EventRules:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: the notification sender that delivers webhook targets (set by the composition root)
+        self.notify: NotifyService | None = None
         self.kv = StoreKV(engine.store)
         self.rules: dict[str, dict[str, Any]] = {}
         self.queue_targets: tuple[QueueTarget, ...] = ()
@@ -158,6 +184,7 @@ class EventRules:
     def _install(self) -> None:
         bus_rules: list[Rule] = []
         queues: list[QueueTarget] = []
+        hooks: list[Subscriber] = []
         for name, rule in sorted(self.rules.items()):
             if rule.get("State") != "ENABLED" or rule.get("EventPattern") is None:
                 continue
@@ -176,12 +203,18 @@ class EventRules:
                 if kind == "workflow":
                     if what in self.engine.catalog:
                         bus_rules.append(Rule(what, f"rule/{name}/{target['Id']}", pattern, given))
+                elif kind == "webhook":
+                    hooks.append(webhook_subscriber(name, target, pattern, given))
                 else:
                     queues.append(
                         QueueTarget(name, target["Id"], pattern, what, target["BatchParameters"], given)
                     )
         self.engine.bus.extra_rules = tuple(bus_rules)
         self.queue_targets = tuple(queues)
+        if self.notify is not None:
+            self.notify.replace_subscribers(SUBSCRIBER_PREFIX, hooks)
+        elif hooks:
+            log.error("webhook targets need the notification sender; %d target(s) idle", len(hooks))
 
     def _hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
         """In the event's transaction (the writer thread): note the queue targets it matches."""

@@ -172,3 +172,41 @@ async def test_bad_requests_get_eventbridges_codes(aws_server: MakeAwsServer, fl
     await aws(events.remove_targets, Rule="r1", Ids=["wf"])
     await aws(events.delete_rule, Name="r1")
     assert (await aws(events.list_rules))["Rules"] == []
+
+
+async def test_a_webhook_target_gets_the_transformed_event_through_the_outbox(
+    aws_server: MakeAwsServer, flows: Path
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    got: list[tuple[dict[str, Any], str | None]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append((await request.json(), request.headers.get("X-Team")))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    receiver = TestServer(app, host="127.0.0.1")
+    await receiver.start_server()
+    try:
+        server = await aws_server(flows)
+        events = server.client("events")
+        await aws(events.put_rule, Name="hook", EventPattern=json.dumps(BIG))
+        target = {
+            "Id": "h", "Arn": str(receiver.make_url("/hook")),
+            "HttpParameters": {"HeaderParameters": {"X-Team": "shop"}},
+            "InputTransformer": {"InputPathsMap": {"id": "$.detail.id", "total": "$.detail.total"},
+                                 "InputTemplate": '{"order": <id>, "total": <total>, "text": "order <id>"}'},
+        }  # fmt: skip
+        assert (await aws(events.put_targets, Rule="hook", Targets=[target]))["FailedEntryCount"] == 0
+        await aws(events.put_events, Entries=[order("o-7", 300), order("o-8", 1)])
+        await wait_until(lambda: got, 20, what="the webhook target's POST")
+        assert got == [({"order": "o-7", "total": 300, "text": "order o-7"}, "shop")]
+        await aws(events.remove_targets, Rule="hook", Ids=["h"])
+        await aws(events.put_events, Entries=[order("o-9", 300)])
+        await wait_until(lambda: server.engine.bus.events_accepted >= 3, 5, what="the third event")
+        assert len(got) == 1  # removed: not told any more
+    finally:
+        await receiver.close()
