@@ -15,6 +15,11 @@ triggers do. Every change is written first, then the bus gets the new, complete 
   ``ContainerOverrides`` become the job's, as EventBridge does. A crash between the event's
   commit and the submission loses that job (at most once; docs/aws.md).
 
+A rule with a ``ScheduleExpression`` (``rate(...)``/``cron(...)``, UTC) puts an ``aws.events`` /
+``Scheduled Event`` with the rule's ARN as its resource on the bus at each fire (the schedule
+trigger's runner keeps its cursor, so a restart neither repeats nor bursts), and its targets
+match exactly those events.
+
 The input is EventBridge's: the whole event, or ``Input`` (constant JSON), ``InputPath`` or an
 ``InputTransformer`` (engine/notify/subscribers.py's, the one notifications use).
 """
@@ -22,7 +27,6 @@ The input is EventBridge's: the whole event, or ``Input`` (constant JSON), ``Inp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -35,16 +39,21 @@ from engine.aws.protocol import AwsError
 from engine.batch.detail import names
 from engine.bus.bus import Rule
 from engine.engine import Engine
+from engine.events import envelope
 from engine.notify.sender import NotifyService
 from engine.notify.subscribers import Subscriber, Transform, TransformError, safe_url
 from engine.store.kv import StoreKV
 from engine.store.records import dumps
-from workflows.errors import PatternError, SluiceError
+from triggers.base import Emit
+from triggers.schedule import ScheduleTriggerRunner
+from workflows.errors import PatternError, ScheduleError, SluiceError
 from workflows.patterns import Pattern, compile_pattern
+from workflows.schedules import parse_schedule
 
 log = logging.getLogger(__name__)
 
 KEY = "aws.events.rules"
+SCHEDULED_SOURCE = "aws.events"
 #: the outbox keys of webhook targets: ``aws-rule:RULE/TARGET``
 SUBSCRIBER_PREFIX = "aws-rule:"
 MAX_TARGETS = 5
@@ -105,6 +114,27 @@ class QueueTarget:
     input: TargetInput
 
 
+def rule_arn(name: str) -> str:
+    return names().arn("events", f"rule/{name}")
+
+
+def scheduled_pattern(rule: str) -> dict[str, Any]:
+    """What a schedule rule's targets match: its own fires, nothing else."""
+    return {"source": [SCHEDULED_SOURCE], "detail-type": ["Scheduled Event"], "resources": [rule_arn(rule)]}
+
+
+def check_schedule(expression: str) -> None:
+    """EventBridge's two forms (``rate(...)``, ``cron(...)``, in UTC); AwsError says what to write."""
+    if not expression.startswith(("rate(", "cron(")):
+        raise AwsError(
+            "ValidationException", "Parameter ScheduleExpression is not valid: write rate(...) or cron(...)"
+        )
+    try:
+        parse_schedule(expression)
+    except ScheduleError as exc:
+        raise AwsError("ValidationException", f"Parameter ScheduleExpression is not valid: {exc}") from None
+
+
 def compile_rule_pattern(text: Any) -> Pattern:
     try:
         pattern = json.loads(text) if isinstance(text, str) else text
@@ -157,6 +187,7 @@ class EventRules:
         self._pending: list[tuple[QueueTarget, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._schedules: dict[str, tuple[str, asyncio.Task[None]]] = {}  #: rule -> (expression, runner)
         engine.bus.add_tx_hook(self._hook)
         engine.bus.on_commit(self._committed)
 
@@ -164,15 +195,23 @@ class EventRules:
         self.rules = dict(await self.kv.get(KEY) or {})
         self._install()
 
+    async def aclose(self) -> None:
+        for _, task in self._schedules.values():
+            task.cancel(msg="engine stopping")
+        await asyncio.gather(*(t for _, t in self._schedules.values()), return_exceptions=True)
+        self._schedules.clear()
+
     async def run(self) -> None:
         """Submit the jobs of queue targets whose events have committed."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            pending, self._pending = self._pending, []
-            for target, event in pending:
-                with contextlib.suppress(asyncio.CancelledError):
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                pending, self._pending = self._pending, []
+                for target, event in pending:
                     await self._submit(target, event)
+        finally:
+            await self.aclose()  # the schedule runners end with the service
 
     async def save(self, rules: dict[str, dict[str, Any]]) -> None:
         """Write the new set of rules, then route by it."""
@@ -185,11 +224,14 @@ class EventRules:
         bus_rules: list[Rule] = []
         queues: list[QueueTarget] = []
         hooks: list[Subscriber] = []
+        schedules: dict[str, str] = {}
         for name, rule in sorted(self.rules.items()):
-            if rule.get("State") != "ENABLED" or rule.get("EventPattern") is None:
+            if rule.get("State") != "ENABLED":
                 continue
+            if rule.get("ScheduleExpression") is not None:
+                schedules[name] = rule["ScheduleExpression"]
             try:
-                pattern = compile_rule_pattern(rule["EventPattern"])
+                pattern = compile_rule_pattern(rule.get("EventPattern") or scheduled_pattern(name))
             except AwsError as exc:  # checked when put; a stored rule that no longer compiles is skipped
                 log.error("rule %s is skipped: %s", name, exc.message)
                 continue
@@ -211,10 +253,35 @@ class EventRules:
                     )
         self.engine.bus.extra_rules = tuple(bus_rules)
         self.queue_targets = tuple(queues)
+        self._run_schedules(schedules)
         if self.notify is not None:
             self.notify.replace_subscribers(SUBSCRIBER_PREFIX, hooks)
         elif hooks:
             log.error("webhook targets need the notification sender; %d target(s) idle", len(hooks))
+
+    def _run_schedules(self, wanted: dict[str, str]) -> None:
+        """One schedule runner per enabled schedule rule; a changed or removed one is stopped."""
+        for name, (expression, task) in list(self._schedules.items()):
+            if wanted.get(name) != expression:
+                task.cancel(msg="rule changed")
+                del self._schedules[name]
+        for name, expression in wanted.items():
+            if name not in self._schedules:
+                runner = ScheduleTriggerRunner(
+                    name=name, workflow="aws-rules", schedule=parse_schedule(expression), kv=self.kv
+                )
+                task = asyncio.create_task(runner.run(self._scheduled(name)), name=f"rule schedule {name}")
+                self._schedules[name] = (expression, task)
+
+    def _scheduled(self, rule: str) -> Emit:
+        async def emit(
+            event: dict[str, Any], *, dedupe_key: str | None = None, workflow: str | None = None
+        ) -> Any:
+            out = envelope(SCHEDULED_SOURCE, "Scheduled Event", {}, resources=[rule_arn(rule)])
+            out["time"], out["account"], out["region"] = event["time"], names().account, names().region
+            return await self.engine.bus.put(out, dedupe_key=dedupe_key)
+
+        return emit
 
     def _hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
         """In the event's transaction (the writer thread): note the queue targets it matches."""

@@ -4,6 +4,7 @@ with the bus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,37 @@ async def test_a_webhook_target_gets_the_transformed_event_through_the_outbox(
         assert len(got) == 1  # removed: not told any more
     finally:
         await receiver.close()
+
+
+async def test_a_schedule_rule_starts_its_workflow_on_time(aws_server: MakeAwsServer, tmp_path: Path) -> None:
+    folder = tmp_path / "sched"
+    write_flow(
+        folder,
+        "name: tick\nsteps:\n  t:\n    function: handlers:t\n",
+        "def t(event, context):\n    return 1\n",
+    )
+    server = await aws_server(folder)
+    events = server.client("events")
+    with pytest.raises(ClientError) as err:
+        await aws(events.put_rule, Name="bad", ScheduleExpression="rate(5 minute)")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "rate(5 minutes)" in err.value.response["Error"]["Message"]  # the hint parses
+    await aws(events.put_rule, Name="every-second", ScheduleExpression="rate(1 second)")
+    arn = "arn:aws:states:us-east-1:000000000000:stateMachine:tick"
+    await aws(events.put_targets, Rule="every-second", Targets=[{"Id": "t", "Arn": arn}])
+    assert (await aws(events.describe_rule, Name="every-second"))["ScheduleExpression"] == "rate(1 second)"
+
+    async def runs() -> list[dict[str, Any]]:
+        found = await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick"))
+        return found if found and len(found) >= 2 else []
+
+    fired = await wait_until(runs, 20, what="two scheduled runs")
+    query = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = ?"
+    body = await server.engine.store.read(lambda c: c.execute(query, (fired[-1]["run_id"],)).fetchone()[0])
+    event = json.loads(body)
+    assert (event["source"], event["detail-type"]) == ("aws.events", "Scheduled Event")
+    assert event["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/every-second"]
+    await aws(events.disable_rule, Name="every-second")
+    count = len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or [])
+    await asyncio.sleep(2.5)  # a disabled schedule must stay quiet: nothing to wait for but time
+    assert len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or []) == count
