@@ -185,7 +185,7 @@ class EventsApi:
 
     # -- targets ------------------------------------------------------------------------------
 
-    def _target_problem(self, target: Any) -> str | None:
+    def _target_problem(self, rule: str, target: Any) -> str | None:
         if not isinstance(target, Mapping) or not isinstance(target.get("Id"), str) or not target.get("Arn"):
             return "a target needs an Id and an Arn"
         try:
@@ -200,7 +200,7 @@ class EventsApi:
             if not isinstance(params, Mapping) or not params.get("JobDefinition"):
                 return "a job queue target needs BatchParameters with a JobDefinition"
         try:
-            TargetInput(target)
+            TargetInput(target, rule)
         except AwsError as exc:
             return exc.message
         return None
@@ -213,7 +213,7 @@ class EventsApi:
         kept = {t["Id"]: t for t in rule.get("Targets", [])}
         failed = []
         for target in targets:
-            problem = self._target_problem(target)
+            problem = self._target_problem(name, target)
             if problem is not None:
                 tid = target.get("Id") if isinstance(target, Mapping) else None
                 failed.append(

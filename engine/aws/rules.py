@@ -53,6 +53,14 @@ from workflows.schedules import parse_schedule
 log = logging.getLogger(__name__)
 
 KEY = "aws.events.rules"
+#: EventBridge's predefined InputTransformer variables, as paths into what ``value`` renders
+PREDEFINED = {
+    "aws.events.rule-name": "$._rule.name",
+    "aws.events.rule-arn": "$._rule.arn",
+    "aws.events.event": "$._event",
+    "aws.events.event.json": "$._event",
+    "aws.events.event.ingestion-time": "$.time",
+}
 SCHEDULED_SOURCE = "aws.events"
 #: the outbox keys of webhook targets: ``aws-rule:RULE/TARGET``
 SUBSCRIBER_PREFIX = "aws-rule:"
@@ -67,7 +75,8 @@ class TargetInput:
     is_static = False
     variables: frozenset[str] = frozenset()
 
-    def __init__(self, target: Mapping[str, Any]) -> None:
+    def __init__(self, target: Mapping[str, Any], rule: str = "") -> None:
+        self.rule = {"name": rule, "arn": rule_arn(rule)}
         self.constant: Any = None
         self.transform: Transform | None = None
         kinds = [k for k in ("Input", "InputPath", "InputTransformer") if target.get(k) is not None]
@@ -82,19 +91,19 @@ class TargetInput:
                 self.transform = Transform.parse({"paths": {"v": target["InputPath"]}, "template": "<v>"})
             elif "InputTransformer" in kinds:
                 spec = target["InputTransformer"]
-                self.transform = Transform.parse(
-                    {"paths": spec.get("InputPathsMap") or {}, "template": spec.get("InputTemplate")}
-                )
+                paths = {**PREDEFINED, **(spec.get("InputPathsMap") or {})}
+                self.transform = Transform.parse({"paths": paths, "template": spec.get("InputTemplate")})
         except (ValueError, TransformError, TypeError, AttributeError) as exc:
             raise AwsError("ValidationException", f"target {target.get('Id')}: {exc}") from None
         self.kind = kinds[0] if kinds else None
 
     def value(self, event: Mapping[str, Any]) -> Any:
+        clean = {k: v for k, v in event.items() if not k.startswith("_")}
         if self.kind is None:
-            return {k: v for k, v in event.items() if not k.startswith("_")}
+            return clean
         if self.transform is None:
             return self.constant
-        return json.loads(self.transform.render(event))
+        return json.loads(self.transform.render({**clean, "_rule": self.rule, "_event": clean}))
 
     def render(self, ctx: Mapping[str, Any]) -> Any:
         """The bus's Renderable: a run's input from ``ctx["event"]``."""
@@ -238,7 +247,7 @@ class EventRules:
             for target in rule.get("Targets", []):
                 try:
                     kind, what = target_kind(target["Arn"])
-                    given = TargetInput(target)
+                    given = TargetInput(target, name)
                 except (ValueError, AwsError) as exc:
                     log.error("rule %s target %s is skipped: %s", name, target.get("Id"), exc)
                     continue

@@ -182,6 +182,10 @@ async def test_a_webhook_target_gets_the_transformed_event_through_the_outbox(
     from aiohttp.test_utils import TestServer
 
     got: list[tuple[dict[str, Any], str | None]] = []
+    template = (
+        '{"order": <id>, "total": <total>, "text": "order <id>",'
+        ' "rule": <aws.events.rule-name>, "source": "<aws.events.event>"}'
+    )
 
     async def receive(request: web.Request) -> web.Response:
         got.append((await request.json(), request.headers.get("X-Team")))
@@ -199,12 +203,16 @@ async def test_a_webhook_target_gets_the_transformed_event_through_the_outbox(
             "Id": "h", "Arn": str(receiver.make_url("/hook")),
             "HttpParameters": {"HeaderParameters": {"X-Team": "shop"}},
             "InputTransformer": {"InputPathsMap": {"id": "$.detail.id", "total": "$.detail.total"},
-                                 "InputTemplate": '{"order": <id>, "total": <total>, "text": "order <id>"}'},
+                                 "InputTemplate": template},
         }  # fmt: skip
         assert (await aws(events.put_targets, Rule="hook", Targets=[target]))["FailedEntryCount"] == 0
         await aws(events.put_events, Entries=[order("o-7", 300), order("o-8", 1)])
         await wait_until(lambda: got, 20, what="the webhook target's POST")
-        assert got == [({"order": "o-7", "total": 300, "text": "order o-7"}, "shop")]
+        ((body, team),) = got
+        assert team == "shop" and {k: body[k] for k in ("order", "total", "text", "rule")} == {
+            "order": "o-7", "total": 300, "text": "order o-7", "rule": "hook"
+        }  # fmt: skip
+        assert json.loads(body["source"])["detail"] == {"id": "o-7", "total": 300}  # the event, as text
         await aws(events.remove_targets, Rule="hook", Ids=["h"])
         await aws(events.put_events, Entries=[order("o-9", 300)])
         await wait_until(lambda: server.engine.bus.events_accepted >= 3, 5, what="the third event")
