@@ -161,7 +161,9 @@ class Server:
 def compose(engine: Engine, config: ServerConfig) -> Server:
     for service in trigger_services(engine):
         engine.add_service(service)
-    sender = add_notifications(engine, subscribers_from_config(config.subscribers))
+    rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store;
+    engine.add_service(rules)  # started before the sender, which then has their webhook targets
+    sender = rules.notify = add_notifications(engine, subscribers_from_config(config.subscribers))
     runs = RunSweep(
         run_retention_days(config.run_retention_days),
         keep_runs(config.keep_runs_per_workflow),
@@ -170,8 +172,6 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     )
     days = retention_days(config.retention_days)
     engine.add_service(RetentionService(engine.store, retention_sweeps(days, runs)))
-    rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store
-    engine.add_service(rules)
     auth = AuthPolicy.from_env(engine.settings.host, config.allowed_hosts)
     groups = [
         batch_api.routes(engine),

@@ -18,7 +18,15 @@ from aiohttp import web
 
 from engine.api.http import parse_time
 from engine.aws.protocol import JSON_11, AwsError, Body, Operation, next_token, page, serve
-from engine.aws.rules import MAX_TARGETS, EventRules, TargetInput, compile_rule_pattern, target_kind
+from engine.aws.rules import (
+    MAX_TARGETS,
+    EventRules,
+    TargetInput,
+    check_schedule,
+    compile_rule_pattern,
+    rule_arn,
+    target_kind,
+)
 from engine.batch.detail import names
 from engine.events import envelope, iso
 
@@ -47,10 +55,6 @@ def _bus(body: Mapping[str, Any]) -> None:
         raise AwsError(
             "ResourceNotFoundException", f"Event bus {bus} does not exist; Sluice has one: default"
         )
-
-
-def rule_arn(name: str) -> str:
-    return names().arn("events", f"rule/{name}")
 
 
 class EventsApi:
@@ -118,12 +122,12 @@ class EventsApi:
             raise AwsError(
                 "ValidationException", "Parameter(s) EventPattern or ScheduleExpression must be specified."
             )
+        if pattern is not None and schedule is not None:
+            raise AwsError("ValidationException", "give EventPattern or ScheduleExpression, not both")
         if schedule is not None:
-            raise AwsError(
-                "ValidationException",
-                "ScheduleExpression rules are not supported here; write the schedule as a workflow trigger",
-            )
-        compile_rule_pattern(pattern)
+            check_schedule(schedule)
+        else:
+            compile_rule_pattern(pattern)
         state = _str(body, "State") or "ENABLED"
         if state not in ("ENABLED", "DISABLED"):
             raise AwsError("ValidationException", f"State must be ENABLED or DISABLED, got {state!r}")
@@ -131,6 +135,7 @@ class EventsApi:
         rule = {
             "Name": name,
             "EventPattern": pattern,
+            "ScheduleExpression": schedule,
             "State": state,
             "Description": _str(body, "Description") or old.get("Description"),
             "Targets": old.get("Targets", []),
@@ -141,7 +146,7 @@ class EventsApi:
     @staticmethod
     def _shape(name: str, rule: Mapping[str, Any]) -> dict[str, Any]:
         out = {"Name": name, "Arn": rule_arn(name), "State": rule["State"], "EventBusName": "default"}
-        for key in ("EventPattern", "Description"):
+        for key in ("EventPattern", "ScheduleExpression", "Description"):
             if rule.get(key) is not None:
                 out[key] = rule[key]
         return out
@@ -180,7 +185,7 @@ class EventsApi:
 
     # -- targets ------------------------------------------------------------------------------
 
-    def _target_problem(self, target: Any) -> str | None:
+    def _target_problem(self, rule: str, target: Any) -> str | None:
         if not isinstance(target, Mapping) or not isinstance(target.get("Id"), str) or not target.get("Arn"):
             return "a target needs an Id and an Arn"
         try:
@@ -195,7 +200,7 @@ class EventsApi:
             if not isinstance(params, Mapping) or not params.get("JobDefinition"):
                 return "a job queue target needs BatchParameters with a JobDefinition"
         try:
-            TargetInput(target)
+            TargetInput(target, rule)
         except AwsError as exc:
             return exc.message
         return None
@@ -208,7 +213,7 @@ class EventsApi:
         kept = {t["Id"]: t for t in rule.get("Targets", [])}
         failed = []
         for target in targets:
-            problem = self._target_problem(target)
+            problem = self._target_problem(name, target)
             if problem is not None:
                 tid = target.get("Id") if isinstance(target, Mapping) else None
                 failed.append(

@@ -7,10 +7,18 @@ triggers do. Every change is written first, then the bus gets the new, complete 
 
 - a workflow, ``arn:aws:states:REGION:ACCOUNT:stateMachine:WORKFLOW`` (Step Functions' ARN form):
   the bus starts the run in the event's own transaction, as for a workflow's ``event:`` trigger;
+- a webhook, its ``http(s)://`` URL as the ``Arn`` (``HttpParameters.HeaderParameters`` its
+  headers): a notification subscriber of the outbox (engine/notify/), so the POST is written in
+  the event's transaction and retried with backoff, then dead-lettered, like any notification;
 - a job queue, ``arn:aws:batch:REGION:ACCOUNT:job-queue/QUEUE`` with ``BatchParameters``: the
   job is submitted right after the event commits; the input's ``Parameters`` and
   ``ContainerOverrides`` become the job's, as EventBridge does. A crash between the event's
   commit and the submission loses that job (at most once; docs/aws.md).
+
+A rule with a ``ScheduleExpression`` (``rate(...)``/``cron(...)``, UTC) puts an ``aws.events`` /
+``Scheduled Event`` with the rule's ARN as its resource on the bus at each fire (the schedule
+trigger's runner keeps its cursor, so a restart neither repeats nor bursts), and its targets
+match exactly those events.
 
 The input is EventBridge's: the whole event, or ``Input`` (constant JSON), ``InputPath`` or an
 ``InputTransformer`` (engine/notify/subscribers.py's, the one notifications use).
@@ -19,26 +27,43 @@ The input is EventBridge's: the whole event, or ``Input`` (constant JSON), ``Inp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.aws.protocol import AwsError
 from engine.batch.detail import names
 from engine.bus.bus import Rule
 from engine.engine import Engine
-from engine.notify.subscribers import Transform, TransformError
+from engine.events import envelope
+from engine.notify.sender import NotifyService
+from engine.notify.subscribers import Subscriber, Transform, TransformError, safe_url
 from engine.store.kv import StoreKV
-from workflows.errors import PatternError, SluiceError
+from engine.store.records import dumps
+from triggers.base import Emit
+from triggers.schedule import ScheduleTriggerRunner
+from workflows.errors import PatternError, ScheduleError, SluiceError
 from workflows.patterns import Pattern, compile_pattern
+from workflows.schedules import parse_schedule
 
 log = logging.getLogger(__name__)
 
 KEY = "aws.events.rules"
+#: EventBridge's predefined InputTransformer variables, as paths into what ``value`` renders
+PREDEFINED = {
+    "aws.events.rule-name": "$._rule.name",
+    "aws.events.rule-arn": "$._rule.arn",
+    "aws.events.event": "$._event",
+    "aws.events.event.json": "$._event",
+    "aws.events.event.ingestion-time": "$.time",
+}
+SCHEDULED_SOURCE = "aws.events"
+#: the outbox keys of webhook targets: ``aws-rule:RULE/TARGET``
+SUBSCRIBER_PREFIX = "aws-rule:"
 MAX_TARGETS = 5
 WORKFLOW_ARN = "stateMachine:"
 QUEUE_ARN = "job-queue/"
@@ -50,7 +75,8 @@ class TargetInput:
     is_static = False
     variables: frozenset[str] = frozenset()
 
-    def __init__(self, target: Mapping[str, Any]) -> None:
+    def __init__(self, target: Mapping[str, Any], rule: str = "") -> None:
+        self.rule = {"name": rule, "arn": rule_arn(rule)}
         self.constant: Any = None
         self.transform: Transform | None = None
         kinds = [k for k in ("Input", "InputPath", "InputTransformer") if target.get(k) is not None]
@@ -65,19 +91,19 @@ class TargetInput:
                 self.transform = Transform.parse({"paths": {"v": target["InputPath"]}, "template": "<v>"})
             elif "InputTransformer" in kinds:
                 spec = target["InputTransformer"]
-                self.transform = Transform.parse(
-                    {"paths": spec.get("InputPathsMap") or {}, "template": spec.get("InputTemplate")}
-                )
+                paths = {**PREDEFINED, **(spec.get("InputPathsMap") or {})}
+                self.transform = Transform.parse({"paths": paths, "template": spec.get("InputTemplate")})
         except (ValueError, TransformError, TypeError, AttributeError) as exc:
             raise AwsError("ValidationException", f"target {target.get('Id')}: {exc}") from None
         self.kind = kinds[0] if kinds else None
 
     def value(self, event: Mapping[str, Any]) -> Any:
+        clean = {k: v for k, v in event.items() if not k.startswith("_")}
         if self.kind is None:
-            return {k: v for k, v in event.items() if not k.startswith("_")}
+            return clean
         if self.transform is None:
             return self.constant
-        return json.loads(self.transform.render(event))
+        return json.loads(self.transform.render({**clean, "_rule": self.rule, "_event": clean}))
 
     def render(self, ctx: Mapping[str, Any]) -> Any:
         """The bus's Renderable: a run's input from ``ctx["event"]``."""
@@ -97,6 +123,27 @@ class QueueTarget:
     input: TargetInput
 
 
+def rule_arn(name: str) -> str:
+    return names().arn("events", f"rule/{name}")
+
+
+def scheduled_pattern(rule: str) -> dict[str, Any]:
+    """What a schedule rule's targets match: its own fires, nothing else."""
+    return {"source": [SCHEDULED_SOURCE], "detail-type": ["Scheduled Event"], "resources": [rule_arn(rule)]}
+
+
+def check_schedule(expression: str) -> None:
+    """EventBridge's two forms (``rate(...)``, ``cron(...)``, in UTC); AwsError says what to write."""
+    if not expression.startswith(("rate(", "cron(")):
+        raise AwsError(
+            "ValidationException", "Parameter ScheduleExpression is not valid: write rate(...) or cron(...)"
+        )
+    try:
+        parse_schedule(expression)
+    except ScheduleError as exc:
+        raise AwsError("ValidationException", f"Parameter ScheduleExpression is not valid: {exc}") from None
+
+
 def compile_rule_pattern(text: Any) -> Pattern:
     try:
         pattern = json.loads(text) if isinstance(text, str) else text
@@ -112,9 +159,25 @@ def target_kind(arn: str) -> tuple[str, str]:
         return "workflow", resource.removeprefix(WORKFLOW_ARN)
     if arn.startswith("arn:aws:batch:") and resource.startswith(QUEUE_ARN):
         return "queue", resource.removeprefix(QUEUE_ARN)
+    if arn.startswith(("http://", "https://")) and urlsplit(arn).hostname:
+        return "webhook", arn
+    where = f"{names().region}:{names().account}"
     raise ValueError(
-        f"target {arn!r}: write arn:aws:states:{names().region}:{names().account}:stateMachine:WORKFLOW "
-        f"or arn:aws:batch:{names().region}:{names().account}:job-queue/QUEUE"
+        f"target {safe_url(arn)!r}: write arn:aws:states:{where}:stateMachine:WORKFLOW, "
+        f"arn:aws:batch:{where}:job-queue/QUEUE or a webhook's https:// URL"
+    )
+
+
+def webhook_subscriber(
+    rule: str, target: Mapping[str, Any], pattern: Pattern, given: TargetInput
+) -> Subscriber:
+    headers = ((target.get("HttpParameters") or {}).get("HeaderParameters")) or {}
+    return Subscriber(
+        key=f"{SUBSCRIBER_PREFIX}{rule}/{target['Id']}",
+        url=str(target["Arn"]),
+        pattern=pattern,
+        headers={str(k): str(v) for k, v in headers.items()},
+        render=lambda env: dumps(given.value(env)),
     )
 
 
@@ -125,12 +188,15 @@ class EventRules:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: the notification sender that delivers webhook targets (set by the composition root)
+        self.notify: NotifyService | None = None
         self.kv = StoreKV(engine.store)
         self.rules: dict[str, dict[str, Any]] = {}
         self.queue_targets: tuple[QueueTarget, ...] = ()
         self._pending: list[tuple[QueueTarget, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._schedules: dict[str, tuple[str, asyncio.Task[None]]] = {}  #: rule -> (expression, runner)
         engine.bus.add_tx_hook(self._hook)
         engine.bus.on_commit(self._committed)
 
@@ -138,15 +204,23 @@ class EventRules:
         self.rules = dict(await self.kv.get(KEY) or {})
         self._install()
 
+    async def aclose(self) -> None:
+        for _, task in self._schedules.values():
+            task.cancel(msg="engine stopping")
+        await asyncio.gather(*(t for _, t in self._schedules.values()), return_exceptions=True)
+        self._schedules.clear()
+
     async def run(self) -> None:
         """Submit the jobs of queue targets whose events have committed."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            pending, self._pending = self._pending, []
-            for target, event in pending:
-                with contextlib.suppress(asyncio.CancelledError):
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                pending, self._pending = self._pending, []
+                for target, event in pending:
                     await self._submit(target, event)
+        finally:
+            await self.aclose()  # the schedule runners end with the service
 
     async def save(self, rules: dict[str, dict[str, Any]]) -> None:
         """Write the new set of rules, then route by it."""
@@ -158,30 +232,65 @@ class EventRules:
     def _install(self) -> None:
         bus_rules: list[Rule] = []
         queues: list[QueueTarget] = []
+        hooks: list[Subscriber] = []
+        schedules: dict[str, str] = {}
         for name, rule in sorted(self.rules.items()):
-            if rule.get("State") != "ENABLED" or rule.get("EventPattern") is None:
+            if rule.get("State") != "ENABLED":
                 continue
+            if rule.get("ScheduleExpression") is not None:
+                schedules[name] = rule["ScheduleExpression"]
             try:
-                pattern = compile_rule_pattern(rule["EventPattern"])
+                pattern = compile_rule_pattern(rule.get("EventPattern") or scheduled_pattern(name))
             except AwsError as exc:  # checked when put; a stored rule that no longer compiles is skipped
                 log.error("rule %s is skipped: %s", name, exc.message)
                 continue
             for target in rule.get("Targets", []):
                 try:
                     kind, what = target_kind(target["Arn"])
-                    given = TargetInput(target)
+                    given = TargetInput(target, name)
                 except (ValueError, AwsError) as exc:
                     log.error("rule %s target %s is skipped: %s", name, target.get("Id"), exc)
                     continue
                 if kind == "workflow":
                     if what in self.engine.catalog:
                         bus_rules.append(Rule(what, f"rule/{name}/{target['Id']}", pattern, given))
+                elif kind == "webhook":
+                    hooks.append(webhook_subscriber(name, target, pattern, given))
                 else:
                     queues.append(
                         QueueTarget(name, target["Id"], pattern, what, target["BatchParameters"], given)
                     )
         self.engine.bus.extra_rules = tuple(bus_rules)
         self.queue_targets = tuple(queues)
+        self._run_schedules(schedules)
+        if self.notify is not None:
+            self.notify.replace_subscribers(SUBSCRIBER_PREFIX, hooks)
+        elif hooks:
+            log.error("webhook targets need the notification sender; %d target(s) idle", len(hooks))
+
+    def _run_schedules(self, wanted: dict[str, str]) -> None:
+        """One schedule runner per enabled schedule rule; a changed or removed one is stopped."""
+        for name, (expression, task) in list(self._schedules.items()):
+            if wanted.get(name) != expression:
+                task.cancel(msg="rule changed")
+                del self._schedules[name]
+        for name, expression in wanted.items():
+            if name not in self._schedules:
+                runner = ScheduleTriggerRunner(
+                    name=name, workflow="aws-rules", schedule=parse_schedule(expression), kv=self.kv
+                )
+                task = asyncio.create_task(runner.run(self._scheduled(name)), name=f"rule schedule {name}")
+                self._schedules[name] = (expression, task)
+
+    def _scheduled(self, rule: str) -> Emit:
+        async def emit(
+            event: dict[str, Any], *, dedupe_key: str | None = None, workflow: str | None = None
+        ) -> Any:
+            out = envelope(SCHEDULED_SOURCE, "Scheduled Event", {}, resources=[rule_arn(rule)])
+            out["time"], out["account"], out["region"] = event["time"], names().account, names().region
+            return await self.engine.bus.put(out, dedupe_key=dedupe_key)
+
+        return emit
 
     def _hook(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> None:
         """In the event's transaction (the writer thread): note the queue targets it matches."""

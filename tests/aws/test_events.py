@@ -4,6 +4,7 @@ with the bus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,83 @@ async def test_bad_requests_get_eventbridges_codes(aws_server: MakeAwsServer, fl
     await aws(events.remove_targets, Rule="r1", Ids=["wf"])
     await aws(events.delete_rule, Name="r1")
     assert (await aws(events.list_rules))["Rules"] == []
+
+
+async def test_a_webhook_target_gets_the_transformed_event_through_the_outbox(
+    aws_server: MakeAwsServer, flows: Path
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    got: list[tuple[dict[str, Any], str | None]] = []
+    template = (
+        '{"order": <id>, "total": <total>, "text": "order <id>",'
+        ' "rule": <aws.events.rule-name>, "source": "<aws.events.event>"}'
+    )
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append((await request.json(), request.headers.get("X-Team")))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    receiver = TestServer(app, host="127.0.0.1")
+    await receiver.start_server()
+    try:
+        server = await aws_server(flows)
+        events = server.client("events")
+        await aws(events.put_rule, Name="hook", EventPattern=json.dumps(BIG))
+        target = {
+            "Id": "h", "Arn": str(receiver.make_url("/hook")),
+            "HttpParameters": {"HeaderParameters": {"X-Team": "shop"}},
+            "InputTransformer": {"InputPathsMap": {"id": "$.detail.id", "total": "$.detail.total"},
+                                 "InputTemplate": template},
+        }  # fmt: skip
+        assert (await aws(events.put_targets, Rule="hook", Targets=[target]))["FailedEntryCount"] == 0
+        await aws(events.put_events, Entries=[order("o-7", 300), order("o-8", 1)])
+        await wait_until(lambda: got, 20, what="the webhook target's POST")
+        ((body, team),) = got
+        assert team == "shop" and {k: body[k] for k in ("order", "total", "text", "rule")} == {
+            "order": "o-7", "total": 300, "text": "order o-7", "rule": "hook"
+        }  # fmt: skip
+        assert json.loads(body["source"])["detail"] == {"id": "o-7", "total": 300}  # the event, as text
+        await aws(events.remove_targets, Rule="hook", Ids=["h"])
+        await aws(events.put_events, Entries=[order("o-9", 300)])
+        await wait_until(lambda: server.engine.bus.events_accepted >= 3, 5, what="the third event")
+        assert len(got) == 1  # removed: not told any more
+    finally:
+        await receiver.close()
+
+
+async def test_a_schedule_rule_starts_its_workflow_on_time(aws_server: MakeAwsServer, tmp_path: Path) -> None:
+    folder = tmp_path / "sched"
+    write_flow(
+        folder,
+        "name: tick\nsteps:\n  t:\n    function: handlers:t\n",
+        "def t(event, context):\n    return 1\n",
+    )
+    server = await aws_server(folder)
+    events = server.client("events")
+    with pytest.raises(ClientError) as err:
+        await aws(events.put_rule, Name="bad", ScheduleExpression="rate(5 minute)")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert "rate(5 minutes)" in err.value.response["Error"]["Message"]  # the hint parses
+    await aws(events.put_rule, Name="every-second", ScheduleExpression="rate(1 second)")
+    arn = "arn:aws:states:us-east-1:000000000000:stateMachine:tick"
+    await aws(events.put_targets, Rule="every-second", Targets=[{"Id": "t", "Arn": arn}])
+    assert (await aws(events.describe_rule, Name="every-second"))["ScheduleExpression"] == "rate(1 second)"
+
+    async def runs() -> list[dict[str, Any]]:
+        found = await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick"))
+        return found if found and len(found) >= 2 else []
+
+    fired = await wait_until(runs, 20, what="two scheduled runs")
+    query = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = ?"
+    body = await server.engine.store.read(lambda c: c.execute(query, (fired[-1]["run_id"],)).fetchone()[0])
+    event = json.loads(body)
+    assert (event["source"], event["detail-type"]) == ("aws.events", "Scheduled Event")
+    assert event["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/every-second"]
+    await aws(events.disable_rule, Name="every-second")
+    count = len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or [])
+    await asyncio.sleep(2.5)  # a disabled schedule must stay quiet: nothing to wait for but time
+    assert len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or []) == count
