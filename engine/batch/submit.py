@@ -36,6 +36,7 @@ from engine.batch.jobs import (
     JobError,
     JobSpec,
     RetryStrategy,
+    check_command,
     job_event,
     new_job_id,
     parse_spec,
@@ -72,7 +73,7 @@ class Submitter:
         name = body.get("name") if isinstance(body, Mapping) else None
         if not isinstance(name, str) or not name.strip() or ":" in name:
             raise JobError("name: required, letters, digits, - and _ (no colon)")
-        parse_spec(body, self.allowed_roots)
+        check_command(parse_spec(body, self.allowed_roots))
         clean = {k: v for k, v in body.items() if k != "name"}
         revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1  # type: ignore[arg-type]
         now = time.time()
@@ -170,6 +171,7 @@ class Submitter:
         if req.get("timeout") is not None:
             base["timeout"] = req["timeout"]
         spec = parse_spec(base, self.allowed_roots)
+        check_command(spec)
         if req.get("attempts") is not None:
             rs = RetryStrategy.from_json({"attempts": req["attempts"]})
             spec = replace(spec, retry=replace(spec.retry, attempts=rs.attempts))
