@@ -6,17 +6,29 @@ Shared by function steps (engine/runs/driver.py) and Batch jobs (engine/batch/at
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Protocol
 
 from workflows.spec import RetrySpec
 
 
-def retry_delay(spec: Any, failures: int, rng: random.Random) -> float:
-    """``interval_s * backoff_rate^(failures-1)``, capped at ``max_delay_s``, full jitter optional.
+class Backoff(Protocol):
+    """What the delay needs of a policy: a workflow's ``RetrySpec`` or a job's ``RetryStrategy``."""
 
-    ``spec`` has ``interval_s``, ``backoff_rate``, ``max_delay_s`` and ``jitter`` (``"full"`` or
-    ``"none"``): a workflow's ``RetrySpec`` or a job's ``RetryStrategy``.
-    """
+    @property
+    def interval_s(self) -> float: ...
+
+    @property
+    def backoff_rate(self) -> float: ...
+
+    @property
+    def max_delay_s(self) -> float | None: ...
+
+    @property
+    def jitter(self) -> str: ...
+
+
+def retry_delay(spec: Backoff, failures: int, rng: random.Random) -> float:
+    """``interval_s * backoff_rate^(failures-1)``, capped at ``max_delay_s``, full jitter optional."""
     delay = spec.interval_s * spec.backoff_rate ** max(0, failures - 1)
     if spec.max_delay_s is not None:
         delay = min(delay, spec.max_delay_s)

@@ -15,7 +15,7 @@ import yaml
 
 from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
 
-SETTINGS = ("subscribers", "retention_days")
+SETTINGS = ("subscribers", "retention_days", "run_retention_days", "keep_runs_per_workflow")
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,13 @@ class ConfigError(ValueError):
 class ServerConfig:
     subscribers: list[dict[str, Any]] = field(default_factory=list)
     retention_days: float | None = None  #: None: SLUICE_RETENTION_DAYS, else the default
+    run_retention_days: float | None = None  #: None: SLUICE_RUN_RETENTION_DAYS, else 90
+    keep_runs_per_workflow: int | None = None  #: None: SLUICE_KEEP_RUNS, else no cap
+
+
+def _days(value: Any) -> bool:
+    """A number of days a person meant: finite, >= 0, not a boolean."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value < 1e6
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
@@ -46,6 +53,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
     if not isinstance(subscribers, list):
         raise ConfigError(f"{path}: subscribers must be a list (write subscribers: [{{url: ...}}])")
     days = data.get("retention_days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or days < 0):
+    if days is not None and (
+        isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 1e6
+    ):
         raise ConfigError(f"{path}: retention_days must be a number of days >= 0 (0 keeps events forever)")
-    return ServerConfig(subscribers, None if days is None else float(days))
+    run_days = data.get("run_retention_days")
+    if run_days is not None and not _days(run_days):
+        raise ConfigError(f"{path}: run_retention_days must be a number of days >= 0 (0 keeps runs forever)")
+    keep = data.get("keep_runs_per_workflow")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+        raise ConfigError(f"{path}: keep_runs_per_workflow must be a whole number >= 0 (0: no cap)")
+    return ServerConfig(
+        subscribers,
+        None if days is None else float(days),
+        None if run_days is None else float(run_days),
+        keep,
+    )

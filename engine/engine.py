@@ -29,6 +29,7 @@ from engine.runs.orchestrator import Orchestrator
 from engine.store import records
 from engine.store.store import Store
 from engine.types import Service
+from workflows import secrets
 from workflows.loader import resolve_input
 from workflows.spec import Workflow
 
@@ -47,9 +48,9 @@ def tune_gc() -> None:
 
     An engine keeps thousands of objects alive while it works (held runs with their events, run
     drivers, futures) and allocates a few dozen per event. At CPython's default thresholds the
-    cyclic collector kept rescanning those survivors: in W4's flood it cost ~8 % of the engine's
-    CPU (6,124-6,618 webhooks/s at 141-152 us per event; 6,652-6,947/s at 133-141 us with these
-    thresholds; the same 102 MB peak RSS with 20,000 runs held). Reference counting still frees
+    cyclic collector kept rescanning those survivors: in a webhook flood it cost a measurable share
+    of the engine's CPU at no gain in memory (bench/RESULTS.md, "Measured reasons for the code's
+    constants"). Reference counting still frees
     everything not in a cycle at once. Process-wide, so only Sluice's own entry points call it,
     never an import.
     """
@@ -84,12 +85,18 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.catalog = catalog
+        # before anything is stored, answered or logged: the catalog's ${env:...} values are secret
+        secrets.register(name for wf in catalog.values() for name in wf.secrets)
         self.store = Store(settings.data_dir / "sluice.db")
         self.bus = Bus(self.store, catalog)
         if functions is None:
             from engine.executors.function import FunctionExecutor
 
-            functions = FunctionExecutor(workers=settings.workers, max_workers=settings.max_workers)
+            functions = FunctionExecutor(
+                workers=settings.workers,
+                max_workers=settings.max_workers,
+                lock_path=settings.data_dir / "workers.lock",  # a killed engine's workers end first
+            )
         self.functions = functions
         self.orchestrator = Orchestrator(
             self.store,
@@ -129,6 +136,7 @@ class Engine:
     async def start(self) -> None:
         """Open the store, warm the workers, resume unfinished runs; then start the services."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets.install_log_filter()
         self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
         attaching = None

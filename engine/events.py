@@ -11,7 +11,8 @@ from engine.ids import event_id
 #: state-change event sources and detail-types (stable names; see docs/events.md)
 RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
 STEP_SOURCE, STEP_DETAIL_TYPE = "sluice.step", "Step State Change"
-JOB_SOURCE, JOB_DETAIL_TYPE = "sluice.job", "Job State Change"
+#: job events are AWS Batch's own, so rules written for AWS Batch match them (engine/batch/detail.py)
+JOB_SOURCE, JOB_DETAIL_TYPE = "aws.batch", "Batch Job State Change"
 MANUAL_SOURCE, MANUAL_DETAIL_TYPE = "sluice.manual", "Manual Run"
 NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE = "sluice.notify", "Subscriber State Change"
 

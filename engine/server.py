@@ -33,7 +33,15 @@ from engine.notify.subscribers import (
 )
 from engine.store import audit
 from engine.store.kv import StoreKV
-from engine.store.retention import RetentionService, Sweep, event_sweep, retention_days
+from engine.store.retention import (
+    RetentionService,
+    RunSweep,
+    Sweep,
+    event_sweep,
+    keep_runs,
+    retention_days,
+    run_retention_days,
+)
 from engine.store.store import Store
 from triggers.base import Emit, Trigger
 from workflows.loader import Catalog
@@ -122,9 +130,12 @@ def add_notifications(engine: Engine, extra: Sequence[Subscriber] = ()) -> Notif
     return sender
 
 
-def retention_sweeps(days: float) -> dict[str, Sweep]:
-    """What retention deletes: events past ``days`` (0 keeps them), delivered notifications."""
+def retention_sweeps(days: float, runs: RunSweep | None = None) -> dict[str, Sweep]:
+    """What retention deletes: events past ``days`` (0 keeps them), finished runs by ``runs``'
+    rule, delivered notifications."""
     sweeps: dict[str, Sweep] = {"events": event_sweep(days)}
+    if runs is not None:
+        sweeps["runs"] = runs
     sweeps["outbox"] = lambda conn, now, limit: outbox_rows.delete_delivered(
         conn, now - DELIVERED_KEEP_S, limit
     )
@@ -144,8 +155,14 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     for service in trigger_services(engine):
         engine.add_service(service)
     sender = add_notifications(engine, subscribers_from_config(config.subscribers))
+    runs = RunSweep(
+        run_retention_days(config.run_retention_days),
+        keep_runs(config.keep_runs_per_workflow),
+        lambda: list(engine.catalog),
+        engine.orchestrator.logs_dir,
+    )
     days = retention_days(config.retention_days)
-    engine.add_service(RetentionService(engine.store, retention_sweeps(days)))
+    engine.add_service(RetentionService(engine.store, retention_sweeps(days, runs)))
     http = HttpService(engine, [batch_api.routes(engine), notify_api.routes(engine.bus, sender)])
     engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
     return Server(engine, sender, http)

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.docker",
     "tests.support.http",
     "tests.support.batch",
+    "tests.support.files",
 ]

@@ -7,11 +7,10 @@ written for S3 -> Lambda or for S3 -> EventBridge works unchanged.
 
 How "complete, once" is kept:
 
-- *complete*: on Linux the inotify close-after-write (watchdog ``FileClosedEvent``)
-  and a rename into the folder are the signals; elsewhere (``close_write=False``)
-  a quiet period of ``stable_s`` with no change of size or mtime. Temp names
-  (``*.tmp``, ``*.part``, dotfiles, ...) never fire, so ``x.tmp`` -> ``x.csv``
-  fires once, for ``x.csv``.
+- *complete*: ``triggers.readiness`` says when (close-after-write or a rename
+  into place, and nobody still writing; a quiet period where there is no close
+  event). Temp names (``*.tmp``, ``*.part``, dotfiles, ...) never fire, so
+  ``x.tmp`` -> ``x.csv`` fires once, for ``x.csv``.
 - *once*: the dedupe key ``files:<workflow>:<trigger>:<key>:<size>:<mtime_ns>:<etag>``
   makes a re-emit after a re-scan or a crash a no-op on the bus, and a small
   index kept in the ``KV`` (``files:<workflow>:<trigger>:state``) lets a re-scan
@@ -19,10 +18,17 @@ How "complete, once" is kept:
 - *nothing missed*: the watch is armed before the start-up scan, and the
   folder is scanned again on inotify overflow, on directory moves, and every
   ``rescan_s`` as a safety net.
+- *nothing outside*: names are data, files are reached without following a
+  symlink (``triggers.folder``), and keys are URL-encoded (``triggers.s3``).
 
 The source is acknowledged (``after: delete`` / ``move:<dir>``) only after
 ``emit`` returned. The move target is resolved against the watched folder when
 relative, and never fires.
+
+The pieces: ``triggers.watch`` (the observer thread), ``triggers.readiness``
+(when a file is complete, and reading it), ``triggers.folder`` (names, walking,
+acknowledging), ``triggers.s3`` (the event shapes); this module is the loop that
+joins them, one path at a time.
 
 Example::
 
@@ -35,39 +41,21 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fnmatch
-import hashlib
 import logging
 import os
-import shutil
-import stat
-import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, unquote_to_bytes
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.events import FileSystemEvent
 
+from triggers import folder
 from triggers.base import KV, Emit
+from triggers.folder import TEMP_PATTERNS, Filters
+from triggers.readiness import Hint, Read, read_file
+from triggers.s3 import Bucket, FileFacts, decode_key, encode_key
+from triggers.watch import Change, DirChange, Watch, translate
 
 log = logging.getLogger(__name__)
 
@@ -75,137 +63,8 @@ DEFAULT_STABLE_S = 2.0
 DEFAULT_CONCURRENCY = 16
 DEFAULT_RESCAN_S = 300.0
 RETRY_S = 5.0
-#: Names writers use while a file is incomplete; they never fire (matched on every path part).
-TEMP_PATTERNS: tuple[str, ...] = (
-    ".*",
-    "~*",
-    "*~",
-    "*.tmp",
-    "*.temp",
-    "*.part",
-    "*.partial",
-    "*.crdownload",
-    "*.download",
-    "*.swp",
-    "*.swx",
-)
-_CHUNK = 1 << 20
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
 
-
-@dataclass(frozen=True, slots=True)
-class FileFacts:
-    """What identifies one version of a file: the fields of its S3 record."""
-
-    rel: str  #: path relative to the folder, ``/``-separated
-    key: str  #: ``rel`` URL-encoded as S3 encodes keys
-    size: int
-    mtime_ns: int
-    etag: str  #: MD5 hex of the content
-
-    @property
-    def identity(self) -> list[Any]:
-        return [self.size, self.mtime_ns, self.etag]
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    facts: FileFacts | None = None
-    refused: str | None = None  #: a reason to log; the file is not processed
-    absent: bool = False
-    wait_s: float | None = None  #: still being written: look again after this long
-    unchanged: bool = False  #: size and mtime match what was already processed
-
-
-def encode_key(rel: str) -> str:
-    """URL-encode a relative path the way S3 notifications encode object keys (``red+flower.jpg``)."""
-    return quote_plus(os.fsencode(rel), safe="/")
-
-
-def decode_key(key: str) -> str:
-    return os.fsdecode(unquote_to_bytes(key.replace("+", " ")))
-
-
-def _read_file(path: str, rel: str, known: list[Any] | None, min_age_ns: int) -> _Read:
-    """Stat, then hash, one file without following symlinks (runs in a worker thread)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return _Read(absent=True)
-    if stat.S_ISLNK(st.st_mode):
-        return _Read(refused="symlink (not followed)")
-    if not stat.S_ISREG(st.st_mode):
-        return _Read(refused="not a regular file")
-    if known is not None and [st.st_size, st.st_mtime_ns] == known[:2]:
-        return _Read(unchanged=True)
-    age_ns = time.time_ns() - st.st_mtime_ns
-    if age_ns < min_age_ns:
-        return _Read(wait_s=(min_age_ns - age_ns) / 1e9)
-    try:
-        return _hash_open(path, rel)
-    except FileNotFoundError:
-        return _Read(absent=True)
-    except OSError as exc:
-        return _Read(refused=f"cannot be read: {exc.strerror or exc}")
-
-
-def _hash_open(path: str, rel: str) -> _Read:
-    fd = os.open(path, _OPEN_FLAGS)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            return _Read(refused="not a regular file")
-        digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        after = os.fstat(fd)
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != after.st_size:
-        return _Read(wait_s=0.05)  # written to while we hashed: the next close or quiet check settles it
-    return _Read(FileFacts(rel, encode_key(rel), size, after.st_mtime_ns, digest.hexdigest()))
-
-
-def _iso(ns: int) -> str:
-    stamp = datetime.fromtimestamp(ns / 1e9, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
-
-
-class _Handoff(FileSystemEventHandler):
-    """Runs in watchdog's observer thread: only hands each event to the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
-        self._loop = loop
-        self._queue = queue
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed while shutting down
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, ("fs", event))
-
-
-class _OverflowHook(logging.Handler):
-    """watchdog 7 reports an inotify queue overflow only as a log line; turn it into a re-scan."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, Any]]) -> None:
-        super().__init__(logging.WARNING)
-        self._loop = loop
-        self._queue = queue
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, ("scan", "inotify overflow"))
-
-
-def _make_observer() -> tuple[BaseObserver, bool]:
-    """The platform observer, and whether it reports close-after-write (Linux inotify)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(ImportError, OSError):
-            from watchdog.observers.inotify import InotifyObserver
-
-            # full events: a file moved in from outside is a move (complete), not a create
-            return InotifyObserver(generate_full_events=True), True
-    return Observer(), False
+__all__ = ["TEMP_PATTERNS", "FileTriggerRunner", "decode_key", "encode_key"]
 
 
 class FileTriggerRunner:
@@ -269,9 +128,10 @@ class FileTriggerRunner:
         self._index: dict[str, list[Any]] = {}
         self._last_seq = 0
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._observer: BaseObserver | None = None
-        self._hook: _OverflowHook | None = None
-        self._busy: dict[str, str | None] = {}  #: rel -> a hint queued while it was being processed
+        self._watch = Watch(self._queue)
+        self.filters = Filters(self.root, recursive, prefix, suffix, glob, self.ignore, self.move_dir)
+        self.bucket = Bucket(self.root.name, str(self.root), name)
+        self._busy: dict[str, Hint | None] = {}  #: rel -> a hint queued while it was being processed
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused: set[str] = set()
@@ -317,26 +177,15 @@ class FileTriggerRunner:
 
     async def start(self) -> None:
         """Load the index, arm the watch, queue the start-up scan; return once the watch is armed."""
-        if self._observer is not None:
+        if self._watch.armed:
             return
-        loop = asyncio.get_running_loop()
         state = await self.kv.get(self.state_key) or {}
         self._index = dict(state.get("files", {}))
         self._last_seq = int(state.get("sequencer", 0))
         await asyncio.to_thread(self._prepare_dirs)
-        observer, has_close = _make_observer()
-        if self.close_write is None:
-            self.close_write = has_close
-        observer.schedule(
-            _Handoff(loop, self._queue),
-            str(self.root),
-            recursive=self.recursive,
-            event_filter=self._event_filter(),
+        self.close_write = await self._watch.arm(
+            self.root, recursive=self.recursive, close_write=self.close_write
         )
-        await asyncio.to_thread(observer.start)  # adds the inotify watches (walks sub-folders)
-        self._observer = observer
-        self._hook = _OverflowHook(loop, self._queue)
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._hook)
         # armed before the scan: a file written during the scan still reports its close
         self._queue.put_nowait(("scan", "start-up"))
         log.info(
@@ -350,21 +199,6 @@ class FileTriggerRunner:
             len(self._index),
         )
 
-    def _event_filter(self) -> list[type[FileSystemEvent]]:
-        # only what we act on: every write(2) and our own reads would otherwise cross threads too
-        wanted: list[type[FileSystemEvent]] = [
-            FileCreatedEvent,
-            FileMovedEvent,
-            FileDeletedEvent,
-            FileClosedEvent,
-            DirCreatedEvent,
-            DirMovedEvent,
-            DirDeletedEvent,
-        ]
-        if not self.close_write:
-            wanted += [FileModifiedEvent, FileAttribEvent]
-        return wanted
-
     def _prepare_dirs(self) -> None:
         if not self.root.is_dir():
             log.info("files %s/%s: creating missing folder %r", self.workflow, self.name, str(self.root))
@@ -374,7 +208,7 @@ class FileTriggerRunner:
 
     async def run(self, emit: Emit) -> None:
         """Process file events until cancelled; the observer thread is stopped on the way out."""
-        if self._observer is None:
+        if not self._watch.armed:
             await self.start()
         self._emit = emit
         flusher = asyncio.create_task(self._flush_loop(), name=f"files-flush-{self.name}")
@@ -382,12 +216,15 @@ class FileTriggerRunner:
         try:
             while True:
                 kind, item = await self._queue.get()
-                if kind == "fs":
-                    self._on_fs_event(item)
-                elif kind == "scan":
-                    self._spawn(self._scan(item))
-                elif kind == "check":
-                    self._submit(item, "quiet")
+                try:
+                    if kind == "fs":
+                        self._on_fs_event(item)
+                    elif kind == "scan":
+                        self._spawn(self._scan(item))
+                    elif kind == "check":
+                        self._submit(item, "quiet")
+                except Exception:  # one odd event never stops the watch
+                    log.exception("files %s/%s: could not handle %r", self.workflow, self.name, item)
         finally:
             await self._shutdown(flusher, rescans)
 
@@ -398,12 +235,7 @@ class FileTriggerRunner:
         for task in (*helpers, *self._tasks):
             task.cancel()
         await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
-        if self._hook is not None:
-            logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._hook)
-        if self._observer is not None:
-            observer, self._observer = self._observer, None
-            observer.stop()
-            await asyncio.to_thread(observer.join)
+        await self._watch.stop()
         await self._flush()
         log.info(
             "files %s/%s: stopped ◆ %d emitted ◆ %d in flight cancelled",
@@ -420,49 +252,35 @@ class FileTriggerRunner:
 
     # -- watchdog events -------------------------------------------------------------------------
 
-    def _rel(self, path: str | bytes) -> str | None:
-        if not path:
-            return None
-        rel = os.path.relpath(os.fsdecode(path), self.root)
-        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
-            return None
-        return PurePosixPath(*Path(rel).parts).as_posix()
-
     def _on_fs_event(self, event: FileSystemEvent) -> None:
-        if isinstance(event, (DirCreatedEvent, DirMovedEvent, DirDeletedEvent)):
-            if self._rel(event.src_path) is None and isinstance(event, DirDeletedEvent):
-                log.error("files %s/%s: the watched folder was removed", self.workflow, self.name)
-            if self.recursive:
-                self._queue.put_nowait(("scan", "directory change"))
-            return
-        src = self._rel(event.src_path)
-        if isinstance(event, FileMovedEvent):
-            dest = self._rel(event.dest_path)
-            if src is not None:
-                self._note(src, "gone")
-            if dest is not None:
-                self._note(dest, "now")  # a rename into place is the atomic "complete" signal
-        elif isinstance(event, FileDeletedEvent) and src is not None:
-            self._note(src, "gone")
-        elif isinstance(event, FileClosedEvent) and src is not None:
-            self._note(src, "now" if self.close_write else "quiet")
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, FileAttribEvent)) and src is not None:
-            self._arm(src, self.stable_s)  # only subscribed to without close-write (see _event_filter)
+        for change in translate(self.root, event):
+            if isinstance(change, DirChange):
+                if change.root_removed:
+                    log.error("files %s/%s: the watched folder was removed", self.workflow, self.name)
+                if self.recursive:
+                    self._queue.put_nowait(("scan", "directory change"))
+            else:
+                self._on_change(change)
 
-    def _note(self, rel: str, hint: str) -> None:
-        if not self._wanted(rel):
+    def _on_change(self, change: Change) -> None:
+        """What each change means: the readiness rule of ``triggers.readiness``."""
+        rel = change.rel
+        if not self.filters.wanted(rel):
             return
-        if hint == "gone" and encode_key(rel) not in self._index:
-            return
-        if hint == "quiet":
-            self._arm(rel, self.stable_s)
-        else:
-            self._submit(rel, hint)
+        if change.kind == "gone":
+            if encode_key(rel) in self._index:
+                self._submit(rel, "gone")
+        elif change.kind == "moved-in":
+            self._submit(rel, "now")  # a rename into place is the atomic "complete" signal
+        elif not self.close_write:
+            self._arm(rel, self.stable_s)  # no close event here: only quiet time says "complete"
+        elif change.kind == "closed":
+            self._submit(rel, "now")
+        elif change.kind == "created":
+            self._submit(rel, "created")  # read only if nobody writes it (a hard link); never a timer
 
     def _arm(self, rel: str, delay_s: float) -> None:
         """(Re)start the quiet-period timer of ``rel``."""
-        if not self._wanted(rel):
-            return
         old = self._timers.pop(rel, None)
         if old is not None:
             old.cancel()
@@ -473,29 +291,9 @@ class FileTriggerRunner:
         self._timers.pop(rel, None)
         self._queue.put_nowait(("check", rel))
 
-    def _wanted(self, rel: str) -> bool:
-        """S3 filter rules, glob, temp names, the move target and (non-recursive) sub-folders."""
-        parts = rel.split("/")
-        if not self.recursive and len(parts) > 1:
-            return False
-        if any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in self.ignore):
-            return False
-        if self.move_dir is not None and self._in_move_dir(rel):
-            return False
-        if self.prefix and not rel.startswith(self.prefix):
-            return False
-        if self.suffix and not rel.endswith(self.suffix):
-            return False
-        return not (self.glob and not fnmatch.fnmatchcase(rel, self.glob))
-
-    def _in_move_dir(self, rel: str) -> bool:
-        assert self.move_dir is not None
-        full = self.root / rel
-        return full == self.move_dir or self.move_dir in full.parents
-
     # -- processing one path (serialized per path) -----------------------------------------------
 
-    def _submit(self, rel: str, hint: str) -> None:
+    def _submit(self, rel: str, hint: Hint) -> None:
         if rel in self._busy:
             queued = self._busy[rel]
             self._busy[rel] = "now" if "now" in (queued, hint) else hint
@@ -503,7 +301,7 @@ class FileTriggerRunner:
         self._busy[rel] = None
         self._spawn(self._handle(rel, hint))
 
-    async def _handle(self, rel: str, hint: str) -> None:
+    async def _handle(self, rel: str, hint: Hint) -> None:
         try:
             async with self._sem:
                 await self._process(rel, hint)
@@ -517,19 +315,34 @@ class FileTriggerRunner:
             if again is not None:
                 self._submit(rel, again)
 
-    async def _process(self, rel: str, hint: str) -> None:
+    async def _process(self, rel: str, hint: Hint) -> None:
         key = encode_key(rel)
         known = self._index.get(key)
-        min_age_ns = 0 if hint == "now" else int(self.stable_s * 1e9)
-        read = await asyncio.to_thread(_read_file, str(self.root / rel), rel, known, min_age_ns)
+        read = await asyncio.to_thread(read_file, self.root, rel, known, hint, self.stable_s)
         if read.absent:
             await self._removed(rel, key, seen_by=hint)
         elif read.refused is not None:
             self._refuse(rel, read.refused)
-        elif read.wait_s is not None:
-            self._arm(rel, max(read.wait_s, 0.01) if hint != "now" else self.stable_s)
-        elif read.facts is not None and read.facts.identity != known:
-            await self._created(read.facts)
+        elif read.facts is not None:
+            if read.facts.identity != known:
+                await self._created(read.facts)
+        elif self._look_again(read, hint):
+            self._arm(rel, read.wait_s if read.wait_s is not None else self.stable_s)
+
+    def _look_again(self, read: Read, hint: Hint) -> bool:
+        """Not complete yet: whether a timer must look again, or an event to come will say so.
+
+        With close-write, the writer still holding the file (or the one that wrote while we
+        hashed) closes it later, and that close is the signal; a timer there would read a file
+        that is still being written. A hard link has no close here (it may be written through
+        another name), nor has a file a scan found: those are looked at again after
+        ``stable_s``, and read only once nobody writes them.
+        """
+        if read.unchanged:
+            return False
+        if read.wait_s is not None or not self.close_write or hint == "quiet":
+            return True
+        return read.writing and read.links > 1
 
     def _refuse(self, rel: str, reason: str) -> None:
         if rel not in self._refused:
@@ -543,7 +356,8 @@ class FileTriggerRunner:
                 f"files:{self.workflow}:{self.name}:{facts.key}:{facts.size}:{facts.mtime_ns}:{facts.etag}"
             )
             started = time.monotonic()
-            result = await self._emit(self._created_event(facts), dedupe_key=dedupe, workflow=self.workflow)
+            event = self.bucket.created(facts, self._next_sequencer())
+            result = await self._emit(event, dedupe_key=dedupe, workflow=self.workflow)
             self.processed += 1
             log.info(
                 "files %s/%s: %6.3fs → %s %r (%d bytes)%s",
@@ -564,31 +378,26 @@ class FileTriggerRunner:
 
     def _acknowledge(self, facts: FileFacts) -> bool:
         """Delete or move the file we emitted, if it is still that very version (worker thread)."""
-        src = self.root / facts.rel
         try:
-            st = os.lstat(src)
-            if (st.st_size, st.st_mtime_ns) != (facts.size, facts.mtime_ns):
-                log.warning(
-                    "files %s/%s: %r changed after emit; left in place", self.workflow, self.name, facts.rel
-                )
-                return False
             if self.after == "delete":
-                os.unlink(src)
-                return True
-            assert self.move_dir is not None
-            target = self.move_dir / facts.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                target = target.with_name(f"{target.stem}.{self._next_sequencer()}{target.suffix}")
-            shutil.move(src, target)
-            return True
+                done = folder.delete(self.root, facts.rel, facts.size, facts.mtime_ns)
+            else:
+                assert self.move_dir is not None
+                done = folder.move(
+                    self.root, facts.rel, facts.size, facts.mtime_ns, self.move_dir, self._next_sequencer
+                )
         except OSError as exc:
             log.error(
                 "files %s/%s: could not %s %r: %s", self.workflow, self.name, self.after, facts.rel, exc
             )
             return False
+        if not done:
+            log.warning(
+                "files %s/%s: %r changed after emit; left in place", self.workflow, self.name, facts.rel
+            )
+        return done
 
-    async def _removed(self, rel: str, key: str, seen_by: str) -> None:
+    async def _removed(self, rel: str, key: str, seen_by: Hint) -> None:
         known = self._index.pop(key, None)
         if known is None:
             if seen_by != "gone":
@@ -600,7 +409,8 @@ class FileTriggerRunner:
         assert self._emit is not None
         size, mtime_ns, etag = known
         dedupe = f"files:{self.workflow}:{self.name}:{key}:{size}:{mtime_ns}:{etag}:removed"
-        result = await self._emit(self._removed_event(key), dedupe_key=dedupe, workflow=self.workflow)
+        event = self.bucket.removed(key, self._next_sequencer(), time.time_ns())
+        result = await self._emit(event, dedupe_key=dedupe, workflow=self.workflow)
         self.processed += 1
         log.info("files %s/%s: → %s %r removed", self.workflow, self.name, result.event_id, rel)
 
@@ -609,7 +419,7 @@ class FileTriggerRunner:
     async def _scan(self, reason: str) -> None:
         """Reconcile the index with the folder: new or changed files are processed, lost ones removed."""
         started = time.monotonic()
-        found = await asyncio.to_thread(lambda: dict(self._walk()))
+        found = await asyncio.to_thread(lambda: dict(folder.walk(self.root, self.filters, self._refuse)))
         fresh = 0
         for rel, (size, mtime_ns) in found.items():
             if rel in self._busy or rel in self._timers:
@@ -631,35 +441,6 @@ class FileTriggerRunner:
             fresh,
             len(gone),
         )
-
-    def _walk(self, sub: str = "") -> Iterator[tuple[str, tuple[int, int]]]:
-        try:
-            entries = list(os.scandir(self.root / sub))
-        except OSError as exc:
-            log.warning("files %s/%s: cannot list %r: %s", self.workflow, self.name, sub or ".", exc)
-            return
-        for entry in entries:
-            rel = f"{sub}/{entry.name}" if sub else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if self.recursive and not self._skip_dir(rel):
-                    yield from self._walk(rel)
-            elif self._wanted(rel):
-                if stat.S_ISREG(st.st_mode):
-                    yield rel, (st.st_size, st.st_mtime_ns)
-                else:
-                    self._refuse(
-                        rel, "symlink (not followed)" if entry.is_symlink() else "not a regular file"
-                    )
-
-    def _skip_dir(self, rel: str) -> bool:
-        parts = rel.split("/")
-        if any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in self.ignore):
-            return True
-        return self.move_dir is not None and self._in_move_dir(rel)
 
     async def _rescan_loop(self) -> None:
         if self.rescan_s is None:
@@ -687,72 +468,3 @@ class FileTriggerRunner:
             return
         self._dirty.clear()
         await self.kv.set(self.state_key, {"v": 1, "sequencer": self._last_seq, "files": dict(self._index)})
-
-    # -- event shapes ----------------------------------------------------------------------------
-
-    def _envelope(self, detail_type: str, time_iso: str, detail: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": "0",
-            "source": "sluice.files",
-            "detail-type": detail_type,
-            "time": time_iso,
-            "account": "local",
-            "region": "local",
-            "resources": [str(self.root)],
-            "detail": detail,
-        }
-
-    def _record(self, event_name: str, time_iso: str, obj: dict[str, Any]) -> dict[str, Any]:
-        bucket = self.root.name
-        return {
-            "eventVersion": "2.1",
-            "eventSource": "sluice:files",
-            "awsRegion": "local",
-            "eventTime": time_iso,
-            "eventName": event_name,
-            "userIdentity": {"principalId": "local"},
-            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-            "responseElements": {"x-amz-request-id": obj["sequencer"], "x-amz-id-2": "local"},
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": self.name,
-                "bucket": {
-                    "name": bucket,
-                    "ownerIdentity": {"principalId": "local"},
-                    "arn": f"arn:aws:s3:::{bucket}",
-                },
-                "object": obj,
-            },
-        }
-
-    def _created_event(self, facts: FileFacts) -> dict[str, Any]:
-        when = _iso(facts.mtime_ns)
-        seq = self._next_sequencer()
-        obj = {"key": facts.key, "size": facts.size, "eTag": facts.etag, "sequencer": seq}
-        flat = {"key": facts.key, "size": facts.size, "etag": facts.etag, "sequencer": seq}
-        detail = {
-            "version": "0",
-            "Records": [self._record("ObjectCreated:Put", when, obj)],
-            "bucket": {"name": self.root.name},
-            "object": flat,
-            "reason": "PutObject",
-            "request-id": seq,
-            "requester": "local",
-        }
-        return self._envelope("Object Created", when, detail)
-
-    def _removed_event(self, key: str) -> dict[str, Any]:
-        when = _iso(time.time_ns())
-        seq = self._next_sequencer()
-        obj = {"key": key, "sequencer": seq}
-        detail = {
-            "version": "0",
-            "Records": [self._record("ObjectRemoved:Delete", when, obj)],
-            "bucket": {"name": self.root.name},
-            "object": dict(obj),
-            "reason": "DeleteObject",
-            "deletion-type": "Permanently Deleted",
-            "request-id": seq,
-            "requester": "local",
-        }
-        return self._envelope("Object Deleted", when, detail)

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from triggers.base import KV, Emit
 from workflows.schedules import Schedule, parse_schedule
+from workflows.spec import ScheduleTrigger
 
 __all__ = ["FireResult", "Schedule", "ScheduleTriggerRunner", "parse_schedule", "utcnow"]
 
@@ -147,7 +148,9 @@ class ScheduleTriggerRunner:
         self.fired = 0
 
     @classmethod
-    def from_spec(cls, workflow_name: str, spec: Any, *, kv: KV, **overrides: Any) -> ScheduleTriggerRunner:
+    def from_spec(
+        cls, workflow_name: str, spec: ScheduleTrigger, *, kv: KV, **overrides: Any
+    ) -> ScheduleTriggerRunner:
         """Build from a ``workflows.spec.ScheduleTrigger`` (read by attribute name)."""
         kwargs: dict[str, Any] = {
             "name": spec.name,

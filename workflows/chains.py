@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workflows.errors import SpecError
+from workflows.spec import EventTrigger
 
 from . import graph as g
 
@@ -73,7 +74,7 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
     names = set(catalog)
     for wf in catalog.values():
         for i, trig in enumerate(wf.triggers):
-            if type(trig).__name__ != "EventTrigger" or not isinstance(trig.pattern, Mapping):
+            if not isinstance(trig, EventTrigger) or not isinstance(trig.pattern, Mapping):
                 continue
             for upstream in sorted(upstream_names(trig.pattern, names) or ()):
                 graph[upstream].add(wf.name)

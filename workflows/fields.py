@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.errors import SpecError, TemplateError, UnitError
+from workflows.secrets import Secret
 from workflows.templating import Renderable, compile_value
 from workflows.units import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 
@@ -60,7 +61,7 @@ class FileCtx:
     @staticmethod
     def show(value: Any) -> str:
         """A short rendering of an offending value; strings from the environment stay masked."""
-        if type(value).__name__ == "_EnvStr":
+        if isinstance(value, Secret):
             return "a value from the environment"
         if isinstance(value, dict):
             return "a mapping"
@@ -253,7 +254,7 @@ def check_variables(
             ctx.err(where, f"template uses unknown name {top!r}", _name_hint(top, allowed))
         elif top in bad_tops:
             continue
-        elif top == "params" and rest and rest not in params:
+        elif top == "params" and rest and params and rest not in params:  # no params: free-form input
             ctx.err(
                 where,
                 f"template uses params.{rest}, which is not declared",

@@ -13,13 +13,13 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from workflows import secrets
 from workflows.dag import Dag, find_problems
 from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
@@ -28,7 +28,6 @@ from workflows.sections import YamlLoader, parse_destination, parse_notify, pars
 from workflows.spec import Workflow
 from workflows.steps import check_templates, parse_steps
 
-_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_FIELDS = (
     "name", "description", "triggers", "params", "steps", "outputs", "notify", "on_success", "on_failure",
 )  # fmt: skip
@@ -154,8 +153,9 @@ def _load(
         return None, ctx.errors, []
     if not screen_document(ctx, raw):
         return None, ctx.errors, []
-    raw = _substitute_env(ctx, raw, "")
-    workflow = _build(ctx, path, raw)
+    names: set[str] = set()
+    raw = _substitute_env(ctx, raw, "", names)
+    workflow = _build(ctx, path, raw, frozenset(names))
     return (workflow if not ctx.errors else None), ctx.errors, ctx.schema_files
 
 
@@ -169,7 +169,7 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
     return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", "fix the YAML syntax")
 
 
-def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
+def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozenset[str]) -> Workflow | None:
     ctx.fields("", raw, _TOP_FIELDS, required=("steps",))
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -206,6 +206,7 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any]) -> Workflow | None:
         dag=dag,
         on_success=on_success,
         on_failure=on_failure,
+        secrets=secret_names,
     )
 
 
@@ -219,39 +220,31 @@ def _dag(ctx: FileCtx, steps: Mapping[str, Any]) -> Dag | None:
     return Dag(needs, [name for name, step in steps.items() if step.on_failure == "continue"])
 
 
-class _EnvStr(str):
-    """A string read from the environment: masked in reprs so a secret never reaches a message."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'<from environment>'"
-
-
-def _substitute_env(ctx: FileCtx, value: Any, where: str) -> Any:
-    """Replace ``${env:NAME}`` in every string value; a missing variable is a SpecError naming it."""
+def _substitute_env(ctx: FileCtx, value: Any, where: str, names: set[str]) -> Any:
+    """Replace ``${env:NAME}`` in every string value (see workflows/secrets.py); a missing
+    variable is a SpecError naming it. ``names`` collects the variables used."""
     if isinstance(value, dict):
-        return {k: _substitute_env(ctx, v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _substitute_env(ctx, v, f"{where}.{k}" if where else str(k), names) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute_env(ctx, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_substitute_env(ctx, v, f"{where}[{i}]", names) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${env:" not in value:
         return value
+    names |= secrets.names_in(value)
 
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            ctx.err(where, f"environment variable {name} is not set", f"export {name} before loading")
-            return ""
-        return os.environ[name]
+    def missing(name: str) -> None:
+        ctx.err(where, f"environment variable {name} is not set", f"export {name} before loading")
 
-    return _EnvStr(_ENV_REF.sub(replace, value))
+    return secrets.substitute(value, os.environ, missing)
 
 
 def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The run's params: ``data`` checked against the workflow's params, defaults applied.
 
     Refuses unknown keys, missing required params and wrong types (a bool is not an integer; an
-    integer is a number), raising InputError that names every offending param.
+    integer is a number), raising InputError that names every offending param. A workflow that
+    declares no params takes any JSON object as it is, as a Step Functions execution's input is.
     """
     if data is None:
         data = {}
@@ -259,6 +252,8 @@ def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[st
         raise InputError(
             f"{workflow.name}: run input must be a JSON object of params, got {type(data).__name__}"
         )
+    if not workflow.params:
+        return copy.deepcopy(dict(data))
     problems = []
     for key in sorted(set(data) - set(workflow.params)):
         close = difflib.get_close_matches(str(key), list(workflow.params), n=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -32,6 +32,7 @@ from workflows.spec import (
     FileTrigger,
     NotifySpec,
     ParamSpec,
+    ParamType,
     ScheduleTrigger,
     TriggerSpec,
     WebhookTrigger,
@@ -41,7 +42,7 @@ from workflows.templating import Renderable
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class YamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class YamlLoader(_BaseLoader):
     """yaml's safe loader with YAML 1.2 booleans: only true/false, so ``on:`` stays the key "on"."""
 
     yaml_implicit_resolvers = {
@@ -82,10 +83,10 @@ def parse_params(ctx: FileCtx, raw: Any) -> dict[str, ParamSpec]:
         description = read_str(ctx, f"{where}.description", body.get("description"), "the image width") or ""
         params[str(name)] = ParamSpec(
             str(name),
-            kind,
+            cast(ParamType, kind),  # read_choice returned one of PARAM_TYPES
             default,
             default is None if required is None else required,
-            description,  # type: ignore[arg-type]
+            description,
         )
     return params
 

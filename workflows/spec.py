@@ -6,6 +6,7 @@ Secret fields use ``repr=False`` so a logged spec never shows a webhook secret o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,24 @@ class ExitRule:
     on_status_reason: str | None = None
 
 
+#: AWS Batch's ``EvaluateOnExit`` syntax: an exit code is digits, a reason letters, digits,
+#: periods, colons and white space; either may end with one ``*`` (a prefix match), 512 at most
+_EXIT_CODE_GLOB = re.compile(r"[0-9]*\*?")
+_REASON_GLOB = re.compile(r"[A-Za-z0-9.: \t]*\*?")
+EXIT_RULE_MAX = 512
+
+
+def exit_rule_problem(name: str, value: str) -> str | None:
+    """Why ``value`` is not a valid ``on_exit_code``/``on_reason``/``on_status_reason``, else None."""
+    glob = _EXIT_CODE_GLOB if name == "on_exit_code" else _REASON_GLOB
+    if not value or len(value) > EXIT_RULE_MAX:
+        return f"{name} must be 1 to {EXIT_RULE_MAX} characters, got {len(value)}"
+    if glob.fullmatch(value) is None:
+        what = "digits" if name == "on_exit_code" else "letters, digits, periods, colons and spaces"
+        return f"{name} {value!r} may hold only {what}, optionally ending with one * (AWS Batch's syntax)"
+    return None
+
+
 #: a Batch job's retry waits at most a day (longer is a schedule's job, not a retry's): container
 #: steps are checked against it when loaded, the jobs API when a job is submitted
 MAX_JOB_RETRY_DELAY_S = 86_400.0
@@ -52,7 +71,7 @@ class RetrySpec:
     interval_s: float = 1.0
     backoff_rate: float = 2.0
     max_delay_s: float | None = None
-    jitter: Literal["full", "none"] = "full"
+    jitter: Literal["full", "none"] = "none"  #: Step Functions' JitterStrategy defaults to NONE
     errors: tuple[str, ...] = ("*",)
     evaluate_on_exit: tuple[ExitRule, ...] = ()
 
@@ -220,3 +239,5 @@ class Workflow:
     dag: Dag
     on_success: DestinationSpec | None = None
     on_failure: DestinationSpec | None = None
+    #: the variables its ``${env:NAME}`` values came from: secrets wherever they go (secrets.py)
+    secrets: frozenset[str] = frozenset()

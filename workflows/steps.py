@@ -43,6 +43,7 @@ from workflows.spec import (
     StepSpec,
     VolumeSpec,
     WaitSpec,
+    exit_rule_problem,
 )
 from workflows.templating import CONTEXT_NAMES, Renderable, Static
 from workflows.units import parse_duration
@@ -361,7 +362,7 @@ def _retry(ctx: FileCtx, where: str, body: Any, is_container: bool) -> RetrySpec
             default.backoff_rate,
         ),
         max_delay_s=read_duration(ctx, f"{where}.max_delay", body.get("max_delay"), "10m"),
-        jitter=read_choice(ctx, f"{where}.jitter", body.get("jitter"), ("full", "none")) or "full",  # type: ignore[arg-type]
+        jitter=read_choice(ctx, f"{where}.jitter", body.get("jitter"), ("full", "none")) or default.jitter,  # type: ignore[arg-type]
         errors=read_str_list(ctx, f"{where}.errors", body.get("errors"), "[States.Timeout]")
         or default.errors,
         evaluate_on_exit=rules,
@@ -394,6 +395,13 @@ def _exit_rules(ctx: FileCtx, where: str, value: Any) -> tuple[ExitRule, ...]:
         if not ctx.fields(w, body, _EXIT_FIELDS, required=("action",)):
             continue
         matchers = {k: str(body[k]) for k in _EXIT_FIELDS[:3] if body.get(k) is not None}
+        for key, text in matchers.items():
+            problem = exit_rule_problem(key, text)
+            if problem is not None:
+                example = {"on_exit_code": "'137' or '13*'", "on_reason": "'OutOfMemoryError*'"}.get(
+                    key, "'Essential container*'"
+                )
+                ctx.err(f"{w}.{key}", problem, f"write e.g. {key}: {example}")
         if not matchers:
             ctx.err(
                 w,

@@ -223,6 +223,7 @@ def _variables(tree: nodes.Template) -> frozenset[str]:
 
     found = set(meta.find_undeclared_variables(tree))
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)  # what find_all was asked for
         base = node.node
         if not (isinstance(base, nodes.Name) and base.name in _QUALIFIED and base.name in found):
             continue

@@ -27,6 +27,7 @@ from engine.api.http import (
     int_param,
     json_body,
     parse_time,
+    secrets_hidden,
     time_param,
 )
 from engine.bus.bus import Target
@@ -36,7 +37,7 @@ from engine.store import records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
-from workflows.spec import WebhookTrigger
+from workflows.spec import EventTrigger, FileTrigger, ScheduleTrigger, TriggerSpec, WebhookTrigger
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ Routes = Callable[[web.Application], None]
 
 def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
     """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[secrets_hidden, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
@@ -131,16 +132,18 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def _trigger_view(spec: Any) -> dict[str, Any]:
+def _trigger_view(spec: TriggerSpec) -> dict[str, Any]:
     """What a client may know of a trigger: its kind and name, never a credential."""
-    kind = type(spec).__name__.removesuffix("Trigger").lower()
-    view: dict[str, Any] = {"kind": kind, "name": spec.name}
-    if kind == "webhook":
-        view["url"] = None  # filled in by the caller, which knows the workflow
-        view["auth"] = spec.auth
-    elif kind == "schedule":
-        view["expression"] = spec.expression
-    return view
+    match spec:
+        case WebhookTrigger():
+            # the url is filled in by the caller, which knows the workflow
+            return {"kind": "webhook", "name": spec.name, "url": None, "auth": spec.auth}
+        case ScheduleTrigger():
+            return {"kind": "schedule", "name": spec.name, "expression": spec.expression}
+        case FileTrigger():
+            return {"kind": "file", "name": spec.name}
+        case EventTrigger():
+            return {"kind": "event", "name": spec.name}
 
 
 async def list_workflows(request: web.Request) -> web.Response:

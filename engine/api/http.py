@@ -19,7 +19,7 @@ from aiohttp import web
 
 from triggers.base import Unavailable
 from triggers.webhook import WebhookRefused, json_error, read_body
-from workflows import jsontext
+from workflows import jsontext, secrets
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal_error", "the server failed on this request; see the server log")
+
+
+@web.middleware
+async def secrets_hidden(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No answer shows a value from ``${env:...}`` (workflows/secrets.py): its reference instead.
+
+    By value, on the finished body, so it holds for every route and the dashboard, whatever
+    path the value took into the data (a param default, a rendered env, a step's output)."""
+    resp = await handler(request)
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes) and secrets.registered():
+        text = resp.body.decode(resp.charset or "utf-8", errors="surrogateescape")
+        hidden = secrets.hide_html(text)
+        if hidden != text:
+            resp.body = hidden.encode(resp.charset or "utf-8", errors="surrogateescape")
+    return resp
 
 
 async def json_body(request: web.Request, *, default: Any = None) -> Any:

@@ -22,11 +22,12 @@ from typing import Any
 from engine.backoff import retry_delay
 from engine.batch import rows
 from engine.batch.book import Book, Change
-from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job
+from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, split_reasons
 from engine.batch.ledger import Ledger
 from engine.events import iso_ms
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from engine.executors.docker_api import DockerClient, DockerError
+from workflows import secrets
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class Attempts:
     def request(self, job: Job, log_path: str) -> ContainerRequest:
         spec = job.spec
         env = dict(spec.environment)
+        env.update((name, secrets.reveal(sealed)) for name, sealed in spec.secrets.items())  # at launch
         env.update(
             AWS_BATCH_JOB_ID=job.id,
             AWS_BATCH_JOB_ATTEMPT=str(job.attempts),
@@ -222,7 +224,7 @@ class Attempts:
             job.status, job.status_reason = SUCCEEDED, reason
         elif result.timed_out:
             job.status, job.status_reason = FAILED, reason  # AWS: a timed-out attempt is not retried
-        elif job.spec.retry.should_retry(job.attempts, code, reason, reason):
+        elif job.spec.retry.should_retry(job.attempts, code, *split_reasons(reason)):
             delay = retry_delay(job.spec.retry, job.attempts, self._rng) if job.spec.retry.interval_s else 0.0
             job.status, job.runnable_at = RUNNABLE, now + delay
             job.status_reason = f"attempt {job.attempts} failed ({reason}; exit code {code}); retrying" + (

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.batch.queues import Slot
-from engine.events import JOB_DETAIL_TYPE, JOB_SOURCE, envelope, iso_ms
 from engine.ids import ordered_id
 from workflows.errors import SluiceError
 from workflows.hostpaths import mountable
 from workflows.shell import data_in_script
-from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule
+from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule, exit_rule_problem
 
 SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING = "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
@@ -83,8 +82,16 @@ class RetryStrategy:
     max_delay_s: float | None = None
     jitter: Literal["none", "full"] = "none"  #: "full": a uniform draw in [0, delay] (Step Functions: FULL)
 
-    def should_retry(self, attempt: int, exit_code: int | None, status_reason: str, reason: str) -> bool:
-        """First matching rule wins; none matches -> retry while attempts remain."""
+    def should_retry(
+        self, attempt: int, exit_code: int | None, status_reason: str | None, reason: str | None
+    ) -> bool:
+        """First matching rule wins; none matches -> retry while attempts remain.
+
+        As in AWS Batch, ``on_status_reason`` is matched against the attempt's status reason
+        (``Essential container in task exited``) and ``on_reason`` against the container's own
+        reason (``OutOfMemoryError: ...``, ``CannotPullContainerError: ...``); an absent text
+        is matched as the empty string, so only ``*`` matches it.
+        """
         if attempt >= self.attempts:
             return False
         for rule in self.evaluate_on_exit:
@@ -125,9 +132,12 @@ class RetryStrategy:
             action = str(r.get("action", "")).lower() if isinstance(r, Mapping) else ""
             if action not in ("retry", "exit"):
                 raise JobError(f"retry_strategy.evaluate_on_exit[{i}].action: write RETRY or EXIT")
-            rules.append(
-                ExitRule(action, *(None if r.get(k) is None else str(r[k]) for k in _RULE_KEYS[1:]))  # type: ignore[arg-type]
-            )
+            values = tuple(None if r.get(k) is None else str(r[k]) for k in _RULE_KEYS[1:])
+            for key, value in zip(_RULE_KEYS[1:], values, strict=True):
+                problem = None if value is None else exit_rule_problem(key, value)
+                if problem is not None:
+                    raise JobError(f"retry_strategy.evaluate_on_exit[{i}]: {problem}")
+            rules.append(ExitRule(action, *values))  # type: ignore[arg-type]
         interval = _seconds(data.get("interval_s", 0.0), "interval_s", 0.0)
         rate = _seconds(data.get("backoff_rate", 2.0), "backoff_rate", 1.0, "a factor, 1.0 or more")
         cap = data.get("max_delay_s")
@@ -170,14 +180,39 @@ def glob_match(pattern: str, value: str) -> bool:
     return value == pattern
 
 
-def _rule_matches(rule: ExitRule, exit_code: int | None, status_reason: str, reason: str) -> bool:
+def _rule_matches(
+    rule: ExitRule, exit_code: int | None, status_reason: str | None, reason: str | None
+) -> bool:
     if rule.on_exit_code is not None and (
         exit_code is None or not glob_match(rule.on_exit_code, str(exit_code))
     ):
         return False
-    if rule.on_status_reason is not None and not glob_match(rule.on_status_reason, status_reason):
+    if rule.on_status_reason is not None and not glob_match(rule.on_status_reason, status_reason or ""):
         return False
-    return rule.on_reason is None or glob_match(rule.on_reason, reason)
+    return rule.on_reason is None or glob_match(rule.on_reason, reason or "")
+
+
+#: the status reason AWS gives an attempt whose container ran and exited (also after an OOM kill)
+CONTAINER_EXITED = "Essential container in task exited"
+#: ... and one whose container never started (a pull, create or start failure)
+TASK_FAILED_TO_START = "Task failed to start"
+_CONTAINER_ERRORS = ("CannotPullContainerError", "CannotCreateContainerError", "CannotStartContainerError",
+                     "OutOfMemoryError")  # fmt: skip
+
+
+def split_reasons(reason: str | None) -> tuple[str | None, str | None]:
+    """An attempt's recorded reason as AWS reports it: (status reason, container reason).
+
+    The runner records one text per attempt; AWS keeps two, and ``evaluateOnExit`` matches
+    ``onStatusReason`` against the first and ``onReason`` against the second."""
+    if reason is None:
+        return None, None
+    head = reason.split(":", 1)[0]
+    if head == "OutOfMemoryError":
+        return CONTAINER_EXITED, reason
+    if head in _CONTAINER_ERRORS:
+        return TASK_FAILED_TO_START, reason
+    return reason, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +222,9 @@ class JobSpec:
     image: str
     command: tuple[str, ...] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    #: env values holding a secret from ``${env:...}``, sealed (workflows/secrets.py): resolved
+    #: only when the container is created; only a workflow's container step sets them
+    secrets: dict[str, str] = field(default_factory=dict)
     vcpus: float = 1.0
     memory: int = 512 << 20
     volumes: tuple[tuple[str, str, bool], ...] = ()
@@ -196,12 +234,16 @@ class JobSpec:
     user: str | None = None
     working_dir: str | None = None
     network: str | None = None
+    definition: str | None = None  #: ``name:revision`` of the registered definition it came from
+    tags: dict[str, str] = field(default_factory=dict)
+    scheduling_priority: int | None = None  #: kept for DescribeJobs; queues here are FIFO
 
     def to_json(self) -> dict[str, Any]:
         return {
             "image": self.image,
             "command": None if self.command is None else list(self.command),
             "environment": self.environment,
+            "secrets": self.secrets,
             "vcpus": self.vcpus,
             "memory": self.memory,
             "volumes": [{"host": h, "container": c, "read_only": ro} for h, c, ro in self.volumes],
@@ -211,6 +253,9 @@ class JobSpec:
             "user": self.user,
             "working_dir": self.working_dir,
             "network": self.network,
+            "definition": self.definition,
+            "tags": self.tags,
+            "scheduling_priority": self.scheduling_priority,
         }
 
     def substituted(self) -> tuple[str, ...] | None:
@@ -250,6 +295,9 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
     env = data.get("environment") or {}
     if not isinstance(env, Mapping):
         raise JobError("environment: must be an object of NAME: value")
+    sealed = data.get("secrets") or {}
+    if not isinstance(sealed, Mapping) or not all(isinstance(v, str) for v in sealed.values()):
+        raise JobError("secrets: must be an object of NAME: sealed reference")
     vcpus = _number(data.get("vcpus", 1.0), "vcpus")
     memory = int(_number(data.get("memory", 512 << 20), "memory"))
     if memory < 4 << 20:
@@ -261,10 +309,18 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
     if timeout is not None:
         timeout = _number(timeout, "timeout")
     network = data.get("network")
+    tags = data.get("tags") or {}
+    if not isinstance(tags, Mapping) or len(tags) > 50:
+        raise JobError("tags: an object of at most 50 key: value strings")
+    priority = data.get("scheduling_priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise JobError(f"scheduling_priority: an integer, got {priority!r}")
+    definition = data.get("definition")
     return JobSpec(
         image=image,
         command=None if command is None else tuple(command),
         environment={str(k): _env_text(v) for k, v in env.items()},
+        secrets={str(k): v for k, v in sealed.items()},
         vcpus=vcpus,
         memory=memory,
         volumes=tuple(check_volume(v, allowed_roots) for v in data.get("volumes") or ()),
@@ -274,6 +330,9 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
         user=data.get("user"),
         working_dir=data.get("working_dir"),
         network=None if network in (None, "bridge", "default") else str(network),
+        definition=None if definition is None else str(definition),
+        tags={str(k): str(v) for k, v in tags.items()},
+        scheduling_priority=priority,
     )
 
 
@@ -359,31 +418,6 @@ class Job:
 
 def new_job_id() -> str:
     return ordered_id("j-")
-
-
-def job_event(job: Job, previous: str | None, now: float) -> dict[str, Any]:
-    """The ``sluice.job`` / ``Job State Change`` event of one transition."""
-    detail: dict[str, Any] = {
-        "jobId": job.id,
-        "jobName": job.name,
-        "jobQueue": job.queue,
-        "status": job.status,
-        "previousStatus": previous,
-        "statusReason": job.status_reason,
-        "attempts": job.attempts,
-        "createdAt": iso_ms(job.created_at),
-    }
-    if job.parent_id is not None:
-        detail["arrayProperties"] = {"index": job.array_index, "parentJobId": job.parent_id}
-    elif job.array_size is not None:
-        detail["arrayProperties"] = {"size": job.array_size}
-    if job.environment is not None:
-        detail["computeEnvironment"] = job.environment
-    if job.exit_code is not None:
-        detail["exitCode"] = job.exit_code
-    if job.run_id is not None:
-        detail["runId"], detail["step"] = job.run_id, job.step
-    return envelope(JOB_SOURCE, JOB_DETAIL_TYPE, detail, resources=[f"job/{job.id}"], at=now)
 
 
 def slot_of(job: Job) -> Slot:

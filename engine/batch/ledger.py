@@ -1,4 +1,4 @@
-"""The ledger: commit job transitions with their ``sluice.job`` events, and wait for jobs to end.
+"""The ledger: commit job transitions with their ``aws.batch`` events, and wait for jobs to end.
 
 Every change the book makes in memory reaches the store through here, in one transaction with
 its events (so pattern rules and subscribers see it atomically), before the service acts on it.
@@ -15,7 +15,8 @@ from typing import Any
 
 from engine.batch import rows
 from engine.batch.book import Book, Change
-from engine.batch.jobs import DONE, job_event
+from engine.batch.detail import job_event
+from engine.batch.jobs import DONE
 from engine.bus.bus import Bus
 from engine.store.records import RunRecord
 from engine.store.store import Store
@@ -37,7 +38,6 @@ class Ledger:
         """A write function committing ``changes`` and their events (snapshotted now)."""
         now = time.time()
         snaps = [(copy.copy(job), old) for job, old in changes]
-        events = [job_event(s, old if old != s.status else None, now) for s, old in snaps]
         bus = self.bus
 
         def tx(conn: sqlite3.Connection) -> list[RunRecord]:
@@ -45,6 +45,10 @@ class Ledger:
                 extra(conn)
             for snap, old in snaps:
                 rows.save_job(conn, snap, old, now)
+            # built after the writes, so a job's event shows the attempt this commit ends
+            events = [
+                job_event(s, now, *rows.aws_context(conn, s.id, s.attempts, s.is_parent)) for s, _ in snaps
+            ]
             started: list[RunRecord] = []
             for env in events:
                 started.extend(bus.publish(conn, env, 0))

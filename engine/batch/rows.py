@@ -241,7 +241,7 @@ def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str
         (SUCCEEDED, FAILED, FAILED),
     ):
         failed.setdefault(parent, []).append(child)
-    return jobs, deps, failed  # type: ignore[return-value]
+    return jobs, deps, failed
 
 
 def set_attempt_container(
@@ -345,3 +345,111 @@ def recorded_results(
                 started_at=started, stopped_at=stopped,
             )  # fmt: skip
     return out
+
+
+def aws_context(
+    conn: sqlite3.Connection, job_id: str, attempts: int, is_parent: bool
+) -> tuple[list[Any], list[tuple[str, str]], dict[str, int] | None]:
+    """What a job's AWS shape needs beyond its row: attempts, dependencies, an array's counts.
+
+    Run inside the transaction that commits a transition, so its event sees the attempt it ends;
+    the queries are skipped where they cannot find anything (no attempt yet, not an array)."""
+    rows: list[Any] = []
+    if attempts:
+        rows = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT attempt, container_id, exit_code, reason, started_at, stopped_at, log_path "
+                "FROM job_attempts WHERE job_id=? ORDER BY attempt",
+                (job_id,),
+            )
+        ]
+    deps = [
+        (r[0], r[1])
+        for r in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
+    ]
+    summary = None
+    if is_parent:
+        summary = dict(
+            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
+        )
+    return rows, deps, summary
+
+
+def jobs_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row]:
+    """The stored rows of ``ids`` (unknown ids are left out), in the order asked."""
+    found = {}
+    for at in range(0, len(ids), 500):
+        part = list(ids[at : at + 500])
+        sql = f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+        found.update({r["id"]: r for r in conn.execute(sql, part)})
+    return [found[i] for i in ids if i in found]
+
+
+def list_filtered(
+    conn: sqlite3.Connection,
+    *,
+    queue: str | None,
+    statuses: Sequence[str] | None,
+    parent: str | None,
+    name_glob: str | None,
+    definition: str | None,
+    created_before: float | None,
+    created_after: float | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[sqlite3.Row]:
+    """ListJobs: newest first, ``before_seq`` the paging cursor; a name glob ends in ``*`` for a
+    prefix and is matched case-insensitively, as AWS matches JOB_NAME."""
+    where: list[str] = ["1=1"]
+    args: list[Any] = []
+    if queue is not None:
+        where.append("queue=?")
+        args.append(queue)
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if parent is None:
+        where.append("parent_id IS NULL")
+    else:
+        where.append("parent_id=?")
+        args.append(parent)
+    if name_glob is not None:
+        if name_glob.endswith("*"):
+            escaped = name_glob[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("name LIKE ? ESCAPE '\\'")
+            args.append(escaped + "%")
+        else:
+            where.append("lower(name)=lower(?)")
+            args.append(name_glob)
+    if definition is not None:
+        where.append("json_extract(spec, '$.definition') LIKE ?")
+        args.append(definition if ":" in definition else definition + ":%")
+    for op, value in (("<", created_before), (">", created_after)):
+        if value is not None:
+            where.append(f"created_at {op} ?")
+            args.append(value)
+    if before_seq is not None:
+        where.append("seq < ?")
+        args.append(before_seq)
+    sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+    return conn.execute(sql, (*args, int(limit))).fetchall()
+
+
+def set_definition_status(conn: sqlite3.Connection, name: str, revision: int, status: str) -> None:
+    conn.execute("UPDATE job_definitions SET status=? WHERE name=? AND revision=?", (status, name, revision))
+
+
+def delete_environment(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM compute_environments WHERE name=?", (name,))
+
+
+def delete_queue(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM job_queues WHERE name=?", (name,))
+
+
+def unfinished_in_queue(conn: sqlite3.Connection, queue: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM jobs WHERE queue=? AND status NOT IN (?, ?)", (queue, SUCCEEDED, FAILED)
+    ).fetchone()
+    return int(row[0])

@@ -226,6 +226,9 @@ class BatchService:
     async def register_definition(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self.submitter.register_definition(body)
 
+    async def deregister_definition(self, ref: str) -> dict[str, Any]:
+        return await self.submitter.deregister_definition(ref)
+
     def list_definitions(self) -> list[dict[str, Any]]:
         return self.submitter.list_definitions()
 

@@ -31,6 +31,7 @@ from engine.executors.docker import EXITED
 from engine.states import Status
 from engine.store import records
 from engine.types import StepHost
+from workflows import secrets
 from workflows.errors import SluiceError
 from workflows.spec import StepSpec
 
@@ -48,7 +49,22 @@ def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
     assert c is not None, name
     ctx = host.ctx
     command = None if c.command is None else [_text(part.render(ctx)) for part in c.command]
-    env = {k: _text(v.render(ctx)) for k, v in c.env.items()}
+    for i, part in enumerate([*(command or ()), *c.parameters.values()]):
+        if secrets.holds_secret(part):
+            where = f"command[{i}]" if i < len(command or ()) else "parameters"
+            raise JobError(
+                f"steps.{name}.container.{where}: holds a value from ${{env:...}}, which would show "
+                "in the job's description; pass it through env: and read it as $NAME in the container"
+            )
+    env: dict[str, str] = {}
+    sealed: dict[str, str] = {}
+    for key, value in c.env.items():
+        text = _text(value.render(ctx))
+        ref = secrets.seal(text)
+        if ref is None:
+            env[key] = text
+        else:  # stored and shown as its reference; resolved when the container is created
+            sealed[key] = ref
     volumes = [
         {"host": str(Path(host.wf.dir, v.host)), "container": v.container, "read_only": v.read_only}
         for v in c.volumes
@@ -57,6 +73,7 @@ def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
         "image": c.image,
         "command": command,
         "environment": env,
+        "secrets": sealed,
         "vcpus": c.vcpus,
         "memory": c.memory_bytes,
         "volumes": volumes,

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from engine.batch import rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
+from engine.batch.detail import job_event
 from engine.batch.jobs import (
     CANCELLED_REASON,
     DEP_MODES,
@@ -37,7 +39,6 @@ from engine.batch.jobs import (
     JobSpec,
     RetryStrategy,
     check_command,
-    job_event,
     new_job_id,
     parse_spec,
 )
@@ -46,6 +47,10 @@ from engine.batch.queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Qu
 from engine.store.store import Store
 
 _STATES = (ENABLED, "DISABLED")
+_NO_SECRETS = (
+    "secrets: only a workflow's container step passes ${env:...} values to a job "
+    "(put the value in environment, or run the job from a workflow)"
+)
 
 
 class Submitter:
@@ -73,9 +78,11 @@ class Submitter:
         name = body.get("name") if isinstance(body, Mapping) else None
         if not isinstance(name, str) or not name.strip() or ":" in name:
             raise JobError("name: required, letters, digits, - and _ (no colon)")
+        if "secrets" in body:
+            raise JobError(_NO_SECRETS)
         check_command(parse_spec(body, self.allowed_roots))
         clean = {k: v for k, v in body.items() if k != "name"}
-        revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1  # type: ignore[arg-type]
+        revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1
         now = time.time()
         await self.store.write(lambda c: rows.insert_definition(c, name, revision, clean, now))
         self.book.definitions.setdefault(name, {})[revision] = ("ACTIVE", clean)
@@ -88,7 +95,11 @@ class Submitter:
             for rev, (status, body) in sorted(revs.items())
         ]
 
-    def _definition(self, ref: str) -> dict[str, Any]:
+    def resolve_definition(self, ref: str, *, for_submit: bool = True) -> tuple[str, int, dict[str, Any]]:
+        """``name`` (the latest ACTIVE revision) or ``name:revision`` -> (name, revision, body).
+
+        As in AWS Batch, a name alone never picks an INACTIVE (deregistered) revision, and a job is
+        not submitted to one named explicitly either; DescribeJobDefinitions still shows them."""
         name, _, rev = ref.partition(":")
         revs = self.book.definitions.get(name)
         if not revs:
@@ -99,9 +110,33 @@ class Submitter:
                 raise JobError(
                     f"definition: {name} has no revision {rev} (latest is {max(revs)})", "not_found", 404
                 )
-            return revs[int(rev)][1]
+            number = int(rev)
+            if for_submit and revs[number][0] != "ACTIVE":
+                raise JobError(
+                    f"definition: {name}:{number} is INACTIVE (deregistered); submit with {name} "
+                    "for its latest ACTIVE revision, or register it again",
+                    "inactive_definition",
+                )
+            return name, number, revs[number][1]
         active = [r for r, (status, _) in revs.items() if status == "ACTIVE"]
-        return revs[max(active or revs)][1]
+        if not active:
+            raise JobError(
+                f"definition: every revision of {name} is INACTIVE (deregistered); register it again",
+                "inactive_definition",
+            )
+        return name, max(active), revs[max(active)][1]
+
+    async def deregister_definition(self, ref: str) -> dict[str, Any]:
+        """AWS DeregisterJobDefinition: the revision becomes INACTIVE (kept, never deleted).
+
+        ``name`` alone deregisters its latest ACTIVE revision. Jobs already submitted with it
+        are not touched. Deregistering an INACTIVE revision again changes nothing."""
+        name, rev, _ = self.resolve_definition(ref, for_submit=False)
+        status, body = self.book.definitions[name][rev]
+        if status != "INACTIVE":
+            await self.store.write(lambda c: rows.set_definition_status(c, name, rev, "INACTIVE"))
+            self.book.definitions[name][rev] = ("INACTIVE", body)
+        return {"name": name, "revision": rev, "status": "INACTIVE"}
 
     # -- queues and environments --------------------------------------------------------------
 
@@ -149,13 +184,45 @@ class Submitter:
         self.wake()
         return queue.public()
 
+    async def delete_environment(self, name: str) -> None:
+        """AWS DeleteComputeEnvironment: only a DISABLED one that no queue uses."""
+        env = self.book.envs.get(name)
+        if env is None:
+            raise JobError(f"compute environment {name!r} does not exist", "not_found", 404)
+        if env.state != "DISABLED":
+            raise JobError(f"compute environment {name} is ENABLED; disable it before deleting it")
+        users = sorted(q.name for q in self.book.queues.values() if name in q.environments)
+        if users:
+            raise JobError(f"compute environment {name} is used by job queue(s) {', '.join(users)}")
+        if env.used_vcpus > 0:
+            raise JobError(f"compute environment {name} still runs jobs; wait for them to end")
+        await self.store.write(lambda c: rows.delete_environment(c, name))
+        del self.book.envs[name]
+
+    async def delete_queue(self, name: str) -> None:
+        """AWS DeleteJobQueue: only a DISABLED one; unlike AWS, one holding unfinished jobs is kept."""
+        queue = self.book.queues.get(name)
+        if queue is None:
+            raise JobError(f"job queue {name!r} does not exist", "not_found", 404)
+        if queue.state != "DISABLED":
+            raise JobError(f"job queue {name} is ENABLED; disable it before deleting it")
+        left = await self.store.read(lambda c: rows.unfinished_in_queue(c, name))
+        if left:
+            raise JobError(
+                f"job queue {name} still holds {left} unfinished job(s); cancel or terminate them first"
+            )
+        await self.store.write(lambda c: rows.delete_queue(c, name))
+        del self.book.queues[name]
+
     # -- submit -------------------------------------------------------------------------------
 
     def _resolve_spec(self, req: Mapping[str, Any]) -> JobSpec:
         if "container" in req:
             base = dict(req["container"])
         elif isinstance(req.get("definition"), str):
-            base = dict(self._definition(req["definition"]))
+            name, rev, body = self.resolve_definition(req["definition"])
+            base = {k: v for k, v in body.items() if k != "tags"}  # a definition's tags stay its own
+            base["definition"] = f"{name}:{rev}"
         else:
             raise JobError(
                 "definition: give a registered definition name[:revision] (or an inline container)"
@@ -170,6 +237,9 @@ class Submitter:
         base["parameters"] = {**(base.get("parameters") or {}), **params}
         if req.get("timeout") is not None:
             base["timeout"] = req["timeout"]
+        for key in ("retry_strategy", "tags", "scheduling_priority"):
+            if req.get(key) is not None:
+                base[key] = req[key]
         spec = parse_spec(base, self.allowed_roots)
         check_command(spec)
         if req.get("attempts") is not None:
@@ -254,6 +324,8 @@ class Submitter:
         """Validate, then write the job (and children, dependencies, events) in one transaction."""
         if not isinstance(req, Mapping):
             raise JobError("a job submission must be a JSON object")
+        if run_step is None and isinstance(req.get("container"), Mapping) and "secrets" in req["container"]:
+            raise JobError(_NO_SECRETS)
         queue = self._queue(req.get("queue"))
         spec = self._resolve_spec(req)
         self._check_fits(queue, spec)
@@ -282,11 +354,16 @@ class Submitter:
             waiting.setdefault(job_id, {})[dep_id] = mode
         self._initial_states(jobs, waiting, status, now)
         events = []
+        deps_of: dict[str, list[tuple[str, str]]] = {}
+        for job_id, dep_id, mode in dep_rows:
+            deps_of.setdefault(job_id, []).append((dep_id, mode))
+        counts = Counter(j.status for j in jobs[1:]) if job.is_parent else None
         for j in jobs:
-            events.append(job_event(replace(j, status=SUBMITTED, status_reason=None), None, now))
-            events.append(job_event(replace(j, status=PENDING, status_reason=None), SUBMITTED, now))
+            deps, summary = deps_of.get(j.id, []), counts if j.is_parent else None
+            for early in (SUBMITTED, PENDING):
+                events.append(job_event(replace(j, status=early, status_reason=None), now, (), deps, summary))
             if j.status != PENDING:
-                events.append(job_event(j, PENDING, now))
+                events.append(job_event(j, now, (), deps, summary))
         bus = self.ledger.bus
 
         def tx(conn: sqlite3.Connection) -> list[Any]:

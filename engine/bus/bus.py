@@ -307,7 +307,7 @@ class Bus:
         log.warning("not starting %s from event %s: %s", rule.workflow, env["id"], detail["reason"])
 
 
-def _trigger_input(wf: Any, trigger: str) -> Any:
+def _trigger_input(wf: Workflow, trigger: str) -> Any:
     for trig in wf.triggers:
         if trig.name == trigger:
             return trig.input

@@ -16,11 +16,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.cli import batch, notify, remote
 from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError, parse_input
+
+if TYPE_CHECKING:  # the engine is imported only by the commands that run it: the others start fast
+    from engine.engine import Settings
+    from workflows.loader import Catalog
+    from workflows.spec import Workflow
 
 log = logging.getLogger("sluice")
 
@@ -169,7 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
 
 
-async def _run_once(settings: Any, catalog: Any, wf: Any, params: dict[str, Any], *, as_json: bool) -> int:
+async def _run_once(
+    settings: Settings, catalog: Catalog, wf: Workflow, params: dict[str, Any], *, as_json: bool
+) -> int:
     from engine.cli.progress import ProgressPrinter, render_outputs
     from engine.engine import Engine
 
@@ -231,7 +238,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings, catalog, Path(args.dir)))
 
 
-async def _serve(settings: Any, catalog: Any, workflows_dir: Path) -> int:
+async def _serve(settings: Settings, catalog: Catalog, workflows_dir: Path) -> int:
     from engine.server import build_server
 
     engine = build_server(settings, catalog, workflows_dir)

@@ -15,6 +15,8 @@ import socket
 from collections import deque
 from pathlib import Path
 
+from workflows import secrets
+
 log = logging.getLogger(__name__)
 
 SERVER_SCRIPT = str(Path(__file__).with_name("forkserver.py"))
@@ -57,8 +59,9 @@ class ForkedProcess:
 class ForkServer:
     """One fork-server process. ``spawn()`` returns a started worker or raises ForkServerGone."""
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, keep_fds: tuple[int, ...] = ()) -> None:
         self.python = python
+        self.keep_fds = keep_fds  #: passed to the server, so every child it forks holds them too
         self.proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._waiting: deque[asyncio.Future[int]] = deque()  #: spawn answers come in request order
@@ -77,7 +80,8 @@ class ForkServer:
                 str(theirs.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *self.keep_fds),
+                env=secrets.scrubbed(),  # its workers: a handler sees only the secrets its step names
                 start_new_session=True,
             )
         except OSError:

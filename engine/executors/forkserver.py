@@ -15,7 +15,8 @@ side (:class:`ForkServer`) turns that into a process object with the same surfac
 ``asyncio.subprocess.Process`` (pid, returncode, wait, kill, stdin, stdout). Children die with the
 server (``PR_SET_PDEATHSIG``); if the server dies, their exits are reported as SIGKILL and the pool
 goes back to starting interpreters. On EOF from the engine (the engine exited, even by ``kill -9``)
-the server stops forking and exits once its children have exited: they see EOF on their stdin too.
+the server stops forking, kills each child's process group and exits once it has reaped them; each
+worker also kills its own group when the engine's end of its stdin hangs up (worker.py), busy or not.
 
 Messages, server to engine, one per line: ``S <pid>`` (forked, in request order), ``E <reason>``
 (fork failed, in request order), ``X <pid> <returncode>`` (exited; negative = killed by signal).
@@ -118,6 +119,18 @@ def _reap(sock: socket.socket | None, children: set[int]) -> socket.socket | Non
     return sock
 
 
+def _kill_groups(children: set[int]) -> None:
+    """SIGKILL each child's process group: the worker and whatever its handler started.
+
+    Each worker also kills itself when its request pipe hangs up (worker.py); this covers one
+    that cannot, and the server then only waits to reap them."""
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:  # ProcessLookupError: already gone
+            continue
+
+
 def serve(fd: int) -> None:
     """The server loop: fork on request, report exits, leave when the engine is gone."""
     import selectors
@@ -145,11 +158,12 @@ def serve(fd: int) -> None:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 32)
             except OSError:
                 msg, fds = b"", []
-            if not msg or engine is None:  # the engine is gone: fork no more, outlive the children
+            if not msg or engine is None:  # the engine is gone: its workers must not run on
                 engine = None
                 sel.unregister(sock)
                 for fd_ in fds:
                     os.close(fd_)
+                _kill_groups(children)
                 break
             for n in range(len(msg)):  # one request byte per pair of fds
                 pair = fds[2 * n : 2 * n + 2]

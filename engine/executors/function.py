@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ from engine.executors.base import (
 from engine.executors.forked import ForkServer, ForkServerGone
 from engine.executors.worker import copy_output, scratch_path
 from engine.executors.workers import HEADER, Worker, WorkerProcess, describe_exit, read_frame, request_body
+from workflows import secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ _START_TIMEOUT_S = 30.0  #: a worker that does not say "ready" by then is broken
 _EXIT_GRACE_S = 2.0  #: after closing its stdin, how long a worker gets to exit on its own
 _TERM_GRACE_S = 1.0  #: after SIGTERM, before SIGKILL
 _RESPAWN_MAX_DELAY_S = 5.0
+_BARRIER_TIMEOUT_S = 10.0  #: how long a new pool waits for the workers of a killed one to be gone
 
 
 class WorkerStartError(RuntimeError):
@@ -76,7 +79,10 @@ class FunctionExecutor:
 
     ``workers`` is the pool size (default: the CPU count, at least 2); ``max_calls_per_worker``
     recycles a worker after that many attempts (leak protection); ``python`` is the interpreter
-    the workers run under.
+    the workers run under. ``lock_path`` (the engine gives ``<data dir>/workers.lock``) is a file
+    every worker and the fork server hold locked while they live: ``start`` first waits until no
+    process of an earlier pool on that path is left, so an attempt interrupted by ``kill -9`` of
+    the engine has ended before its retry can start (see :meth:`_wait_for_earlier_pool`).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class FunctionExecutor:
         max_calls_per_worker: int | None = None,
         python: str = sys.executable,
         fork: bool = True,
+        lock_path: str | os.PathLike[str] | None = None,
     ) -> None:
         size = max(2, os.cpu_count() or 2) if workers is None else workers
         if size < 1:
@@ -112,6 +119,8 @@ class FunctionExecutor:
         self.python = python
         self.fork = fork  #: start workers by forking a pre-imported server (forkserver.py)
         self._forks: ForkServer | None = None
+        self.lock_path = None if lock_path is None else os.fspath(lock_path)
+        self._lock_fd: int | None = None  #: held by us, the fork server and every worker
         self._workers: set[Worker] = set()
         self._retired: set[Worker] = set()  #: out of the pool, process not yet reaped
         self._idle: asyncio.LifoQueue[Worker | None] = asyncio.LifoQueue()
@@ -132,12 +141,17 @@ class FunctionExecutor:
             raise RuntimeError("FunctionExecutor is closed")
         if self._started:
             return
+        if self.lock_path is not None:
+            self._lock_fd = await self._wait_for_earlier_pool(self.lock_path)
         if self.fork:
             await self._start_fork_server()
         results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self._stop_all()
+            if self._forks is not None:
+                await self._forks.aclose()
+            self._unlock()
             raise errors[0]
         for worker in results:
             assert isinstance(worker, Worker)
@@ -165,7 +179,47 @@ class FunctionExecutor:
         await self._stop_all()
         if self._forks is not None:
             await self._forks.aclose()
+        self._unlock()
         log.info("function executor closed: %s", self.stats)
+
+    @staticmethod
+    async def _wait_for_earlier_pool(path: str) -> int:
+        """Lock ``path`` once no process of an earlier pool holds it; answer the descriptor.
+
+        The lock belongs to the open file, which the fork server and every worker inherit, so it
+        is released only when the last of them has exited, however the engine ended. Workers
+        kill themselves when the engine goes (worker.py), so the wait is normally over at once;
+        one that cannot be killed (stuck in the kernel) stops the start rather than be overlapped.
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + _BARRIER_TIMEOUT_S
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise WorkerStartError(
+                        f"function workers of an earlier engine still run (they hold {path}); "
+                        f"list them with `fuser -v {path}`, stop them, then start again"
+                    ) from None
+                if not waited:
+                    log.info("waiting for the function workers of an earlier engine to exit")
+                    waited = True
+                await asyncio.sleep(0.02)
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def _held(self) -> tuple[int, ...]:
+        """Descriptors every worker process keeps open (see ``lock_path``)."""
+        return () if self._lock_fd is None else (self._lock_fd,)
 
     async def __aenter__(self) -> FunctionExecutor:
         await self.start()
@@ -222,7 +276,7 @@ class FunctionExecutor:
 
     async def _start_fork_server(self) -> None:
         """Start the fork server; without one (it failed to start) workers start as interpreters."""
-        forks = ForkServer(self.python)
+        forks = ForkServer(self.python, keep_fds=self._held)
         try:
             await forks.start()
         except OSError as exc:
@@ -258,6 +312,8 @@ class FunctionExecutor:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
+                pass_fds=self._held,
+                env=secrets.scrubbed(),  # a handler sees only the secrets its step's input names
             )
         except OSError as exc:
             raise WorkerStartError(f"cannot run function worker with python={self.python!r}: {exc}") from exc

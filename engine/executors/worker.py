@@ -275,12 +275,46 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
     return {"errorType": error_type or type(exc).__name__, "errorMessage": str(exc), "stackTrace": trace}
 
 
+def _die_with_engine(proto_in: int) -> None:
+    """Kill this worker's process group (the worker, its handler's children) when the engine is gone.
+
+    The engine holds the only write end of our request pipe, so the kernel hangs it up the moment
+    the engine exits, ``kill -9`` included. The main thread may be deep in a handler that never
+    reads the pipe again (a sleep, a loop, a socket), and an attempt left running with no engine
+    has no timeout and would overlap its own retry after a restart. A thread blocked in
+    ``poll()`` for the hang-up alone (no POLLIN: it never takes a request from the main thread)
+    notices at once. A polite EOF (the pool retiring an idle worker) ends the worker just the same.
+    """
+    import select
+    import signal
+    import threading
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(proto_in, 0)  # POLLHUP and POLLERR are always reported
+        while True:
+            try:
+                if poller.poll():
+                    break
+            except InterruptedError:
+                continue
+        with contextlib.suppress(OSError):
+            os.unlink(scratch_path(os.getpid()))
+        me = os.getpid()
+        if os.getpgid(0) == me:  # our own group (start_new_session or setsid): the children too
+            os.killpg(me, signal.SIGKILL)
+        os.kill(me, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="sluice-engine-watch", daemon=True).start()
+
+
 class Worker:
     """The request loop; one attempt at a time."""
 
     def __init__(self) -> None:
         self.proto_in = os.dup(0)  # os.dup makes non-inheritable fds
         self.proto_out = os.dup(1)
+        _die_with_engine(self.proto_in)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.close(devnull)

@@ -22,6 +22,7 @@ from engine.bus.destinations import KEYS, invocation_record
 from engine.events import RUN_DETAIL_TYPE, RUN_SOURCE
 from engine.store.records import dumps
 from workflows.patterns import compile_pattern
+from workflows.secrets import hide, hide_json
 
 #: defaults (docs/events.md explains the choice)
 MAX_AGE_S = 24 * 3600.0  #: like EventBridge: a notification older than a day is dead-lettered
@@ -167,7 +168,9 @@ class Subscriber:
     def body(self, env: Mapping[str, Any]) -> str:
         if self.render is not None:
             return self.render(env)
-        return dumps(dict(env)) if self.transform is None else self.transform.render(env)
+        if self.transform is None:
+            return dumps(dict(env))
+        return hide_json(hide(str(self.transform.render(env))))  # dumps hid the rest already
 
 
 def safe_url(url: str) -> str:

@@ -36,7 +36,8 @@ from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
 from workflows.errors import SluiceError
-from workflows.spec import Workflow
+from workflows.spec import FailSpec, StepSpec, WaitSpec, Workflow
+from workflows.templating import Renderable
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +245,15 @@ class RunDriver:
 
     async def _run_step(self, name: str, resume: dict[str, Any] | None) -> None:
         spec = self.wf.steps[name]
-        if spec.kind == "wait":
-            await self._wait_step(name, spec, resume)
-        elif spec.kind == "fail":
-            await self._fail_step(name, spec)
-        elif spec.kind == "container":
+        # the loader gives each kind its part (wait, fail, container); a function step has none
+        if spec.wait is not None:
+            await self._wait_step(name, spec.wait, resume)
+        elif spec.fail is not None:
+            await self._fail_step(spec.fail, name)
+        elif spec.container is not None:
             await self._container_step(name, spec, resume)
         elif spec.for_each is not None:
-            await self._fan_out(name, spec, resume)
+            await self._fan_out(name, spec, spec.for_each, resume)
         else:
             outcome = await self._attempts(name, spec, -1, None, resume)
             self._record(name, outcome)
@@ -289,7 +291,7 @@ class RunDriver:
         self._record(name, Outcome(status == Status.SUCCEEDED, output, error))
 
     async def _attempts(
-        self, name: str, spec: Any, idx: int, item: tuple[Any, int] | None, resume: dict[str, Any] | None
+        self, name: str, spec: StepSpec, idx: int, item: tuple[Any, int] | None, resume: dict[str, Any] | None
     ) -> Outcome:
         """Attempt a function step (or one fan-out item) until it succeeds or retries run out."""
         ctx = self.ctx if item is None else {**self.ctx, "item": item[0], "index": item[1]}
@@ -344,7 +346,7 @@ class RunDriver:
             await self.sleep_until(retry_at)
 
     async def _one_attempt(
-        self, name: str, spec: Any, idx: int, attempt: int, event: Any, *, first: bool
+        self, name: str, spec: StepSpec, idx: int, attempt: int, event: Any, *, first: bool
     ) -> tuple[Outcome, asyncio.Future[None]]:
         """Start an attempt (its start is queued, not awaited) and run it: (outcome, the start).
 
@@ -369,7 +371,7 @@ class RunDriver:
             self.progress("step", name, Status.RUNNING, {"attempt": attempt})
         call = FunctionCall(
             attempt_id=f"{run_id}/{name}{'' if idx < 0 else f'[{idx}]'}#{attempt}",
-            handler=spec.function,
+            handler=spec.function or "",  # the loader requires it of a function step
             base_dir=str(self.wf.dir),
             event=event,
             run_id=run_id,
@@ -433,9 +435,11 @@ class RunDriver:
             return
         await self.commit(writes, events)
 
-    async def _fan_out(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
+    async def _fan_out(
+        self, name: str, spec: StepSpec, for_each: Renderable, resume: dict[str, Any] | None
+    ) -> None:
         try:
-            items = spec.for_each.render(self.ctx)
+            items = for_each.render(self.ctx)
             if not isinstance(items, list):
                 raise SluiceError(f"steps.{name}.for_each must render to a list, got {type(items).__name__}")
         except SluiceError as exc:
@@ -463,22 +467,26 @@ class RunDriver:
         else:
             await self._finish_step(name, Status.SUCCEEDED, output=[o.output for o in outcomes])
 
-    async def _item(self, name: str, spec: Any, idx: int, item: Any, prior: dict[str, Any] | None) -> Outcome:
+    async def _item(
+        self, name: str, spec: StepSpec, idx: int, item: Any, prior: dict[str, Any] | None
+    ) -> Outcome:
         if prior is not None and prior["status"] == Status.SUCCEEDED:
             return Outcome(True, prior["output"])
         if prior is not None and prior["status"] == Status.FAILED:
             return Outcome(False, error=prior["error"])
         return await self._attempts(name, spec, idx, (item, idx), prior)
 
-    async def _wait_step(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
+    async def _wait_step(self, name: str, wait: WaitSpec, resume: dict[str, Any] | None) -> None:
         if resume is not None and resume.get("wake_at"):
             wake_at = float(resume["wake_at"])
         else:
             try:
-                if spec.wait.seconds is not None:
-                    wake_at = time.time() + spec.wait.seconds
-                else:
-                    wake_at = parse_when(spec.wait.until.render(self.ctx), f"steps.{name}.wait")
+                if wait.seconds is not None:
+                    wake_at = time.time() + wait.seconds
+                elif wait.until is not None:
+                    wake_at = parse_when(wait.until.render(self.ctx), f"steps.{name}.wait")
+                else:  # the loader refuses a wait with neither
+                    raise SluiceError(f"steps.{name}.wait has neither seconds nor until")
             except SluiceError as exc:
                 await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, str(exc)))
                 return
@@ -491,16 +499,16 @@ class RunDriver:
         await self.sleep_until(wake_at)
         await self._finish_step(name, Status.SUCCEEDED, output={"waited_until": iso_ms(wake_at)})
 
-    async def _fail_step(self, name: str, spec: Any) -> None:
+    async def _fail_step(self, fail: FailSpec, name: str) -> None:
         try:
-            cause = "" if spec.fail.cause is None else str(spec.fail.cause.render(self.ctx))
+            cause = "" if fail.cause is None else str(fail.cause.render(self.ctx))
         except SluiceError as exc:
             cause = f"(cause did not render: {exc})"
         await self._finish_step(
-            name, Status.FAILED, error=error_record(spec.fail.error, cause), reason=cause or None
+            name, Status.FAILED, error=error_record(fail.error, cause), reason=cause or None
         )
 
-    async def _container_step(self, name: str, spec: Any, resume: dict[str, Any] | None) -> None:
+    async def _container_step(self, name: str, spec: StepSpec, resume: dict[str, Any] | None) -> None:
         runner = await self.services.containers()
         if runner is None:
             await self._finish_step(

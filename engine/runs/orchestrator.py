@@ -31,6 +31,7 @@ from engine.store import audit, records
 from engine.store.records import RunRecord
 from engine.store.store import Store
 from engine.types import Progress, StepRunner
+from workflows import secrets
 from workflows.spec import Workflow
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,10 @@ class Orchestrator:
             runs = records.load_active_runs(conn)
             for run in runs:
                 wf = catalog.get(run.workflow)
+                if wf is not None and wf.secrets:  # stored as references: the defaults hold the values
+                    run.params = secrets.restore_defaults(
+                        run.params, {n: p.default for n, p in wf.params.items()}
+                    )
                 for (name, idx), row in run.steps.items():
                     if row["status"] != Status.RUNNING or wf is None or name not in wf.steps:
                         continue

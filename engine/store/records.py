@@ -14,12 +14,14 @@ from typing import Any
 
 from engine.errors import ENGINE_RESTARTED, ENGINE_SHUTDOWN, error_record
 from engine.states import Status, check
+from workflows.secrets import hide_json
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def dumps(value: Any) -> str:
-    return _dumps(value)
+    """JSON for a column: a secret from ``${env:...}`` is stored as its reference, never in clear."""
+    return hide_json(_dumps(value))
 
 
 def loads(text: str | None) -> Any:
@@ -323,6 +325,50 @@ def delete_old_events(conn: sqlite3.Connection, cutoff: float, limit: int) -> in
     ).rowcount
 
 
+_FINISHED = "('SUCCEEDED','FAILED','CANCELLED')"  # a run never ends SKIPPED
+
+
+def delete_old_runs(conn: sqlite3.Connection, cutoff: float, limit: int) -> list[str]:
+    """Retention: up to ``limit`` finished runs that ended before ``cutoff``, with their steps and
+    attempts; returns their ids (their log folders go after the commit). Oldest first: they sit
+    at the start of the rowid order, so the scan stops as soon as it has ``limit``."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM runs WHERE status IN {_FINISHED} AND ended_at < ? ORDER BY rowid LIMIT ?",
+            (cutoff, limit),
+        )
+    ]
+    _delete_runs(conn, ids)
+    return ids
+
+
+def delete_runs_over(conn: sqlite3.Connection, workflow: str, keep: int, limit: int) -> list[str]:
+    """Retention by count: a workflow's finished runs older than its newest ``keep`` runs."""
+    row = conn.execute(
+        "SELECT rowid FROM runs WHERE workflow = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?", (workflow, keep - 1)
+    ).fetchone()
+    if row is None:
+        return []
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM runs WHERE workflow = ? AND rowid < ? AND status IN {_FINISHED} "
+            "ORDER BY rowid LIMIT ?",
+            (workflow, row[0], limit),
+        )
+    ]
+    _delete_runs(conn, ids)
+    return ids
+
+
+def _delete_runs(conn: sqlite3.Connection, ids: list[str]) -> None:
+    rows = [(run_id,) for run_id in ids]
+    conn.executemany("DELETE FROM attempts WHERE run_id = ?", rows)
+    conn.executemany("DELETE FROM steps WHERE run_id = ?", rows)
+    conn.executemany("DELETE FROM runs WHERE id = ?", rows)
+
+
 # -- steps and attempts beyond one state change ----------------------------------------------------
 
 
@@ -405,14 +451,19 @@ def list_runs(
     limit: int = 50,
     before: str | None = None,
 ) -> list[dict[str, Any]] | None:
-    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist."""
-    where, args = [], []  # type: ignore[var-annotated]
+    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist.
+
+    Newest is last created: the rowid, which the table and each of its indexes already hold in
+    order, so a page is a walk backwards that stops at ``limit`` rows whatever the history's size.
+    """
+    where: list[str] = []
+    args: list[Any] = []
     if before is not None:
-        row = conn.execute("SELECT created_at FROM runs WHERE id=?", (before,)).fetchone()
+        row = conn.execute("SELECT rowid FROM runs WHERE id=?", (before,)).fetchone()
         if row is None:
             return None
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-        args += [row[0], row[0], before]
+        where.append("rowid < ?")
+        args.append(row[0])
     if workflow:
         where.append("workflow = ?")
         args.append(workflow)
@@ -420,7 +471,7 @@ def list_runs(
         where.append("status = ?")
         args.append(status)
     sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    sql += " ORDER BY rowid DESC LIMIT ?"
     return [_run_row(r) for r in conn.execute(sql, (*args, limit))]
 
 
@@ -462,7 +513,8 @@ def list_events(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Stored events newest first (by the time the bus received them)."""
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     for clause, value in (
         ("source = ?", source),
         ("detail_type = ?", detail_type),

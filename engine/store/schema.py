@@ -197,4 +197,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, attempt)
     ) WITHOUT ROWID;
     """,
+    # 4: history pages in creation order (rowid) from the indexes themselves: an index on
+    # (workflow) holds (workflow, rowid), so a filtered page walks it backwards and stops at 50
+    """
+    DROP INDEX runs_workflow;
+    CREATE INDEX runs_workflow ON runs (workflow);
+    """,
 ]

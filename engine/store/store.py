@@ -20,10 +20,10 @@ the loop never waits for the disk, only the writes queued meanwhile do.
 
 ``aiosqlite`` was the first choice and measured in DESIGN.md: it hops threads
 per statement and offers no public way to run a whole transaction per hop, so the
-store keeps its own writer (and one reader thread, which WAL lets run beside the
-writer). ``synchronous=NORMAL`` in WAL mode survives a crash of the process
-(``kill -9``) at any instant; only an OS crash or power loss may lose the last
-commits.
+store keeps its own writer, and a few reader threads (``READERS``), each with its own
+connection, which WAL lets run beside the writer and beside each other.
+``synchronous=NORMAL`` in WAL mode survives a crash of the process (``kill -9``) at any
+instant; only an OS crash or power loss may lose the last commits.
 
 Write functions may run on the loop or on the writer thread: they must only touch
 the connection and their arguments, never asyncio objects.
@@ -41,9 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -58,16 +60,18 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], T]
 Batch = list[tuple[WriteFn[Any], "asyncio.Future[Any]"]]
 
+#: reader threads, each with its own connection: WAL lets them read beside the writer and beside
+#: each other, so a long history query never holds up a webhook waiting for its run's result
+READERS = 4
 #: a batch stops growing here so one huge burst cannot starve the readers of results
 MAX_BATCH = 2_000
 #: batches up to this many transactions are applied on the event loop when the writer thread is
-#: idle (~1 ms at most). At 4, W4's flood sent 40 % of its batches to the thread and took in
-#: 5,400-5,700 webhooks/s; at 16, 6,300-6,800/s, with W1, W2 and the drain after W4 unchanged.
+#: idle (~1 ms at most). Lower, a webhook flood sends many of its batches to the thread and takes
+#: in fewer per second, with sequential runs unchanged (bench/RESULTS.md, "Measured reasons").
 INLINE_MAX = 16
 #: during a flood (``Store.linger``), a small batch waits up to this many loop turns for more writes
-#: to join its commit. W4's flood averaged 3.2 webhooks per commit and took in ~7,100/s; waiting
-#: 4 turns made it ~8.5 per commit and ~9,000/s. A timed wait (0.3 ms) idled the
-#: loop instead: 5,500-7,500/s.
+#: to join its commit: in a webhook flood that more than doubles the webhooks per commit. A timed
+#: wait idles the loop instead and takes in fewer (bench/RESULTS.md, "Measured reasons").
 LINGER_TURNS = 4
 #: SQLite's own checkpoint threshold (WAL pages), used for commits on the writer thread
 AUTOCHECKPOINT_PAGES = 1_000
@@ -106,6 +110,8 @@ class StoreUnavailable(RuntimeError):
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    # a new file only (no effect once a table exists): retention can then hand free pages back
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -155,9 +161,11 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-reader")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sluice-store-reader")
+        self._reader_conn = threading.local()  #: each reader thread's own connection
+        self._reader_conns: list[sqlite3.Connection] = []  #: all of them, to close
         self._wconn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
+        self._readable = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._queue: Batch = []
@@ -200,7 +208,8 @@ class Store:
 
         try:
             self._wconn = await loop.run_in_executor(self._writer, setup)
-            self._rconn = await loop.run_in_executor(self._reader, _connect, self.path)
+            self._readable = True
+            await self.read(lambda c: c.execute("SELECT 1").fetchone())
         except BaseException:
             self._unlock()
             raise
@@ -269,18 +278,26 @@ class Store:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the reader connection (a consistent WAL snapshot per call)."""
-        if self._rconn is None:
+        if not self._readable:
             raise StoreClosed("the store is not open")
-        conn = self._rconn
 
         def run() -> T:
+            conn = self._reader()
             conn.execute("BEGIN")
             try:
                 return fn(conn)
             finally:
                 conn.execute("COMMIT")
 
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection, opened on its first read."""
+        conn: sqlite3.Connection | None = getattr(self._reader_conn, "conn", None)
+        if conn is None:
+            conn = self._reader_conn.conn = _connect(self.path)
+            self._reader_conns.append(conn)  # list.append is atomic under the GIL
+        return conn
 
     # -- the writer -------------------------------------------------------------------------
 
@@ -425,7 +442,7 @@ class Store:
 
         With no write in between, the checkpoint finishes and the next transaction starts the WAL
         over, so it stays a few MB. (A checkpoint on another connection, beside a writer that keeps
-        committing, never catches up: the WAL grew by 340 MB per 1,000 W1 runs.)
+        committing, never catches up: the WAL grew by hundreds of MB per thousand sequential runs.)
         """
         assert self._wconn is not None
         try:
@@ -509,11 +526,15 @@ class Store:
             if self._flush_at is None and not self._on_thread:
                 self._flush_at = loop.call_soon(self._flush)
             await waiter
-        for pool, conn in ((self._writer, self._wconn), (self._reader, self._rconn)):
-            if conn is not None:
-                await loop.run_in_executor(pool, conn.close)
-            pool.shutdown(wait=True)
-        self._wconn = self._rconn = None
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+        self._writer.shutdown(wait=True)
+        self._readable = False
+        await loop.run_in_executor(None, functools.partial(self._readers.shutdown, wait=True))
+        for conn in self._reader_conns:  # no reader thread is left to use them
+            conn.close()
+        self._wconn = None
+        self._reader_conns.clear()
         self._unlock()
 
     def _unlock(self) -> None:

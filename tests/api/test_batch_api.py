@@ -172,3 +172,17 @@ async def test_cli_round_trip(server: tuple[str, Any]) -> None:
     assert json.loads(out)["environments"][0]["name"] == "local"
     code, out, err = await cli(base, "jobs", "submit", "--definition", "count", "--queue", "nope")
     assert code == 2 and "no job queue named 'nope'" in err
+
+
+async def test_jobs_from_the_api_cannot_read_the_engines_environment(server: tuple[str, Any]) -> None:
+    """``secrets`` (sealed ``${env:...}`` references, resolved at launch) come only from workflow
+    files: a caller of the API must not be able to pipe the engine's variables into a container."""
+    base, _ = server
+    body = {"name": "peek", "container": {"image": TEST_IMAGE, "secrets": {"X": "${env:HOME}"}}}
+    status, answer = await call(base, "POST", "/api/v1/jobs", body)
+    assert status == 400 and "secrets" in answer["error"]["message"], answer
+    definition = {"name": "peek", "image": TEST_IMAGE, "secrets": {"X": "${env:HOME}"}}
+    status, answer = await call(base, "POST", "/api/v1/definitions", definition)
+    assert status == 400 and "secrets" in answer["error"]["message"], answer
+    status, answer = await call(base, "GET", "/api/v1/jobs")
+    assert answer["jobs"] == []

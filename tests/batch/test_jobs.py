@@ -32,9 +32,9 @@ def log_of(desc: dict[str, Any], attempt: int = -1) -> str:  # small files: read
 
 async def job_events(svc: BatchService, job_id: str) -> list[tuple[str, str | None]]:
     def read(conn: Any) -> list[tuple[str, str | None]]:
-        rows = conn.execute("SELECT body FROM events WHERE source='sluice.job' ORDER BY seq").fetchall()
+        rows = conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq").fetchall()
         details = [json.loads(r[0])["detail"] for r in rows]
-        return [(d["status"], d["statusReason"]) for d in details if d["jobId"] == job_id]
+        return [(d["status"], d.get("statusReason")) for d in details if d["jobId"] == job_id]
 
     return await svc.store.read(read)
 

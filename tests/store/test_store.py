@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.ids import event_id, ordered_id
 from engine.states import IllegalTransition, check
+from engine.store import records
 from engine.store.schema import MIGRATIONS
 from engine.store.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
 
@@ -241,3 +243,49 @@ async def test_a_flood_lingers_a_few_loop_turns_so_its_writes_share_commits(stor
     await store.write(_put("lone"))  # a flood that brings nothing more: the wait is bounded
     counter.cancel()
     assert turns <= LINGER_TURNS + 3
+
+
+async def test_a_long_read_does_not_hold_up_the_next(store: Store) -> None:
+    """A client's slow history query runs beside a webhook's one-row read, not before it."""
+    release = threading.Event()
+
+    def long_read(conn: sqlite3.Connection) -> int:
+        release.wait(10)  # stands for a scan of a large history
+        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    slow = asyncio.ensure_future(store.read(long_read))
+    await asyncio.sleep(0.05)
+    try:
+        one = await asyncio.wait_for(store.read(lambda c: c.execute("SELECT 1").fetchone()[0]), 2)
+        assert one == 1
+        assert not slow.done()
+    finally:
+        release.set()
+    assert await slow == 0
+
+
+async def test_history_pages_are_newest_first_and_the_cursor_walks_back(store: Store) -> None:
+    """Creation order decides, as the API's ``next`` cursor promises: no run twice, none skipped."""
+    ids = [ordered_id("r-") for _ in range(25)]
+
+    def insert(conn: sqlite3.Connection) -> None:
+        for i, run_id in enumerate(ids):
+            conn.execute(
+                "INSERT INTO runs (id, workflow, event_id, origin_id, status, params, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (run_id, f"wf{i % 2}", event_id(), "o", "FAILED" if i % 3 == 0 else "SUCCEEDED", "{}", 1.0),
+            )  # one created_at for all: the order is the creation order, not the clock's
+
+    await store.write(insert)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.read(lambda c, before=cursor: records.list_runs(c, limit=10, before=before))
+        assert page is not None
+        seen += [r["run_id"] for r in page]
+        if len(page) < 10:
+            break
+        cursor = page[-1]["run_id"]
+    assert seen == ids[::-1]
+    failed = await store.read(lambda c: records.list_runs(c, status="FAILED", workflow="wf0", limit=50))
+    assert [r["run_id"] for r in failed] == [r for i, r in enumerate(ids) if i % 6 == 0][::-1]

@@ -121,6 +121,18 @@ BROKEN: dict[str, list[str]] = {
         'steps.b.retry.evaluate_on_exit[0].action: must be one of retry, exit, got "stop"'
         " (write e.g. action: retry)",
     ],
+    "exit_rule_syntax": [
+        "steps.a.retry.evaluate_on_exit[0].on_exit_code: on_exit_code '1x' may hold only digits, optionally"
+        " ending with one * (AWS Batch's syntax) (write e.g. on_exit_code: '137' or '13*')",
+        "steps.a.retry.evaluate_on_exit[1].on_exit_code: on_exit_code '*3' may hold only digits, optionally"
+        " ending with one * (AWS Batch's syntax) (write e.g. on_exit_code: '137' or '13*')",
+        "steps.a.retry.evaluate_on_exit[2].on_reason: on_reason 'Out-of-memory*' may hold only letters,"
+        " digits, periods, colons and spaces, optionally ending with one * (AWS Batch's syntax)"
+        " (write e.g. on_reason: 'OutOfMemoryError*')",
+        "steps.a.retry.evaluate_on_exit[3].on_status_reason: on_status_reason 'Essential*container' may hold"
+        " only letters, digits, periods, colons and spaces, optionally ending with one * (AWS Batch's"
+        " syntax) (write e.g. on_status_reason: 'Essential container*')",
+    ],
     "container_retry_errors": [
         "steps.b.retry.errors: a container step picks which failures retry by their exit, not by"
         " error names (drop it; write e.g. evaluate_on_exit: [{on_exit_code: '137', action: retry}])",

@@ -1,0 +1,120 @@
+"""The API's history pages as the store grows (issue 19): ``python -m bench.history [--runs N]``.
+
+Fills a real store with N finished runs (plain SQL, in the store's own schema: the fixture, not
+the thing measured), then times through ``Store.read`` what ``GET /api/v1/runs`` and the
+dashboard ask: the first page, a page filtered by status and by workflow, the tenth page by
+cursor; and how long a one-row read waits while another client's long read is running (reads
+must not queue behind one another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.ids import event_id, ordered_id
+from engine.store import records
+from engine.store.store import Store
+
+WORKFLOWS = [f"wf{i}" for i in range(10)]
+
+
+def fill(path: Path, runs: int) -> None:
+    conn = sqlite3.connect(path)
+    t0 = time.time() - runs * 0.01
+    rows = []
+    for i in range(runs):
+        status = "FAILED" if i % 97 == 0 else "SUCCEEDED"
+        at = t0 + i * 0.01
+        rows.append(
+            (ordered_id("r-"), WORKFLOWS[i % 10], event_id(), f"o{i}", "manual", status, "{}", at, at, at)
+        )
+        if len(rows) == 50_000 or i == runs - 1:
+            conn.executemany(
+                "INSERT INTO runs (id, workflow, event_id, origin_id, trigger, status, params, "
+                "created_at, started_at, ended_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            conn.commit()
+            rows.clear()
+    conn.close()
+
+
+async def timed(store: Store, fn: Any, reps: int = 20) -> float:
+    """Median milliseconds of ``store.read(fn)``."""
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        await store.read(fn)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(samples), 3)
+
+
+async def measure(runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sluice.db"
+        store = Store(path)
+        await store.open()  # the schema, by the store's own migrations
+        await store.close()
+        t0 = time.perf_counter()
+        fill(path, runs)
+        filled_s = time.perf_counter() - t0
+        store = Store(path)
+        await store.open()
+        try:
+            page = await store.read(lambda c: records.list_runs(c, limit=50))
+            cursor = page[-1]["run_id"] if page else None
+            for _ in range(8):
+                page = await store.read(
+                    lambda c, before=cursor: records.list_runs(c, limit=50, before=before)
+                )
+                cursor = page[-1]["run_id"]
+            out: dict[str, Any] = {
+                "runs": runs,
+                "fill_s": round(filled_s, 1),
+                "first_page_ms": await timed(store, lambda c: records.list_runs(c, limit=50)),
+                "status_page_ms": await timed(
+                    store, lambda c: records.list_runs(c, status="FAILED", limit=50)
+                ),
+                "workflow_page_ms": await timed(
+                    store, lambda c: records.list_runs(c, workflow="wf3", limit=50)
+                ),
+                "tenth_page_ms": await timed(store, lambda c: records.list_runs(c, limit=50, before=cursor)),
+            }
+            # a long read (another client's full scan) and a one-row read sent just after it
+            slow = asyncio.ensure_future(
+                store.read(
+                    lambda c: c.execute("SELECT count(*) FROM runs WHERE params LIKE '%x%'").fetchone()
+                )
+            )
+            await asyncio.sleep(0.005)
+            t0 = time.perf_counter()
+            await store.read(lambda c: c.execute("SELECT 1").fetchone())
+            out["small_read_beside_long_read_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            t0 = time.perf_counter()
+            await slow
+            out["long_read_ms"] = round(
+                (time.perf_counter() - t0) * 1000 + out["small_read_beside_long_read_ms"], 1
+            )
+            return out
+        finally:
+            await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, nargs="*", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    for n in args.runs:
+        print(json.dumps(asyncio.run(measure(n))))
+
+
+if __name__ == "__main__":
+    main()
