@@ -9,6 +9,7 @@ instead, so ``sluice validate`` can print one line per problem::
       PatternError     an event pattern that EventBridge would refuse
       ScheduleError    a cron/rate expression or time zone that cannot fire
       TemplateError    a template that fails to compile or to render
+      UnitError        a duration or size that cannot be used (also a ValueError)
       InputError       run input that does not satisfy the workflow's params
 """
 
@@ -73,6 +74,18 @@ class ScheduleError(SluiceError):
 
 class TemplateError(SluiceError):
     """A template that does not compile, or that failed to render against a run's context."""
+
+
+class UnitError(SluiceError, ValueError):
+    """A duration or size that cannot be used.
+
+    ``form_ok`` is true when the value was written in an accepted form but is out of bounds
+    (negative, not finite, too large), so the message says which bound rather than the forms.
+    """
+
+    def __init__(self, message: str, *, form_ok: bool = False) -> None:
+        self.form_ok = form_ok
+        super().__init__(message)
 
 
 class InputError(SluiceError):

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workflows.errors import SpecError, TemplateError
+from workflows.errors import SpecError, TemplateError, UnitError
 from workflows.secrets import Secret
 from workflows.templating import Renderable, compile_value
 from workflows.units import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
+MAX_PATH = 4096  #: Linux's PATH_MAX
 _IDENT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -46,8 +48,14 @@ class FileCtx:
     dir: Path
     errors: list[SpecError] = field(default_factory=list)
     schema_files: list[Path] = field(default_factory=list)
+    #: fields already refused for their value (see workflows.document): readers add no second line
+    refused: set[str] = field(default_factory=set)
+    #: folders container volumes may mount (workflows.hostpaths); None: not checked
+    volume_roots: Sequence[Path] | None = None
 
     def err(self, where: str, problem: str, hint: str = "") -> None:
+        if where in self.refused:
+            return
         self.errors.append(SpecError(self.file, where, problem, hint))
 
     @staticmethod
@@ -113,6 +121,18 @@ def read_str(ctx: FileCtx, where: str, value: Any, example: str) -> str | None:
     return None
 
 
+def read_path(ctx: FileCtx, where: str, value: Any, example: str) -> str | None:
+    """A file or folder name: a string no system call refuses outright (NUL, or longer than PATH_MAX)."""
+    text = read_str(ctx, where, value, example)
+    if text is None:
+        return None
+    if "\0" in text or len(text) > MAX_PATH:
+        what = "a NUL character" if "\0" in text else f"more than {MAX_PATH} characters"
+        ctx.err(where, f"is not a usable path: it has {what}", f"write e.g. {_leaf(where)}: {example}")
+        return None
+    return text
+
+
 def read_int(ctx: FileCtx, where: str, value: Any, lo: int, hi: int, example: int) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
         return value
@@ -127,12 +147,20 @@ def read_int(ctx: FileCtx, where: str, value: Any, lo: int, hi: int, example: in
 def read_number(ctx: FileCtx, where: str, value: Any, lo: float, example: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= lo:
+    if isinstance(value, int | float) and not isinstance(value, bool) and finite(value) and value >= lo:
         return float(value)
-    ctx.err(
-        where, f"must be a number >= {lo:g}, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}"
-    )
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    what = "a finite number" if number and not finite(value) else f"a number >= {lo:g}"
+    ctx.err(where, f"must be {what}, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}")
     return None
+
+
+def finite(value: int | float) -> bool:
+    """Whether a YAML number is one a float can hold: not NaN, not infinite, not a 400-digit integer."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def read_bool(ctx: FileCtx, where: str, value: Any) -> bool | None:
@@ -162,12 +190,9 @@ def read_duration(ctx: FileCtx, where: str, value: Any, example: str) -> float |
         return None
     try:
         return parse_duration(value)
-    except ValueError:
-        ctx.err(
-            where,
-            f"must be a duration ({DURATION_FORMS}), got {ctx.show(value)}",
-            f"write e.g. {_leaf(where)}: {example}",
-        )
+    except UnitError as exc:
+        problem = str(exc) if exc.form_ok else f"must be a duration ({DURATION_FORMS})"
+        ctx.err(where, f"{problem}, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}")
         return None
 
 
@@ -176,12 +201,9 @@ def read_size(ctx: FileCtx, where: str, value: Any, example: str) -> int | None:
         return None
     try:
         return parse_size(value)
-    except ValueError:
-        ctx.err(
-            where,
-            f"must be a size ({SIZE_FORMS}), got {ctx.show(value)}",
-            f"write e.g. {_leaf(where)}: {example}",
-        )
+    except UnitError as exc:
+        problem = str(exc) if exc.form_ok else f"must be a size ({SIZE_FORMS})"
+        ctx.err(where, f"{problem}, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}")
         return None
 
 

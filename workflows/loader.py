@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import yaml
 
 from workflows import secrets
 from workflows.dag import Dag, find_problems
+from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
 from workflows.fields import NAME, FileCtx, type_ok
 from workflows.sections import YamlLoader, parse_destination, parse_notify, parse_params, parse_triggers
@@ -51,21 +52,26 @@ class Catalog(Mapping[str, Workflow]):
         return f"<Catalog {sorted(self._workflows)}>"
 
 
-def load_file(path: str | os.PathLike[str]) -> Workflow:
-    """Load one workflow file; raises SpecErrors listing every problem in it."""
-    workflow, errors, _ = _load(Path(path), str(path))
+def load_file(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | None = None) -> Workflow:
+    """Load one workflow file; raises SpecErrors listing every problem in it.
+
+    ``volume_roots`` (workflows.hostpaths) are the folders a container may mount; given, a volume
+    outside them is a problem of the file. The engine passes its own, ``sluice validate`` too.
+    """
+    workflow, errors, _ = _load(Path(path), str(path), volume_roots)
     if errors or workflow is None:
         raise SpecErrors(errors)
     return workflow
 
 
-def load_dir(path: str | os.PathLike[str]) -> Catalog:
+def load_dir(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | None = None) -> Catalog:
     """Load every ``*.yaml``/``*.yml`` under ``path`` (hidden folders skipped) into a Catalog.
 
     Raises SpecErrors with every problem of every file, including duplicate workflow names.
-    YAML files used as webhook schemas by a workflow are not loaded as workflows.
+    YAML files used as webhook schemas by a workflow are not loaded as workflows. ``volume_roots``
+    as for :func:`load_file`.
     """
-    workflows, errors = _load_all(Path(path))
+    workflows, errors = _load_all(Path(path), volume_roots)
     if not errors:
         from workflows.chains import find_chain_cycles
 
@@ -75,15 +81,15 @@ def load_dir(path: str | os.PathLike[str]) -> Catalog:
     return Catalog({w.name: w for w in workflows})
 
 
-def validate(path: str | os.PathLike[str]) -> list[SpecError]:
+def validate(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | None = None) -> list[SpecError]:
     """Every problem in a directory or file, empty when everything loads (``sluice validate``)."""
     target = Path(path)
     if target.is_file():
-        return _load(target, str(path))[1]
-    return _load_all(target)[1]
+        return _load(target, str(path), volume_roots)[1]
+    return _load_all(target, volume_roots)[1]
 
 
-def _load_all(root: Path) -> tuple[list[Workflow], list[SpecError]]:
+def _load_all(root: Path, volume_roots: Sequence[Path] | None) -> tuple[list[Workflow], list[SpecError]]:
     if not root.is_dir():
         return [], [
             SpecError(str(root), "", "no such directory", "give the folder that holds the workflow files")
@@ -93,7 +99,7 @@ def _load_all(root: Path) -> tuple[list[Workflow], list[SpecError]]:
         for p in root.rglob("*")
         if p.suffix in (".yaml", ".yml") and p.is_file() and not _hidden(p.relative_to(root))
     )
-    results = {p.resolve(): _load(p, str(p)) for p in files}
+    results = {p.resolve(): _load(p, str(p), volume_roots) for p in files}
     schemas = {schema for _, _, used in results.values() for schema in used}
     workflows: list[Workflow] = []
     errors: list[SpecError] = []
@@ -131,9 +137,11 @@ def _shown(root: Path, file: Path) -> str:
         return str(file)
 
 
-def _load(path: Path, shown: str) -> tuple[Workflow | None, list[SpecError], list[Path]]:
+def _load(
+    path: Path, shown: str, volume_roots: Sequence[Path] | None
+) -> tuple[Workflow | None, list[SpecError], list[Path]]:
     """One file: ``(workflow or None, its problems, schema files it uses)``."""
-    ctx = FileCtx(file=shown, dir=path.resolve().parent)
+    ctx = FileCtx(file=shown, dir=path.resolve().parent, volume_roots=volume_roots)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
     except OSError as exc:
@@ -142,6 +150,8 @@ def _load(path: Path, shown: str) -> tuple[Workflow | None, list[SpecError], lis
         return None, [_yaml_error(shown, exc)], []
     if not isinstance(raw, dict):
         ctx.err("", "must be a YAML mapping", "write name:, triggers:, params: and steps: at the top level")
+        return None, ctx.errors, []
+    if not screen_document(ctx, raw):
         return None, ctx.errors, []
     names: set[str] = set()
     raw = _substitute_env(ctx, raw, "", names)

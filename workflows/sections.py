@@ -18,6 +18,7 @@ from workflows.fields import (
     read_choice,
     read_duration,
     read_int,
+    read_path,
     read_size,
     read_str,
     read_str_list,
@@ -185,7 +186,7 @@ def _file_trigger(
     return FileTrigger(
         name=name,
         input=input_,
-        path=(ctx.dir / (read_str(ctx, f"{w}.path", body.get("path"), "inbox") or ".")).resolve(),
+        path=(ctx.dir / (read_path(ctx, f"{w}.path", body.get("path"), "inbox") or ".")).resolve(),
         recursive=bool(read_bool(ctx, f"{w}.recursive", body.get("recursive"))),
         prefix=read_str(ctx, f"{w}.prefix", body.get("prefix"), "images/") or "",
         suffix=read_str(ctx, f"{w}.suffix", body.get("suffix"), ".jpg") or "",
@@ -292,6 +293,8 @@ def _webhook_schema(ctx: FileCtx, where: str, value: Any) -> dict[str, Any] | No
     if value is None:
         return None
     if isinstance(value, str):
+        if read_path(ctx, where, value, "schema.json") is None:
+            return None
         file = (ctx.dir / value).resolve()
         try:
             value = yaml.load(file.read_text(encoding="utf-8"), Loader=YamlLoader)

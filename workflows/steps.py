@@ -24,11 +24,15 @@ from workflows.fields import (
     read_duration,
     read_int,
     read_number,
+    read_path,
     read_size,
     read_str,
     read_str_list,
     read_str_map,
 )
+from workflows.hostpaths import ALLOW_ENV, mountable
+from workflows.shell import HINT as SHELL_HINT
+from workflows.shell import data_in_script
 from workflows.spec import (
     MAX_JOB_RETRY_DELAY_S,
     ContainerSpec,
@@ -45,6 +49,7 @@ from workflows.templating import CONTEXT_NAMES, Renderable, Static
 from workflows.units import parse_duration
 
 _IDENT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_MAX_REF = 255  #: a module:callable longer than a file name can be is not one
 
 # --- steps -----------------------------------------------------------------------------------------
 
@@ -162,12 +167,12 @@ def _function(ctx: FileCtx, where: str, ref: Any) -> str | None:
     if read_str(ctx, where, ref, "images:probe") is None:
         return None
     module, _, attr = ref.partition(":")
-    if not _IDENT_PATH.fullmatch(module) or not attr.isidentifier():
+    if len(ref) > _MAX_REF or not _IDENT_PATH.fullmatch(module) or not attr.isidentifier():
         ctx.err(where, f"must be module:callable, got {ctx.show(ref)}", "write e.g. function: images:probe")
         return None
     relative = Path(*module.split("."))
     for candidate in (ctx.dir / relative.with_suffix(".py"), ctx.dir / relative / "__init__.py"):
-        if candidate.is_file():
+        if _is_file(candidate):
             _check_defined(ctx, where, candidate, attr)
             return ref
     origin = _installed_origin(module)
@@ -180,6 +185,13 @@ def _function(ctx: FileCtx, where: str, ref: Any) -> str | None:
     elif origin.endswith(".py"):
         _check_defined(ctx, where, Path(origin), attr)
     return ref
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name longer than the system allows
+        return False
 
 
 def _installed_origin(module: str) -> str | None:
@@ -275,13 +287,23 @@ def _command(ctx: FileCtx, where: str, value: Any) -> tuple[Renderable, ...] | N
             where, f"must be a list of strings, got {ctx.show(value)}", "write e.g. command: [python, run.py]"
         )
         return None
-    parts = [ctx.template(f"{where}[{i}]", v if isinstance(v, str) else str(v)) for i, v in enumerate(value)]
+    argv = [v if isinstance(v, str) else str(v) for v in value]
+    script = data_in_script(argv)
+    if script is not None:
+        ctx.err(
+            f"{where}[{script}]",
+            "a shell script cannot hold {{ }} or Ref:: (the value would run as shell code)",
+            SHELL_HINT,
+        )
+        return None
+    parts = [ctx.template(f"{where}[{i}]", v) for i, v in enumerate(argv)]
     return tuple(p for p in parts if p is not None)
 
 
 def _volumes(ctx: FileCtx, where: str, value: Any) -> tuple[VolumeSpec, ...]:
     volumes = []
     for i, spec in enumerate(read_str_list(ctx, where, value, '["./data:/data:ro"]') or ()):
+        w = f"{where}[{i}]"
         parts = spec.split(":")
         if (
             len(parts) not in (2, 3)
@@ -289,12 +311,22 @@ def _volumes(ctx: FileCtx, where: str, value: Any) -> tuple[VolumeSpec, ...]:
             or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
         ):
             ctx.err(
-                f"{where}[{i}]",
+                w,
                 f"must be host:container or host:container:ro, got {ctx.show(spec)}",
                 'write e.g. "./data:/data:ro"',
             )
             continue
+        if read_path(ctx, w, spec, '"./data:/data:ro"') is None:
+            continue
         host = str((ctx.dir / parts[0]).resolve()) if parts[0].startswith(".") else parts[0]
+        if ctx.volume_roots is not None and mountable(ctx.dir / host, ctx.volume_roots) is None:
+            ctx.err(
+                w,
+                f"host path {parts[0]} is outside the folders containers may mount"
+                f" ({', '.join(str(r) for r in ctx.volume_roots)})",
+                f"mount a folder inside one of them, or add it to {ALLOW_ENV} (a :-separated list)",
+            )
+            continue
         volumes.append(VolumeSpec(host, parts[1], len(parts) == 3 and parts[2] == "ro"))
     return tuple(volumes)
 

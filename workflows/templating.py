@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import jinja2
 from jinja2 import nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from workflows.errors import TemplateError
 
@@ -33,10 +33,32 @@ class _DataEnvironment(SandboxedEnvironment):
     Workflow data is JSON, so a key always wins over a Python attribute.
     """
 
+    #: bounded, and so never folded into a constant when the template compiles: a workflow's
+    #: ``{{ "a" * 10**10 }}`` would otherwise take 10 GB in ``sluice validate``
+    intercepted_binops = frozenset({"*", "**"})
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        big = operator == "**" and _int(left) and _int(right) and abs(left) > 1
+        if big and right * abs(left).bit_length() > MAX_INT_BITS:
+            raise SecurityError(f"{left} ** {right} has more than {MAX_INT_BITS} bits")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and _int(times) and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"repeating {len(seq)} items {times} times exceeds {MAX_REPEAT}")
+        return super().call_binop(context, operator, left, right)
+
+
+#: the largest integer ``**`` makes in a template, and the longest string or list ``*`` makes
+MAX_INT_BITS, MAX_REPEAT = 64 * 1024, 10_000_000
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _ENV = _DataEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -184,7 +206,15 @@ def compile_string(source: str, where: str) -> Renderable:
             return Expression(source, where, fn, variables)
         return Text(source, where, _ENV.from_string(source).render, variables)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateCompileError(where, f"template syntax error: {exc.message} in {source!r}") from exc
+        raise TemplateCompileError(
+            where, f"template syntax error: {exc.message} in {_short(source)}"
+        ) from exc
+    except (RecursionError, MemoryError, SyntaxError) as exc:  # SyntaxError: Python's own nesting limit
+        raise TemplateCompileError(where, f"template nested too deeply to compile: {_short(source)}") from exc
+
+
+def _short(source: str) -> str:
+    return repr(source) if len(source) <= 80 else repr(source[:77] + "...")
 
 
 def _variables(tree: nodes.Template) -> frozenset[str]:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from engine.batch.queues import Slot
 from engine.ids import ordered_id
 from workflows.errors import SluiceError
+from workflows.hostpaths import mountable
+from workflows.shell import data_in_script
 from workflows.spec import MAX_JOB_RETRY_DELAY_S, ExitRule, exit_rule_problem
 
 SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING = "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"
@@ -257,11 +259,17 @@ class JobSpec:
         }
 
     def substituted(self) -> tuple[str, ...] | None:
-        """The command with ``Ref::name`` replaced by parameter values (unknown refs stay)."""
+        """The command with every argument that is exactly ``Ref::name`` replaced by its value.
+
+        Whole arguments only, unlike AWS Batch, which replaces ``Ref::name`` inside any string: a
+        value is always one argv element, never spliced into a string a program parses again (a
+        shell's ``-c`` script). ``Ref::`` inside a longer argument, or an unknown name, stays as
+        written; submit refuses it in a shell script (:func:`check_command`).
+        """
         if self.command is None:
             return None
         params = self.parameters
-        return tuple(_REF.sub(lambda m: params.get(m.group(1), m.group(0)), arg) for arg in self.command)
+        return tuple(params.get(arg[5:], arg) if _REF.fullmatch(arg) else arg for arg in self.command)
 
 
 #: the spec of :meth:`Job.ended` stand-ins (never run)
@@ -328,6 +336,19 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
     )
 
 
+def check_command(spec: JobSpec) -> None:
+    """Refuse ``Ref::`` in a shell's ``-c`` script: a parameter must never become shell code."""
+    if spec.command is None:
+        return
+    i = data_in_script(spec.command, ("Ref::",))
+    if i is not None:
+        raise JobError(
+            f"command[{i}]: a shell script cannot hold Ref:: (the value would run as shell code); "
+            'pass it as an argument after the script instead, e.g. ["sh", "-c", "echo \\"$1\\"", '
+            '"sh", "Ref::name"], or through environment'
+        )
+
+
 def _env_text(value: Any) -> str:
     import json
 
@@ -340,14 +361,6 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def volume_roots(data_dir: Path) -> list[Path]:
-    """Host paths containers may mount: the data dir, plus ``SLUICE_VOLUME_ALLOW`` (``:``-separated)."""
-    roots = [Path(data_dir).resolve()]
-    extra = os.environ.get("SLUICE_VOLUME_ALLOW", "")
-    roots.extend(Path(p).resolve() for p in extra.split(os.pathsep) if p.strip())
-    return roots
-
-
 def check_volume(vol: Any, allowed_roots: Sequence[Path]) -> tuple[str, str, bool]:
     if isinstance(vol, Mapping):
         host, cont, ro = vol.get("host"), vol.get("container"), bool(vol.get("read_only", False))
@@ -357,8 +370,8 @@ def check_volume(vol: Any, allowed_roots: Sequence[Path]) -> tuple[str, str, boo
         raise JobError(f"volumes: each is {{host, container, read_only}}, got {vol!r}")
     if not isinstance(host, str) or not os.path.isabs(host) or not isinstance(cont, str):
         raise JobError(f"volumes: host and container must be absolute paths, got {vol!r}")
-    real = Path(host).resolve()
-    if not any(real == root or root in real.parents for root in allowed_roots):
+    real = mountable(host, allowed_roots)
+    if real is None:
         allowed = ", ".join(str(r) for r in allowed_roots)
         raise JobError(
             f"volumes: {host} is outside the allowed host paths ({allowed}); "

@@ -28,7 +28,7 @@ from typing import Any
 from engine.batch import rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
-from engine.batch.jobs import RUNNABLE, Job, slot_of, volume_roots
+from engine.batch.jobs import RUNNABLE, Job, slot_of
 from engine.batch.ledger import Ledger
 from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, Environment, Queue, decide
 from engine.batch.recovery import Recovery
@@ -39,6 +39,7 @@ from engine.executors.base import Outcome
 from engine.executors.docker_api import DockerClient
 from engine.store.store import Store
 from engine.types import StepHost
+from workflows.hostpaths import volume_roots
 from workflows.spec import StepSpec
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ from engine.batch.jobs import (
     JobError,
     JobSpec,
     RetryStrategy,
+    check_command,
     new_job_id,
     parse_spec,
 )
@@ -79,7 +80,7 @@ class Submitter:
             raise JobError("name: required, letters, digits, - and _ (no colon)")
         if "secrets" in body:
             raise JobError(_NO_SECRETS)
-        parse_spec(body, self.allowed_roots)
+        check_command(parse_spec(body, self.allowed_roots))
         clean = {k: v for k, v in body.items() if k != "name"}
         revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1
         now = time.time()
@@ -240,6 +241,7 @@ class Submitter:
             if req.get(key) is not None:
                 base[key] = req[key]
         spec = parse_spec(base, self.allowed_roots)
+        check_command(spec)
         if req.get("attempts") is not None:
             rs = RetryStrategy.from_json({"attempts": req["attempts"]})
             spec = replace(spec, retry=replace(spec.retry, attempts=rs.attempts))

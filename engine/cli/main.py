@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check every workflow file under DIR")
     p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the server's data dir, which container volumes may mount, as may $SLUICE_VOLUME_ALLOW"
+        " (default: $SLUICE_DATA_DIR or ./.sluice)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run one workflow to the end, in this process")
@@ -148,14 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- validate -----------------------------------------------------------------------------------
 
 
-def _load_dir(path: Path) -> Any:
+def _load_dir(path: Path, data_dir: str | None) -> Any:
+    """The catalog, volumes checked against the allow-list the engine on ``data_dir`` will use."""
+    from engine.engine import default_data_dir
     from workflows.errors import SpecErrors
+    from workflows.hostpaths import volume_roots
     from workflows.loader import load_dir
 
     if not path.is_dir():
         raise UsageError(f"{path}: not a folder (give the folder that holds your workflow .yaml files)")
     try:
-        return load_dir(path)
+        return load_dir(path, volume_roots=volume_roots(default_data_dir(data_dir)))
     except SpecErrors as errs:
         for err in errs.errors:
             print(err, file=sys.stderr)
@@ -163,7 +172,7 @@ def _load_dir(path: Path) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    catalog = _load_dir(Path(args.dir))
+    catalog = _load_dir(Path(args.dir), args.data_dir)
     names = ", ".join(sorted(catalog)) or "none"
     print(f"{len(catalog)} workflows OK: {names}")
     return EXIT_OK
@@ -177,12 +186,12 @@ def _find_workflow(args: argparse.Namespace) -> tuple[Any, Any]:
     if target.suffix in (".yaml", ".yml") or target.is_file():
         if not target.is_file():
             raise UsageError(f"{target}: no such workflow file")
-        catalog = _load_dir(Path(args.dir) if args.dir else target.parent)
+        catalog = _load_dir(Path(args.dir) if args.dir else target.parent, args.data_dir)
         for wf in catalog.values():
             if Path(wf.file).resolve() == target.resolve():
                 return catalog, wf
         raise UsageError(f"{target}: not found among the workflows of {args.dir or target.parent}")
-    catalog = _load_dir(Path(args.dir or "."))
+    catalog = _load_dir(Path(args.dir or "."), args.data_dir)
     if args.workflow not in catalog:
         known = ", ".join(sorted(catalog)) or "none"
         raise UsageError(f"no workflow named {args.workflow!r} in {args.dir or '.'} (known: {known})")
@@ -272,7 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.engine import Settings, default_data_dir, tune_gc
 
     tune_gc()
-    catalog = _load_dir(Path(args.dir))
+    catalog = _load_dir(Path(args.dir), args.data_dir)
     settings = Settings(
         data_dir=writable_data_dir(default_data_dir(args.data_dir)),
         workers=args.workers,

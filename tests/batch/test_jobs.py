@@ -51,7 +51,8 @@ async def test_lifecycle_limits_env_and_ref_substitution(
     batch: MakeBatch, docker_client: DockerClient
 ) -> None:
     svc = await batch()
-    cmd = ["sh", "-c", 'echo "Ref::greeting $NAME $AWS_BATCH_JQ_NAME $AWS_BATCH_CE_NAME"; sleep 1']
+    cmd = ["sh", "-c", 'echo "$1 $NAME $AWS_BATCH_JQ_NAME $AWS_BATCH_CE_NAME"; sleep 1', "sh"]
+    cmd.append("Ref::greeting")
     spec = box(cmd, vcpus=0.5, memory=48 * MIB, environment={"NAME": "ada", "N": 3, "OBJ": {"a": 1}})
     out = await svc.submit({"queue": "default", "container": spec, "parameters": {"greeting": "hello"}})
     for _ in range(200):
