@@ -128,8 +128,9 @@ def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """Print an attempt's log; with --follow, poll until the job ends, attempt after attempt."""
-    attempt, offset = args.attempt, 0
+    """Print an attempt's log (the latest); with --follow, every attempt from the first (or from
+    --attempt), polling until the job ends: a follower that starts late misses nothing."""
+    attempt, offset = (1 if args.follow and args.attempt is None else args.attempt), 0
     while True:
         chunk, headers = _log_chunk(args.server, args.job, attempt, offset)
         sys.stdout.buffer.write(chunk)

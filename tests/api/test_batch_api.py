@@ -192,3 +192,26 @@ async def test_jobs_from_the_api_cannot_read_the_engines_environment(server: tup
     assert status == 400 and "secrets" in answer["error"]["message"], answer
     status, answer = await call(base, "GET", "/api/v1/jobs")
     assert answer["jobs"] == []
+
+
+async def test_a_late_follower_gets_every_attempt_from_the_first(server: tuple[str, Any]) -> None:
+    """``jobs logs --follow`` started while attempt 2 runs still prints attempt 1 first."""
+    base, _engine = server
+    retried = {
+        "name": "late",
+        **BOX,
+        "command": ["sh", "-c", "echo try $AWS_BATCH_JOB_ATTEMPT; sleep 1; exit 1"],
+    }
+    await cli(base, "definitions", "register", json.dumps(retried))
+    code, out, err = await cli(base, "jobs", "submit", "--definition", "late", "--attempts", "2", "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        _, job = await call(base, "GET", f"/api/v1/jobs/{job_id}")
+        if len(job["attempts"]) == 2:
+            break
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.1)
+    code, out, err = await cli(base, "jobs", "logs", job_id, "--follow")
+    assert code == 0 and out.split() == ["try", "1", "try", "2"], err
