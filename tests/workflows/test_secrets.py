@@ -83,3 +83,17 @@ def test_the_loader_lists_the_variables_a_workflow_reads(
     assert wf.secrets == frozenset({"SLUICE_T_LOADED"})
     assert isinstance(wf.params["t"].default, secrets.Secret)
     assert "loaded-value" not in repr(wf.params["t"])
+
+
+def test_validate_refuses_a_secret_in_a_containers_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workflows.loader import validate
+
+    monkeypatch.setenv("SLUICE_T_ARGV", "argv-value-1234")
+    path = tmp_path / "w.yaml"
+    command = "[echo, '${env:SLUICE_T_ARGV}']"
+    path.write_text(f"name: w\nsteps:\n  a:\n    container: {{image: busybox, command: {command}}}\n")
+    (problem,) = validate(path)
+    assert problem.path == "steps.a.container.command[1]"
+    assert "pass it through env:" in str(problem) and "argv-value" not in str(problem)
