@@ -70,7 +70,8 @@ async def secrets_hidden(request: web.Request, handler: Handler) -> web.StreamRe
     resp = await handler(request)
     if isinstance(resp, web.Response) and isinstance(resp.body, bytes) and secrets.registered():
         text = resp.body.decode(resp.charset or "utf-8", errors="surrogateescape")
-        hidden = secrets.hide_html(text)
+        json_answer = resp.content_type == "application/json"  # hidden inside its strings: valid JSON
+        hidden = secrets.hide_json(text) if json_answer else secrets.hide_html(text)
         if hidden != text:
             resp.body = hidden.encode(resp.charset or "utf-8", errors="surrogateescape")
     return resp
