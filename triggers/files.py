@@ -330,6 +330,9 @@ class FileTriggerRunner:
         elif read.refused is not None:
             self._refuse(rel, read.refused)
         elif read.facts is not None:
+            timer = self._timers.pop(rel, None)  # complete now: a poll still pending has nothing to add
+            if timer is not None:
+                timer.cancel()
             if read.facts.identity != known:
                 await self._created(read.facts)
         elif self._look_again(read, hint):
