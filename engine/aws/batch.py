@@ -281,7 +281,13 @@ class BatchApi:
             if not rev.isdigit() or int(rev) not in revs:
                 raise AwsError("ClientException", f"no job definition {name}:{rev}")
             own = dict(revs[int(rev)][1].get("tags") or {})
-        elif not resource.startswith(("job-queue/", "compute-environment/")):
+        elif resource.startswith("job-queue/"):
+            if resource.removeprefix("job-queue/") not in self.batch.queues:
+                raise AwsError("ClientException", f"no job queue {resource.removeprefix('job-queue/')!r}")
+        elif resource.startswith("compute-environment/"):
+            if resource.removeprefix("compute-environment/") not in self.batch.envs:
+                raise AwsError("ClientException", f"no compute environment {resource.split('/', 1)[1]!r}")
+        else:
             raise AwsError("ClientException", f"{arn!r} is not a taggable Batch resource ARN")
         return {**own, **await self.config._tags(arn)}
 

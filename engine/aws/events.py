@@ -159,7 +159,12 @@ class EventsApi:
         _bus(body)
         prefix = _str(body, "NamePrefix") or ""
         chosen = [n for n in sorted(self.rules.rules) if n.startswith(prefix)]
-        start, limit = page(body.get("NextToken")) or 0, int(body.get("Limit") or 100)
+        limit = body.get("Limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise AwsError(
+                "ValidationException", f"Limit must be a whole number from 1 to 100, got {limit!r}"
+            )
+        start = page(body.get("NextToken"), "ValidationException") or 0
         out: Body = {"Rules": [self._shape(n, self.rules.rules[n]) for n in chosen[start : start + limit]]}
         if start + limit < len(chosen):
             out["NextToken"] = next_token(start + limit)

@@ -153,14 +153,14 @@ def _kind(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def page(token: Any) -> int | None:
+def page(token: Any, code: str = "ClientException") -> int | None:
     """A ``nextToken`` back to the position it stands for (None: from the start)."""
     if token is None:
         return None
     try:
         return int(base64.urlsafe_b64decode(str(token).encode()).decode())
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise AwsError("ClientException", "nextToken is not one this server gave; start without it") from None
+        raise AwsError(code, "the next token is not one this server gave; start without it") from None
 
 
 def next_token(position: int) -> str:

@@ -254,6 +254,10 @@ class EventRules:
                 if kind == "workflow":
                     if what in self.engine.catalog:
                         bus_rules.append(Rule(what, f"rule/{name}/{target['Id']}", pattern, given))
+                    else:  # the workflow was removed since PutTargets; the target waits for it
+                        log.warning(
+                            "rule %s target %s: no workflow %r is loaded; idle", name, target["Id"], what
+                        )
                 elif kind == "webhook":
                     hooks.append(webhook_subscriber(name, target, pattern, given))
                 else:

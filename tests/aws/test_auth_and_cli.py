@@ -41,8 +41,16 @@ async def ended(batch: Any, job_id: str) -> dict[str, Any]:
 
 async def test_with_a_token_the_signature_is_checked(aws_server: MakeAwsServer) -> None:
     server = await aws_server(token=TOKEN)
-    ok = await aws(server.client("batch").describe_job_queues)
+    batch = server.client("batch")
+    ok = await aws(batch.describe_job_queues)
     assert [q["jobQueueName"] for q in ok["jobQueues"]] == ["default"]
+    # a path holding an encoded ARN, a query string and a DELETE sign and verify the same way
+    queue = ok["jobQueues"][0]["jobQueueArn"]
+    await aws(batch.tag_resource, resourceArn=queue, tags={"a": "1", "b": "2"})
+    await aws(batch.untag_resource, resourceArn=queue, tagKeys=["b", "c"])
+    assert (await aws(batch.list_tags_for_resource, resourceArn=queue))["tags"] == {"a": "1"}
+    rule = await aws(server.client("events").put_rule, Name="r", EventPattern='{"source": ["x"]}')
+    assert rule["RuleArn"].endswith(":rule/r")
     for client, code in [
         (server.client("batch", secret="wrong-secret"), "InvalidSignatureException"),
         (server.client("batch", key="AKIDEXAMPLE"), "UnrecognizedClientException"),
