@@ -17,7 +17,7 @@ from workflows.errors import PatternError, SpecError
 from workflows.patterns import expand_dotted
 from workflows.spec import EventTrigger
 
-from . import graph as g
+from .dag import cycles, digraph
 
 RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
 
@@ -71,8 +71,9 @@ def upstream_names(pattern: Mapping[str, Any], names: set[str]) -> set[str] | No
 def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
     """One SpecError per workflow that starts itself and per group that start each other in a cycle.
 
-    Each is pinned to the trigger that closes the cycle; a group names its shortest cycle through
-    its first workflow by name (listing every cycle of a dense group would never end).
+    Each is pinned to the trigger that closes the cycle; a group names one cycle (networkx's
+    ``find_cycle``) from its first workflow by name (listing every cycle of a dense group would
+    never end).
     """
     graph: dict[str, set[str]] = {name: set() for name in catalog}
     where: dict[tuple[str, str], tuple[str, str]] = {}
@@ -85,7 +86,7 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
                 graph[upstream].add(wf.name)
                 where.setdefault((upstream, wf.name), (str(wf.file), f"triggers[{i}].event.pattern"))
     errors = _destination_edges(catalog, graph, where)
-    found = g.cycles({name: sorted(succ) for name, succ in graph.items()})
+    found = cycles(digraph(graph))
     for cycle in sorted(found, key=lambda c: (len(c), c)):  # self-starts first
         closing = (cycle[-1], cycle[0])
         file, path = where[closing]

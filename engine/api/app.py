@@ -192,7 +192,16 @@ async def list_workflows(request: web.Request) -> web.Response:
             }
             for p in wf.params.values()
         }
-        out.append({"name": wf.name, "description": wf.description, "params": params, "triggers": triggers})
+        levels = [list(level) for level in wf.dag.levels]  # the DAG's layers, as the dashboard shows them
+        out.append(
+            {
+                "name": wf.name,
+                "description": wf.description,
+                "params": params,
+                "triggers": triggers,
+                "levels": levels,
+            }
+        )
     return web.json_response({"workflows": out})
 
 

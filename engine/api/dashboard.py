@@ -49,9 +49,10 @@ _RUN = """{% extends "base" %}{% block title %}{{ run.run_id }} · Sluice{% endb
 {% if run.outputs is not none %}<h3>Outputs</h3><pre>{{ run.outputs | tojson(indent=2) }}</pre>{% endif %}
 {% if run.error %}<h3>Error</h3><pre>{{ run.error | tojson(indent=2) }}</pre>{% endif %}
 <h3>Steps</h3>
-<table><tr><th>step</th><th>status</th><th>attempts</th><th>reason</th></tr>
-{% for name, s in run.steps.items() %}<tr><td>{{ name }}</td><td class="{{ s.status }}">{{ s.status }}</td>
-<td>{{ s.attempts }}</td><td>{{ s.reason or "" }}</td></tr>{% endfor %}</table>
+<table><tr><th>level</th><th>step</th><th>status</th><th>attempts</th><th>reason</th></tr>
+{% for level, name in steps %}{% set s = run.steps[name] %}<tr><td>{{ level }}</td><td>{{ name }}</td>
+<td class="{{ s.status }}">{{ s.status }}</td><td>{{ s.attempts }}</td><td>{{ s.reason or "" }}</td></tr>
+{% endfor %}</table>
 <h3>Attempts</h3>
 {% for a in attempts %}<h4>{{ a.step }}{% if a.index is not none %}[{{ a.index }}]{% endif %}
 attempt {{ a.attempt }} · <span class="{{ a.status }}">{{ a.status }}</span></h4>
@@ -90,11 +91,21 @@ def add_dashboard(app: web.Application, engine: Any) -> None:
         )
         for att, tail in zip(attempts, tails, strict=True):
             att["tail"] = tail
-        html = _env.get_template("run").render(run=run, attempts=attempts)
+        steps = _by_level(engine.catalog.get(run["workflow"]), run["steps"])
+        html = _env.get_template("run").render(run=run, attempts=attempts, steps=steps)
         return web.Response(text=html, content_type="text/html")
 
     app.router.add_get("/", index)
     app.router.add_get("/runs/{id}", run_page)
+
+
+def _by_level(workflow: Any, steps: dict[str, Any]) -> list[tuple[int | str, str]]:
+    """``(level, step)`` in the DAG's topological generations; the recorded order if it is gone."""
+    if workflow is None:
+        return [("", name) for name in steps]
+    placed = [(i, name) for i, level in enumerate(workflow.dag.levels) for name in level if name in steps]
+    seen = {name for _, name in placed}
+    return [*placed, *(("", name) for name in steps if name not in seen)]
 
 
 def _tails(data_dir: Path, paths: list[str | None]) -> list[str]:
