@@ -273,14 +273,36 @@ async def retry_run(request: web.Request) -> web.Response:
     if workflow not in engine.catalog:
         raise ApiError(409, "workflow_gone", f"workflow {workflow!r} of run {old} is no longer loaded")
     params = summary["params"] or {}
-    event = envelope(
-        MANUAL_SOURCE, "Retry Run", {"retry_of": old, "params": params}, resources=[f"workflow/{workflow}"]
-    )
-    result = await engine.bus.put(event, target=Target(workflow, None, params))
+    body = await json_body(request, default={})
+    start = body.get("from") if isinstance(body, dict) else None
+    if start not in (None, "start", "failed"):
+        raise ApiError(400, "bad_body", 'from must be "failed" (redrive: keep what succeeded) or "start"')
+    keep: dict[str, Any] = {}
+    if start == "failed":
+        keep = _kept_steps(engine.catalog[workflow], summary)
+    detail = {"retry_of": old, "params": params, "from": start or "start"}
+    event = envelope(MANUAL_SOURCE, "Retry Run", detail, resources=[f"workflow/{workflow}"])
+    result = await engine.bus.put(event, target=Target(workflow, None, params, keep=keep, kept_from=old))
     run_id = result.run_ids[0]
-    return web.json_response(
-        {"run_id": run_id, "retry_of": old, "status_url": f"/api/v1/runs/{run_id}"}, status=201
-    )
+    answer = {"run_id": run_id, "retry_of": old, "status_url": f"/api/v1/runs/{run_id}"}
+    if start == "failed":
+        answer["kept"] = sorted(keep)
+    return web.json_response(answer, status=201)
+
+
+def _kept_steps(wf: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """A redrive keeps each step that SUCCEEDED and is not downstream of one that did not."""
+    if summary["status"] not in ("FAILED", "CANCELLED"):
+        raise ApiError(
+            409,
+            "not_failed",
+            f"run {summary['run_id']} is {summary['status']}: only a FAILED or CANCELLED run is retried "
+            "from its failed steps (POST {} to start it over)",
+        )
+    steps = summary["steps"]
+    ok = {name for name in wf.steps if steps.get(name, {}).get("status") == "SUCCEEDED"}
+    rerun = set(wf.dag.rerun_from(name for name in wf.steps if name not in ok))
+    return {name: steps[name]["output"] for name in wf.dag.order if name in ok and name not in rerun}
 
 
 async def run_logs(request: web.Request) -> web.Response:

@@ -64,6 +64,9 @@ class Target:
     workflow: str
     trigger: str | None = None
     params: Mapping[str, Any] | None = None  # explicit run input (a manual run), skips the template
+    #: a retry from the failed steps: steps that start SUCCEEDED with these outputs, and their run
+    keep: Mapping[str, Any] | None = None
+    kept_from: str | None = None
 
 
 def new_run_id() -> str:
@@ -228,6 +231,8 @@ class Bus:
         if target is not None and target.workflow:
             run = self.start_in_tx(conn, env, target.workflow, target.trigger, target.params, None, depth)
             if run is not None:
+                if target.keep and run.status == Status.PENDING:
+                    self._keep_steps(conn, run, target.keep, target.kept_from or "")
                 runs.append(run)
         runs.extend(self._destination(conn, env, depth))
         for rule in self.matching_rules(env):
@@ -286,6 +291,14 @@ class Bus:
         if not records.insert_run(conn, run, origin):
             return None
         return run
+
+    def _keep_steps(
+        self, conn: sqlite3.Connection, run: RunRecord, keep: Mapping[str, Any], origin: str
+    ) -> None:
+        """The new run starts with these steps SUCCEEDED (a redrive): their rows, and the driver's view."""
+        records.copy_steps(conn, run.id, keep, origin, run.created_at)
+        for name, output in keep.items():
+            run.steps[(name, -1)] = {"status": Status.SUCCEEDED, "output": output, "error": None}
 
     def _destination(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> list[RunRecord]:
         """A run ended: start its ``on_success``/``on_failure`` workflow with the invocation record."""

@@ -90,7 +90,8 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_retry(args: argparse.Namespace) -> int:
-    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/retry", {})
+    body = {"from": "failed"} if args.from_failed else {}
+    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/retry", body)
     return emit(args, data, f"run {data['run_id']} started (retry of {data['retry_of']})")
 
 
@@ -199,6 +200,12 @@ def register(sub: Any) -> None:
         p.add_argument("run", help="run id (r-...)")
         if name == "cancel":
             p.add_argument("--reason", default=None)
+        if name == "retry":
+            p.add_argument(
+                "--from-failed",
+                action="store_true",
+                help="keep the steps that succeeded; run the failed ones and what needs them (a redrive)",
+            )
         p.set_defaults(func=command(func))
 
     p = common_options(sub.add_parser("logs", help="print the logs of a run's attempts"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,23 @@ def finish_step(
             reason,
             at,
         ),
+    )
+
+
+def copy_steps(
+    conn: sqlite3.Connection, run_id: str, outputs: Mapping[str, Any], origin: str, at: float
+) -> None:
+    """A retry from the failed steps begins with these steps SUCCEEDED, outputs copied from ``origin``.
+
+    Rows inserted SUCCEEDED (not a PENDING -> SUCCEEDED transition: nothing ran), no attempts.
+    """
+    conn.executemany(
+        "INSERT INTO steps (run_id, step, idx, status, output, reason, started_at, ended_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        [
+            (run_id, name, -1, Status.SUCCEEDED, dumps(output), f"kept from {origin}", at, at)
+            for name, output in outputs.items()
+        ],
     )
 
 
