@@ -33,6 +33,8 @@ PAGE = 50
 PUSH_EVERY_S = 0.3
 KEEPALIVE_S = 15.0
 RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+#: the runs list's time ranges: hours back from now, and their labels
+SPANS = {"1": "last hour", "24": "last day", "168": "last week"}
 STATIC = Path(__file__).with_name("static")
 
 #: DAG drawing: node box and gaps, in SVG user units
@@ -190,9 +192,20 @@ class Pages:
         status = status if status in RUN_STATES else None
         workflow = q.get("workflow") or None
         before = q.get("before") or None
+        trigger = q.get("trigger") or None
+        hours = q.get("hours") or ""
+        since = time.time() - float(hours) * 3600 if hours in SPANS else None
 
         def read(conn: Any) -> tuple[list[dict[str, Any]] | None, dict[str, int]]:
-            found = records.list_runs(conn, workflow=workflow, status=status, limit=PAGE, before=before)
+            found = records.list_runs(
+                conn,
+                workflow=workflow,
+                status=status,
+                limit=PAGE,
+                before=before,
+                trigger=trigger,
+                since=since,
+            )
             counts = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
             return found, counts
 
@@ -203,7 +216,16 @@ class Pages:
             "counts": counts,
             "states": RUN_STATES,
             "workflows": sorted(self.engine.catalog),
-            "filters": {"workflow": workflow or "", "status": status or ""},
+            "filters": {
+                "workflow": workflow or "",
+                "status": status or "",
+                "trigger": trigger or "",
+                "hours": hours,
+            },
+            "triggers": sorted(
+                {t.name for wf in self.engine.catalog.values() for t in wf.triggers} | {"manual"}
+            ),
+            "spans": SPANS,
             "next": found[-1]["run_id"] if len(found) == PAGE else None,
             "active": self.engine.orchestrator.active,
         }
