@@ -227,9 +227,18 @@ async def list_runs(request: web.Request) -> web.Response:
             400, "bad_param", f"status must be one of {', '.join(RUN_STATES)}, got {q['status']!r}"
         )
 
+    since, until = time_param(request, "since"), time_param(request, "until")
+
     def query(conn: Any) -> list[dict[str, Any]] | None:
         return records.list_runs(
-            conn, workflow=q.get("workflow"), status=q.get("status"), limit=limit, before=q.get("before")
+            conn,
+            workflow=q.get("workflow"),
+            status=q.get("status"),
+            limit=limit,
+            before=q.get("before"),
+            trigger=q.get("trigger"),
+            since=since,
+            until=until,
         )
 
     runs = await _engine(request).store.read(query)

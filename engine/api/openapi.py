@@ -115,7 +115,14 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "runs, newest first",
                 _answer("a page of runs", {"$ref": "#/components/schemas/RunPage"}),
-                params=[_query("workflow"), _query("status"), *PAGE],
+                params=[
+                    _query("workflow"),
+                    _query("status"),
+                    _query("trigger", description="a trigger name, or manual"),
+                    _query("since", description="Unix seconds or ISO 8601"),
+                    _query("until", description="Unix seconds or ISO 8601"),
+                    *PAGE,
+                ],
                 errors=("400",),
             )
         },

@@ -267,7 +267,7 @@ async def test_dashboard_pages_escape_values(api: Served, http: aiohttp.ClientSe
     run_id = body["run_id"]
     await api.engine.orchestrator.wait(run_id, 20)
     status, page = await call(http, "GET", f"{api.url}/")
-    assert status == 200 and run_id in page and 'http-equiv="refresh" content="5"' in page
+    assert status == 200 and run_id in page and 'data-live="fragment"' in page  # live over SSE, no reload
     assert f'href="/runs/{run_id}"' in page and "SUCCEEDED" in page
     status, page = await call(http, "GET", f"{api.url}/runs/{run_id}")
     assert status == 200 and "hello" in page and "attempt 1" in page

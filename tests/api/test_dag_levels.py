@@ -37,5 +37,9 @@ async def test_levels_in_the_listing_and_the_run_page(
     assert await api.engine.orchestrator.wait(run_id, 20) == "SUCCEEDED"
     async with http.get(f"{api.url}/runs/{run_id}") as resp:
         page = await resp.text()
-    rows = re.findall(r"<tr><td>(\d+)</td><td>(\w+)</td>", page)
-    assert rows == [("0", "alone"), ("0", "top"), ("1", "left"), ("1", "right"), ("2", "report")]
+    # the DAG's boxes: one column (x) per level, the levels' steps in order within it
+    boxes = re.findall(r'data-step="(\w+)"[^>]*><rect x="([\d.]+)" y="([\d.]+)"', page)
+    columns: dict[float, list[str]] = {}
+    for name, x, _y in boxes:
+        columns.setdefault(float(x), []).append(name)
+    assert [columns[x] for x in sorted(columns)] == [["alone", "top"], ["left", "right"], ["report"]]
