@@ -504,6 +504,8 @@ def _environment_type(body: Mapping[str, Any], old: Environment | None) -> tuple
             raise JobError("slurm: settings for a Slurm environment; add type: slurm, or leave slurm out")
         return kind, {}
     raw = body.get("slurm", old.config if old else None)
+    if old is not None and isinstance(raw, Mapping):
+        raw = {**old.config, **raw}  # an update names only what changes
     if raw is None:
         raise JobError("slurm: a Slurm environment needs its settings, at least {shared_dir: /shared/path}")
     try:

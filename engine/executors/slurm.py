@@ -161,9 +161,13 @@ async def _tool(*argv: str, timeout_s: float = _TOOL_TIMEOUT_S) -> tuple[int, st
     try:
         async with asyncio.timeout(timeout_s):
             out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        # reaped either way; a killed sbatch either submitted (found again by its comment) or not
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         raise SlurmError(f"{argv[0]} did not answer within {timeout_s:g}s") from None
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
@@ -208,7 +212,7 @@ class Squeue:
 
     async def now(self) -> dict[str, SlurmJob]:
         self.calls += 1
-        code, out, err = await _tool("squeue", "--json", "--states=all")
+        code, out, err = await _tool("squeue", "--json", "--me", "--states=all")
         if code != 0:
             raise SlurmError(f"squeue failed (exit {code}): {err or out[:300]}")
         return parse_squeue_json(out)
@@ -400,7 +404,8 @@ class SlurmRunner:
                 continue
             missing = 0
             if job.state == "PENDING":
-                text = f"PENDING ({job.reason})"
+                # Slurm shows reason None for a moment at each scheduling pass: keep the last real one
+                text = f"PENDING ({job.reason})" if job.reason != "None" else (said or "PENDING")
                 if text != said and self.on_waiting is not None:
                     self.on_waiting(req, text)
                 said = text

@@ -44,6 +44,10 @@ async def run(svc: BatchService, timeout_s: float = 90, **req: Any) -> dict[str,
     return desc
 
 
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)
+
+
 def scontrol(slurm_id: str) -> dict[str, str]:
     text = subprocess.run(
         ["scontrol", "show", "job", "-o", slurm_id], capture_output=True, text=True, timeout=30, check=True
@@ -61,8 +65,13 @@ async def test_a_job_runs_its_container_through_slurm(slurm_batch: MakeSlurmBatc
     assert attempt["slurm_job_id"].isdigit() and attempt["container_id"]
     # env is data, never shell text; stdout and stderr both reach the log (in either order)
     assert sorted(log_of(desc).splitlines()) == ["hi ada; $(rm -rf /) from slurm", "oops"]
+    # the result is recorded from the script's result file, while the script still removes its
+    # container; Slurm calls the job COMPLETED a moment later
+    await until(
+        lambda: scontrol(attempt["slurm_job_id"])["JobState"] == "COMPLETED", timeout_s=30, step_s=0.3
+    )
     shown = scontrol(attempt["slurm_job_id"])
-    assert shown["JobState"] == "COMPLETED" and shown["Partition"] == "debug"
+    assert shown["Partition"] == "debug"
     assert shown["Comment"] == f"sluice.job-id={desc['job_id']}"  # the attempt label follows a space
     attempts = tmp_path / "shared" / "attempts"
     assert not attempts.exists() or not any(attempts.iterdir())  # removed once the result is recorded
@@ -122,7 +131,9 @@ async def test_terminate_while_running_stops_it(slurm_batch: MakeSlurmBatch) -> 
     assert time.monotonic() - t0 < 30
     desc = await svc.describe(job_id)
     assert desc is not None and desc["status_reason"] == "no longer needed"
-    assert scontrol(desc["attempts"][0]["slurm_job_id"])["JobState"] == "CANCELLED"
+    await until(
+        lambda: scontrol(desc["attempts"][0]["slurm_job_id"])["JobState"] == "CANCELLED", timeout_s=30
+    )
 
 
 async def test_exit_code_rules_retry_and_then_exit(slurm_batch: MakeSlurmBatch) -> None:
@@ -155,8 +166,11 @@ async def test_a_job_waiting_for_resources_shows_slurms_reason(slurm_batch: Make
         desc = await svc.describe(late["job_id"])
         return str(desc and desc["status_reason"])
 
-    await until(lambda: "PENDING (Resources)" in svc.jobs[late["job_id"]].status_reason, timeout_s=30)
-    assert await reason() == "PENDING (Resources) in Slurm (slurm)"
+    # what describe shows, from the store: Slurm's own reason, while Sluice's state is STARTING
+    assert await until(
+        lambda: _is(reason(), "PENDING (Resources) in Slurm (slurm)"), timeout_s=30, step_s=0.2
+    )
+    assert svc.jobs[late["job_id"]].status == "STARTING"
     await svc.terminate(late["job_id"])
     await svc.terminate(hog["job_id"])
     assert await svc.wait(late["job_id"], 60) == "FAILED"

@@ -95,13 +95,23 @@ async def slurm_batch(
 
     yield make
     ids = {f"sluice.job-id={j}" for svc in made for j in svc.jobs}
+    await cancel_and_wait(
+        lambda j: j.get("comment", "").rsplit(" ", 1)[0] in ids, docker_client, docker_test_label
+    )
+
+
+async def cancel_and_wait(
+    match: Callable[[dict[str, Any]], bool], docker_client: DockerClient, docker_test_label: str
+) -> None:
+    """scancel the pending and running Sluice jobs ``match`` picks, then wait for their containers.
+
+    The batch scripts stop and remove their containers; docker_client's teardown fails a test
+    for any container still there, so give them the time."""
     for j in sluice_slurm_jobs():
-        if j.get("comment", "").rsplit(" ", 1)[0] in ids and j.get("job_state") in ("PENDING", "RUNNING"):
+        if match(j) and j.get("job_state") in ("PENDING", "RUNNING"):
             cancel = await asyncio.create_subprocess_exec("scancel", str(j["job_id"]))
             await asyncio.wait_for(cancel.wait(), 30)
 
-    # the batch scripts stop and remove their containers; give them the time (docker_client's
-    # teardown fails the test for any container still there)
     async def gone() -> bool:
         return not await docker_client.list({TEST_LABEL: docker_test_label}, all=True)
 
