@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.batch",
     "tests.support.files",
     "tests.support.aws",
+    "tests.support.slurm",
 ]
