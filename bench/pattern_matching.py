@@ -2,7 +2,9 @@
 
 Two mixes: 1,000 rules that each name an exact ``source`` (the bus indexes those by source, so an
 event is matched only against its own source's rules), and 1,000 richer rules (prefix, numeric
-ranges, anything-but, wildcard, ``$or``) that every event is matched against.
+ranges, anything-but, wildcard, ``$or``) that every event is matched against. Each event is
+prepared once (dotted keys expanded; a no-op walk here) and then matched against every rule, as
+the bus does.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from workflows.patterns import compile_pattern
+from workflows.patterns import compile_pattern, prepare_event
 
 EVENT = {
     "source": "app.orders",
@@ -37,8 +39,9 @@ def rich_rules(n: int) -> list[dict]:
 def per_event_us(patterns: list, repeat: int = 200) -> float:
     t0 = time.perf_counter()
     for _ in range(repeat):
+        event = prepare_event(EVENT)
         for p in patterns:
-            p.matches(EVENT)
+            p.matches_prepared(event)
     return (time.perf_counter() - t0) / repeat * 1e6
 
 

@@ -194,7 +194,7 @@ _SPECS: list[Spec] = [
             "runs_in_flight_workers_mb": "MB",
             "submit_per_s": "jobs/s",
         },
-        {"idle_rss_mb": "<= 60 MB", "queued_10000_extra_mb": "<= 30 MB"},
+        {"idle_rss_mb": "<= 65 MB", "queued_10000_extra_mb": "<= 30 MB"},
     ),
 ]
 

@@ -15,7 +15,7 @@ import yaml
 
 from workflows.sections import YamlLoader  # YAML 1.2 booleans: a bare ``on:`` stays the key "on"
 
-SETTINGS = ("subscribers", "retention_days", "run_retention_days", "keep_runs_per_workflow")
+SETTINGS = ("subscribers", "retention_days", "run_retention_days", "keep_runs_per_workflow", "allowed_hosts")
 
 
 class ConfigError(ValueError):
@@ -28,6 +28,8 @@ class ServerConfig:
     retention_days: float | None = None  #: None: SLUICE_RETENTION_DAYS, else the default
     run_retention_days: float | None = None  #: None: SLUICE_RUN_RETENTION_DAYS, else 90
     keep_runs_per_workflow: int | None = None  #: None: SLUICE_KEEP_RUNS, else no cap
+    #: extra Host names the HTTP server answers to (engine/api/auth.py), e.g. sluice.example.com
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def _days(value: Any) -> bool:
@@ -53,9 +55,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
     if not isinstance(subscribers, list):
         raise ConfigError(f"{path}: subscribers must be a list (write subscribers: [{{url: ...}}])")
     days = data.get("retention_days")
-    if days is not None and (
-        isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 1e6
-    ):
+    if days is not None and not _days(days):
         raise ConfigError(f"{path}: retention_days must be a number of days >= 0 (0 keeps events forever)")
     run_days = data.get("run_retention_days")
     if run_days is not None and not _days(run_days):
@@ -63,9 +63,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
     keep = data.get("keep_runs_per_workflow")
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
         raise ConfigError(f"{path}: keep_runs_per_workflow must be a whole number >= 0 (0: no cap)")
+    hosts = data.get("allowed_hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ConfigError(f"{path}: allowed_hosts must be a list of host names (write [sluice.example.com])")
     return ServerConfig(
         subscribers,
         None if days is None else float(days),
         None if run_days is None else float(run_days),
         keep,
+        tuple(hosts),
     )

@@ -3,7 +3,8 @@
 This is the one place that decides what a serving engine is made of, in this order: the
 workflows' file and schedule triggers, notifications (the outbox hook on the bus, its sender),
 retention, and last the HTTP server with its route groups (webhooks, the API, the dashboard,
-batch jobs, dead letters and replay), so HTTP intake opens only after everything else is ready.
+batch jobs, dead letters and replay, the AWS-compatible Batch and EventBridge APIs), so HTTP
+intake opens only after everything else is ready.
 Every other module receives what it needs in its constructor; none reaches into the Engine.
 """
 
@@ -12,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from engine import aws
 from engine.api import batch as batch_api
+from engine.api import metrics
 from engine.api import notify as notify_api
 from engine.api.app import HttpService
+from engine.api.auth import AuthPolicy
 from engine.config import ServerConfig, load_config
 from engine.engine import Engine, Settings
 from engine.notify import outbox as outbox_rows
@@ -94,6 +98,9 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
         detail["scheduled_time"] = scheduled.isoformat()
         await audit.record(engine.store, f"schedule-{kind}", f"{workflow}/{trigger}", detail)
 
+    async def file_audit(kind: str, subject: str, detail: Mapping[str, object]) -> None:
+        await audit.record(engine.store, kind, subject, detail)
+
     services: list[TriggerService] = []
     for wf in engine.catalog.values():
         for spec in wf.triggers:
@@ -101,7 +108,7 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
             if isinstance(spec, FileTrigger):  # imported only when used: watchdog's observer is not free
                 from triggers.files import FileTriggerRunner
 
-                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv)
+                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=file_audit)
             elif isinstance(spec, ScheduleTrigger):
                 from triggers.schedule import ScheduleTriggerRunner
 
@@ -154,7 +161,9 @@ class Server:
 def compose(engine: Engine, config: ServerConfig) -> Server:
     for service in trigger_services(engine):
         engine.add_service(service)
-    sender = add_notifications(engine, subscribers_from_config(config.subscribers))
+    rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store;
+    engine.add_service(rules)  # started before the sender, which then has their webhook targets
+    sender = rules.notify = add_notifications(engine, subscribers_from_config(config.subscribers))
     runs = RunSweep(
         run_retention_days(config.run_retention_days),
         keep_runs(config.keep_runs_per_workflow),
@@ -163,7 +172,14 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
     )
     days = retention_days(config.retention_days)
     engine.add_service(RetentionService(engine.store, retention_sweeps(days, runs)))
-    http = HttpService(engine, [batch_api.routes(engine), notify_api.routes(engine.bus, sender)])
+    auth = AuthPolicy.from_env(engine.settings.host, config.allowed_hosts)
+    groups = [
+        batch_api.routes(engine),
+        notify_api.routes(engine.bus, sender),
+        metrics.routes(engine, sender),
+        aws.routes(engine, rules),
+    ]
+    http = HttpService(engine, groups, auth=auth)
     engine.add_service(http, closer=http.aclose)  # last: intake over HTTP opens when all else is up
     return Server(engine, sender, http)
 

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.http",
     "tests.support.batch",
     "tests.support.files",
+    "tests.support.aws",
 ]

@@ -44,7 +44,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ DEFAULT_STABLE_S = 2.0
 DEFAULT_CONCURRENCY = 16
 DEFAULT_RESCAN_S = 300.0
 RETRY_S = 5.0
+
+Audit = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 __all__ = ["TEMP_PATTERNS", "FileTriggerRunner", "decode_key", "encode_key"]
 
@@ -85,6 +87,8 @@ class FileTriggerRunner:
     :param concurrency: files hashed and emitted at once.
     :param rescan_s: safety-net re-scan interval; ``None`` disables it.
     :param ignore: name patterns that never fire (temp files); matched on every path part.
+    :param audit: ``await audit("file-refused", "<workflow>/<trigger>", detail)`` once per file that
+        cannot be processed (a symlink, a FIFO, unreadable), ``detail`` naming its encoded key.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class FileTriggerRunner:
         concurrency: int = DEFAULT_CONCURRENCY,
         rescan_s: float | None = DEFAULT_RESCAN_S,
         ignore: Iterable[str] = TEMP_PATTERNS,
+        audit: Audit | None = None,
     ) -> None:
         self.name = name
         self.workflow = workflow
@@ -124,6 +129,7 @@ class FileTriggerRunner:
         self.concurrency = concurrency
         self.rescan_s = rescan_s
         self.ignore = tuple(ignore)
+        self.audit = audit
         self.state_key = f"files:{workflow}:{name}:state"
         self._index: dict[str, list[Any]] = {}
         self._last_seq = 0
@@ -324,6 +330,9 @@ class FileTriggerRunner:
         elif read.refused is not None:
             self._refuse(rel, read.refused)
         elif read.facts is not None:
+            timer = self._timers.pop(rel, None)  # complete now: a poll still pending has nothing to add
+            if timer is not None:
+                timer.cancel()
             if read.facts.identity != known:
                 await self._created(read.facts)
         elif self._look_again(read, hint):
@@ -345,9 +354,26 @@ class FileTriggerRunner:
         return read.writing and read.links > 1
 
     def _refuse(self, rel: str, reason: str) -> None:
-        if rel not in self._refused:
-            self._refused.add(rel)
-            log.warning("files %s/%s: refused %r: %s", self.workflow, self.name, rel, reason)
+        """Say once why ``rel`` is not processed: a log line, and an audit row an operator can find."""
+        if rel in self._refused:
+            return
+        self._refused.add(rel)
+        log.warning("files %s/%s: refused %r: %s", self.workflow, self.name, rel, reason)
+        if self.audit is not None:
+            detail = {
+                "workflow": self.workflow,
+                "trigger": self.name,
+                "key": encode_key(rel),
+                "reason": reason,
+            }
+            self._spawn(self._audit(detail))
+
+    async def _audit(self, detail: dict[str, Any]) -> None:
+        assert self.audit is not None
+        try:
+            await self.audit("file-refused", f"{self.workflow}/{self.name}", detail)
+        except Exception as exc:  # the log line above already said it; the watch goes on
+            log.warning("files %s/%s: could not audit %s: %s", self.workflow, self.name, detail["key"], exc)
 
     async def _created(self, facts: FileFacts) -> None:
         assert self._emit is not None
@@ -419,7 +445,12 @@ class FileTriggerRunner:
     async def _scan(self, reason: str) -> None:
         """Reconcile the index with the folder: new or changed files are processed, lost ones removed."""
         started = time.monotonic()
-        found = await asyncio.to_thread(lambda: dict(folder.walk(self.root, self.filters, self._refuse)))
+        refused: list[tuple[str, str]] = []
+        found = await asyncio.to_thread(
+            lambda: dict(folder.walk(self.root, self.filters, lambda *r: refused.append(r)))
+        )
+        for rel, reason in refused:
+            self._refuse(rel, reason)
         fresh = 0
         for rel, (size, mtime_ns) in found.items():
             if rel in self._busy or rel in self._timers:

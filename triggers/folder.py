@@ -91,7 +91,7 @@ def open_dir(root: Path, parts: list[str], *, create: bool = False) -> int:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts:
-            if part in ("", ".", ".."):
+            if not _is_name(part):
                 raise Escape(errno.EXDEV, f"path part {part!r} is not a name")
             if create:
                 with contextlib.suppress(FileExistsError):
@@ -113,9 +113,14 @@ def open_dir(root: Path, parts: list[str], *, create: bool = False) -> int:
 def open_parent(root: Path, rel: str) -> tuple[int, str]:
     """The descriptor of ``rel``'s folder (see :func:`open_dir`) and ``rel``'s last name."""
     *dirs, name = rel.split("/")
-    if name in ("", ".", ".."):
+    if not _is_name(name):
         raise Escape(errno.EXDEV, f"name {name!r} is not a file name")
     return open_dir(root, dirs), name
+
+
+def _is_name(part: str) -> bool:
+    """One path part that names an entry of its folder (a NUL cannot reach the kernel: not a name)."""
+    return part not in ("", ".", "..") and "\0" not in part
 
 
 def walk(
@@ -234,6 +239,9 @@ def _copy_then_unlink(src_dir: int, name: str, dst_dir: int, dest: str) -> None:
         )
         with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
             shutil.copyfileobj(fin, fout)
+            fout.flush()
+            st = os.fstat(src)
+            os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))  # as a rename keeps them
     finally:
         os.close(src)
     os.unlink(name, dir_fd=src_dir)

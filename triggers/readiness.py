@@ -42,7 +42,7 @@ from triggers.s3 import FileFacts, encode_key
 _CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
 _LEASES = sys.platform.startswith("linux")
-_F_SETSIG = 10  # fcntl.F_SETSIG on Linux; the fcntl module exposes it only from Python 3.12
+_F_SETSIG = 10  # F_SETSIG on Linux, for a Python whose fcntl module does not name it
 
 #: ``now``: a close or rename said it is complete; ``created``: a new name appeared (close-write
 #: mode); ``quiet``: a quiet period elapsed or a scan found it; ``gone``: it was deleted.
@@ -74,7 +74,7 @@ def writers(fd: int) -> Writers:
     import fcntl
 
     try:
-        fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETSIG", _F_SETSIG), signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:
         return Writers.SOME if exc.errno == errno.EAGAIN else Writers.UNKNOWN
@@ -140,8 +140,10 @@ def _hash_open(fd: int, rel: str, hint: Hint) -> Read:
     busy = writers(fd)
     if busy is Writers.SOME:
         return Read(writing=True, links=before.st_nlink)
-    if hint == "created" and busy is Writers.UNKNOWN and before.st_nlink < 2:
-        return Read(writing=True, links=1)  # cannot tell: a new name of one link has a close to come
+    if hint == "created" and before.st_nlink < 2 and (busy is Writers.UNKNOWN or before.st_size == 0):
+        # a new name with one link and nothing in it yet: its creator's close is still to come (the
+        # kernel reports the create a moment before the creator's descriptor counts as a writer)
+        return Read(writing=True, links=1)
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:

@@ -5,8 +5,9 @@ notification record (``detail.Records[0].s3...``, what S3 -> Lambda delivers) an
 EventBridge event (``detail.bucket`` / ``detail.object``). Keys are URL-encoded as S3 encodes
 them in notifications (``red+flower.jpg``), from the name's raw bytes: any name a folder can
 hold (newlines, control characters, bytes that are not UTF-8) becomes a plain-ASCII key that
-``unquote_plus`` turns back into the exact name, and that can never contain ``..`` as a path
-part the way a decoded name could not either (a name has no ``/``).
+``unquote_plus`` turns back into the exact name (``unquote_to_bytes`` for one that is not
+UTF-8). A handler that joins a decoded key to a folder gets the file's own path: a name has no
+``/``, so no key decodes to a ``..`` part.
 
 Pure functions of their inputs: no I/O, no clock (the caller passes times and sequencers).
 """

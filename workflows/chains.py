@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workflows.errors import SpecError
+from workflows.errors import PatternError, SpecError
+from workflows.patterns import expand_dotted
 from workflows.spec import EventTrigger
 
-from . import graph as g
+from .dag import cycles, digraph
 
 RUN_SOURCE, RUN_DETAIL_TYPE = "sluice.run", "Run State Change"
 
@@ -32,6 +33,10 @@ def _may_be(values: Any, wanted: str) -> bool:
 
 def upstream_names(pattern: Mapping[str, Any], names: set[str]) -> set[str] | None:
     """The workflows whose run state changes ``pattern`` matches; None when not resolvable."""
+    try:
+        pattern = expand_dotted(dict(pattern))  # "detail.workflow" is detail: {workflow: ..}
+    except PatternError:
+        return None
     if "$or" in pattern:
         return None
     if not _may_be(pattern.get("source"), RUN_SOURCE) or not _may_be(
@@ -66,8 +71,9 @@ def upstream_names(pattern: Mapping[str, Any], names: set[str]) -> set[str] | No
 def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
     """One SpecError per workflow that starts itself and per group that start each other in a cycle.
 
-    Each is pinned to the trigger that closes the cycle; a group names its shortest cycle through
-    its first workflow by name (listing every cycle of a dense group would never end).
+    Each is pinned to the trigger that closes the cycle; a group names one cycle (networkx's
+    ``find_cycle``) from its first workflow by name (listing every cycle of a dense group would
+    never end).
     """
     graph: dict[str, set[str]] = {name: set() for name in catalog}
     where: dict[tuple[str, str], tuple[str, str]] = {}
@@ -80,7 +86,7 @@ def find_chain_cycles(catalog: Mapping[str, Any]) -> list[SpecError]:
                 graph[upstream].add(wf.name)
                 where.setdefault((upstream, wf.name), (str(wf.file), f"triggers[{i}].event.pattern"))
     errors = _destination_edges(catalog, graph, where)
-    found = g.cycles({name: sorted(succ) for name, succ in graph.items()})
+    found = cycles(digraph(graph))
     for cycle in sorted(found, key=lambda c: (len(c), c)):  # self-starts first
         closing = (cycle[-1], cycle[0])
         file, path = where[closing]

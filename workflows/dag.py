@@ -1,21 +1,54 @@
-"""The step graph of a workflow: validated at load (workflows/graph.py), walked with tuples per run.
+"""The step graph of a workflow: built and checked with networkx at load, walked with tuples per run.
 
-The orchestrator calls :meth:`Dag.next_actions` after every step completion, so adjacency is
-precomputed into tuples at load and that call only reads them.
+networkx answers the graph questions once, when the workflow loads: a cycle with its path
+(``find_cycle``), the order (``lexicographical_topological_sort``, ties by name, so a file gives
+one order), the levels the dashboard lays steps out by (``topological_generations``), and each
+step's descendants (what a failure skips, and what a retry from a failed step runs again). The
+orchestrator calls :meth:`Dag.next_actions` after every step completion, so the answers are kept
+as tuples and frozensets, and that call never touches networkx. Its import is paid by the engine
+process only: function workers and the fork server never import it
+(tests/executors/test_worker_imports.py); bench/RESULTS.md records what it costs (W0, W7).
 
 >>> dag = Dag({"a": (), "b": ("a",), "c": ("a",)})
 >>> dag.next_actions({"a": "SUCCEEDED"})
 (['b', 'c'], {})
+>>> dag.levels
+(('a',), ('b', 'c'))
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from . import graph as g
+import networkx as nx
 
 _DONE_OK = "SUCCEEDED"
 _WAITING = frozenset({"PENDING", "RUNNING"})
+
+
+def digraph(successors: Mapping[str, Iterable[str]]) -> nx.DiGraph[str]:
+    """A DiGraph of ``node -> successors``, nodes and edges added in name order (stable answers)."""
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(sorted(successors))
+    graph.add_edges_from((node, nxt) for node in sorted(successors) for nxt in sorted(set(successors[node])))
+    return graph
+
+
+def cycles(graph: nx.DiGraph[str]) -> list[list[str]]:
+    """Every self-loop, plus one cycle (``find_cycle``) from the smallest name of each larger component.
+
+    One per component, not every cycle: ``simple_cycles`` on ten workflows that each start on
+    any run state change lists over a million, and one cycle is what a user needs to fix the file.
+    """
+    found = [[node] for node in sorted(graph) if graph.has_edge(node, node)]
+    for component in nx.strongly_connected_components(graph):
+        if len(component) < 2:
+            continue
+        sub = graph.subgraph(component).copy()
+        sub.remove_edges_from(nx.selfloop_edges(sub))
+        edges = nx.find_cycle(sub, source=min(component))
+        found.append([u for u, _ in edges])
+    return sorted(found)
 
 
 def find_problems(needs: Mapping[str, Sequence[str]]) -> list[tuple[str, str, str]]:
@@ -30,19 +63,19 @@ def find_problems(needs: Mapping[str, Sequence[str]]) -> list[tuple[str, str, st
                 problems.append((f"steps.{step}.needs", f"no step named {up!r}", f"steps are: {known}"))
     if problems:
         return problems
-    for cycle in g.cycles(_graph(needs)):
+    for cycle in cycles(_graph(needs)):
         path = " -> ".join([*cycle, cycle[0]])
         problems.append(("steps", f"needs form a cycle: {path}", "remove one of the needs on this cycle"))
     return problems
 
 
-def _graph(needs: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """Edges in execution order: each step to the steps that need it."""
-    graph: dict[str, list[str]] = {step: [] for step in needs}
+def _graph(needs: Mapping[str, Sequence[str]]) -> nx.DiGraph[str]:
+    """Edges in execution order: each need to the step that needs it."""
+    dependents: dict[str, list[str]] = {step: [] for step in needs}
     for step, ups in needs.items():
         for up in ups:
-            graph[up].append(step)
-    return graph
+            dependents[up].append(step)
+    return digraph(dependents)
 
 
 class Dag:
@@ -52,7 +85,16 @@ class Dag:
     when they fail. Raises ValueError if the graph is invalid (call :func:`find_problems` first).
     """
 
-    __slots__ = ("_ancestors", "_continue", "_dependents", "_needs", "order")
+    __slots__ = (
+        "_ancestors",
+        "_continue",
+        "_dependents",
+        "_descendants",
+        "_graph",
+        "_needs",
+        "levels",
+        "order",
+    )
 
     def __init__(self, needs: Mapping[str, Sequence[str]], continue_on_failure: Collection[str] = ()) -> None:
         problems = find_problems(needs)
@@ -60,13 +102,20 @@ class Dag:
             raise ValueError("; ".join(problem for _, problem, _ in problems))
         graph = _graph(needs)
         #: Steps in a topological order, stable for a given file (ties broken by name).
-        self.order: tuple[str, ...] = tuple(g.topological_order(graph))
+        self.order: tuple[str, ...] = tuple(nx.lexicographical_topological_sort(graph))
+        #: Steps by level: the first holds the steps that need nothing, each next one the steps
+        #: whose needs are all in earlier levels (the dashboard's columns), each sorted by name.
+        self.levels: tuple[tuple[str, ...], ...] = tuple(
+            tuple(sorted(level)) for level in nx.topological_generations(graph)
+        )
         self._needs = {step: tuple(needs[step]) for step in self.order}
-        self._dependents = {step: tuple(sorted(set(graph[step]))) for step in self.order}
+        self._dependents = {step: tuple(graph.successors(step)) for step in self.order}
         ancestors: dict[str, frozenset[str]] = {}
         for step in self.order:  # every need comes earlier in the order, its ancestors known
             ancestors[step] = frozenset().union(*(ancestors[up] | {up} for up in self._needs[step]))
         self._ancestors = ancestors
+        self._graph = graph  # kept for the descendants, asked rarely (a failure, a retry)
+        self._descendants: dict[str, frozenset[str]] = {}
         self._continue = frozenset(continue_on_failure)
 
     def needs(self, step: str) -> tuple[str, ...]:
@@ -81,13 +130,32 @@ class Dag:
         """Every step ``step`` waits for, transitively: the ``steps.X`` a template may read."""
         return self._ancestors[step]
 
+    def downstream(self, step: str) -> frozenset[str]:
+        """Every step that waits for ``step``, transitively: what its failure skips."""
+        found = self._descendants.get(step)
+        if found is None:
+            found = self._descendants[step] = frozenset(nx.descendants(self._graph, step))
+        return found
+
+    def rerun_from(self, steps: Iterable[str]) -> tuple[str, ...]:
+        """What a retry from ``steps`` (e.g. the failed ones) runs again: them and their downstream.
+
+        In topological order; every other step keeps its result, as a Step Functions redrive
+        keeps the states that succeeded.
+        """
+        chosen = set(steps)
+        for step in list(chosen):
+            chosen |= self.downstream(step)
+        return tuple(step for step in self.order if step in chosen)
+
     def next_actions(self, status: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
         """What to do now, given each step's status (absent means PENDING).
 
         Returns ``(ready, skips)``: PENDING steps whose needs are all satisfied, in topological
         order, and PENDING steps to mark SKIPPED with the reason. A need is satisfied when it
-        SUCCEEDED, or FAILED with ``on_failure: continue``. Skips propagate transitively in one call.
-        The orchestrator evaluates ``when`` on a ready step and records SKIPPED if false; the next
+        SUCCEEDED, or FAILED with ``on_failure: continue``. Skips propagate to every descendant
+        in one call (walking the order, each skip names the need it came through). The
+        orchestrator evaluates ``when`` on a ready step and records SKIPPED if false; the next
         call then skips its dependents.
         """
         ready: list[str] = []

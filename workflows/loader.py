@@ -261,6 +261,8 @@ def resolve_input(workflow: Workflow, data: Mapping[str, Any] | None) -> dict[st
         raise InputError(
             f"{workflow.name}: run input must be a JSON object of params, got {type(data).__name__}"
         )
+    if workflow.secrets:  # a retried run's stored params hold ${env:...} where its defaults had secrets
+        data = secrets.restore_defaults(data, {n: p.default for n, p in workflow.params.items()})
     if not workflow.params:
         return copy.deepcopy(dict(data))
     problems = []

@@ -11,16 +11,29 @@ rule written for AWS behaves the same in Sluice:
   strings or of numbers, or ``{"prefix"|"suffix"|"equals-ignore-case"|"wildcard": ...}``),
   ``numeric`` (``["=", 5]``, ``[">", 0, "<=", 5]``), ``exists``, ``wildcard`` and ``cidr``
   (IPv4 and IPv6);
-- an event array matches when any of its elements does; for an array of objects a nested
-  pattern must match within one element;
+- a dotted key is the same field as the nested objects it spells, in patterns and in events:
+  ``{"detail.state": [..]}`` is ``{"detail": {"state": [..]}}``, and either matches an event
+  holding ``{"detail": {"state": ..}}`` or ``{"detail.state": ..}``; a field given twice (once
+  dotted, once nested) is refused, as is one that is both a list of values and an object;
+- an event array matches when any of its elements does, arrays nested in arrays included; the
+  matching is array-consistent: fields matched inside an array of objects must come from one
+  element, also when they are written in different places (a ``$or`` branch and its siblings);
 - a missing field matches only ``{"exists": false}``. ``anything-but`` matches a present
   ``null`` (as AWS does) but never a missing field. ``exists`` looks at leaf values only: an
   object, or an empty array, counts as "no leaf value here"; a present ``null`` is a value.
+  Inside an array of objects, absence is judged on the element the other fields matched, or
+  on every element when nothing else pins one (docs/events.md says how this departs from AWS).
 - an exact string never equals a number (``"300"`` vs ``300``), and ``true`` never equals ``1``.
+
+Validation is EventBridge's: besides the shapes above, ``$or`` needs two or more branches,
+``anything-but`` refuses an empty ``prefix``/``suffix``, and wildcards over the complexity limit
+are refused as "Rule is too complex" (workflows/wildcards.py).
 
 Patterns are compiled into closures with the per-leaf work decided up front (a set lookup for
 plain strings), so matching costs about a microsecond per rule; a bus can further skip rules by
-``Pattern.exact_strings`` (e.g. index rules by ``source``).
+``Pattern.exact_strings`` (e.g. index rules by ``source``). An event with dotted keys is
+expanded once by :func:`prepare_event`; :meth:`Pattern.matches_prepared` then skips that step,
+which is what a bus matching one event against many rules calls.
 
 Example::
 
@@ -37,9 +50,11 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from workflows.dotted import expand_dotted, merge_into, prepare_event
 from workflows.errors import PatternError
+from workflows.wildcards import MAX_COMPLEXITY, complexity, wildcard_regex
 
-__all__ = ["Pattern", "compile_pattern", "match_all"]
+__all__ = ["Pattern", "compile_pattern", "expand_dotted", "match_all", "prepare_event"]
 
 Pred = Callable[[Any], bool]
 ObjectMatcher = Callable[[Mapping[str, Any]], bool]
@@ -58,6 +73,8 @@ _OPERATORS = (
 )
 _ANYTHING_BUT_OPERATORS = ("prefix", "suffix", "equals-ignore-case", "wildcard")
 _NUMERIC_HINT = 'numeric expects pairs like [">", 0, "<=", 5] or ["=", 3]'
+#: most alternatives one ``$or`` level may expand to when its branches share fields with siblings
+MAX_OR_ALTERNATIVES = 1_000
 
 
 class Pattern:
@@ -84,6 +101,10 @@ class Pattern:
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (a decoded JSON object) satisfies the pattern."""
+        return isinstance(event, dict) and self._match(prepare_event(event))
+
+    def matches_prepared(self, event: Mapping[str, Any]) -> bool:
+        """:meth:`matches` for an event already passed through :func:`prepare_event`."""
         return isinstance(event, dict) and self._match(event)
 
     def __repr__(self) -> str:
@@ -98,11 +119,13 @@ def compile_pattern(pattern: dict[str, Any]) -> Pattern:
     """
     if not isinstance(pattern, dict) or not pattern:
         raise PatternError(f"pattern must be a non-empty JSON object, got {pattern!r}")
-    match = _compile_object(pattern, "")
-    fields = frozenset(_top_fields(pattern))
+    expanded = expand_dotted(pattern)
+    match = _compile_object(expanded, "")
+    _check_complexity(expanded)
+    fields = frozenset(_top_fields(expanded))
     exact = {
         key: frozenset(value)
-        for key, value in pattern.items()
+        for key, value in expanded.items()
         if key != "$or" and isinstance(value, list) and all(type(v) is str for v in value)
     }
     return Pattern(pattern, match, fields, exact)
@@ -110,14 +133,16 @@ def compile_pattern(pattern: dict[str, Any]) -> Pattern:
 
 def match_all(patterns: Iterable[Pattern], event: Mapping[str, Any]) -> list[Pattern]:
     """The patterns, in order, that ``event`` matches."""
-    return [p for p in patterns if p.matches(event)]
+    prepared = prepare_event(event)
+    return [p for p in patterns if p.matches_prepared(prepared)]
 
 
 def _top_fields(pattern: Mapping[str, Any]) -> Iterator[str]:
     for key, value in pattern.items():
         if key == "$or":
             for branch in value:
-                yield from _top_fields(branch)
+                if isinstance(branch, dict):
+                    yield from _top_fields(branch)
         else:
             yield key
 
@@ -133,14 +158,13 @@ def _compile_object(obj: Mapping[str, Any], path: str) -> ObjectMatcher:
     checks: list[ObjectMatcher] = []
     for key, value in obj.items():
         where = _join(path, key)
-        if not isinstance(key, str):
-            raise PatternError(f"{where}: keys must be strings")
         if key == "$or":
             checks.append(_compile_or(value, where))
         elif isinstance(value, dict):
             if not value:
                 raise PatternError(f"{where}: a nested pattern must not be empty")
-            checks.append(_nested(key, _compile_object(value, where)))
+            sub = _compile_object(value, where)
+            checks.append(_nested(key, sub, _only_absence(value)))
         elif isinstance(value, list):
             checks.append(_field(key, _compile_leaf(value, where)))
         else:
@@ -148,6 +172,9 @@ def _compile_object(obj: Mapping[str, Any], path: str) -> ObjectMatcher:
                 f"{where}: a pattern value must be a list of alternatives or an object, "
                 f"got {value!r} (write [{_json(value)}])"
             )
+    if "$or" in obj and _or_shares_fields(obj):
+        # Array consistency across a $or and its siblings: match each whole alternative.
+        return _any_of([_compile_object(alt, path) for alt in _alternatives(obj, path)])
     return _all_of(checks)
 
 
@@ -162,6 +189,11 @@ def _all_of(checks: list[ObjectMatcher]) -> ObjectMatcher:
     return lambda d: first(d) and rest(d)
 
 
+def _any_of(branches: list[ObjectMatcher]) -> ObjectMatcher:
+    frozen = tuple(branches)
+    return lambda d: any(branch(d) for branch in frozen)
+
+
 def _compile_or(value: Any, where: str) -> ObjectMatcher:
     if not isinstance(value, list) or not value:
         raise PatternError(f"{where}: $or expects a non-empty list of patterns")
@@ -170,19 +202,63 @@ def _compile_or(value: Any, where: str) -> ObjectMatcher:
         if not isinstance(branch, dict) or not branch:
             raise PatternError(f"{where}[{i}]: each $or branch must be a non-empty object")
         branches.append(_compile_object(branch, f"{where}[{i}]"))
-    frozen = tuple(branches)
-    return lambda d: any(branch(d) for branch in frozen)
+    if len(branches) < 2:
+        raise PatternError(f"{where}: $or needs at least two branches, as in EventBridge (drop the $or)")
+    return _any_of(branches)
 
 
-def _nested(key: str, sub: ObjectMatcher) -> ObjectMatcher:
+def _or_shares_fields(obj: Mapping[str, Any]) -> bool:
+    """Whether a $or branch names a field its siblings name too (then it is distributed)."""
+    siblings = obj.keys() - {"$or"}
+    return any(siblings & (branch.keys() - {"$or"}) for branch in obj["$or"])
+
+
+def _alternatives(obj: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """``obj`` with its $or distributed over its siblings: one merged object per branch."""
+    siblings = {k: v for k, v in obj.items() if k != "$or"}
+    out: list[dict[str, Any]] = []
+    for i, branch in enumerate(obj["$or"]):
+        merged = expand_dotted(siblings, where)
+        for key, value in branch.items():
+            merge_into(merged, key, value, _join(f"{where}.$or[{i}]" if where else f"$or[{i}]", key), key)
+        out.append(merged)
+    if len(out) > MAX_OR_ALTERNATIVES:
+        raise PatternError(f"{where or 'pattern'}: $or expands to over {MAX_OR_ALTERNATIVES} alternatives")
+    return out
+
+
+def _only_absence(pattern: Mapping[str, Any]) -> bool:
+    """Whether every leaf below is exactly ``[{"exists": false}]`` (and there is no $or)."""
+    for key, value in pattern.items():
+        if key == "$or":
+            return False
+        if isinstance(value, dict):
+            if not _only_absence(value):
+                return False
+        elif value != [{"exists": False}]:
+            return False
+    return True
+
+
+def _elements(values: list[Any]) -> Iterator[dict[str, Any]]:
+    """The objects of an array, arrays nested in it searched too."""
+    for v in values:
+        if type(v) is dict:
+            yield v
+        elif type(v) is list:
+            yield from _elements(v)
+
+
+def _nested(key: str, sub: ObjectMatcher, only_absence: bool) -> ObjectMatcher:
     def check(d: Mapping[str, Any]) -> bool:
         value = d.get(key, _MISSING)
         if type(value) is dict:
             return sub(value)
         if type(value) is list:
-            elements = [e for e in value if type(e) is dict]
+            elements = list(_elements(value))
             if elements:
-                return any(sub(e) for e in elements)
+                # Nothing pins one element when every field below must be absent: absent from all.
+                return all(map(sub, elements)) if only_absence else any(map(sub, elements))
         # Absent or a scalar: only `exists: false` leaves below can still match.
         return sub(_EMPTY)
 
@@ -371,6 +447,12 @@ def _anything_but_operator(operand: dict[str, Any], where: str) -> Pred:
     items = inner if isinstance(inner, list) else [inner]
     if not items:
         raise PatternError(f"{where}: anything-but {op} expects a non-empty string or list of strings")
+    for item in items:
+        if op in ("prefix", "suffix") and item == "":
+            raise PatternError(
+                f"{where}: anything-but {op} must not be empty (every string has the empty {op}, "
+                f"so the value could never match; EventBridge refuses it too)"
+            )
     preds = tuple(_operator(op, _string(item, where, f"anything-but {op}"), where) for item in items)
     return lambda x: not any(p(x) for p in preds)
 
@@ -428,25 +510,49 @@ def _numeric_range(pairs: list[tuple[str, Any]], where: str) -> Pred:
 
 
 def _wildcard_regex(text: str, where: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            nxt = text[i + 1 : i + 2]
-            if nxt not in ("*", "\\"):
-                raise PatternError(f"{where}: wildcard {text!r}: only \\* and \\\\ may be escaped")
-            parts.append(re.escape(nxt))
-            i += 2
-            continue
-        if ch == "*":
-            if text[i + 1 : i + 2] == "*":
-                raise PatternError(f"{where}: wildcard {text!r} has consecutive * (use a single *)")
-            parts.append(".*")
+    try:
+        return wildcard_regex(text)
+    except ValueError as exc:
+        raise PatternError(f"{where}: {exc}") from None
+
+
+def _check_complexity(pattern: Mapping[str, Any]) -> None:
+    """Refuse wildcards EventBridge would call "Rule is too complex" (workflows/wildcards.py)."""
+    by_field: dict[str, list[str]] = {}
+    _collect_wildcards(pattern, "", by_field)
+    for field, texts in by_field.items():
+        score = complexity(texts)
+        if score > MAX_COMPLEXITY:
+            raise PatternError(
+                f"{field}: Rule is too complex: its wildcards {', '.join(map(repr, texts))} can keep "
+                f"over {MAX_COMPLEXITY} partial matches alive at once (EventBridge's limit); use fewer "
+                f"* or a longer fixed text before the first *, or prefix/suffix instead"
+            )
+
+
+def _collect_wildcards(pattern: Mapping[str, Any], path: str, out: dict[str, list[str]]) -> None:
+    for key, value in pattern.items():
+        if key == "$or":
+            for branch in value:
+                _collect_wildcards(branch, path, out)
+        elif isinstance(value, dict):
+            _collect_wildcards(value, _join(path, key), out)
         else:
-            parts.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(parts), re.DOTALL)
+            for alt in value:
+                text = _wildcard_text(alt)
+                out.setdefault(_join(path, key), []).extend(text)
+
+
+def _wildcard_text(alt: Any) -> list[str]:
+    if not isinstance(alt, dict):
+        return []
+    if "wildcard" in alt:
+        return [alt["wildcard"]]
+    inner = alt.get("anything-but")
+    if isinstance(inner, dict) and "wildcard" in inner:
+        texts = inner["wildcard"]
+        return texts if isinstance(texts, list) else [texts]
+    return []
 
 
 def _cidr(operand: Any, where: str) -> Pred:

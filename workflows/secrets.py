@@ -35,6 +35,7 @@ from typing import Any
 
 MIN_CHARS = 4
 REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _SEALED = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -88,9 +89,21 @@ def register(names: Iterable[str] | Mapping[str, str], environ: Mapping[str, str
         env = os.environ if environ is None else environ
         values = {n: env[n] for n in names if n in env}
     _names.update(values)
-    found = {value: f"${{env:{name}}}" for name, value in values.items() if len(value) >= MIN_CHARS}
-    for value, ref in _pairs:
-        found.setdefault(value, ref)
+    _rebuild()
+
+
+def unregister(names: Iterable[str]) -> None:
+    """Stop treating ``names`` as secrets (tests that registered their own)."""
+    for name in names:
+        _names.pop(name, None)
+    _rebuild()
+
+
+def _rebuild() -> None:
+    found: dict[str, str] = {}
+    for name, value in _names.items():
+        if len(value) >= MIN_CHARS:
+            found.setdefault(value, f"${{env:{name}}}")
     _pairs[:] = sorted(found.items(), key=lambda p: -len(p[0]))
     _json_pairs[:] = [(json.dumps(v, ensure_ascii=False)[1:-1], ref) for v, ref in _pairs]
     _values_re[0] = re.compile("|".join(re.escape(v) for v, _ in _pairs) or "(?!)")
@@ -110,16 +123,24 @@ def hide(text: str) -> str:
 
 
 def hide_json(text: str) -> str:
-    """:func:`hide` for JSON text, where a value appears with its escapes (quotes, newlines)."""
-    for value, ref in _json_pairs:
-        if value in text:
-            text = text.replace(value, ref)
-    return text
+    """:func:`hide` for JSON text: inside its strings only (a secret ``1234`` must not rewrite the
+    number ``12345``), where a value appears with its escapes (quotes, newlines)."""
+    if not any(value in text for value, _ in _json_pairs):
+        return text
+
+    def inside(match: re.Match[str]) -> str:
+        literal = match.group(0)
+        for value, ref in _json_pairs:
+            if value in literal:
+                literal = literal.replace(value, ref)
+        return literal
+
+    return _JSON_STRING.sub(inside, text)
 
 
 def hide_html(text: str) -> str:
     """:func:`hide` for an HTML page, where a value may appear escaped, or inside embedded JSON."""
-    text = hide_json(hide(text))
+    text = hide(hide_json(text))
     for value, ref in _pairs:
         escaped = html.escape(value)
         if escaped != value and escaped in text:

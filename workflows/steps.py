@@ -31,6 +31,7 @@ from workflows.fields import (
     read_str_map,
 )
 from workflows.hostpaths import ALLOW_ENV, mountable
+from workflows.secrets import Secret
 from workflows.shell import HINT as SHELL_HINT
 from workflows.shell import data_in_script
 from workflows.spec import (
@@ -287,6 +288,13 @@ def _command(ctx: FileCtx, where: str, value: Any) -> tuple[Renderable, ...] | N
             where, f"must be a list of strings, got {ctx.show(value)}", "write e.g. command: [python, run.py]"
         )
         return None
+    for i, v in enumerate(value):
+        if isinstance(v, Secret):  # the command shows in the job's description, as in Batch
+            ctx.err(
+                f"{where}[{i}]",
+                "a value from ${env:...} cannot go in the command (it would show in the job)",
+                'pass it through env: (e.g. env: {TOKEN: "${env:TOKEN}"}) and read $TOKEN in the container',
+            )
     argv = [v if isinstance(v, str) else str(v) for v in value]
     script = data_in_script(argv)
     if script is not None:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
+from engine.api.auth import AuthPolicy, add_login, guard
 from engine.api.dashboard import add_dashboard
 from engine.api.http import (
     MAX_BODY_BYTES,
@@ -30,6 +31,9 @@ from engine.api.http import (
     secrets_hidden,
     time_param,
 )
+from engine.api.metrics import readiness
+from engine.api.openapi import serve_document
+from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
@@ -44,19 +48,32 @@ log = logging.getLogger(__name__)
 ENGINE = web.AppKey("engine", Engine)
 HOOKS = web.AppKey("hooks", dict)
 MAX_LIMIT = 500
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 MAX_ENTRIES = 10
 
 #: adds one group of routes (batch jobs, notifications) to the app
 Routes = Callable[[web.Application], None]
 
 
-def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
-    """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``."""
-    app = web.Application(middlewares=[secrets_hidden, errors_as_json], client_max_size=MAX_BODY_BYTES)
+def build_app(
+    engine: Engine, groups: Sequence[Routes] = (), policy: AuthPolicy | None = None
+) -> web.Application:
+    """The aiohttp app for ``engine``: the core routes and the dashboard, then ``groups``.
+
+    ``policy`` (engine/api/auth.py) defaults to no token on the engine's bound host, which
+    refuses anything but loopback. Secrets are hidden outermost, so no answer (an error's
+    included) carries one."""
+    policy = AuthPolicy(engine.settings.host) if policy is None else policy
+    app = web.Application(
+        middlewares=[secrets_hidden, errors_as_json, guard(policy)], client_max_size=MAX_BODY_BYTES
+    )
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
+    app.router.add_get("/api/v1/openapi.json", serve_document)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
     app.router.add_get("/api/v1/runs", list_runs)
@@ -66,6 +83,7 @@ def build_app(engine: Engine, groups: Sequence[Routes] = ()) -> web.Application:
     app.router.add_get("/api/v1/runs/{id}/logs", run_logs)
     app.router.add_post("/api/v1/events", put_events)
     app.router.add_get("/api/v1/events", list_events)
+    add_login(app, policy)
     add_dashboard(app, engine)
     for add in groups:
         add(app)
@@ -92,10 +110,9 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
 async def hook(request: web.Request) -> web.StreamResponse:
     wf, trigger = request.match_info["workflow"], request.match_info["trigger"]
     endpoint = request.app[HOOKS].get((wf, trigger))
-    if endpoint is None:
-        known = sorted(f"{w}/{t}" for w, t in request.app[HOOKS])
+    if endpoint is None:  # the others are not listed: the caller may be anyone
         raise ApiError(
-            404, "unknown_webhook", f"no webhook {wf}/{trigger}; known: {', '.join(known) or 'none'}"
+            404, "unknown_webhook", f"no webhook {wf}/{trigger}; `sluice workflows list` shows the webhooks"
         )
     return await endpoint.handle(request)
 
@@ -116,6 +133,19 @@ async def _summary(request: web.Request) -> dict[str, Any]:
 
 
 # -- handlers -----------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Open without the token, so it says nothing more."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 with what is wrong while the store, its writer or a trigger is not well."""
+    ready, checks = await readiness(_engine(request))
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -162,7 +192,16 @@ async def list_workflows(request: web.Request) -> web.Response:
             }
             for p in wf.params.values()
         }
-        out.append({"name": wf.name, "description": wf.description, "params": params, "triggers": triggers})
+        levels = [list(level) for level in wf.dag.levels]  # the DAG's layers, as the dashboard shows them
+        out.append(
+            {
+                "name": wf.name,
+                "description": wf.description,
+                "params": params,
+                "triggers": triggers,
+                "levels": levels,
+            }
+        )
     return web.json_response({"workflows": out})
 
 
@@ -183,10 +222,23 @@ async def start_run(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, MAX_LIMIT) or 50
     q = request.query
+    if q.get("status") and q["status"] not in RUN_STATES:
+        raise ApiError(
+            400, "bad_param", f"status must be one of {', '.join(RUN_STATES)}, got {q['status']!r}"
+        )
+
+    since, until = time_param(request, "since"), time_param(request, "until")
 
     def query(conn: Any) -> list[dict[str, Any]] | None:
         return records.list_runs(
-            conn, workflow=q.get("workflow"), status=q.get("status"), limit=limit, before=q.get("before")
+            conn,
+            workflow=q.get("workflow"),
+            status=q.get("status"),
+            limit=limit,
+            before=q.get("before"),
+            trigger=q.get("trigger"),
+            since=since,
+            until=until,
         )
 
     runs = await _engine(request).store.read(query)
@@ -230,14 +282,36 @@ async def retry_run(request: web.Request) -> web.Response:
     if workflow not in engine.catalog:
         raise ApiError(409, "workflow_gone", f"workflow {workflow!r} of run {old} is no longer loaded")
     params = summary["params"] or {}
-    event = envelope(
-        MANUAL_SOURCE, "Retry Run", {"retry_of": old, "params": params}, resources=[f"workflow/{workflow}"]
-    )
-    result = await engine.bus.put(event, target=Target(workflow, None, params))
+    body = await json_body(request, default={})
+    start = body.get("from") if isinstance(body, dict) else None
+    if start not in (None, "start", "failed"):
+        raise ApiError(400, "bad_body", 'from must be "failed" (redrive: keep what succeeded) or "start"')
+    keep: dict[str, Any] = {}
+    if start == "failed":
+        keep = _kept_steps(engine.catalog[workflow], summary)
+    detail = {"retry_of": old, "params": params, "from": start or "start"}
+    event = envelope(MANUAL_SOURCE, "Retry Run", detail, resources=[f"workflow/{workflow}"])
+    result = await engine.bus.put(event, target=Target(workflow, None, params, keep=keep, kept_from=old))
     run_id = result.run_ids[0]
-    return web.json_response(
-        {"run_id": run_id, "retry_of": old, "status_url": f"/api/v1/runs/{run_id}"}, status=201
-    )
+    answer = {"run_id": run_id, "retry_of": old, "status_url": f"/api/v1/runs/{run_id}"}
+    if start == "failed":
+        answer["kept"] = sorted(keep)
+    return web.json_response(answer, status=201)
+
+
+def _kept_steps(wf: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """A redrive keeps each step that SUCCEEDED and is not downstream of one that did not."""
+    if summary["status"] not in ("FAILED", "CANCELLED"):
+        raise ApiError(
+            409,
+            "not_failed",
+            f"run {summary['run_id']} is {summary['status']}: only a FAILED or CANCELLED run is retried "
+            "from its failed steps (POST {} to start it over)",
+        )
+    steps = summary["steps"]
+    ok = {name for name in wf.steps if steps.get(name, {}).get("status") == "SUCCEEDED"}
+    rerun = set(wf.dag.rerun_from(name for name in wf.steps if name not in ok))
+    return {name: steps[name]["output"] for name in wf.dag.order if name in ok and name not in rerun}
 
 
 async def run_logs(request: web.Request) -> web.Response:
@@ -350,9 +424,13 @@ class HttpService:
 
     name = "http"
 
-    def __init__(self, engine: Engine, groups: Sequence[Routes] = ()) -> None:
+    def __init__(
+        self, engine: Engine, groups: Sequence[Routes] = (), *, auth: AuthPolicy | None = None
+    ) -> None:
         self.engine = engine
         self.groups = tuple(groups)
+        #: checked here, before anything starts: off loopback without a token refuses to start
+        self.auth = AuthPolicy(engine.settings.host) if auth is None else auth
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -360,13 +438,13 @@ class HttpService:
         return f"<HttpService {self.engine.settings.host}:{self.port}>"
 
     def _app(self) -> web.Application:
-        app = build_app(self.engine, self.groups)
+        app = build_app(self.engine, self.groups, self.auth)
         app[RAW_BODIES] = True  # bodies are decoded by us, within their limits (triggers/webhook.py)
         return app
 
     async def start(self) -> None:
         settings = self.engine.settings
-        self.runner = web.AppRunner(
+        self.runner = JsonErrorsRunner(
             self._app(), handle_signals=False, access_log=None, shutdown_timeout=5.0, auto_decompress=False
         )
         await self.runner.setup()

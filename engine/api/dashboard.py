@@ -1,12 +1,22 @@
-"""The dashboard: server-rendered HTML at ``/`` (recent runs) and ``/runs/<id>`` (steps, attempts, logs).
+"""The dashboard: server-rendered pages for runs, a run's DAG, workflows, batch and events.
 
-No JavaScript: a meta refresh every 5 s keeps it current. jinja2 autoescapes every value, so a
-workflow name, an error message or a log line can never inject markup.
+Pages are jinja2 templates (engine/api/templates/, autoescaped: a workflow name, an error or a
+log line can never inject markup) with one small script (static/sluice.js) and no front-end
+library: the DAG is an SVG laid out from the workflow's levels here, and "live" is server-sent
+events. ``/dashboard/stream`` says "something changed" (at most every ``PUSH_EVERY_S``) whenever
+the orchestrator reports progress; a page then re-fetches its own live part (``?fragment=1``)
+and swaps it in, so there is one renderer, the server's, and no page reload.
+
+Actions (cancel, retry, run again, start a run) are the API's routes, called by the script with
+JSON bodies, so they pass the same auth and CSRF checks as any client (engine/api/auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,85 +26,328 @@ from aiohttp import web
 
 from engine.events import iso
 from engine.store import records
+from workflows.spec import Workflow
 
-TAIL_LINES = 40
+TAIL_LINES = 200
 TAIL_BYTES = 64 * 1024
+PAGE = 50
+PUSH_EVERY_S = 0.3
+KEEPALIVE_S = 15.0
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+#: the runs list's time ranges: hours back from now, and their labels
+SPANS = {"1": "last hour", "24": "last day", "168": "last week"}
+STATIC = Path(__file__).with_name("static")
 
-_BASE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>{% block title %}Sluice{% endblock %}</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
-.SUCCEEDED{color:#17803d}.FAILED{color:#b42318}.RUNNING{color:#1d4ed8}.CANCELLED,.SKIPPED{color:#777}
-pre{background:#f6f6f6;padding:.6em;max-height:25em;overflow:auto}
-</style></head><body><h1><a href="/">Sluice</a></h1>{% block body %}{% endblock %}</body></html>
-"""
+#: DAG drawing: node box and gaps, in SVG user units
+NODE_W, NODE_H, GAP_X, GAP_Y = 150, 36, 60, 18
 
-_INDEX = """{% extends "base" %}{% block body %}
-<p>{{ workflows }} workflows loaded · {{ active }} runs active · updated {{ now }}</p>
-<table><tr><th>run</th><th>workflow</th><th>status</th><th>created</th><th>duration</th><th>reason</th></tr>
-{% for r in runs %}<tr><td><a href="/runs/{{ r.run_id }}">{{ r.run_id }}</a></td><td>{{ r.workflow }}</td>
-<td class="{{ r.status }}">{{ r.status }}</td><td>{{ r.created }}</td>
-<td>{{ r.duration_s if r.duration_s is not none else "" }}{{ "s" if r.duration_s is not none }}</td>
-<td>{{ r.reason or "" }}</td></tr>
-{% else %}<tr><td colspan="6">No runs yet.</td></tr>{% endfor %}</table>
-{% endblock %}"""
 
-_RUN = """{% extends "base" %}{% block title %}{{ run.run_id }} · Sluice{% endblock %}{% block body %}
-<h2>{{ run.workflow }} · {{ run.run_id }} · <span class="{{ run.status }}">{{ run.status }}</span></h2>
-<p>trigger: {{ run.trigger or "manual" }} · event {{ run.event_id }}
-{% if run.reason %} · {{ run.reason }}{% endif %}</p>
-<h3>Params</h3><pre>{{ run.params | tojson(indent=2) }}</pre>
-{% if run.outputs is not none %}<h3>Outputs</h3><pre>{{ run.outputs | tojson(indent=2) }}</pre>{% endif %}
-{% if run.error %}<h3>Error</h3><pre>{{ run.error | tojson(indent=2) }}</pre>{% endif %}
-<h3>Steps</h3>
-<table><tr><th>step</th><th>status</th><th>attempts</th><th>reason</th></tr>
-{% for name, s in run.steps.items() %}<tr><td>{{ name }}</td><td class="{{ s.status }}">{{ s.status }}</td>
-<td>{{ s.attempts }}</td><td>{{ s.reason or "" }}</td></tr>{% endfor %}</table>
-<h3>Attempts</h3>
-{% for a in attempts %}<h4>{{ a.step }}{% if a.index is not none %}[{{ a.index }}]{% endif %}
-attempt {{ a.attempt }} · <span class="{{ a.status }}">{{ a.status }}</span></h4>
-{% if a.error %}<pre>{{ a.error | tojson(indent=2) }}</pre>{% endif %}
-{% if a.tail %}<pre>{{ a.tail }}</pre>{% endif %}
-{% else %}<p>No attempts yet.</p>{% endfor %}
-{% endblock %}"""
+def _duration(start: float | None, end: float | None) -> str:
+    if start is None:
+        return ""
+    seconds = (end or time.time()) - start
+    return f"{seconds:.2f}s" if seconds < 60 else f"{seconds / 60:.1f}m"
+
 
 _env = jinja2.Environment(
-    loader=jinja2.DictLoader({"base": _BASE, "index": _INDEX, "run": _RUN}),
+    loader=jinja2.PackageLoader("engine.api", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+_env.filters["when"] = lambda ts: "" if ts is None else iso(ts)[:19].replace("T", " ")
+_env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
+_env.globals["duration"] = _duration
+
+
+def dag_layout(wf: Workflow, states: dict[str, Any]) -> dict[str, Any]:
+    """Boxes and edges of the SVG: one column per level of the workflow's DAG, left to right."""
+    steps, cols = wf.steps, wf.dag.levels
+    tallest = max((len(c) for c in cols), default=0)
+    height = max(1, tallest) * (NODE_H + GAP_Y) + GAP_Y
+    nodes: dict[str, dict[str, Any]] = {}
+    for x, col in enumerate(cols):
+        top = (height - len(col) * (NODE_H + GAP_Y) + GAP_Y) / 2
+        for y, name in enumerate(col):
+            state = states.get(name) or {}
+            nodes[name] = {
+                "name": name,
+                "x": GAP_X / 2 + x * (NODE_W + GAP_X),
+                "y": top + y * (NODE_H + GAP_Y),
+                "status": state.get("status", "PENDING"),
+                "label": name if len(name) <= 18 else name[:17] + "…",
+                "kind": steps[name].kind,
+            }
+    edges = [
+        {
+            "x1": nodes[n]["x"] + NODE_W,
+            "y1": nodes[n]["y"] + NODE_H / 2,
+            "x2": node["x"],
+            "y2": node["y"] + NODE_H / 2,
+        }
+        for node in nodes.values()
+        for n in steps[node["name"]].needs
+        if n in nodes
+    ]
+    width = GAP_X + len(cols) * (NODE_W + GAP_X) - GAP_X
+    return {
+        "nodes": list(nodes.values()),
+        "edges": edges,
+        "width": width,
+        "height": height,
+        "w": NODE_W,
+        "h": NODE_H,
+    }
+
+
+def timeline(run: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+    """Each attempt's bar: where it starts and how long it runs, in % of the run's span so far."""
+    starts = [a["started_at"] for a in attempts if a["started_at"] is not None]
+    if not starts:
+        return
+    t0 = min([run.get("started_at") or starts[0], *starts])
+    t1 = max([run.get("ended_at") or time.time(), *(a["ended_at"] or time.time() for a in attempts)])
+    span = max(t1 - t0, 1e-6)
+    for a in attempts:
+        if a["started_at"] is None:
+            continue
+        end = a["ended_at"] or time.time()
+        a["bar"] = {
+            "left": 100 * (a["started_at"] - t0) / span,
+            "width": max(0.5, 100 * (end - a["started_at"]) / span),
+        }
+
+
+class Changes:
+    """A counter the orchestrator's progress bumps; each stream waits for it to move."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._moved = asyncio.Event()
+
+    def __call__(self, *_: Any) -> None:
+        self.version += 1
+        self._moved.set()
+
+    async def wait(self, seen: int, timeout_s: float) -> int:
+        if self.version == seen:
+            self._moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), timeout_s)
+        return self.version
 
 
 def add_dashboard(app: web.Application, engine: Any) -> None:
-    """Add ``GET /`` and ``GET /runs/{id}`` for ``engine`` to ``app``."""
+    """The pages of ``engine``'s dashboard, its event stream and its static files."""
+    pages = Pages(engine)
+    engine.orchestrator.listeners.append(pages.changes)
+    app.router.add_get("/", pages.runs)
+    app.router.add_get("/runs/{id}", pages.run_page)
+    app.router.add_get("/workflows", pages.workflows)
+    app.router.add_get("/batch", pages.batch)
+    app.router.add_get("/events", pages.events)
+    app.router.add_get("/dashboard/stream", pages.stream)
+    app.router.add_static("/static/", STATIC, append_version=False)
 
-    async def index(request: web.Request) -> web.Response:
-        runs = await engine.store.read(lambda c: records.list_runs(c, limit=50)) or []
-        for run in runs:
-            run["created"] = iso(run["created_at"])
-        html = _env.get_template("index").render(
-            runs=runs, workflows=len(engine.catalog), active=engine.orchestrator.active, now=iso(time.time())
-        )
-        return web.Response(text=html, content_type="text/html")
 
-    async def run_page(request: web.Request) -> web.Response:
+class Pages:
+    """The dashboard's handlers over one engine (read through its store, like the API)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.changes = Changes()
+
+    @staticmethod
+    def page(name: str, status: int = 200, **context: Any) -> web.Response:
+        html = _env.get_template(name).render(now=iso(time.time()), **context)
+        return web.Response(text=html, content_type="text/html", status=status)
+
+    def not_found(self, what: str, back: str, label: str) -> web.Response:
+        return self.page("error.html", status=404, title="Not found", message=what, back=back, label=label)
+
+    async def runs(self, request: web.Request) -> web.Response:
+        q = request.query
+        search = q.get("q", "").strip()
+        if search:
+            if await self.engine.describe_run(search) is not None:
+                raise web.HTTPSeeOther(f"/runs/{search}")
+            return self.not_found(f"no run {search}", "/", "back to the runs")
+        status = q.get("status") or None
+        status = status if status in RUN_STATES else None
+        workflow = q.get("workflow") or None
+        before = q.get("before") or None
+        trigger = q.get("trigger") or None
+        hours = q.get("hours") or ""
+        since = time.time() - float(hours) * 3600 if hours in SPANS else None
+
+        def read(conn: Any) -> tuple[list[dict[str, Any]] | None, dict[str, int]]:
+            found = records.list_runs(
+                conn,
+                workflow=workflow,
+                status=status,
+                limit=PAGE,
+                before=before,
+                trigger=trigger,
+                since=since,
+            )
+            counts = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+            return found, counts
+
+        found, counts = await self.engine.store.read(read)
+        found = found or []
+        context = {
+            "runs": found,
+            "counts": counts,
+            "states": RUN_STATES,
+            "workflows": sorted(self.engine.catalog),
+            "filters": {
+                "workflow": workflow or "",
+                "status": status or "",
+                "trigger": trigger or "",
+                "hours": hours,
+            },
+            "triggers": sorted(
+                {t.name for wf in self.engine.catalog.values() for t in wf.triggers} | {"manual"}
+            ),
+            "spans": SPANS,
+            "next": found[-1]["run_id"] if len(found) == PAGE else None,
+            "active": self.engine.orchestrator.active,
+        }
+        return self.page("_runs.html" if q.get("fragment") else "runs.html", **context)
+
+    async def run_page(self, request: web.Request) -> web.Response:
         run_id = request.match_info["id"]
-        run = await engine.describe_run(run_id)
+        run = await self.engine.describe_run(run_id)
         if run is None:
-            raise web.HTTPNotFound(text=f"no run {run_id}", content_type="text/plain")
-        attempts = await engine.store.read(lambda c: records.run_attempts(c, run_id))
-        tails = await asyncio.to_thread(
-            _tails, engine.settings.data_dir, [a.pop("log_path") for a in attempts]
-        )
-        for att, tail in zip(attempts, tails, strict=True):
-            att["tail"] = tail
-        html = _env.get_template("run").render(run=run, attempts=attempts)
-        return web.Response(text=html, content_type="text/html")
+            return self.not_found(f"no run {run_id}", "/", "back to the runs")
+        attempts = await self.engine.store.read(lambda c: records.run_attempts(c, run_id))
+        paths = [a.pop("log_path") for a in attempts]
+        live = {p: out for p in paths if p and (out := self.engine.functions.live_output(p)) is not None}
+        tails = await asyncio.to_thread(_tails, self.engine.settings.data_dir, paths)
+        for att, path, tail in zip(attempts, paths, tails, strict=True):
+            att["tail"] = live.get(path or "", tail) if att["status"] == "RUNNING" else tail
+        wf = self.engine.catalog.get(run["workflow"])
+        dag = dag_layout(wf, run["steps"]) if wf is not None else None
+        if wf is not None:  # the steps table in the DAG's order, not the store's
+            rank = {n: i for i, n in enumerate(n for level in wf.dag.levels for n in level)}
+            run["steps"] = {
+                n: run["steps"][n] for n in sorted(run["steps"], key=lambda n: (rank.get(n, len(rank)), n))
+            }
+        timeline(run, attempts)
+        context = {"run": run, "attempts": attempts, "dag": dag, "error_text": _error_text(run.get("error"))}
+        return self.page("_run.html" if request.query.get("fragment") else "run.html", **context)
 
-    app.router.add_get("/", index)
-    app.router.add_get("/runs/{id}", run_page)
+    async def workflows(self, request: web.Request) -> web.Response:
+        last = await self.engine.store.read(_last_runs)
+        flows = []
+        for wf in sorted(self.engine.catalog.values(), key=lambda w: w.name):
+            flows.append(
+                {
+                    "name": wf.name,
+                    "description": wf.description,
+                    "params": wf.params,
+                    "triggers": [_trigger_line(wf.name, t) for t in wf.triggers],
+                    "last": last.get(wf.name),
+                    "yaml": _read_text(Path(wf.file)),
+                    "steps": len(wf.steps),
+                }
+            )
+        return self.page("workflows.html", workflows=flows)
+
+    async def batch(self, request: web.Request) -> web.Response:
+        service = self.engine.batch
+        if service is None:
+            return self.page("batch.html", attached=False, queues=[], environments=[], jobs=[])
+        status = request.query.get("status") or None
+        queue = request.query.get("queue") or None
+        jobs = await service.list_jobs(queue, status, 100)
+        queues = sorted((q.public() for q in service.queues.values()), key=lambda q: -int(q["priority"]))
+        counts: dict[str, dict[str, int]] = {}
+        for job in await service.list_jobs(None, None, 1000):
+            counts.setdefault(job.get("queue", ""), {}).setdefault(job["status"], 0)
+            counts[job.get("queue", "")][job["status"]] += 1
+        for q in queues:
+            q["counts"] = counts.get(str(q["name"]), {})
+        envs = [e.public() for e in service.envs.values()]
+        return self.page("batch.html", attached=True, queues=queues, environments=envs, jobs=jobs)
+
+    async def events(self, request: web.Request) -> web.Response:
+        found = await self.engine.store.read(lambda c: records.list_events(c, limit=PAGE))
+        return self.page("events.html", events=found)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the tab was closed: nothing to tell
+            await self._push(response)
+        return response
+
+    async def _push(self, response: web.StreamResponse) -> None:
+        seen = self.changes.version
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            now = await self.changes.wait(seen, KEEPALIVE_S)
+            if now == seen:
+                await response.write(b": keepalive\n\n")
+                continue
+            seen = now
+            await response.write(f"data: {now}\n\n".encode())
+            await asyncio.sleep(PUSH_EVERY_S)  # a burst of progress is one refresh, not hundreds
+
+
+def _last_runs(conn: Any) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT workflow, id, status, created_at FROM runs"
+        " WHERE rowid IN (SELECT MAX(rowid) FROM runs GROUP BY workflow)"
+    ).fetchall()
+    return {r[0]: {"run_id": r[1], "status": r[2], "created_at": r[3]} for r in rows}
+
+
+def _trigger_line(workflow: str, spec: Any) -> dict[str, str]:
+    """What the page shows of a trigger: kind, name and where it listens; never a credential."""
+    kind = type(spec).__name__.removesuffix("Trigger").lower()
+    detail = ""
+    if kind == "webhook":
+        detail = f"POST /hooks/{workflow}/{spec.name}"
+    elif kind == "schedule":
+        detail = f"{spec.expression} ({getattr(spec, 'timezone', None) or 'UTC'})"
+    elif kind == "file":
+        detail = str(getattr(spec, "path", ""))
+    return {"kind": kind, "name": spec.name, "detail": detail}
+
+
+def _error_text(error: Any) -> str:
+    """A run or attempt error for people: the message, then the traceback as lines."""
+    if not error:
+        return ""
+    if isinstance(error, dict):
+        head = f"{error.get('errorType', 'Error')}: {error.get('errorMessage', '')}"
+        trace = error.get("stackTrace") or []
+        lines = trace if isinstance(trace, list) else [str(trace)]
+        return "\n".join([head, *(str(line).rstrip("\n") for line in lines)])
+    return str(error)
+
+
+_env.filters["error_text"] = _error_text
+
+
+#: a credential written straight into a workflow file is not shown (``${env:...}`` references are)
+_SECRET_LINE = re.compile(
+    r"""((?:secret|token|password|api[-_]?key)["']?\s*:\s*)(?!["']?\$\{env:)[^,}\n]+""", re.I
+)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    return _SECRET_LINE.sub(r"\1*****", text)
 
 
 def _tails(data_dir: Path, paths: list[str | None]) -> list[str]:

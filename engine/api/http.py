@@ -47,7 +47,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        message = "no such route; see /api/v1/health and the README" if exc.status == 404 else exc.reason
+        if exc.status == 404 and _wants_page(request):
+            return web.Response(status=404, text=NOT_FOUND_PAGE, content_type="text/html")
+        message = (
+            "no such route; see /api/v1/openapi.json and the README" if exc.status == 404 else exc.reason
+        )
         return json_error(
             exc.status, code, message, headers={k: v for k, v in exc.headers.items() if k == "Allow"}
         )
@@ -70,10 +74,24 @@ async def secrets_hidden(request: web.Request, handler: Handler) -> web.StreamRe
     resp = await handler(request)
     if isinstance(resp, web.Response) and isinstance(resp.body, bytes) and secrets.registered():
         text = resp.body.decode(resp.charset or "utf-8", errors="surrogateescape")
-        hidden = secrets.hide_html(text)
+        json_answer = resp.content_type == "application/json"  # hidden inside its strings: valid JSON
+        hidden = secrets.hide_json(text) if json_answer else secrets.hide_html(text)
         if hidden != text:
             resp.body = hidden.encode(resp.charset or "utf-8", errors="surrogateescape")
     return resp
+
+
+#: what a browser gets for a page that does not exist (the API and webhooks answer JSON)
+NOT_FOUND_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Not found · Sluice</title><link rel="stylesheet" href="/static/sluice.css"></head>
+<body><main><h1>Not found</h1>
+<p>There is no page here.</p><p><a href="/">back to the runs</a></p></main></body></html>"""
+
+
+def _wants_page(request: web.Request) -> bool:
+    path = request.path
+    api = path.startswith(("/api/", "/hooks/")) or path in ("/metrics", "/healthz", "/readyz")
+    return not api and "text/html" in request.headers.get("Accept", "")
 
 
 async def json_body(request: web.Request, *, default: Any = None) -> Any:

@@ -33,6 +33,7 @@ from engine.types import TxHook
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
+from workflows.patterns import prepare_event
 from workflows.spec import EventTrigger, Workflow
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Target:
     workflow: str
     trigger: str | None = None
     params: Mapping[str, Any] | None = None  # explicit run input (a manual run), skips the template
+    #: a retry from the failed steps: steps that start SUCCEEDED with these outputs, and their run
+    keep: Mapping[str, Any] | None = None
+    kept_from: str | None = None
 
 
 def new_run_id() -> str:
@@ -80,6 +84,9 @@ class Bus:
         self._catalog = catalog
         self._by_source: dict[str, list[Rule]] = {}
         self._any_source: list[Rule] = []
+        #: rules added while running (EventBridge's PutRule/PutTargets, engine/aws/rules.py); the
+        #: tuple is replaced whole, never changed, so the writer thread always reads a complete set
+        self.extra_rules: tuple[Rule, ...] = ()
         self._listeners: list[Callable[[list[RunRecord]], None]] = []
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
@@ -109,7 +116,7 @@ class Bus:
 
     @property
     def rule_count(self) -> int:
-        return len(self._any_source) + sum(len(v) for v in self._by_source.values())
+        return len(self._any_source) + sum(len(v) for v in self._by_source.values()) + len(self.extra_rules)
 
     def on_runs(self, listener: Callable[[list[RunRecord]], None]) -> None:
         """``listener(runs)`` after each commit that started runs (the orchestrator drives them)."""
@@ -224,6 +231,8 @@ class Bus:
         if target is not None and target.workflow:
             run = self.start_in_tx(conn, env, target.workflow, target.trigger, target.params, None, depth)
             if run is not None:
+                if target.keep and run.status == Status.PENDING:
+                    self._keep_steps(conn, run, target.keep, target.kept_from or "")
                 runs.append(run)
         runs.extend(self._destination(conn, env, depth))
         for rule in self.matching_rules(env):
@@ -238,7 +247,11 @@ class Bus:
     def matching_rules(self, env: dict[str, Any]) -> list[Rule]:
         source = env.get("source")
         candidates = self._by_source.get(source, []) if isinstance(source, str) else []
-        return [r for r in (*candidates, *self._any_source) if r.pattern.matches(env)]
+        rules = (*candidates, *self._any_source, *self.extra_rules)
+        if not rules:
+            return []
+        prepared = prepare_event(env)  # dotted keys expanded once, not once per rule
+        return [r for r in rules if r.pattern.matches_prepared(prepared)]
 
     def start_in_tx(
         self,
@@ -278,6 +291,14 @@ class Bus:
         if not records.insert_run(conn, run, origin):
             return None
         return run
+
+    def _keep_steps(
+        self, conn: sqlite3.Connection, run: RunRecord, keep: Mapping[str, Any], origin: str
+    ) -> None:
+        """The new run starts with these steps SUCCEEDED (a redrive): their rows, and the driver's view."""
+        records.copy_steps(conn, run.id, keep, origin, run.created_at)
+        for name, output in keep.items():
+            run.steps[(name, -1)] = {"status": Status.SUCCEEDED, "output": output, "error": None}
 
     def _destination(self, conn: sqlite3.Connection, env: dict[str, Any], depth: int) -> list[RunRecord]:
         """A run ended: start its ``on_success``/``on_failure`` workflow with the invocation record."""

@@ -128,8 +128,9 @@ def _log_chunk(server: str, job: str, attempt: int | None, offset: int) -> tuple
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """Print an attempt's log; with --follow, poll until the job ends, attempt after attempt."""
-    attempt, offset = args.attempt, 0
+    """Print an attempt's log (the latest); with --follow, every attempt from the first (or from
+    --attempt), polling until the job ends: a follower that starts late misses nothing."""
+    attempt, offset = (1 if args.follow and args.attempt is None else args.attempt), 0
     while True:
         chunk, headers = _log_chunk(args.server, args.job, attempt, offset)
         sys.stdout.buffer.write(chunk)
@@ -212,6 +213,9 @@ def _actions(sub: Any, name: str, help_text: str) -> Any:
     return sub.add_parser(name, help=help_text).add_subparsers(dest="action", metavar="ACTION", required=True)
 
 
+JOB_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+
+
 def register(sub: Any) -> None:
     """Add ``jobs``, ``definitions``, ``queues`` and ``environments`` to the ``sluice`` parser."""
     jobs = _actions(sub, "jobs", "submit, list, describe, cancel or terminate batch jobs; read their logs")
@@ -227,7 +231,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=command(cmd_submit))
     p = common_options(jobs.add_parser("list", help="jobs, newest first"))
     p.add_argument("--queue", default=None)
-    p.add_argument("--status", default=None)
+    p.add_argument("--status", default=None, type=str.upper, choices=JOB_STATES, help=", ".join(JOB_STATES))
     p.add_argument("--parent", default=None, help="the children of this array job")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=command(cmd_list))

@@ -83,15 +83,24 @@ def request(
     ``headers``: a dict to fill with the answer's headers."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(server + path, data=data, method=method)
-    if data is not None:
+    if data is not None or method not in ("GET", "HEAD"):
         req.add_header("Content-Type", "application/json")
+    token = api_token()
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
             payload = resp.read()
             if headers is not None:
                 headers.update(resp.headers.items())
     except urllib.error.HTTPError as exc:
-        raise RemoteError(_error_message(exc), 2 if 400 <= exc.code < 500 else 1) from None
+        message = _error_message(exc)
+        if exc.code == 401:
+            message = (
+                f"{server} needs its API token: set $SLUICE_API_TOKEN (or $SLUICE_API_TOKEN_FILE) "
+                "to the token the server was started with" + (" (the one set was refused)" if token else "")
+            )
+        raise RemoteError(message, 2 if 400 <= exc.code < 500 else 1) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RemoteError(
@@ -100,9 +109,38 @@ def request(
     return payload.decode("utf-8", "replace") if raw else json.loads(payload)
 
 
+def api_token() -> str | None:
+    """The token for a server started with one: ``$SLUICE_API_TOKEN``, else the file named by
+    ``$SLUICE_API_TOKEN_FILE`` (never a command-line argument: other users can read those in ps)."""
+    token = os.environ.get("SLUICE_API_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("SLUICE_API_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise RemoteError(f"$SLUICE_API_TOKEN_FILE={path}: cannot read it: {exc.strerror}", 2) from None
+
+
+#: the API's hints name its routes; the CLI's name the commands that do the same
+CLI_HINTS = {
+    "GET /api/v1/runs": "`sluice runs list`",
+    "GET /api/v1/workflows": "`sluice workflows list`",
+    "GET /api/v1/jobs": "`sluice jobs list`",
+}
+
+
+def cli_hints(message: str) -> str:
+    for route, cmd in CLI_HINTS.items():
+        message = message.replace(f"with {route}", f"with {cmd}").replace(route, cmd)
+    return message
+
+
 def _error_message(exc: urllib.error.HTTPError) -> str:
     try:
-        return str(json.loads(exc.read())["error"]["message"])
+        return cli_hints(str(json.loads(exc.read())["error"]["message"]))
     except (ValueError, KeyError, TypeError):
         return f"the server answered {exc.code} {exc.reason}"
 

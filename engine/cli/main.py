@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,37 @@ if TYPE_CHECKING:  # the engine is imported only by the commands that run it: th
     from workflows.spec import Workflow
 
 log = logging.getLogger("sluice")
+
+
+def count(text: str) -> int:
+    """A positive whole number (argparse prints the message, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 86399, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,19 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="run input as JSON, or @file.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
-    p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
-    p.add_argument("--max-workers", type=int, default=None, help="scale-out ceiling (default: 32)")
+    p.add_argument("--workers", type=count, default=None, help="warm function workers (default: cores)")
+    p.add_argument("--max-workers", type=count, default=None, help="scale-out ceiling (default: 32)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
     p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=port, default=8765, help="0 to 65535 (0: any free port)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
-    p.add_argument("--workers", type=int, default=None, help="warm function workers (default: cores)")
-    p.add_argument("--max-workers", type=int, default=None, help="scale-out ceiling (default: 32)")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds running steps get to finish on stop")
+    p.add_argument("--workers", type=count, default=None, help="warm function workers (default: cores)")
+    p.add_argument("--max-workers", type=count, default=None, help="scale-out ceiling (default: 32)")
+    p.add_argument("--grace", type=seconds, default=30.0, help="seconds running steps get to finish on stop")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", help="print a new random API token (for $SLUICE_API_TOKEN)")
+    p.set_defaults(func=cmd_token)
     # management commands that talk to a running server (one line per module)
     remote.register(sub)
     notify.register(sub)  # after remote: adds to its `events`
@@ -86,7 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # piped into `head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush is quiet too
+        return EXIT_OK
     except UsageError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        from engine.config import ConfigError  # here: only `serve` reads the config
+
+        if not isinstance(exc, ConfigError):
+            raise
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
@@ -156,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workflows.loader import resolve_input
 
     catalog, wf = _find_workflow(args)
+    check_workers(args)
     data = parse_input(args.input)
     try:
         params = resolve_input(wf, data)
@@ -166,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tune_gc()
     # a one-shot run leaves other unfinished runs alone: `sluice serve` on the data dir resumes them
     settings = Settings(
-        data_dir=default_data_dir(args.data_dir),
+        data_dir=writable_data_dir(default_data_dir(args.data_dir)),
         workers=args.workers,
         max_workers=args.max_workers,
         recover=False,
@@ -219,6 +267,13 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
             loop.remove_signal_handler(sig)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    import secrets
+
+    print(secrets.token_urlsafe(32))
+    return EXIT_OK
+
+
 # -- serve --------------------------------------------------------------------------------------
 
 
@@ -228,14 +283,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tune_gc()
     catalog = _load_dir(Path(args.dir), args.data_dir)
     settings = Settings(
-        data_dir=default_data_dir(args.data_dir),
+        data_dir=writable_data_dir(default_data_dir(args.data_dir)),
         workers=args.workers,
         max_workers=args.max_workers,
         grace_s=args.grace,
         host=args.host,
         port=args.port,
     )
-    return asyncio.run(_serve(settings, catalog, Path(args.dir)))
+    check_workers(args)
+    check_bind(args.host, args.port)
+    try:
+        return asyncio.run(_serve(settings, catalog, Path(args.dir)))
+    except OSError as exc:  # the bind lost a race with another process after check_bind
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+
+
+def writable_data_dir(path: Path) -> Path:
+    """The data dir, created if need be; a UsageError naming it when it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".sluice-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"data dir {path}: cannot write there ({exc.strerror}); "
+            "choose a writable folder with --data-dir or $SLUICE_DATA_DIR"
+        ) from None
+    return path
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    if args.workers and args.max_workers and args.max_workers < args.workers:
+        raise UsageError(f"--max-workers {args.max_workers} must be at least --workers {args.workers}")
+
+
+def check_bind(host: str, port_number: int) -> None:
+    """Bind and release the address first, so a port in use is one line, not a stopped engine."""
+    try:
+        infos = socket.getaddrinfo(host, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: not an address this machine has ({exc.strerror})") from None
+    for family, kind, proto, _, addr in infos[:1]:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                hint = "another `sluice serve`? pick another --port" if exc.errno == errno.EADDRINUSE else ""
+                raise UsageError(
+                    f"cannot serve on {host}:{port_number}: {exc.strerror}" + (f" ({hint})" if hint else "")
+                ) from None
 
 
 async def _serve(settings: Settings, catalog: Catalog, workflows_dir: Path) -> int:

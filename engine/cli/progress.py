@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from engine.store.records import RunRecord
+from workflows.secrets import hide
 
 GLYPHS = {
     "RUNNING": "→",
@@ -35,7 +36,7 @@ class ProgressPrinter:
         elapsed = time.monotonic() - self.t0
         line = self._line(kind, run, step, status, info)
         if line:
-            self.out.write(f"{elapsed:6.2f}s {line}\n")
+            self.out.write(hide(f"{elapsed:6.2f}s {line}\n"))  # an error message may quote a secret
             self.out.flush()
 
     def _line(self, kind: str, run: RunRecord, step: str | None, status: str, info: dict[str, Any]) -> str:

@@ -27,6 +27,8 @@ from engine.cli.common import (
     when,
 )
 
+RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -88,7 +90,8 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_retry(args: argparse.Namespace) -> int:
-    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/retry", {})
+    body = {"from": "failed"} if args.from_failed else {}
+    data = request(args.server, "POST", f"/api/v1/runs/{quote(args.run)}/retry", body)
     return emit(args, data, f"run {data['run_id']} started (retry of {data['retry_of']})")
 
 
@@ -184,7 +187,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=command(cmd_runs_start))
     p = common_options(runs.add_parser("list", help="recent runs, newest first"))
     p.add_argument("--workflow")
-    p.add_argument("--status", help="PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED")
+    p.add_argument("--status", type=str.upper, choices=RUN_STATES, help=", ".join(RUN_STATES))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", help="a run id: list runs older than it (paging)")
     p.set_defaults(func=command(cmd_runs_list))
@@ -197,6 +200,12 @@ def register(sub: Any) -> None:
         p.add_argument("run", help="run id (r-...)")
         if name == "cancel":
             p.add_argument("--reason", default=None)
+        if name == "retry":
+            p.add_argument(
+                "--from-failed",
+                action="store_true",
+                help="keep the steps that succeeded; run the failed ones and what needs them (a redrive)",
+            )
         p.set_defaults(func=command(func))
 
     p = common_options(sub.add_parser("logs", help="print the logs of a run's attempts"))

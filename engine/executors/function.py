@@ -264,8 +264,10 @@ class FunctionExecutor:
 
     @staticmethod
     def _signal(worker: Worker, sig: signal.Signals) -> None:
-        if worker.proc.returncode is None:
+        if worker.proc.returncode is None:  # not reaped: the pid (and its group) is still the worker's
             with contextlib.suppress(ProcessLookupError):
+                if sig == signal.SIGKILL:  # a worker leads its own group: its handler's children go too
+                    os.killpg(worker.pid, sig)
                 worker.proc.send_signal(sig)
 
     @staticmethod
@@ -636,6 +638,17 @@ class FunctionExecutor:
     def worker_pids(self) -> tuple[int, ...]:
         """The live workers' process ids (for operators and tests)."""
         return tuple(sorted(w.pid for w in self._workers if w.alive()))
+
+    def pool(self) -> dict[str, int]:
+        """The pool's size and load now (``/metrics``)."""
+        busy = sum(1 for w in self._workers if w.busy)
+        return {
+            "size": self.size,
+            "max": self.max_workers,
+            "workers": len(self._workers),
+            "busy": busy,
+            "waiting": self._waiting,
+        }
 
     def __repr__(self) -> str:
         busy = sum(1 for w in self._workers if w.busy)

@@ -182,6 +182,9 @@ class NotifyService:
         self.clock = clock
         self._published: set[asyncio.Task[Any]] = set()
         self.lanes: dict[str, Lane] = {}
+        #: each lane's task while running (a TaskGroup ignores a child cancelled on its own)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
         self.session: aiohttp.ClientSession | None = None
         self.delivered = 0
         self.dead = 0
@@ -214,14 +217,45 @@ class NotifyService:
             self._announce()
 
     async def run(self) -> None:
+        self._running = True
         try:
             async with asyncio.TaskGroup() as tg:
-                for lane in self.lanes.values():
-                    tg.create_task(lane.run(), name=f"notify lane {lane.sub.key}")
+                for key, lane in list(self.lanes.items()):
+                    self._tasks[key] = tg.create_task(lane.run(), name=f"notify lane {key}")
                 tg.create_task(self._recount(), name="notify backlog recount")
         finally:
+            self._running = False
+            for task in self._tasks.values():
+                task.cancel(msg="notification sender stopping")
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             if self.session is not None:
                 await self.session.close()
+
+    def replace_subscribers(self, prefix: str, subs: list[Subscriber]) -> None:
+        """Swap the subscribers whose key starts with ``prefix`` for ``subs``, at any time.
+
+        For subscribers made while the engine runs (EventBridge webhook targets, engine/aws/rules.py).
+        The outbox's list is replaced in one assignment, so its hook on the writer thread sees the
+        old set or the new one, never half of each. Before ``start`` only the list changes (start
+        builds every lane); afterwards a changed or removed subscriber's lane is stopped and a new
+        one started. Rows still queued for a removed one stay until the next start dead-letters
+        them, as for any subscriber dropped from the config."""
+        keys = {sub.key for sub in subs}
+        kept = [sub for sub in self.outbox.subscribers if not sub.key.startswith(prefix)]
+        self.outbox.subscribers = [*kept, *subs]
+        if self.session is None:
+            return
+        for key in [k for k in self.lanes if k.startswith(prefix)]:
+            if key not in keys or self.lanes[key].sub != next(s for s in subs if s.key == key):
+                del self.lanes[key]
+                task = self._tasks.pop(key, None)
+                if task is not None:
+                    task.cancel(msg="subscriber replaced")
+        for sub in subs:
+            if sub.key not in self.lanes:
+                lane = self.lanes[sub.key] = Lane(self, sub)
+                if self._running:
+                    self._tasks[sub.key] = asyncio.create_task(lane.run(), name=f"notify lane {sub.key}")
 
     async def aclose(self) -> None:
         """An Engine closer: the HTTP client is closed even if ``run`` never got to start."""

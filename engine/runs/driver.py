@@ -41,6 +41,11 @@ from workflows.templating import Renderable
 
 log = logging.getLogger(__name__)
 
+#: items of one ``for_each`` in flight at once: enough to keep every worker of the pool busy,
+#: few enough that a fan-out over 100,000 items holds a few hundred attempts, not all of them
+FAN_OUT_LANES = 256
+_NOT_RUN = Outcome(False, error={"errorType": "Sluice.NotRun", "errorMessage": "the item did not run"})
+
 Write = Callable[[sqlite3.Connection], Any]
 
 
@@ -453,9 +458,14 @@ class RunDriver:
             )
             self.progress("step", name, Status.RUNNING, {"items": len(items)})
         prior = {idx: row for (step, idx), row in self.run.steps.items() if step == name and idx >= 0}
-        outcomes = await asyncio.gather(
-            *(self._item(name, spec, i, item, prior.get(i)) for i, item in enumerate(items))
-        )
+        outcomes: list[Outcome] = [_NOT_RUN] * len(items)
+        queue = iter(enumerate(items))
+
+        async def lane() -> None:
+            for i, item in queue:  # the lanes share one iterator: each takes the next item
+                outcomes[i] = await self._item(name, spec, i, item, prior.get(i))
+
+        await asyncio.gather(*(lane() for _ in range(min(FAN_OUT_LANES, len(items)))))
         failed = [(i, o) for i, o in enumerate(outcomes) if not o.ok]
         if failed:
             i, first = failed[0]

@@ -277,7 +277,13 @@ class Orchestrator:
                 task.cancel(msg="engine shutdown: grace period exceeded")
             await asyncio.gather(*pending, return_exceptions=True)
             await self._record_interrupted()
-        log.info("drained: %d runs finished, %d interrupted", len(done), len(pending))
+        ended = sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result() in TERMINAL)
+        log.info(
+            "drained: %d runs ended, %d paused between steps, %d interrupted (both resume on restart)",
+            ended,
+            len(done) - ended,
+            len(pending),
+        )
 
     async def _record_interrupted(self) -> None:
         """Close attempts a shutdown cut short, so history shows why (the steps resume later)."""

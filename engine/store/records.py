@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,23 @@ def finish_step(
             reason,
             at,
         ),
+    )
+
+
+def copy_steps(
+    conn: sqlite3.Connection, run_id: str, outputs: Mapping[str, Any], origin: str, at: float
+) -> None:
+    """A retry from the failed steps begins with these steps SUCCEEDED, outputs copied from ``origin``.
+
+    Rows inserted SUCCEEDED (not a PENDING -> SUCCEEDED transition: nothing ran), no attempts.
+    """
+    conn.executemany(
+        "INSERT INTO steps (run_id, step, idx, status, output, reason, started_at, ended_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        [
+            (run_id, name, -1, Status.SUCCEEDED, dumps(output), f"kept from {origin}", at, at)
+            for name, output in outputs.items()
+        ],
     )
 
 
@@ -450,8 +468,14 @@ def list_runs(
     status: str | None = None,
     limit: int = 50,
     before: str | None = None,
+    trigger: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> list[dict[str, Any]] | None:
     """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist.
+
+    ``trigger`` is a trigger name (``manual`` for runs started by hand); ``since``/``until``
+    bound ``created_at`` (Unix seconds).
 
     Newest is last created: the rowid, which the table and each of its indexes already hold in
     order, so a page is a walk backwards that stops at ``limit`` rows whatever the history's size.
@@ -470,6 +494,15 @@ def list_runs(
     if status:
         where.append("status = ?")
         args.append(status)
+    if trigger:
+        where.append("trigger IS NULL" if trigger == "manual" else "trigger = ?")
+        args.extend([] if trigger == "manual" else [trigger])
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        args.append(until)
     sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY rowid DESC LIMIT ?"
     return [_run_row(r) for r in conn.execute(sql, (*args, limit))]

@@ -62,6 +62,9 @@ async def cli(base: str, *args: str) -> tuple[int, str, str]:
 BOX = {"image": TEST_IMAGE, "vcpus": 0.5, "memory": 32 << 20, "network": "none"}
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def test_api_submit_describe_logs_and_errors(server: tuple[str, Any]) -> None:
     base, engine = server
     status, d = await call(
@@ -90,7 +93,10 @@ async def test_api_submit_describe_logs_and_errors(server: tuple[str, Any]) -> N
     status, err = await call(base, "GET", "/api/v1/jobs/j-nope")
     assert status == 404 and err["error"]["code"] == "unknown_job"
     for raw, code in ((b"{oops", "bad_json"), (b"[1, 2]", "bad_body")):  # the API's one body reader
-        async with aiohttp.ClientSession() as s, s.post(base + "/api/v1/jobs", data=raw) as resp:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(base + "/api/v1/jobs", data=raw, headers=JSON) as resp,
+        ):
             assert resp.status == 400 and (await resp.json())["error"]["code"] == code
     count = await engine.store.read(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone()[0])
     assert count == 1
@@ -186,3 +192,26 @@ async def test_jobs_from_the_api_cannot_read_the_engines_environment(server: tup
     assert status == 400 and "secrets" in answer["error"]["message"], answer
     status, answer = await call(base, "GET", "/api/v1/jobs")
     assert answer["jobs"] == []
+
+
+async def test_a_late_follower_gets_every_attempt_from_the_first(server: tuple[str, Any]) -> None:
+    """``jobs logs --follow`` started while attempt 2 runs still prints attempt 1 first."""
+    base, _engine = server
+    retried = {
+        "name": "late",
+        **BOX,
+        "command": ["sh", "-c", "echo try $AWS_BATCH_JOB_ATTEMPT; sleep 1; exit 1"],
+    }
+    await cli(base, "definitions", "register", json.dumps(retried))
+    code, out, err = await cli(base, "jobs", "submit", "--definition", "late", "--attempts", "2", "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        _, job = await call(base, "GET", f"/api/v1/jobs/{job_id}")
+        if len(job["attempts"]) == 2:
+            break
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.1)
+    code, out, err = await cli(base, "jobs", "logs", job_id, "--follow")
+    assert code == 0 and out.split() == ["try", "1", "try", "2"], err

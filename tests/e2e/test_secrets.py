@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.test_crash import free_port, healthy
+from tests.reliability.test_crash import free_port
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_until, wait_until_sync
@@ -33,6 +33,7 @@ SECRETS = {
     "SLUICE_T_PARAM": "param-secret-77c2e0",
     "SLUICE_T_DESC": "desc-secret-0b93aa",
     "SLUICE_T_FN": "fn-secret-e5d1c4",
+    "SLUICE_API_TOKEN": "api-token-secret-3b8c27d4e1",
 }
 
 FLOW = """
@@ -70,7 +71,8 @@ from pathlib import Path
 
 
 def probe(event, context):
-    seen = {"input": event, "environ": sorted(k for k in os.environ if k.startswith("SLUICE_T_"))}
+    names = sorted(k for k in os.environ if k.startswith(("SLUICE_T_", "SLUICE_API")))
+    seen = {"input": event, "environ": names}
     Path(__file__).with_name("fn-saw.json").write_text(json.dumps(seen))
     print("the handler prints its token:", event["token"])
     context.logger.info("and logs it: %s", event["named"])
@@ -90,11 +92,19 @@ def serve(cwd: Path, port: int, box: Path) -> subprocess.Popen[bytes]:
 def fetch(base: str, path: str, body: bytes | None = None) -> tuple[int, str]:
     req = urllib.request.Request(base + path, data=body, method="POST" if body is not None else "GET")
     req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {SECRETS['SLUICE_API_TOKEN']}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def healthy(base: str) -> bool:
+    try:
+        return fetch(base, "/api/v1/health")[0] == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def leaks(text: str) -> list[str]:
@@ -154,6 +164,14 @@ def test_env_secrets_reach_the_container_and_the_function_but_no_answer_event_lo
         assert "${env:SLUICE_T_ENV}" in shown, "the job should show the reference it resolves at launch"
         logs = answers[f"/api/v1/runs/{run_id}/logs"][1]
         assert "the handler prints its token: ${env:SLUICE_T_PARAM}" in logs
+
+        # a retry starts from the stored params, which hold the reference: the step gets the value
+        (flows / "fn-saw.json").unlink()
+        status, answer = fetch(base, f"/api/v1/runs/{run_id}/retry", b"{}")
+        assert status == 201, answer
+        run_id = json.loads(answer)["run_id"]
+        assert wait_until_sync(ended, 90, what="the retried run to end")["status"] == "SUCCEEDED"
+        assert json.loads((flows / "fn-saw.json").read_text())["input"] == {"named": fn, "token": param}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -218,11 +236,13 @@ async def test_a_resumed_run_gets_the_secret_of_its_param_default_not_its_refere
 
 IN_COMMAND = """
 name: argv
+params:
+  token: {default: "${env:SLUICE_T_ARGV}"}
 steps:
   box:
     container:
       image: busybox:1.36
-      command: [echo, "${env:SLUICE_T_ARGV}"]
+      command: [echo, "{{ params.token }}"]
       memory: 32MiB
 """
 
@@ -231,7 +251,8 @@ steps:
 async def test_a_secret_in_a_containers_command_fails_the_step_and_says_where_it_belongs(
     tmp_path: Path, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A command is shown in the job's description (as Batch shows it): the secret goes in env."""
+    """A command is shown in the job's description (as Batch shows it): the secret goes in env.
+    ``validate`` refuses ``${env:...}`` written in a command; one rendered into it is caught here."""
     monkeypatch.setenv("SLUICE_T_ARGV", "argv-secret-9d0e")
     write_flow(tmp_path / "flows", IN_COMMAND)
     engine = await make_engine(tmp_path / "flows")

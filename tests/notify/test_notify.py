@@ -47,6 +47,7 @@ outputs: {{n: "{{{{ steps.a.output }}}}"}}
 """
 
 SECRET = "s3cr3t-never-shown"
+JSON = {"Content-Type": "application/json"}
 ROOT = str(REPO_ROOT)
 Reply = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -250,9 +251,9 @@ async def test_400_goes_to_dead_letters_at_once_then_retry_and_purge(
         assert (await resp.json()) == {"purged": 0}
         resp = await client.post("/api/v1/notifications/dlq/retry", json={"ids": ["x"]})
         assert resp.status == 400 and "error" in await resp.json()
-        resp = await client.post("/api/v1/notifications/dlq/purge", data=b"[3]")
+        resp = await client.post("/api/v1/notifications/dlq/purge", data=b"[3]", headers=JSON)
         assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_body"
-        resp = await client.post("/api/v1/events/replay", data=b"{oops")
+        resp = await client.post("/api/v1/events/replay", data=b"{oops", headers=JSON)
         assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_json"
 
 

@@ -25,7 +25,7 @@ import pytest
 from tests.reliability.test_crash import free_port, healthy
 from tests.support.engines import write_flow
 from tests.support.paths import ROOT
-from tests.support.waiting import wait_until_sync
+from tests.support.waiting import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,3 +252,18 @@ def _fd_of(pid: int, path: Path) -> str:
             if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
                 return fd
     raise AssertionError(f"worker {pid} does not hold {path}")
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "interpreter"])
+async def test_a_timed_out_attempt_takes_its_handlers_children_with_it(tmp_path: Path, fork: bool) -> None:
+    from engine.executors.base import TIMEOUT, FunctionCall
+    from engine.executors.function import FunctionExecutor
+
+    (tmp_path / "handlers.py").write_text(textwrap.dedent(SLOW))
+    call = FunctionCall(handler="handlers:slow", base_dir=str(tmp_path), event={"ticks": 300}, run_id="r",
+                        step="s", attempt=1, attempt_id="r/s#1", timeout_s=0.5)  # fmt: skip
+    async with FunctionExecutor(workers=1, fork=fork) as pool:
+        out = await pool.execute(call)
+        assert out.error_type == TIMEOUT
+        child = int(str(effects(tmp_path)[0]["what"]).split()[1])
+        await wait_until(lambda: not alive(child), 2, what=f"the handler's child {child} to die with it")

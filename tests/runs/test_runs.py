@@ -310,6 +310,34 @@ async def test_for_each_fans_out_and_keeps_item_order(make_engine: MakeEngine, f
     assert failed["steps"]["total"]["status"] == "SKIPPED"
 
 
+async def test_a_big_fan_out_holds_a_few_hundred_items_in_flight_not_all(
+    make_engine: MakeEngine, flows: Path
+) -> None:
+    """Items start as lanes free up (Step Functions' Map with a concurrency): memory stays flat."""
+    from engine.runs.driver import FAN_OUT_LANES
+
+    write_flow(
+        flows,
+        """
+        name: wide
+        params: {n: {type: integer}}
+        steps:
+          each: {function: handlers:echo, for_each: "{{ range(params.n) | list }}", input: "{{ item }}"}
+        outputs: {n: "{{ steps.each.output | length }}", last: "{{ steps.each.output[-1] }}"}
+        """,
+        HANDLERS,
+    )
+    engine = await make_engine(flows)
+    n, peak = 3 * FAN_OUT_LANES, 0
+    run = asyncio.ensure_future(engine.run_to_end("wide", {"n": n}, timeout_s=120))
+    while not run.done():
+        peak = max(peak, len(asyncio.all_tasks()))
+        await asyncio.sleep(0.005)
+    summary = await run
+    assert summary["outputs"] == {"n": n, "last": n - 1}
+    assert peak < FAN_OUT_LANES + 100, f"{peak} tasks at once for {n} items"
+
+
 async def test_two_hundred_concurrent_runs_all_complete(make_engine: MakeEngine, flows: Path) -> None:
     write_flow(
         flows,

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from engine.api.app import HttpService
+from engine.api.auth import AuthPolicy
 from engine.engine import Engine, Settings
 from workflows.loader import load_dir
 
@@ -37,11 +38,11 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     """
     engines: list[Engine] = []
 
-    async def make(flows: Path, **kw: Any) -> Served:
+    async def make(flows: Path, *, auth: AuthPolicy | None = None, **kw: Any) -> Served:
         kw.setdefault("data_dir", tmp_path / "data")
         settings = Settings(workers=1, grace_s=2, port=0, **kw)
         engine = Engine(settings, load_dir(flows))
-        http = HttpService(engine)
+        http = HttpService(engine, auth=auth)
         engine.add_service(http, closer=http.aclose)
         engines.append(engine)
         await engine.start()

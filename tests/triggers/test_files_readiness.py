@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,6 +17,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from tests.support.files import MakeFileTrigger, Running, keys, md5
+from tests.support.paths import ROOT
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -245,3 +247,50 @@ def wait_until_sync(predicate: object, timeout_s: float = 5.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+async def test_an_empty_file_fires_once_on_its_close(
+    make_file_trigger: MakeFileTrigger, tmp_path: Path
+) -> None:
+    """A zero-byte object is an object (S3 notifies for it): ``touch`` creates and closes it."""
+    inbox = tmp_path / "inbox"
+    running = await make_file_trigger()
+    (inbox / "empty.csv").touch()
+    obj = only(await settled(running, inbox, 0.6), "empty.csv")
+    assert (obj["size"], obj["etag"]) == (0, md5(b""))
+
+
+PROBER = """
+import os, sys, time
+from triggers.readiness import writers
+path, end, n = sys.argv[1], time.monotonic() + float(sys.argv[2]), 0
+while time.monotonic() < end:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    writers(fd)
+    os.close(fd)
+    n += 1
+print(n)
+"""
+
+WRITER = """
+import os, sys, time
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND))
+"""
+
+
+def test_a_writer_opening_during_the_probe_never_kills_the_prober(tmp_path: Path) -> None:
+    """A lease broken by an opening writer signals its holder: SIGIO by default, which kills it."""
+    path = tmp_path / "contended.txt"
+    path.write_bytes(b"")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "2.5"])
+    try:
+        prober = subprocess.run(
+            [sys.executable, "-c", PROBER, str(path), "2.0"], env=env, capture_output=True, timeout=30
+        )
+    finally:
+        writer.wait(timeout=30)
+    assert prober.returncode == 0, f"the prober died: {prober.returncode} {prober.stderr[-400:]!r}"
+    assert int(prober.stdout) > 1000

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -364,3 +366,25 @@ async def test_new_and_moved_in_subfolders_fire_every_file(make: Make, tmp_path:
     assert sorted(keys(events)) == sorted(
         [f"fresh/{i}.csv" for i in range(20)] + [f"moved/{i}.csv" for i in range(5)]
     )
+
+
+def folder_elsewhere(tmp_path: Path) -> Path:
+    """A fresh folder on another file system than ``tmp_path`` (``/dev/shm``), or skip."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's folder")
+    return Path(tempfile.mkdtemp(dir=shm, prefix="sluice-test-"))
+
+
+async def test_after_move_to_another_file_system_copies_then_removes(make: Make, tmp_path: Path) -> None:
+    target = folder_elsewhere(tmp_path)
+    try:
+        inbox = tmp_path / "inbox"
+        await make(after=f"move:{target}")
+        (inbox / "x.csv").write_bytes(b"across")
+        mtime_ns = os.stat(inbox / "x.csv").st_mtime_ns
+        await wait_until(lambda: (target / "x.csv").exists() and not (inbox / "x.csv").exists())
+        assert (target / "x.csv").read_bytes() == b"across"
+        assert os.stat(target / "x.csv").st_mtime_ns == mtime_ns
+    finally:
+        shutil.rmtree(target)

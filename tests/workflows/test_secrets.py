@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,12 @@ VALUE = "sekrit-$-9f3e1b"
 
 
 @pytest.fixture(autouse=True)
-def registered() -> None:
+def registered() -> Iterator[None]:
+    """Secrets are process-wide: each test registers its own and takes them away again."""
+    before = secrets.registered()
     secrets.register({"SLUICE_T_UNIT": VALUE})
+    yield
+    secrets.unregister(secrets.registered() - before)
 
 
 def test_hide_replaces_the_value_in_text_json_and_html() -> None:
@@ -83,3 +88,26 @@ def test_the_loader_lists_the_variables_a_workflow_reads(
     assert wf.secrets == frozenset({"SLUICE_T_LOADED"})
     assert isinstance(wf.params["t"].default, secrets.Secret)
     assert "loaded-value" not in repr(wf.params["t"])
+
+
+def test_validate_refuses_a_secret_in_a_containers_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workflows.loader import validate
+
+    monkeypatch.setenv("SLUICE_T_ARGV", "argv-value-1234")
+    path = tmp_path / "w.yaml"
+    command = "[echo, '${env:SLUICE_T_ARGV}']"
+    path.write_text(f"name: w\nsteps:\n  a:\n    container: {{image: busybox, command: {command}}}\n")
+    (problem,) = validate(path)
+    assert problem.path == "steps.a.container.command[1]"
+    assert "pass it through env:" in str(problem) and "argv-value" not in str(problem)
+
+
+def test_a_weak_secret_never_breaks_the_json_it_is_hidden_in() -> None:
+    secrets.register({"SLUICE_T_WEAK": "1234", "SLUICE_T_TRUE": "true"})
+    text = json.dumps({"n": 12345, "ok": True, "s": "pin 1234", "t": "true"})
+    hidden = secrets.hide_json(text)
+    assert json.loads(hidden) == {
+        "n": 12345, "ok": True, "s": "pin ${env:SLUICE_T_WEAK}", "t": "${env:SLUICE_T_TRUE}"
+    }  # fmt: skip

@@ -1,0 +1,328 @@
+"""The OpenAPI 3.1 document of the HTTP surface, served at ``/api/v1/openapi.json``.
+
+Written out here rather than derived from handlers: the document is a promise to clients, so
+changing it is a visible edit. tests/api/test_openapi.py fails when a served route is missing
+from it, so it cannot fall behind the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from engine import __version__
+
+JSON = "application/json"
+ERROR = {"$ref": "#/components/schemas/Error"}
+OBJ: dict[str, Any] = {"type": "object"}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None, media: str = JSON) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema or OBJ}}}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    status: str = "200",
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[str, ...] = ("400", "404"),
+    open_route: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {status: ok}}
+    for code in errors:
+        op["responses"][code] = _answer("an error: what is wrong and what to do", ERROR)
+    op["responses"]["401"] = _answer("the server has a token and none (or another) was sent", ERROR)
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {JSON: {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    if open_route:
+        op["security"] = []
+        del op["responses"]["401"]
+    return op
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _query(name: str, kind: str = "string", description: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+RUN_ID = _path("id", "a run id (r-...)")
+JOB_ID = _path("id", "a job id (j-...)")
+NAME = _path("name", "a name")
+PAGE = [_query("limit", "integer", "1 to 500"), _query("before", description="the 'next' of the last page")]
+
+
+def document() -> dict[str, Any]:
+    run = {"$ref": "#/components/schemas/Run"}
+    paths: dict[str, dict[str, Any]] = {
+        "/healthz": {
+            "get": _op("liveness: the process answers", _answer("alive"), errors=(), open_route=True)
+        },
+        "/readyz": {
+            "get": _op("readiness: store, writer, disk and triggers", _answer("ready"), errors=("503",))
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics", _answer("the text format", {"type": "string"}, "text/plain"), errors=()
+            )
+        },
+        "/hooks/{workflow}/{trigger}": {
+            "post": _op(
+                "a webhook trigger (its own auth: secret, HMAC or token)",
+                _answer("the event is committed", {"$ref": "#/components/schemas/Accepted"}),
+                status="202",
+                params=[_path("workflow", "workflow name"), _path("trigger", "trigger name")],
+                errors=("400", "401", "403", "404", "413", "415"),
+                open_route=True,
+            )
+        },
+        "/api/v1/health": {"get": _op("engine counters", _answer("counters"), errors=())},
+        "/api/v1/openapi.json": {"get": _op("this document", _answer("OpenAPI 3.1"), errors=())},
+        "/api/v1/workflows": {
+            "get": _op("loaded workflows, their params and triggers", _answer("workflows"), errors=())
+        },
+        "/api/v1/workflows/{name}/runs": {
+            "post": _op(
+                "start a run with these params",
+                _answer("started", {"$ref": "#/components/schemas/Started"}),
+                status="201",
+                body=OBJ,
+                params=[NAME],
+                errors=("400", "404", "415"),
+            )
+        },
+        "/api/v1/runs": {
+            "get": _op(
+                "runs, newest first",
+                _answer("a page of runs", {"$ref": "#/components/schemas/RunPage"}),
+                params=[
+                    _query("workflow"),
+                    _query("status"),
+                    _query("trigger", description="a trigger name, or manual"),
+                    _query("since", description="Unix seconds or ISO 8601"),
+                    _query("until", description="Unix seconds or ISO 8601"),
+                    *PAGE,
+                ],
+                errors=("400",),
+            )
+        },
+        "/api/v1/runs/{id}": {
+            "get": _op("one run with its steps and attempts", _answer("the run", run), params=[RUN_ID])
+        },
+        "/api/v1/runs/{id}/cancel": {
+            "post": _op(
+                "cancel a running run",
+                _answer("cancelled"),
+                body=OBJ,
+                params=[RUN_ID],
+                errors=("400", "404", "409", "415"),
+            )
+        },
+        "/api/v1/runs/{id}/retry": {
+            "post": _op(
+                "run again with the same params",
+                _answer("started"),
+                status="201",
+                body=OBJ,
+                params=[RUN_ID],
+                errors=("404", "409", "415"),
+            )
+        },
+        "/api/v1/runs/{id}/logs": {
+            "get": _op(
+                "the logs of a run's attempts",
+                _answer("text; the Sluice-Log-Cursor header reads on", {"type": "string"}, "text/plain"),
+                params=[
+                    RUN_ID,
+                    _query("step"),
+                    _query("attempt", "integer"),
+                    _query("tail", "integer"),
+                    _query("after"),
+                ],
+            )
+        },
+        "/api/v1/events": {
+            "get": _op(
+                "stored events, newest first",
+                _answer("events"),
+                params=[
+                    _query("source"),
+                    _query("detail_type"),
+                    _query("since"),
+                    _query("until"),
+                    _query("limit", "integer"),
+                ],
+                errors=("400",),
+            ),
+            "post": _op(
+                "PutEvents: up to 10 entries", _answer("per-entry results"), body=OBJ, errors=("400", "415")
+            ),
+        },
+        "/api/v1/events/replay": {
+            "post": _op(
+                "replay archived events (dry_run first)", _answer("replayed"), body=OBJ, errors=("400", "415")
+            )
+        },
+        "/api/v1/notifications/dlq": {
+            "get": _op("dead-lettered notifications", _answer("dead letters"), errors=("400",))
+        },
+        "/api/v1/notifications/dlq/retry": {
+            "post": _op("retry dead letters", _answer("retried"), body=OBJ, errors=("400", "415"))
+        },
+        "/api/v1/notifications/dlq/purge": {
+            "post": _op("purge dead letters", _answer("purged"), body=OBJ, errors=("400", "415"))
+        },
+        "/api/v1/jobs": {
+            "get": _op(
+                "batch jobs",
+                _answer("jobs"),
+                params=[_query("queue"), _query("status"), *PAGE],
+                errors=("400", "503"),
+            ),
+            "post": _op(
+                "submit a batch job",
+                _answer("submitted"),
+                status="201",
+                body=OBJ,
+                errors=("400", "404", "415", "503"),
+            ),
+        },
+        "/api/v1/jobs/{id}": {
+            "get": _op("one job", _answer("the job"), params=[JOB_ID], errors=("404", "503"))
+        },
+        "/api/v1/jobs/{id}/cancel": {
+            "post": _op(
+                "cancel a job not yet running",
+                _answer("cancelled"),
+                body=OBJ,
+                params=[JOB_ID],
+                errors=("404", "409", "415", "503"),
+            )
+        },
+        "/api/v1/jobs/{id}/terminate": {
+            "post": _op(
+                "terminate a job",
+                _answer("terminated"),
+                body=OBJ,
+                params=[JOB_ID],
+                errors=("404", "409", "415", "503"),
+            )
+        },
+        "/api/v1/jobs/{id}/logs": {
+            "get": _op(
+                "a job's logs",
+                _answer("text", {"type": "string"}, "text/plain"),
+                params=[JOB_ID],
+                errors=("404", "503"),
+            )
+        },
+    }
+    for kind in ("definitions", "queues", "environments"):
+        paths[f"/api/v1/{kind}"] = {
+            "get": _op(f"list {kind}", _answer(kind), errors=("503",)),
+            "post": _op(
+                f"create one of the {kind}",
+                _answer("created"),
+                status="201",
+                body=OBJ,
+                errors=("400", "409", "415", "503"),
+            ),
+        }
+    for kind in ("queues", "environments"):
+        paths[f"/api/v1/{kind}/{{name}}"] = {
+            "patch": _op(
+                f"update one of the {kind}",
+                _answer("updated"),
+                body=OBJ,
+                params=[NAME],
+                errors=("400", "404", "415", "503"),
+            )
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice",
+            "version": __version__,
+            "description": 'The management API of `sluice serve`. Errors are {"error": {"code", "message"}}.',
+        },
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "$SLUICE_API_TOKEN"}
+            },
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    text, num = {"type": "string"}, {"type": "number"}
+    maybe = lambda t: {"type": [t, "null"]}  # noqa: E731
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": text, "message": text},
+                }
+            },
+        },
+        "Started": {
+            "type": "object",
+            "required": ["run_id"],
+            "properties": {"run_id": text, "status_url": text},
+        },
+        "Accepted": {
+            "type": "object",
+            "properties": {"event_id": text, "run_ids": {"type": "array", "items": text}},
+        },
+        "Run": {
+            "type": "object",
+            "required": ["run_id", "workflow", "status", "steps"],
+            "properties": {
+                "run_id": text,
+                "workflow": text,
+                "status": {"enum": ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]},
+                "trigger": maybe("string"),
+                "created_at": num,
+                "started_at": maybe("number"),
+                "ended_at": maybe("number"),
+                "reason": maybe("string"),
+                "steps": {"type": "object"},
+                "attempts": {"type": "object"},
+            },
+        },
+        "RunPage": {
+            "type": "object",
+            "required": ["runs", "next"],
+            "properties": {"runs": {"type": "array", "items": {"type": "object"}}, "next": maybe("string")},
+        },
+    }
+
+
+async def serve_document(request: web.Request) -> web.Response:
+    return web.json_response(document())
