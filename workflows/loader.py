@@ -148,6 +148,8 @@ def _load(
         return None, [SpecError(shown, "", f"cannot read the file: {exc.strerror}")], []
     except yaml.YAMLError as exc:
         return None, [_yaml_error(shown, exc)], []
+    except ValueError as exc:  # a value YAML's constructors cannot build: 2026-13-45, 5,000 digits
+        return None, [_value_error(shown, exc)], []
     if not isinstance(raw, dict):
         ctx.err("", "must be a YAML mapping", "write name:, triggers:, params: and steps: at the top level")
         return None, ctx.errors, []
@@ -163,10 +165,17 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
-    what = f"{context}, {problem}" if context else problem
+    what = " ".join((f"{context}, {problem}" if context else problem).split())  # one line per problem
     if mark is None:
         return SpecError(shown, "", f"invalid YAML: {what}", "fix the YAML syntax")
     return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", "fix the YAML syntax")
+
+
+def _value_error(shown: str, exc: ValueError) -> SpecError:
+    if "integer string conversion" in str(exc):
+        problem = "invalid YAML: a number has more than 4300 digits"
+        return SpecError(shown, "", problem, "quote it to make a string")
+    return SpecError(shown, "", f"invalid YAML value: {exc}", "fix the value, or quote it to make a string")
 
 
 def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozenset[str]) -> Workflow | None:

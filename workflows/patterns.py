@@ -406,7 +406,10 @@ def _affix(operand: Any, where: str, op: str, test: Callable[[str, str], bool]) 
 
 
 def _finite(value: Any, where: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of 400 digits: no float holds it
+        number = math.inf
     if not math.isfinite(number):
         raise PatternError(f"{where}: numbers must be finite, got {value!r}")
     return number

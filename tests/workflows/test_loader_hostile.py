@@ -157,3 +157,18 @@ def test_values_in_bounds_still_load(tmp_path: Path) -> None:
         "  b: {wait: 0.5}\n"
     )
     assert _lines(tmp_path, text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # int() of 5,000 digits and date(2026, 13, 45) raised ValueError out of yaml.load
+        (f"steps:\n  a: {{function: handlers:ok, timeout: {'9' * 5000}}}\n", "invalid YAML: a number has"),
+        ("steps:\n  a: {function: handlers:ok, input: 2026-13-45}\n", "invalid YAML value: month must be in"),
+        # libyaml's message spans lines: one problem is one line
+        ("\0steps: {}\n", "invalid YAML: unacceptable character #x0000"),
+    ],
+)
+def test_values_yaml_itself_cannot_build_are_one_line(tmp_path: Path, text: str, line: str) -> None:
+    lines = _lines(tmp_path, text)
+    assert len(lines) == 1 and lines[0].startswith(line) and "\n" not in lines[0], lines
