@@ -74,7 +74,8 @@ def dag_layout(wf: Workflow, states: dict[str, Any]) -> dict[str, Any]:
                 "x": GAP_X / 2 + x * (NODE_W + GAP_X),
                 "y": top + y * (NODE_H + GAP_Y),
                 "status": state.get("status", "PENDING"),
-                "label": name if len(name) <= 18 else name[:17] + "…",
+                "label": (name if len(name) <= 18 else name[:17] + "…")
+                + (f" {state['progress']}" if state.get("progress") else ""),
                 "kind": steps[name].kind,
             }
     edges = [
@@ -220,6 +221,9 @@ class Pages:
         if run is None:
             return self.not_found(f"no run {run_id}", "/", "back to the runs")
         attempts = await self.engine.store.read(lambda c: records.run_attempts(c, run_id))
+        done = await self.engine.store.read(lambda c: _children_done(c, run_id))
+        for name, step in run["steps"].items():  # fan-outs and arrays: "37/120" children ended
+            step["progress"] = f"{done.get(name, 0)}/{step['items']}" if step.get("items") else ""
         paths = [a.pop("log_path") for a in attempts]
         live = {p: out for p in paths if p and (out := self.engine.functions.live_output(p)) is not None}
         tails = await asyncio.to_thread(_tails, self.engine.settings.data_dir, paths)
@@ -298,6 +302,15 @@ class Pages:
             seen = now
             await response.write(f"data: {now}\n\n".encode())
             await asyncio.sleep(PUSH_EVERY_S)  # a burst of progress is one refresh, not hundreds
+
+
+def _children_done(conn: Any, run_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT step, COUNT(*) FROM steps WHERE run_id=? AND idx>=0"
+        " AND status IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') GROUP BY step",
+        (run_id,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 def _last_runs(conn: Any) -> dict[str, dict[str, Any]]:
