@@ -59,7 +59,8 @@ FLOWS = {
     "broken.yaml": """
         name: broken
         steps:
-          first: {function: "handlers:fail"}
+          ok: {function: "handlers:shout", input: {text: "kept"}}
+          first: {function: "handlers:fail", needs: [ok]}
           after: {function: "handlers:shout", needs: [first], input: {text: "x"}}
         """,
 }
@@ -190,9 +191,12 @@ async def test_cancel_a_run_and_retry_a_failed_one(served: Served, page: Any) ->
     await expect(error).to_contain_text("ValueError: the input was not what first expected")
     assert "\\n" not in (await error.inner_text())  # a traceback as text, not an escaped string
     await shot(page, "run-failed")
-    await page.click("button:has-text('Retry')")
+    await page.click("button:has-text('Retry from the failed step')")
     await page.wait_for_url(lambda url: "/runs/r-" in url and broken["run_id"] not in url)
     await expect(page.locator("#run-status")).to_have_text("FAILED")
+    kept = page.locator("tr[data-step=ok]")  # a redrive: what succeeded is kept, not run again
+    await expect(kept).to_contain_text(f"kept from {broken['run_id']}")
+    await expect(page.locator("section.attempt[data-step=ok]")).to_have_count(0)
 
 
 async def test_run_again_with_the_same_input_and_the_other_pages(served: Served, page: Any) -> None:
