@@ -25,6 +25,7 @@ import jinja2
 from aiohttp import web
 
 from engine.events import iso
+from engine.notify import outbox
 from engine.store import records
 from workflows.spec import Workflow
 
@@ -275,8 +276,14 @@ class Pages:
         return self.page("batch.html", attached=True, queues=queues, environments=envs, jobs=jobs)
 
     async def events(self, request: web.Request) -> web.Response:
-        found = await self.engine.store.read(lambda c: records.list_events(c, limit=PAGE))
-        return self.page("events.html", events=found)
+        source = request.query.get("source") or None
+        found = await self.engine.store.read(lambda c: records.list_events(c, source=source, limit=PAGE))
+        ids = [e["id"] for e in found]
+        started = await self.engine.store.read(lambda c: _runs_of_events(c, ids))
+        for event in found:
+            event["_runs"] = started.get(event["id"], [])
+        dead = await self.engine.store.read(lambda c: outbox.dlq_list(c, PAGE))
+        return self.page("events.html", events=found, dead=dead, source=source or "")
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -302,6 +309,18 @@ class Pages:
             seen = now
             await response.write(f"data: {now}\n\n".encode())
             await asyncio.sleep(PUSH_EVERY_S)  # a burst of progress is one refresh, not hundreds
+
+
+def _runs_of_events(conn: Any, ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    """The runs each event started (the rules it matched, as runs)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    if not ids:
+        return out
+    marks = ",".join("?" * len(ids))
+    sql = f"SELECT event_id, id, workflow, status FROM runs WHERE event_id IN ({marks}) ORDER BY rowid"
+    for event_id, run_id, workflow, status in conn.execute(sql, ids):
+        out.setdefault(event_id, []).append({"run_id": run_id, "workflow": workflow, "status": status})
+    return out
 
 
 def _children_done(conn: Any, run_id: str) -> dict[str, int]:
