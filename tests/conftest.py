@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.support.files",
     "tests.support.aws",
     "tests.support.slurm",
+    "tests.support.tls",
 ]

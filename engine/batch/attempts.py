@@ -22,6 +22,7 @@ from typing import Any
 from engine.backoff import retry_delay
 from engine.batch import rows
 from engine.batch.book import Book, Change
+from engine.batch.environments import tls_files
 from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, split_reasons
 from engine.batch.ledger import Ledger
 from engine.events import iso_ms
@@ -52,7 +53,7 @@ class Attempts:
         self.stop_grace_s, self.pull_timeout_s = stop_grace_s, pull_timeout_s
         self.labels: dict[str, str] = {}  #: extra labels on every container (tests tag theirs)
         self.runner = self._make_runner(client)
-        self._runners: dict[str, ContainerRunner] = {}  #: endpoint -> runner, for remote engines
+        self._runners: dict[str, ContainerRunner] = {}  #: endpoint and TLS -> runner, for remote engines
         self._slurm: dict[str, tuple[SlurmConfig, SlurmRunner]] = {}  #: environment -> its runner
         self.tasks: dict[str, asyncio.Task[None]] = {}  #: job id -> its attempt's task
         self._running_writes: dict[str, asyncio.Future[Any]] = {}
@@ -75,9 +76,11 @@ class Attempts:
         endpoint = env.endpoint if env is not None else "local"
         if endpoint == "local":
             return self.runner
-        if endpoint not in self._runners:
-            self._runners[endpoint] = self._make_runner(DockerClient(endpoint))
-        return self._runners[endpoint]
+        tls = tls_files(env.config) if env is not None else None
+        key = f"{endpoint} {tls}"
+        if key not in self._runners:
+            self._runners[key] = self._make_runner(DockerClient(endpoint, tls=tls))
+        return self._runners[key]
 
     def _slurm_runner(self, name: str, config: SlurmConfig) -> SlurmRunner:
         known = self._slurm.get(name)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import rows
+from engine.batch import environments, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import job_event
@@ -44,7 +44,6 @@ from engine.batch.jobs import (
 )
 from engine.batch.ledger import Ledger
 from engine.batch.queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Queue, size_text
-from engine.executors.slurm import SlurmConfig
 from engine.store.store import Store
 
 _STATES = (ENABLED, "DISABLED")
@@ -52,7 +51,6 @@ _NO_SECRETS = (
     "secrets: only a workflow's container step passes ${env:...} values to a job "
     "(put the value in environment, or run the job from a workflow)"
 )
-ENVIRONMENT_TYPES = ("docker", "slurm")
 
 
 class Submitter:
@@ -146,12 +144,7 @@ class Submitter:
         name = str(body.get("name") or "")
         old = self.book.envs.get(name)
         _create_or_update("environment", name, old, create)
-        kind, config = _environment_type(body, old)
-        endpoint = str(body.get("endpoint", old.endpoint if old else "local"))
-        if kind == "slurm":
-            endpoint = "slurm"
-        elif endpoint != "local" and not endpoint.startswith(("tcp://", "unix://")):
-            raise JobError(f"endpoint: write local, unix:///path or tcp://HOST:PORT, got {endpoint!r}")
+        kind, endpoint, config = environments.settle(body, old)
         env = Environment(
             name,
             _positive(body.get("max_vcpus", old.max_vcpus if old else None), "max_vcpus"),
@@ -490,28 +483,6 @@ def _create_or_update(kind: str, name: str, old: object | None, create: bool) ->
             "conflict" if old else "not_found",
             409 if old else 404,
         )
-
-
-def _environment_type(body: Mapping[str, Any], old: Environment | None) -> tuple[str, dict[str, Any]]:
-    """``type`` (docker or slurm) and, for Slurm, its checked ``slurm:`` settings."""
-    kind = body.get("type", old.type if old else "docker")
-    if kind not in ENVIRONMENT_TYPES:
-        raise JobError(f"type: one of {', '.join(ENVIRONMENT_TYPES)}, got {kind!r}")
-    if old is not None and old.type != kind:
-        raise JobError(f"type: environment {old.name} is {old.type}; make a new environment for {kind}")
-    if kind != "slurm":
-        if "slurm" in body:
-            raise JobError("slurm: settings for a Slurm environment; add type: slurm, or leave slurm out")
-        return kind, {}
-    raw = body.get("slurm", old.config if old else None)
-    if old is not None and isinstance(raw, Mapping):
-        raw = {**old.config, **raw}  # an update names only what changes
-    if raw is None:
-        raise JobError("slurm: a Slurm environment needs its settings, at least {shared_dir: /shared/path}")
-    try:
-        return kind, SlurmConfig.from_json(raw).to_json()
-    except ValueError as exc:
-        raise JobError(str(exc)) from None
 
 
 def _positive(value: Any, where: str) -> float:

@@ -284,7 +284,24 @@ def register(sub: Any) -> None:
         for flag in ("partition", "account", "qos"):
             p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")
         p.add_argument("--slurm-runtime", choices=("docker", "podman"), default=None, help="on the nodes")
-        fields = ("max_vcpus", "max_memory", "endpoint", "state", "type")
+        for flag in ("ca", "cert", "key"):
+            p.add_argument(
+                f"--tls-{flag}", default=None, help=f"for tcp:// with --tlsverify: the {flag} PEM file"
+            )
+        p.add_argument(
+            "--insecure", action="store_const", const=True, default=None, help="allow plain tcp://"
+        )
+        fields = (
+            "max_vcpus",
+            "max_memory",
+            "endpoint",
+            "state",
+            "type",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+            "insecure",
+        )
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))
