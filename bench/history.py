@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.api.dashboard import status_counts
 from engine.ids import event_id, ordered_id
 from engine.store import records
 from engine.store.store import Store
@@ -45,6 +46,11 @@ def fill(path: Path, runs: int) -> None:
             conn.commit()
             rows.clear()
     conn.close()
+
+
+def full_count(conn: sqlite3.Connection) -> Any:
+    """What the dashboard asked before: every state counted over the whole history."""
+    return conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
 
 
 async def timed(store: Store, fn: Any, reps: int = 20) -> float:
@@ -87,6 +93,8 @@ async def measure(runs: int) -> dict[str, Any]:
                     store, lambda c: records.list_runs(c, workflow="wf3", limit=50)
                 ),
                 "tenth_page_ms": await timed(store, lambda c: records.list_runs(c, limit=50, before=cursor)),
+                "dashboard_counts_ms": await timed(store, status_counts),
+                "full_count_ms": await timed(store, full_count, reps=3),
             }
             # a long read (another client's full scan) and a one-row read sent just after it
             slow = asyncio.ensure_future(
