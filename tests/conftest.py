@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.support.batch",
     "tests.support.files",
     "tests.support.aws",
+    "tests.support.slurm",
+    "tests.support.tls",
 ]

@@ -12,6 +12,7 @@ most 1 EiB), so nothing downstream meets an infinity, a NaN or an integer no clo
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from decimal import Decimal
@@ -101,3 +102,43 @@ def _bounded_size(value: int) -> int:
     if value > MAX_SIZE:
         raise UnitError(f"a size can be at most 1 EiB ({MAX_SIZE} bytes)", form_ok=True)
     return value
+
+
+INSTANT_FORMS = "an ISO 8601 time with a zone such as 2026-01-31T12:00:00Z, or Unix seconds"
+#: the instants a datetime can hold: 0001-01-01 to 9999-12-31 (UTC)
+_MIN_INSTANT, _MAX_INSTANT = -62_135_596_800.0, 253_402_300_799.0
+
+
+def parse_instant(value: object, *, naive_utc: bool = False) -> float:
+    """Unix seconds for an ISO 8601 time (``Z`` or an offset) or a number of seconds.
+
+    The one reader of a point in time from outside (a wait's ``until``, replay windows, API
+    filters, PutEvents' ``Time``). A time without a zone is refused (which zone would the writer
+    have meant?) unless ``naive_utc``, where the caller's protocol says UTC. Raises UnitError for
+    anything else, a non-finite number and an instant outside years 1-9999 included.
+    """
+    if isinstance(value, bool):
+        raise UnitError(f"expected {INSTANT_FORMS}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 64:
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise UnitError(f"{value!r} is not a time: expected {INSTANT_FORMS}") from None
+            if moment.tzinfo is None:
+                if not naive_utc:
+                    raise UnitError(
+                        f"the time {value!r} has no zone: add Z or an offset such as +01:00"
+                    ) from None
+                moment = moment.replace(tzinfo=dt.UTC)
+            return moment.timestamp()
+    else:
+        raise UnitError(f"expected {INSTANT_FORMS}")
+    if not (math.isfinite(seconds) and _MIN_INSTANT <= seconds <= _MAX_INSTANT):
+        raise UnitError(f"{value!r} is not a time between the years 1 and 9999", form_ok=True)
+    return seconds

@@ -25,6 +25,7 @@ import jinja2
 from aiohttp import web
 
 from engine.events import iso
+from engine.notify import outbox
 from engine.store import records
 from workflows.spec import Workflow
 
@@ -74,7 +75,8 @@ def dag_layout(wf: Workflow, states: dict[str, Any]) -> dict[str, Any]:
                 "x": GAP_X / 2 + x * (NODE_W + GAP_X),
                 "y": top + y * (NODE_H + GAP_Y),
                 "status": state.get("status", "PENDING"),
-                "label": name if len(name) <= 18 else name[:17] + "…",
+                "label": (name if len(name) <= 18 else name[:17] + "…")
+                + (f" {state['progress']}" if state.get("progress") else ""),
                 "kind": steps[name].kind,
             }
     edges = [
@@ -220,6 +222,9 @@ class Pages:
         if run is None:
             return self.not_found(f"no run {run_id}", "/", "back to the runs")
         attempts = await self.engine.store.read(lambda c: records.run_attempts(c, run_id))
+        done = await self.engine.store.read(lambda c: _children_done(c, run_id))
+        for name, step in run["steps"].items():  # fan-outs and arrays: "37/120" children ended
+            step["progress"] = f"{done.get(name, 0)}/{step['items']}" if step.get("items") else ""
         paths = [a.pop("log_path") for a in attempts]
         live = {p: out for p in paths if p and (out := self.engine.functions.live_output(p)) is not None}
         tails = await asyncio.to_thread(_tails, self.engine.settings.data_dir, paths)
@@ -271,8 +276,14 @@ class Pages:
         return self.page("batch.html", attached=True, queues=queues, environments=envs, jobs=jobs)
 
     async def events(self, request: web.Request) -> web.Response:
-        found = await self.engine.store.read(lambda c: records.list_events(c, limit=PAGE))
-        return self.page("events.html", events=found)
+        source = request.query.get("source") or None
+        found = await self.engine.store.read(lambda c: records.list_events(c, source=source, limit=PAGE))
+        ids = [e["id"] for e in found]
+        started = await self.engine.store.read(lambda c: _runs_of_events(c, ids))
+        for event in found:
+            event["_runs"] = started.get(event["id"], [])
+        dead = await self.engine.store.read(lambda c: outbox.dlq_list(c, PAGE))
+        return self.page("events.html", events=found, dead=dead, source=source or "")
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -298,6 +309,27 @@ class Pages:
             seen = now
             await response.write(f"data: {now}\n\n".encode())
             await asyncio.sleep(PUSH_EVERY_S)  # a burst of progress is one refresh, not hundreds
+
+
+def _runs_of_events(conn: Any, ids: list[str]) -> dict[str, list[dict[str, str]]]:
+    """The runs each event started (the rules it matched, as runs)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    if not ids:
+        return out
+    marks = ",".join("?" * len(ids))
+    sql = f"SELECT event_id, id, workflow, status FROM runs WHERE event_id IN ({marks}) ORDER BY rowid"
+    for event_id, run_id, workflow, status in conn.execute(sql, ids):
+        out.setdefault(event_id, []).append({"run_id": run_id, "workflow": workflow, "status": status})
+    return out
+
+
+def _children_done(conn: Any, run_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT step, COUNT(*) FROM steps WHERE run_id=? AND idx>=0"
+        " AND status IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') GROUP BY step",
+        (run_id,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 def _last_runs(conn: Any) -> dict[str, dict[str, Any]]:

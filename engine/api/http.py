@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from aiohttp import web
 from triggers.base import Unavailable
 from triggers.webhook import WebhookRefused, json_error, read_body
 from workflows import jsontext, secrets
+from workflows.units import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,4 @@ def time_param(request: web.Request, name: str) -> float | None:
 
 def parse_time(value: Any) -> float:
     """Unix seconds (number or numeric string) or ISO 8601; naive times are UTC. ValueError otherwise."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value)
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return parse_instant(value, naive_utc=True)

@@ -22,11 +22,14 @@ from typing import Any
 from engine.backoff import retry_delay
 from engine.batch import rows
 from engine.batch.book import Book, Change
+from engine.batch.environments import tls_files
 from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, split_reasons
 from engine.batch.ledger import Ledger
 from engine.events import iso_ms
+from engine.executors.compute import ComputeRunner
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from engine.executors.docker_api import DockerClient, DockerError
+from engine.executors.slurm import SlurmConfig, SlurmError, SlurmRunner
 from workflows import secrets
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,8 @@ class Attempts:
         self.stop_grace_s, self.pull_timeout_s = stop_grace_s, pull_timeout_s
         self.labels: dict[str, str] = {}  #: extra labels on every container (tests tag theirs)
         self.runner = self._make_runner(client)
-        self._runners: dict[str, ContainerRunner] = {}  #: endpoint -> runner, for remote engines
+        self._runners: dict[str, ContainerRunner] = {}  #: endpoint and TLS -> runner, for remote engines
+        self._slurm: dict[str, tuple[SlurmConfig, SlurmRunner]] = {}  #: environment -> its runner
         self.tasks: dict[str, asyncio.Task[None]] = {}  #: job id -> its attempt's task
         self._running_writes: dict[str, asyncio.Future[Any]] = {}
         self._terminating: dict[str, str] = {}
@@ -65,14 +69,37 @@ class Attempts:
             client, pull_timeout_s=self.pull_timeout_s, on_started=self._on_started, on_exited=self._on_exited
         )
 
-    def runner_for(self, job: Job) -> ContainerRunner:
+    def runner_for(self, job: Job) -> ComputeRunner:
         env = self.book.envs.get(job.environment or "")
+        if env is not None and env.type == "slurm":
+            return self._slurm_runner(env.name, SlurmConfig.from_json(env.config))
         endpoint = env.endpoint if env is not None else "local"
         if endpoint == "local":
             return self.runner
-        if endpoint not in self._runners:
-            self._runners[endpoint] = self._make_runner(DockerClient(endpoint))
-        return self._runners[endpoint]
+        tls = tls_files(env.config) if env is not None else None
+        key = f"{endpoint} {tls}"
+        if key not in self._runners:
+            self._runners[key] = self._make_runner(DockerClient(endpoint, tls=tls))
+        return self._runners[key]
+
+    def _slurm_runner(self, name: str, config: SlurmConfig) -> SlurmRunner:
+        known = self._slurm.get(name)
+        if known is not None and known[0] == config:
+            return known[1]
+        runner = SlurmRunner(
+            config,
+            pull_timeout_s=self.pull_timeout_s,
+            on_submitted=self._on_submitted,
+            on_waiting=self._on_waiting,
+            on_started=self._on_started,
+            on_exited=self._on_exited,
+        )
+        self._slurm[name] = (config, runner)
+        return runner
+
+    def runners(self) -> list[ComputeRunner]:
+        """The local Docker runner and every runner made for an environment so far."""
+        return [self.runner, *self._runners.values(), *(r for _, r in self._slurm.values())]
 
     def log_path(self, job: Job, attempt: int) -> str:
         folder = self.logs_dir / (job.parent_id or job.id)
@@ -88,11 +115,11 @@ class Attempts:
         self._spawn(job, self._attempt(job, write, log_path, None), f"job {job.id}#{job.attempts}")
 
     def adopt(self, job: Job, container_id: str) -> None:
-        """After a restart: follow the attempt's container, which is still there."""
-        if job.status == STARTING:
+        """After a restart: follow the attempt's container (or Slurm job), which is still there."""
+        if job.status == STARTING and not self.runner_for(job).reports_adopted_start:
             self._mark_running(job, container_id, time.time())
         job.container_id = container_id
-        log.info("job %s: re-adopting container %s", job.id, container_id[:12])
+        log.info("job %s: re-adopting %s", job.id, container_id[:12])
         log_path = self.log_path(job, job.attempts)
         self._spawn(job, self._attempt(job, None, log_path, container_id), f"adopt {job.id}")
 
@@ -157,10 +184,10 @@ class Attempts:
             runner = self.runner_for(job)
             try:
                 result = await (runner.adopt(adopt, req) if adopt else runner.run(req))
-            except (DockerError, RuntimeError, OSError) as exc:
+            except (DockerError, SlurmError, RuntimeError, OSError) as exc:
                 if self.closing:
                     raise asyncio.CancelledError from exc
-                if not isinstance(exc, DockerError):
+                if not isinstance(exc, DockerError | SlurmError):
                     raise
                 result = ContainerResult(None, None, f"CannotStartContainerError: {exc}")
             if self.closing:
@@ -188,6 +215,20 @@ class Attempts:
         if job is None or job.status != STARTING or job.attempts != req.attempt:
             return
         self._mark_running(job, container_id, time.time())
+
+    async def _on_submitted(self, req: ContainerRequest, slurm_id: str) -> None:
+        """Slurm accepted the attempt: its job id is durable before anything else happens."""
+        job_id, attempt = req.job_id, req.attempt
+        await self.ledger.store.write(lambda c: rows.set_attempt_slurm_id(c, job_id, attempt, slurm_id))
+
+    def _on_waiting(self, req: ContainerRequest, reason: str) -> None:
+        """Slurm keeps the attempt pending: its reason becomes the job's ``statusReason``."""
+        job = self.book.jobs.get(req.job_id)
+        if job is None or job.status != STARTING or job.attempts != req.attempt:
+            return
+        job.status_reason = f"{reason} in Slurm ({job.environment})"
+        text, job_id = job.status_reason, job.id
+        self.ledger.store.write_nowait(lambda c: rows.set_status_reason(c, job_id, STARTING, text))
 
     async def _on_exited(self, req: ContainerRequest, result: ContainerResult) -> None:
         """The runner's callback before it removes the container: make the result durable."""
@@ -265,11 +306,11 @@ class Attempts:
         """Leave running containers running (the next start re-adopts them); see the service."""
         self.closing = True
         tasks = list(self.tasks.values())
-        for runner in self._runners.values():
-            await runner.client.aclose()
+        for docker in self._runners.values():
+            await docker.client.aclose()
         await self.client.aclose()
         for task in tasks:
             task.cancel(msg="engine stopping")
         await asyncio.gather(*tasks, return_exceptions=True)
-        for runner in (self.runner, *self._runners.values()):
+        for runner in self.runners():
             await runner.aclose()

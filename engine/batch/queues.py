@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 ENABLED, DISABLED = "ENABLED", "DISABLED"
 DEFAULT_QUEUE, DEFAULT_ENVIRONMENT = "default", "local"
@@ -44,7 +45,7 @@ _EPS = 1e-9
 
 @dataclass(slots=True)
 class Environment:
-    """A compute environment: one Docker endpoint with a capacity, and what is in use now."""
+    """A compute environment: a Docker endpoint or a Slurm cluster, its capacity, what is in use."""
 
     name: str
     max_vcpus: float
@@ -53,6 +54,8 @@ class Environment:
     endpoint: str = "local"
     used_vcpus: float = 0.0
     used_memory: int = 0
+    type: str = "docker"  #: ``docker`` or ``slurm``
+    config: dict[str, Any] = field(default_factory=dict)  #: the type's own settings (``slurm:``)
 
     @property
     def free_vcpus(self) -> float:
@@ -73,12 +76,14 @@ class Environment:
     def public(self) -> dict[str, object]:
         return {
             "name": self.name,
+            "type": self.type,
             "endpoint": self.endpoint,
             "max_vcpus": self.max_vcpus,
             "max_memory": self.max_memory,
             "state": self.state,
             "used_vcpus": round(self.used_vcpus, 6),
             "used_memory": self.used_memory,
+            **({self.type: dict(self.config)} if self.config else {}),
         }
 
 

@@ -9,6 +9,10 @@ together say where each job was:
   ended ``ContainerLost`` and its retry strategy decides;
 - STARTING and no container: put back to RUNNABLE and started again (nothing ran);
 - a managed container no unfinished job claims: reported (log and audit row), never killed.
+
+A Slurm environment answers the same questions with its jobs (found by their comment, or by the
+Slurm job id stored when ``sbatch`` answered): an attempt Slurm accepted is followed again,
+whatever state it is in, and never submitted a second time.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.jobs import RUNNABLE, RUNNING, STARTING, Job, slot_of
 from engine.batch.ledger import Ledger
-from engine.executors.docker import ContainerResult
+from engine.executors.compute import ComputeRunner
+from engine.executors.docker import LABEL_ATTEMPT, LABEL_JOB, ContainerResult
 from engine.executors.docker_api import DockerError
+from engine.executors.slurm import SlurmError
 from engine.store import audit
 from engine.store.store import Store
 
@@ -51,30 +57,41 @@ class Recovery:
             await self.ledger.commit(changes)
 
     async def _recover_containers(self) -> None:
-        try:
-            managed = await self.attempts.runner.find_managed()
-        except DockerError as exc:
-            log.warning("cannot list managed containers: %s", exc)
-            managed = []
-        by_job = {(c["labels"].get("sluice.job-id"), c["labels"].get("sluice.attempt")): c for c in managed}
         open_jobs = [j for j in self.book.jobs.values() if j.status in (STARTING, RUNNING)]
-        recorded = await self.store.read(
-            lambda c: rows.recorded_results(c, [(j.id, j.attempts) for j in open_jobs])
-        )
+        pairs = [(j.id, j.attempts) for j in open_jobs]
+        recorded = await self.store.read(lambda c: rows.recorded_results(c, pairs))
+        submitted = await self.store.read(lambda c: rows.slurm_ids(c, pairs))
+        # each backend answers for its own jobs; the local engine is asked even with none
+        local = self.attempts.runner
+        groups: dict[int, tuple[ComputeRunner, list[Job]]] = {id(local): (local, [])}
         for job in open_jobs:
-            found = by_job.pop((job.id, str(job.attempts)), None)
-            if found is not None and found["state"] != "created":
-                self.attempts.adopt(job, found["id"])
-            elif job.status == STARTING and (job.id, job.attempts) not in recorded:
-                if found is not None:
-                    await self.attempts.remove_unstarted(job, found["id"])
-                await self._restart_attempt(job)
-            else:
-                result = recorded.get((job.id, job.attempts)) or ContainerResult(None, None, LOST)
-                if result.status_reason != LOST:
-                    log.info("job %s: its container ended before the restart; recording its result", job.id)
-                self.attempts.finish_lost(job, result)
-        await self._report_unknown(list(by_job.values()))
+            runner = self.attempts.runner_for(job)
+            groups.setdefault(id(runner), (runner, []))[1].append(job)
+        for runner, jobs in groups.values():
+            try:
+                managed = await runner.find_managed()
+            except (DockerError, SlurmError) as exc:
+                log.warning("cannot list what %r holds: %s", runner, exc)
+                managed = []
+            by_job = {(c["labels"].get(LABEL_JOB), c["labels"].get(LABEL_ATTEMPT)): c for c in managed}
+            for job in jobs:
+                key = (job.id, job.attempts)
+                found = by_job.pop((job.id, str(job.attempts)), None)
+                if found is None and key in submitted and key not in recorded:
+                    # handed to Slurm before the crash: follow that job, never submit it again
+                    found = {"id": submitted[key], "state": "submitted"}
+                if found is not None and found["state"] != "created":
+                    self.attempts.adopt(job, found["id"])
+                elif job.status == STARTING and key not in recorded:
+                    if found is not None:
+                        await self.attempts.remove_unstarted(job, found["id"])
+                    await self._restart_attempt(job)
+                else:
+                    result = recorded.get(key) or ContainerResult(None, None, LOST)
+                    if result.status_reason != LOST:
+                        log.info("job %s: its attempt ended before the restart; recording its result", job.id)
+                    self.attempts.finish_lost(job, result)
+            await self._report_unknown(list(by_job.values()))
 
     async def _restart_attempt(self, job: Job) -> None:
         self.book.release(job)

@@ -153,6 +153,7 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
             "started_at": iso_ms(a["started_at"]),
             "stopped_at": iso_ms(a["stopped_at"]),
             "log_path": a["log_path"],
+            **({"slurm_job_id": a["slurm_job_id"]} if a["slurm_job_id"] else {}),
         }
         for a in conn.execute("SELECT * FROM job_attempts WHERE job_id=? ORDER BY attempt", (job_id,))
     ]
@@ -208,7 +209,15 @@ def ensure_defaults(conn: sqlite3.Connection, info: dict[str, Any]) -> None:
 
 def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[str, Queue], dict[str, Any]]:
     envs = {
-        r["name"]: Environment(r["name"], r["max_vcpus"], r["max_memory"], r["state"], r["endpoint"])
+        r["name"]: Environment(
+            r["name"],
+            r["max_vcpus"],
+            r["max_memory"],
+            r["state"],
+            r["endpoint"],
+            type=r["type"],
+            config=json.loads(r["config"]),
+        )
         for r in conn.execute("SELECT * FROM compute_environments")
     }
     queues = {
@@ -254,6 +263,31 @@ def set_attempt_container(
     )
 
 
+def set_attempt_slurm_id(conn: sqlite3.Connection, job_id: str, attempt: int, slurm_job_id: str) -> None:
+    """Slurm accepted the attempt: keep its job id, so a restart follows it and never submits again."""
+    conn.execute(
+        "UPDATE job_attempts SET slurm_job_id=? WHERE job_id=? AND attempt=?", (slurm_job_id, job_id, attempt)
+    )
+
+
+def set_status_reason(conn: sqlite3.Connection, job_id: str, status: str, reason: str) -> None:
+    """A new ``statusReason`` within the same status (Slurm's pending reason): no transition, no event."""
+    conn.execute("UPDATE jobs SET status_reason=? WHERE id=? AND status=?", (reason, job_id, status))
+
+
+def slurm_ids(conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """Of these (job, attempt) pairs, the Slurm job ids stored for them."""
+    out: dict[tuple[str, int], str] = {}
+    for job_id, attempt in attempts:
+        row = conn.execute(
+            "SELECT slurm_job_id FROM job_attempts WHERE job_id=? AND attempt=? AND slurm_job_id IS NOT NULL",
+            (job_id, attempt),
+        ).fetchone()
+        if row is not None:
+            out[(job_id, attempt)] = str(row[0])
+    return out
+
+
 def insert_definition(
     conn: sqlite3.Connection, name: str, revision: int, body: dict[str, Any], at: float
 ) -> None:
@@ -266,8 +300,8 @@ def insert_definition(
 def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO compute_environments (name, endpoint, max_vcpus, max_memory, state, "
-        "created_at) VALUES (?,?,?,?,?,?)",
-        (env.name, env.endpoint, env.max_vcpus, env.max_memory, env.state, at),
+        "created_at, type, config) VALUES (?,?,?,?,?,?,?,?)",
+        (env.name, env.endpoint, env.max_vcpus, env.max_memory, env.state, at, env.type, dumps(env.config)),
     )
 
 

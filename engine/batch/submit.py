@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import rows
+from engine.batch import environments, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import job_event
@@ -144,15 +144,15 @@ class Submitter:
         name = str(body.get("name") or "")
         old = self.book.envs.get(name)
         _create_or_update("environment", name, old, create)
-        endpoint = str(body.get("endpoint", old.endpoint if old else "local"))
-        if endpoint != "local" and not endpoint.startswith(("tcp://", "unix://")):
-            raise JobError(f"endpoint: write local, unix:///path or tcp://HOST:PORT, got {endpoint!r}")
+        kind, endpoint, config = environments.settle(body, old)
         env = Environment(
             name,
             _positive(body.get("max_vcpus", old.max_vcpus if old else None), "max_vcpus"),
             int(_positive(body.get("max_memory", old.max_memory if old else None), "max_memory")),
             _state(body.get("state", old.state if old else ENABLED)),
             endpoint,
+            type=kind,
+            config=config,
         )
         now = time.time()
         await self.store.write(lambda c: rows.save_environment(c, env, now))

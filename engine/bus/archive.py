@@ -23,47 +23,34 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from engine.bus.bus import Bus, Target
 from engine.events import MANUAL_SOURCE
 from engine.ids import event_id
 from engine.store.records import RunRecord
+from workflows.errors import UnitError
 from workflows.patterns import compile_pattern
 from workflows.spec import EventTrigger
+from workflows.units import parse_duration, parse_instant
 
 log = logging.getLogger(__name__)
 
 
 def parse_time(text: str | float | None, now: float | None = None) -> float | None:
     """``2026-01-31T12:00:00Z`` (with a zone), epoch seconds, or a duration ago (``2h``, ``30m``)."""
-    from workflows.units import parse_duration
-
     if text is None or text == "":
         return None
-    if isinstance(text, int | float):
-        return float(text)
     now = time.time() if now is None else now
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is not None:
-        if moment.tzinfo is None:
-            raise ValueError(f"time {text!r} has no zone (add Z, e.g. {text}Z)")
-        return moment.timestamp()
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        raise ValueError(
-            f"cannot read the time {text!r} "
-            "(write 2026-01-31T12:00:00Z, epoch seconds, or 2h for two hours ago)"
-        ) from None
+        return parse_instant(text)
+    except UnitError as not_instant:
+        try:
+            return now - parse_duration(text)
+        except ValueError:
+            raise ValueError(
+                f"cannot read the time {text!r}: {not_instant}, or 2h for two hours ago"
+            ) from None
 
 
 # --- replay ---------------------------------------------------------------------------------------------

@@ -179,9 +179,14 @@ def cmd_definitions_list(args: argparse.Namespace) -> int:
     return emit(args, data, table(rows, ("name", "revision", "status", "image", "vcpus", "memory")))
 
 
-def _put(kind: str, fields: tuple[str, ...]) -> Any:
+def _put(kind: str, fields: tuple[str, ...], nested: tuple[str, ...] = ()) -> Any:
     def cmd(args: argparse.Namespace) -> int:
-        body = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+        body: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+        for group in nested:  # --slurm-shared-dir X -> {"slurm": {"shared_dir": X}}
+            prefix = f"{group}_"
+            values = {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix)}
+            if any(v is not None for v in values.values()):
+                body[group] = {k: v for k, v in values.items() if v is not None}
         if args.action == "create":
             data = request(args.server, "POST", f"/api/v1/{kind}", {"name": args.name, **body})
         else:
@@ -274,7 +279,30 @@ def register(sub: Any) -> None:
         p.add_argument("--max-memory", dest="max_memory", type=int, default=None, help="bytes")
         p.add_argument("--endpoint", default=None, help="local, unix:///path or tcp://HOST:PORT")
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.set_defaults(func=command(_put("environments", ("max_vcpus", "max_memory", "endpoint", "state"))))
+        p.add_argument("--type", choices=("docker", "slurm"), default=None, help="docker (default) or slurm")
+        p.add_argument("--slurm-shared-dir", default=None, help="the same absolute path on every node")
+        for flag in ("partition", "account", "qos"):
+            p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")
+        p.add_argument("--slurm-runtime", choices=("docker", "podman"), default=None, help="on the nodes")
+        for flag in ("ca", "cert", "key"):
+            p.add_argument(
+                f"--tls-{flag}", default=None, help=f"for tcp:// with --tlsverify: the {flag} PEM file"
+            )
+        p.add_argument(
+            "--insecure", action="store_const", const=True, default=None, help="allow plain tcp://"
+        )
+        fields = (
+            "max_vcpus",
+            "max_memory",
+            "endpoint",
+            "state",
+            "type",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+            "insecure",
+        )
+        p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))
     p = common_options(environments.add_parser("list", help="environments and their use"))

@@ -176,6 +176,8 @@ class ContainerRunner:
             the removal (after a restart there is either a container or a recorded result).
     """
 
+    reports_adopted_start = False  #: a container found after a restart has started already
+
     def __init__(
         self,
         client: DockerClient,

@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import struct
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -68,13 +70,32 @@ class DockerError(SluiceError):
         return f"Docker API {self.status}: {self.message}" if self.status else f"Docker: {self.message}"
 
 
-def _split_host(url: str) -> tuple[aiohttp.BaseConnector, str, str]:
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The client's side of a daemon run with ``--tlsverify``: the CA that signed the daemon's
+    certificate, and our certificate and key (as ``docker --tlsverify --tlscacert --tlscert
+    --tlskey`` takes them). The daemon's certificate must name the host we dial."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+def _split_host(url: str, tls: TlsFiles | None = None) -> tuple[aiohttp.BaseConnector, str, str]:
     """(connector, base URL, socket description) for a ``DOCKER_HOST``-style URL."""
     # limit=0: every running container holds two long polls (wait + logs); a pool limit
     # would silently queue the next job's create behind them.
     if url.startswith("unix://"):
         path = url[len("unix://") :]
         return aiohttp.UnixConnector(path=path, limit=0), "http://docker", path
+    if url.startswith(("tcp://", "http://")) and tls is not None:
+        base = "https://" + url.split("://", 1)[1].rstrip("/")
+        return aiohttp.TCPConnector(limit=0, ssl=tls.context()), base, base
     if url.startswith(("tcp://", "http://")):
         base = "http://" + url.split("://", 1)[1].rstrip("/")
         return aiohttp.TCPConnector(limit=0), base, base
@@ -103,13 +124,20 @@ class DockerClient:
 
     Args:
         host: ``unix:///path`` or ``tcp://host:port``; default ``$DOCKER_HOST``, else the
-            local socket. TLS (``DOCKER_TLS_VERIFY``) is not supported yet.
+            local socket.
         call_timeout_s: deadline of each non-streaming call.
+        tls: client certificate files for a ``tcp://`` daemon run with ``--tlsverify``.
     """
 
-    def __init__(self, host: str | None = None, *, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.host = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-        connector, self._base, self._where = _split_host(self.host)
+        connector, self._base, self._where = _split_host(self.host, tls)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=call_timeout_s)
         )

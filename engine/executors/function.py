@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.executors import stopping
 from engine.executors.base import (
     ENGINE_RESTARTED,
     OUT_OF_MEMORY,
@@ -57,21 +57,22 @@ from engine.executors.base import (
 )
 from engine.executors.forked import ForkServer, ForkServerGone
 from engine.executors.worker import copy_output, scratch_path
-from engine.executors.workers import HEADER, Worker, WorkerProcess, describe_exit, read_frame, request_body
+from engine.executors.workers import (
+    HEADER,
+    Worker,
+    WorkerProcess,
+    WorkerStartError,
+    describe_exit,
+    read_frame,
+    request_body,
+)
 from workflows import secrets
 
 log = logging.getLogger(__name__)
 
 WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
 _START_TIMEOUT_S = 30.0  #: a worker that does not say "ready" by then is broken
-_EXIT_GRACE_S = 2.0  #: after closing its stdin, how long a worker gets to exit on its own
-_TERM_GRACE_S = 1.0  #: after SIGTERM, before SIGKILL
 _RESPAWN_MAX_DELAY_S = 5.0
-_BARRIER_TIMEOUT_S = 10.0  #: how long a new pool waits for the workers of a killed one to be gone
-
-
-class WorkerStartError(RuntimeError):
-    """A worker process did not come up; the message says what it printed or how it exited."""
 
 
 class FunctionExecutor:
@@ -82,7 +83,7 @@ class FunctionExecutor:
     the workers run under. ``lock_path`` (the engine gives ``<data dir>/workers.lock``) is a file
     every worker and the fork server hold locked while they live: ``start`` first waits until no
     process of an earlier pool on that path is left, so an attempt interrupted by ``kill -9`` of
-    the engine has ended before its retry can start (see :meth:`_wait_for_earlier_pool`).
+    the engine has ended before its retry can start (engine/executors/stopping.py).
     """
 
     def __init__(
@@ -142,7 +143,7 @@ class FunctionExecutor:
         if self._started:
             return
         if self.lock_path is not None:
-            self._lock_fd = await self._wait_for_earlier_pool(self.lock_path)
+            self._lock_fd = await stopping.wait_for_earlier_pool(self.lock_path)
         if self.fork:
             await self._start_fork_server()
         results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
@@ -182,35 +183,6 @@ class FunctionExecutor:
         self._unlock()
         log.info("function executor closed: %s", self.stats)
 
-    @staticmethod
-    async def _wait_for_earlier_pool(path: str) -> int:
-        """Lock ``path`` once no process of an earlier pool holds it; answer the descriptor.
-
-        The lock belongs to the open file, which the fork server and every worker inherit, so it
-        is released only when the last of them has exited, however the engine ended. Workers
-        kill themselves when the engine goes (worker.py), so the wait is normally over at once;
-        one that cannot be killed (stuck in the kernel) stops the start rather than be overlapped.
-        """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + _BARRIER_TIMEOUT_S
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise WorkerStartError(
-                        f"function workers of an earlier engine still run (they hold {path}); "
-                        f"list them with `fuser -v {path}`, stop them, then start again"
-                    ) from None
-                if not waited:
-                    log.info("waiting for the function workers of an earlier engine to exit")
-                    waited = True
-                await asyncio.sleep(0.02)
-        return fd
-
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -233,48 +205,7 @@ class FunctionExecutor:
         workers = list(self._workers | {w for w in self._retired if w.proc.returncode is None})
         self._workers.clear()
         self._retired.clear()
-        for worker in workers:
-            worker.dead = True
-            self._close_stdin(worker)
-        pending = await self._wait_exit(workers, _EXIT_GRACE_S)
-        if pending:
-            log.info("sending SIGTERM to %d function workers", len(pending))
-            for worker in pending:
-                self._signal(worker, signal.SIGTERM)
-            pending = await self._wait_exit(pending, _TERM_GRACE_S)
-        if pending:
-            log.warning("sending SIGKILL to %d function workers", len(pending))
-            for worker in pending:
-                self._signal(worker, signal.SIGKILL)
-            await self._wait_exit(pending, None)
-        for worker in workers:
-            with contextlib.suppress(OSError):
-                os.unlink(scratch_path(worker.pid))
-
-    @staticmethod
-    async def _wait_exit(workers: list[Worker], timeout_s: float | None) -> list[Worker]:
-        """Wait up to timeout_s for the workers to exit; answer those still running."""
-        if not workers:
-            return []
-        waits = {asyncio.ensure_future(w.proc.wait()): w for w in workers}
-        _done, pending = await asyncio.wait(waits, timeout=timeout_s)
-        for fut in pending:
-            fut.cancel()
-        return [waits[fut] for fut in pending]
-
-    @staticmethod
-    def _signal(worker: Worker, sig: signal.Signals) -> None:
-        if worker.proc.returncode is None:  # not reaped: the pid (and its group) is still the worker's
-            with contextlib.suppress(ProcessLookupError):
-                if sig == signal.SIGKILL:  # a worker leads its own group: its handler's children go too
-                    os.killpg(worker.pid, sig)
-                worker.proc.send_signal(sig)
-
-    @staticmethod
-    def _close_stdin(worker: Worker) -> None:
-        stdin = worker.proc.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.close()
+        await stopping.stop(workers)
 
     async def _start_fork_server(self) -> None:
         """Start the fork server; without one (it failed to start) workers start as interpreters."""
@@ -372,8 +303,8 @@ class FunctionExecutor:
         if worker.proc.returncode is None:
             self._retired.add(worker)
         if kill:
-            self._signal(worker, signal.SIGKILL)
-        self._close_stdin(worker)  # a polite retirement: the worker exits on EOF
+            stopping.send(worker, signal.SIGKILL)
+        stopping.close_stdin(worker)  # a polite retirement: the worker exits on EOF
         if replace and not self._closed:
             self._replaced += 1
             self._own(self._spawning, self._respawn())
@@ -598,7 +529,7 @@ class FunctionExecutor:
     async def _crashed(self, worker: Worker, call: FunctionCall, started: float) -> Outcome:
         """The worker closed its pipe mid-attempt: find out how it died, then replace it."""
         try:
-            async with asyncio.timeout(_EXIT_GRACE_S):
+            async with asyncio.timeout(stopping.EXIT_GRACE_S):
                 code: int | None = await worker.proc.wait()
         except TimeoutError:
             code = None

@@ -35,6 +35,10 @@ def _stat(pid: int) -> bytes | None:
     return stat[stat.rfind(b")") + 2 :]  # what follows the command name, which may hold ") "
 
 
+class WorkerStartError(RuntimeError):
+    """A worker process did not come up; the message says what it printed or how it exited."""
+
+
 def asleep(pid: int) -> bool:
     """The process sleeps in the kernel (state S or D), i.e. it neither runs nor waits for a CPU.
 

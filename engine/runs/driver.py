@@ -16,7 +16,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from engine.backoff import is_retryable, retry_delay
@@ -35,9 +34,10 @@ from engine.runs.services import RunServices
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
-from workflows.errors import SluiceError
+from workflows.errors import SluiceError, UnitError
 from workflows.spec import FailSpec, StepSpec, WaitSpec, Workflow
 from workflows.templating import Renderable
+from workflows.units import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,10 @@ class Drained(Exception):
 
 def parse_when(value: Any, where: str) -> float:
     """A wait's ``until``: an ISO 8601 timestamp (``Z`` or offset) or epoch seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if moment.tzinfo is None:
-                raise SluiceError(f"{where}: timestamp {value!r} has no time zone (add Z or +01:00)")
-            return moment.timestamp()
-    raise SluiceError(f"{where}: expected an ISO 8601 timestamp like 2026-01-31T12:00:00Z, got {value!r}")
+    try:
+        return parse_instant(value)
+    except UnitError as exc:
+        raise SluiceError(f"{where}: {exc}") from None
 
 
 class RunDriver:

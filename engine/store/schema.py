@@ -203,4 +203,10 @@ MIGRATIONS: list[str] = [
     DROP INDEX runs_workflow;
     CREATE INDEX runs_workflow ON runs (workflow);
     """,
+    # 5: compute environments of other types (Slurm), and the Slurm job id of each attempt
+    """
+    ALTER TABLE compute_environments ADD COLUMN type TEXT NOT NULL DEFAULT 'docker';
+    ALTER TABLE compute_environments ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE job_attempts ADD COLUMN slurm_job_id TEXT;
+    """,
 ]

@@ -215,3 +215,31 @@ async def test_a_late_follower_gets_every_attempt_from_the_first(server: tuple[s
         await asyncio.sleep(0.1)
     code, out, err = await cli(base, "jobs", "logs", job_id, "--follow")
     assert code == 0 and out.split() == ["try", "1", "try", "2"], err
+
+
+async def test_cli_creates_and_updates_a_slurm_environment(server: tuple[str, Any], tmp_path: Path) -> None:
+    base, _engine = server
+    shared = str(tmp_path)
+    args = (
+        "environments",
+        "create",
+        "hpc",
+        "--type",
+        "slurm",
+        "--max-vcpus",
+        "64",
+        "--max-memory",
+        "1073741824",
+    )
+    code, out, err = await cli(
+        base, *args, "--slurm-shared-dir", shared, "--slurm-partition", "debug", "--json"
+    )
+    assert code == 0, err
+    made = json.loads(out)
+    assert (made["type"], made["endpoint"], made["slurm"]["partition"]) == ("slurm", "slurm", "debug")
+    code, out, err = await cli(base, "environments", "update", "hpc", "--slurm-qos", "high", "--json")
+    assert code == 0, err
+    kept = {"shared_dir": shared, "partition": "debug", "qos": "high", "runtime": "docker", "poll_s": 1.0}
+    assert json.loads(out)["slurm"] == kept  # an update names only what changes
+    code, _, err = await cli(base, *args[:2], "bad", *args[3:], "--slurm-shared-dir", "rel")
+    assert code == 2 and "slurm.shared_dir: an absolute path" in err, err

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.api import notify as notify_api
 from tests.support.engines import write_flow
 from tests.support.http import Serve, Served
 from tests.support.paths import ROOT
@@ -58,7 +59,8 @@ FLOWS = {
     "broken.yaml": """
         name: broken
         steps:
-          first: {function: "handlers:fail"}
+          ok: {function: "handlers:shout", input: {text: "kept"}}
+          first: {function: "handlers:fail", needs: [ok]}
           after: {function: "handlers:shout", needs: [first], input: {text: "x"}}
         """,
 }
@@ -87,7 +89,7 @@ async def served(serve: Serve, tmp_path: Path) -> Served:
     flows = tmp_path / "flows"
     for name, text in FLOWS.items():
         write_flow(flows, text, HANDLERS, name=name)
-    return await serve(flows)
+    return await serve(flows, groups=lambda engine: [notify_api.routes(engine.bus, None)])  # replay
 
 
 @pytest.fixture
@@ -189,9 +191,12 @@ async def test_cancel_a_run_and_retry_a_failed_one(served: Served, page: Any) ->
     await expect(error).to_contain_text("ValueError: the input was not what first expected")
     assert "\\n" not in (await error.inner_text())  # a traceback as text, not an escaped string
     await shot(page, "run-failed")
-    await page.click("button:has-text('Retry')")
+    await page.click("button:has-text('Retry from the failed step')")
     await page.wait_for_url(lambda url: "/runs/r-" in url and broken["run_id"] not in url)
     await expect(page.locator("#run-status")).to_have_text("FAILED")
+    kept = page.locator("tr[data-step=ok]")  # a redrive: what succeeded is kept, not run again
+    await expect(kept).to_contain_text(f"kept from {broken['run_id']}")
+    await expect(page.locator("section.attempt[data-step=ok]")).to_have_count(0)
 
 
 async def test_run_again_with_the_same_input_and_the_other_pages(served: Served, page: Any) -> None:
@@ -208,7 +213,20 @@ async def test_run_again_with_the_same_input_and_the_other_pages(served: Served,
     await expect(page.locator("#wf-greet")).to_contain_text("last run")
     await shot(page, "workflows")
     await page.goto(f"{served.url}/events")
-    await expect(page.locator("details.event").first).to_be_visible()
+    await expect(page.locator("details.event").first).to_contain_text("greet")  # the run it started
+    replay = page.locator("form.api-form")
+    await replay.locator("input[name=since]").fill("1h")
+    await replay.locator("button[type=submit]").click()  # a dry run: says what it would replay
+    await expect(page.locator("pre.api-answer")).to_be_visible()
+    await expect(page.locator("pre.api-answer")).to_contain_text("{")
+    runs_before = await served.engine.store.read(
+        lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    )
+    await shot(page, "events")
+    runs_after = await served.engine.store.read(
+        lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    )
+    assert runs_after == runs_before, "a dry run started runs"
     await page.goto(f"{served.url}/batch")
     await expect(page.locator("h1")).to_have_text("Batch")
     await page.goto(f"{served.url}/no/such/page")

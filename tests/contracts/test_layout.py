@@ -76,9 +76,12 @@ def test_dependencies_point_one_way(package: str) -> None:
     assert not wrong, f"{package} may import only {PACKAGES[: PACKAGES.index(package)]}: {wrong}"
 
 
-@pytest.mark.parametrize("module", ["engine.executors.worker", "engine.executors.forkserver"])
+@pytest.mark.parametrize(
+    "module", ["engine.executors.worker", "engine.executors.forkserver", "engine.executors.slurm_batch"]
+)
 def test_worker_processes_import_nothing_of_ours(module: str) -> None:
-    """A worker imports only the standard library: every call's cold start pays for the rest."""
+    """A worker imports only the standard library: every call's cold start pays for the rest (and
+    the Slurm batch script runs on nodes that have no Sluice at all)."""
     assert not GRAPH[module], f"{module} imports {sorted(GRAPH[module])}"
 
 

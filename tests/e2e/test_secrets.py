@@ -154,6 +154,10 @@ def test_env_secrets_reach_the_container_and_the_function_but_no_answer_event_lo
             *(f"/api/v1/jobs/{j['job_id']}/logs" for j in jobs),
             "/",
             f"/runs/{run_id}",
+            "/workflows",
+            "/batch",
+            "/events",
+            "/metrics",
         ]
         answers = {path: fetch(base, path) for path in paths}
         for path, (status, text) in answers.items():

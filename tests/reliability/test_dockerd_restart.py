@@ -31,15 +31,22 @@ class Daemon:
         self.root = root
         self.sock = root / "docker.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.bridge = f"sluice-d2-{os.getpid() % 100_000}"  # an interface name holds 15 bytes
+
+    def remove_bridge(self) -> None:
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
     @property
     def endpoint(self) -> str:
         return f"unix://{self.sock}"
 
     def start(self) -> None:
+        # Its own bridge, never --bridge=none: a dockerd started without a bridge deletes the host's
+        # docker0 (moby's removeDefaultBridgeInterface), which breaks every other container here.
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], capture_output=True)
         args = ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                "--pidfile", str(self.root / "pid"), "-H", self.endpoint, "--bridge=none", "--iptables=false",
-                "--ip6tables=false", "--live-restore"]  # fmt: skip
+                "--pidfile", str(self.root / "pid"), "-H", self.endpoint, f"--bridge={self.bridge}",
+                "--iptables=false", "--ip6tables=false", "--live-restore"]  # fmt: skip
         with (self.root / "dockerd.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
 
@@ -73,10 +80,15 @@ def short_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def host_bridge_up() -> bool:
+    return Path("/sys/class/net/docker0").exists()
+
+
 @pytest.fixture
 async def second_dockerd() -> AsyncIterator[Daemon]:
     if shutil.which("dockerd") is None:
         pytest.skip("no dockerd on this machine (.ci/docker-setup.sh installs it)")
+    had_bridge = host_bridge_up()
     with short_root() as root:
         daemon = Daemon(root)
         daemon.start()
@@ -87,6 +99,8 @@ async def second_dockerd() -> AsyncIterator[Daemon]:
         finally:
             await asyncio.to_thread(remove_all, daemon)
             await asyncio.to_thread(daemon.stop)
+            daemon.remove_bridge()
+    assert host_bridge_up() or not had_bridge, "the second dockerd took the host's docker0 away"
 
 
 def load_image(daemon: Daemon) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.api.app import HttpService
+from engine.api.app import HttpService, Routes
 from engine.api.auth import AuthPolicy
 from engine.engine import Engine, Settings
 from workflows.loader import load_dir
@@ -38,11 +38,18 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     """
     engines: list[Engine] = []
 
-    async def make(flows: Path, *, auth: AuthPolicy | None = None, **kw: Any) -> Served:
+    async def make(
+        flows: Path,
+        *,
+        auth: AuthPolicy | None = None,
+        groups: Callable[[Engine], list[Routes]] | None = None,
+        **kw: Any,
+    ) -> Served:
+        """``groups(engine)``: route groups beyond the core ones (as engine/server.py adds them)."""
         kw.setdefault("data_dir", tmp_path / "data")
         settings = Settings(workers=1, grace_s=2, port=0, **kw)
         engine = Engine(settings, load_dir(flows))
-        http = HttpService(engine, auth=auth)
+        http = HttpService(engine, groups(engine) if groups else (), auth=auth)
         engine.add_service(http, closer=http.aclose)
         engines.append(engine)
         await engine.start()

@@ -134,10 +134,10 @@ async def test_renamed_in_while_still_open_fires_on_close(
 
 async def test_renamed_in_complete_fires_at_once(make_file_trigger: MakeFileTrigger, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
-    running = await make_file_trigger(stable_s=5.0)  # a rename never waits for a quiet period
+    running = await make_file_trigger(stable_s=8.0)  # a rename never waits for a quiet period
     (tmp_path / "done.csv").write_bytes(b"complete")
     os.rename(tmp_path / "done.csv", inbox / "done.csv")
-    (got,) = await running.emit.wait_for(1, timeout_s=2.0)
+    (got,) = await running.emit.wait_for(1, timeout_s=4.0)  # under stable_s: no timer did it
     assert got.event["detail"]["object"]["etag"] == md5(b"complete")
 
 
@@ -176,16 +176,16 @@ async def test_hard_links_fire_though_no_writer_closes_them(
     make_file_trigger: MakeFileTrigger, tmp_path: Path
 ) -> None:
     inbox = tmp_path / "inbox"
-    running = await make_file_trigger(stable_s=5.0)  # read on the create event, not after a timer
+    running = await make_file_trigger(stable_s=8.0)  # read on the create event, not after a timer
     (tmp_path / "outside.csv").write_bytes(b"linked")
     os.link(tmp_path / "outside.csv", inbox / "linked.csv")
-    (got,) = await running.emit.wait_for(1, timeout_s=2.0)
+    (got,) = await running.emit.wait_for(1, timeout_s=4.0)  # under stable_s: no timer did it
     assert got.event["detail"]["object"]["etag"] == md5(b"linked")
     # maildir style: link into place, then drop the staging name (one link left)
     (tmp_path / "staged.csv").write_bytes(b"staged")
     os.link(tmp_path / "staged.csv", inbox / "staged.csv")
     os.unlink(tmp_path / "staged.csv")
-    await running.emit.wait_for(2, timeout_s=2.0)
+    await running.emit.wait_for(2, timeout_s=4.0)  # under stable_s: no timer did it
     assert sorted(keys(await running.barrier(inbox))) == ["linked.csv", "staged.csv"]
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from workflows.units import parse_duration, parse_size
+from workflows.errors import UnitError
+from workflows.units import parse_duration, parse_instant, parse_size
 
 
 @pytest.mark.parametrize(
@@ -50,3 +51,36 @@ def test_sizes(text: object, size: int) -> None:
 def test_bad_sizes_name_the_accepted_forms(bad: object) -> None:
     with pytest.raises(ValueError, match='"256MiB"'):
         parse_size(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2026-01-31T12:00:00Z", 1769860800.0),
+        ("2026-01-31T13:00:00+01:00", 1769860800.0),
+        ("1769860800", 1769860800.0),
+        (1769860800, 1769860800.0),
+        (" 2026-01-31T12:00:00z ", 1769860800.0),
+    ],
+)
+def test_an_instant_is_an_iso_time_with_a_zone_or_unix_seconds(text: object, seconds: float) -> None:
+    assert parse_instant(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["nan", "inf", "-inf", "1e400", float("nan"), 1e20, True, None, "x" * 65, "2026-01-31", "soon"]
+)
+def test_what_is_not_an_instant_is_refused_with_the_forms(text: object) -> None:
+    with pytest.raises(UnitError) as refused:
+        parse_instant(text)
+    assert (
+        "ISO 8601" in str(refused.value)
+        or "between the years" in str(refused.value)
+        or "zone" in str(refused.value)
+    )
+
+
+def test_a_time_without_a_zone_is_utc_only_where_the_protocol_says_so() -> None:
+    with pytest.raises(UnitError, match="no zone"):
+        parse_instant("2026-01-31T12:00:00")
+    assert parse_instant("2026-01-31T12:00:00", naive_utc=True) == 1769860800.0

@@ -91,5 +91,24 @@ document.addEventListener("submit", async (ev) => {
   }
 });
 
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form.api-form");
+  if (!form) return;
+  ev.preventDefault();
+  const body = {};
+  try {
+    for (const input of form.querySelectorAll("input[name]")) {
+      if (input.type === "checkbox") body[input.name] = input.checked;
+      else if (input.value !== "") body[input.name] = "json" in input.dataset ? JSON.parse(input.value) : input.value;
+    }
+    const data = await api(form.dataset.action, body);
+    const out = form.nextElementSibling;
+    if (out && out.classList.contains("api-answer")) { out.hidden = false; out.textContent = JSON.stringify(data, null, 2); }
+    say(form.querySelector("button"), "done");
+  } catch (err) {
+    say(form.querySelector("button"), err.message);
+  }
+});
+
 connect();
 setInterval(follow, 1000);

@@ -1,0 +1,519 @@
+"""Container attempts on a Slurm cluster: ``sbatch`` a batch script that runs the container on a node.
+
+A compute environment of ``type: slurm`` hands each placed job to Slurm instead of a Docker
+engine; Sluice keeps its own queues, priorities, dependencies, retries and events, and
+``max_vcpus``/``max_memory`` still bound what it submits at once. One :class:`SlurmRunner`
+per environment drives many attempts; it implements
+:class:`~engine.executors.compute.ComputeRunner`, as the Docker runner does.
+
+How one attempt goes:
+
+1. Its folder in the shared directory (``<shared_dir>/attempts/<job>.<attempt>/``) gets
+   ``request.json`` (image, argv, env, limits, labels: final data) and the batch script
+   (:mod:`engine.executors.slurm_batch`, stdlib only).
+2. ``sbatch --parsable`` with ``--cpus-per-task`` (vCPUs rounded up: Slurm counts whole CPUs;
+   the container keeps the exact ``--cpus``), ``--mem``, ``--time`` (the timeout plus the stop
+   grace plus a minute: Sluice's own timer, in the script, ends it first and to the second),
+   ``--array=<i>`` for an array child (the script reads ``SLURM_ARRAY_TASK_ID``),
+   ``--no-requeue`` (a node failure ends the attempt; Sluice's retry strategy decides),
+   ``--job-name`` and ``--comment`` carrying the ``sluice.job-id``/``sluice.attempt`` labels, so
+   a submission that a crash kept from being recorded is still found by :meth:`find_managed`.
+   The id Slurm answers is handed to ``on_submitted`` (the Batch service stores it) before
+   anything else.
+3. One ``squeue --json`` per ``poll_s`` serves every attempt of the environment: PENDING with
+   Slurm's reason goes to ``on_waiting`` (``PENDING (Resources)``), RUNNING to ``on_started``;
+   meanwhile the job's output file in the shared folder is appended to the attempt's log.
+4. The script's ``result.json`` (exit code, OOM flag, times) is the outcome, in the Docker
+   runner's words; without one, Slurm's end state is (``TIMEOUT``, ``NODE_FAIL``,
+   ``PREEMPTED``: a retryable failure naming the node). ``on_exited`` records it, then the
+   folder is removed.
+
+Cancelling :meth:`run` (the engine stopping) leaves the Slurm job alone: the next start adopts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.executors import slurm_batch
+from engine.executors.docker import (
+    CANNOT_PULL,
+    CANNOT_START,
+    EXITED,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    OUT_OF_MEMORY,
+    TIMED_OUT,
+    ContainerRequest,
+    ContainerResult,
+    _epoch,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("docker", "podman")
+#: Slurm states in which the job will not change any more
+ENDED = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+     "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED"}
+)  # fmt: skip
+#: end states that say nothing about the job itself: the node or the cluster took it away
+NODE_LOST = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
+NODE_FAILURE = "Host {node} failed: Slurm job {slurm_id} ended {state}"
+SLURM_ENDED = "ContainerLost: Slurm job {slurm_id} ended {state} without a result from its batch script"
+SLURM_LOST = "ContainerLost: Slurm job {slurm_id} is gone from the cluster and left no result"
+SBATCH_REFUSED = "CannotStartContainerError: sbatch refused the job: {message}"
+SIGNALLED = "Slurm stopped the job ({state}); its container was stopped"
+#: after Slurm says the job ended, how long its result file may take to show (a shared filesystem)
+RESULT_GRACE_S = 10.0
+#: a job missing from squeue this many polls in a row (and no result) is lost
+MISSING_POLLS = 3
+_TOOL_TIMEOUT_S = 30.0
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+#: on the containers the batch script starts, instead of ``sluice.managed`` (that one is the Docker
+#: environment's: its recovery must not take these for its own)
+LABEL_SLURM = "sluice.slurm"
+_SETTINGS = ("shared_dir", "partition", "account", "qos", "runtime", "poll_s")
+_LABELS = re.compile(r"sluice\.job-id=(\S+) sluice\.attempt=(\d+)")
+
+
+class SlurmError(RuntimeError):
+    """A Slurm client command did not answer (the cluster, not the job, is at fault)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmConfig:
+    """The ``slurm:`` settings of a compute environment, checked once when it is written."""
+
+    shared_dir: str  #: the same path on this machine and on every node: scripts, output, results
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    runtime: str = "docker"  #: what runs the image on the node: ``docker`` or ``podman``
+    poll_s: float = 1.0  #: how often ``squeue`` is asked, for all the environment's jobs at once
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> SlurmConfig:
+        """Check a ``slurm:`` body; ValueError names the field and what to write."""
+        if not isinstance(body, Mapping):
+            raise ValueError("slurm: an object with shared_dir and optional partition, account, qos, runtime")
+        unknown = sorted(set(body) - {*_SETTINGS, "slurmrestd"})
+        if unknown:
+            raise ValueError(f"slurm.{unknown[0]}: unknown setting (known: {', '.join(_SETTINGS)})")
+        if body.get("slurmrestd"):
+            raise ValueError(
+                "slurm.slurmrestd: not supported yet; Sluice talks to the cluster through the local "
+                "Slurm client commands (sbatch, squeue, scancel): leave slurmrestd out"
+            )
+        shared = body.get("shared_dir")
+        if not isinstance(shared, str) or not shared.startswith("/"):
+            raise ValueError(
+                f"slurm.shared_dir: an absolute path mounted at the same place on every node, got {shared!r}"
+            )
+        texts: dict[str, str | None] = {}
+        for key in ("partition", "account", "qos"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, str) or not value or _UNSAFE.search(value)):
+                raise ValueError(f"slurm.{key}: a Slurm name (letters, digits, _ . -), got {value!r}")
+            texts[key] = value
+        runtime = body.get("runtime", "docker")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"slurm.runtime: one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        poll = body.get("poll_s", 1.0)
+        if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.05 <= poll <= 60:
+            raise ValueError(f"slurm.poll_s: seconds between 0.05 and 60, got {poll!r}")
+        return cls(shared, texts["partition"], texts["account"], texts["qos"], runtime, float(poll))
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmJob:
+    """One job as ``squeue`` shows it."""
+
+    slurm_id: str
+    state: str
+    reason: str
+    nodes: str
+    name: str
+    comment: str
+
+
+async def _tool(*argv: str, timeout_s: float = _TOOL_TIMEOUT_S) -> tuple[int, str, str]:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except OSError as exc:
+        raise SlurmError(f"{argv[0]}: {exc} (is the Slurm client installed on this machine?)") from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        # reaped either way; a killed sbatch either submitted (found again by its comment) or not
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise SlurmError(f"{argv[0]} did not answer within {timeout_s:g}s") from None
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
+
+
+def parse_squeue_json(text: str) -> dict[str, SlurmJob]:
+    """``squeue --json`` -> jobs by id (an array task under the id sbatch gave its one-task array)."""
+    out: dict[str, SlurmJob] = {}
+    for j in json.loads(text).get("jobs", []):
+        state = j.get("job_state")
+        state = state[0] if isinstance(state, list) and state else state  # newer Slurm: a list of flags
+        job = SlurmJob(
+            str(j.get("job_id")), str(state or "UNKNOWN"), str(j.get("state_reason") or "None"),
+            str(j.get("nodes") or ""), str(j.get("name") or ""), str(j.get("comment") or ""),
+        )  # fmt: skip
+        out[job.slurm_id] = job
+    return out
+
+
+class Squeue:
+    """One ``squeue`` per ``poll_s`` for everyone who asks, however many attempts follow jobs."""
+
+    def __init__(self, poll_s: float) -> None:
+        self.poll_s = poll_s
+        self._fetch: asyncio.Future[dict[str, SlurmJob]] | None = None
+        self._last = 0.0
+        self.calls = 0
+
+    async def fresh(self) -> dict[str, SlurmJob]:
+        """A listing taken after this call began (waiting out the poll interval first)."""
+        if self._fetch is None or self._fetch.done():
+            self._fetch = asyncio.ensure_future(self._after_interval())
+        return await asyncio.shield(self._fetch)
+
+    async def _after_interval(self) -> dict[str, SlurmJob]:
+        wait = self._last + self.poll_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await self.now()
+        finally:
+            self._last = time.monotonic()
+
+    async def now(self) -> dict[str, SlurmJob]:
+        self.calls += 1
+        code, out, err = await _tool("squeue", "--json", "--me", "--states=all")
+        if code != 0:
+            raise SlurmError(f"squeue failed (exit {code}): {err or out[:300]}")
+        return parse_squeue_json(out)
+
+    def aclose(self) -> None:
+        if self._fetch is not None and not self._fetch.done():
+            self._fetch.cancel()
+
+
+def attempt_folder(shared_dir: str, job_id: str, attempt: int) -> Path:
+    safe = _UNSAFE.sub("-", job_id).strip("-.") or "job"
+    return Path(shared_dir) / "attempts" / f"{safe}.{attempt}"
+
+
+def sbatch_argv(config: SlurmConfig, req: ContainerRequest, folder: Path) -> list[str]:
+    """The ``sbatch`` command line for ``req``; every value is one argv element, never shell text."""
+    argv = [
+        "sbatch", "--parsable", "--no-requeue", "--export=PATH",
+        f"--job-name=sluice-{_UNSAFE.sub('-', req.job_id)}-{req.attempt}",
+        f"--comment={LABEL_JOB}={req.job_id} {LABEL_ATTEMPT}={req.attempt}",
+        f"--output={folder / 'output.log'}", f"--chdir={folder}",
+        f"--cpus-per-task={max(1, math.ceil(req.vcpus - 1e-9))}",
+        f"--mem={max(1, math.ceil(req.memory_bytes / (1 << 20)))}M",
+    ]  # fmt: skip
+    for flag, value in (("partition", config.partition), ("account", config.account), ("qos", config.qos)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    if req.timeout_s is not None:
+        limit_s = math.ceil(req.timeout_s + req.stop_grace_s + 60)
+        argv.append(f"--time={limit_s // 60}:{limit_s % 60:02d}")
+    index = req.env.get("SLUICE_ARRAY_INDEX")
+    if index is not None:
+        argv.append(f"--array={int(index)}")
+    argv += [str(folder / "batch.py"), str(folder)]
+    return argv
+
+
+class SlurmRunner:
+    """Runs container attempts as Slurm jobs of one compute environment.
+
+    Args:
+        config: the environment's ``slurm:`` settings.
+        on_submitted: awaited with Slurm's job id the moment ``sbatch`` answers (store it: a
+            restart then follows that job and never submits the attempt again).
+        on_waiting: called with Slurm's pending reason, e.g. ``PENDING (Resources)``, when it changes.
+        on_started / on_exited: as for the Docker runner (on_exited before the folder is removed).
+    """
+
+    reports_adopted_start = True
+
+    def __init__(
+        self,
+        config: SlurmConfig,
+        *,
+        pull_timeout_s: float = 60.0,
+        on_submitted: Callable[[ContainerRequest, str], Awaitable[None]] | None = None,
+        on_waiting: Callable[[ContainerRequest, str], None] | None = None,
+        on_started: Callable[[ContainerRequest, str], None] | None = None,
+        on_exited: Callable[[ContainerRequest, ContainerResult], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.pull_timeout_s = pull_timeout_s
+        self.on_submitted, self.on_waiting = on_submitted, on_waiting
+        self.on_started, self.on_exited = on_started, on_exited
+        self.running: dict[tuple[str, int], str] = {}
+        self.squeue = Squeue(config.poll_s)
+        self._terminated: dict[str, str] = {}
+        self._cancel_sent: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<SlurmRunner running={len(self.running)} partition={self.config.partition!r}>"
+
+    # -- the ComputeRunner protocol ---------------------------------------------------------
+
+    async def run(self, req: ContainerRequest) -> ContainerResult:
+        """Submit one attempt and follow it to its end; see the module docstring."""
+        folder = attempt_folder(self.config.shared_dir, req.job_id, req.attempt)
+        self._prepare(folder, req)
+        code, out, err = await _tool(*sbatch_argv(self.config, req, folder))
+        slurm_id = out.strip().split(";")[0]
+        if code != 0 or not slurm_id.isdigit():
+            log.warning("job %s#%d: sbatch refused it: %s", req.job_id, req.attempt, err or out)
+            shutil.rmtree(folder, ignore_errors=True)
+            return ContainerResult(None, None, SBATCH_REFUSED.format(message=(err or out).strip()[:300]))
+        (folder / "slurm_job_id").write_text(slurm_id)
+        log.info("job %s#%d: submitted as Slurm job %s", req.job_id, req.attempt, slurm_id)
+        if self.on_submitted is not None:
+            await self.on_submitted(req, slurm_id)
+        return await self._follow(slurm_id, req, folder, skip=0)
+
+    async def adopt(self, handle: str, req: ContainerRequest) -> ContainerResult:
+        """Follow a Slurm job submitted before a restart (pending, running, or ended meanwhile)."""
+        folder = attempt_folder(self.config.shared_dir, req.job_id, req.attempt)
+        log.info("job %s#%d: following Slurm job %s again", req.job_id, req.attempt, handle)
+        return await self._follow(handle, req, folder, skip=_size(req.log_path))
+
+    async def terminate(self, handle: str, grace_s: float = 10.0, reason: str | None = None) -> None:
+        """``scancel``: the batch script stops its container (SIGTERM, grace, SIGKILL) and reports."""
+        if reason:
+            self._terminated[handle] = reason
+        if handle in self._cancel_sent:
+            return
+        self._cancel_sent.add(handle)
+        code, _, err = await _tool("scancel", handle)
+        log.info("Slurm job %s: scancel (%s)%s", handle, reason or "terminate", f": {err}" if code else "")
+
+    async def find_managed(self) -> list[dict[str, Any]]:
+        """Sluice's jobs in Slurm (by their comment), and attempt folders Slurm has forgotten."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for job in (await self.squeue.now()).values():
+            m = _LABELS.fullmatch(job.comment)
+            if m is not None:
+                labels = {LABEL_JOB: m[1], LABEL_ATTEMPT: m[2]}
+                state = job.state.lower()
+                found[(m[1], m[2])] = {"id": job.slurm_id, "name": job.name, "labels": labels, "state": state}
+        for key, entry in _forgotten(Path(self.config.shared_dir) / "attempts").items():
+            found.setdefault(key, entry)
+        return list(found.values())
+
+    async def aclose(self) -> None:
+        self.squeue.aclose()
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _prepare(self, folder: Path, req: ContainerRequest) -> None:
+        if folder.exists():  # a submission that never happened (recovery found no Slurm job)
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)  # request.json holds the job's environment, secrets included
+        body = {
+            "job_id": req.job_id, "attempt": req.attempt, "image": req.image,
+            "command": list(req.command) if req.command is not None else None,
+            "env": dict(req.env), "vcpus": req.vcpus, "memory_bytes": req.memory_bytes,
+            "labels": {**req.labels, LABEL_JOB: req.job_id, LABEL_ATTEMPT: str(req.attempt),
+                       LABEL_SLURM: "true"},
+            "volumes": [list(v) for v in req.volumes], "working_dir": req.working_dir, "user": req.user,
+            "network": req.network, "timeout_s": req.timeout_s, "stop_grace_s": req.stop_grace_s,
+            "runtime": self.config.runtime, "pull_timeout_s": self.pull_timeout_s,
+            "array": "SLUICE_ARRAY_INDEX" in req.env,
+            "name": f"sluice-{_UNSAFE.sub('-', req.job_id).strip('-.')[:80]}-{req.attempt}",
+        }  # fmt: skip
+        fd = os.open(folder / "request.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(body))
+        shutil.copyfile(slurm_batch.__file__, folder / "batch.py")
+
+    async def _follow(
+        self, slurm_id: str, req: ContainerRequest, folder: Path, *, skip: int
+    ) -> ContainerResult:
+        key = (req.job_id, req.attempt)
+        self.running[key] = slurm_id
+        copier = _LogCopier(folder / "output.log", req.log_path, skip)
+        try:
+            result = await self._watch(slurm_id, req, folder, copier)
+            copier.copy()
+            if self.on_exited is not None:
+                await self.on_exited(req, result)
+            shutil.rmtree(folder, ignore_errors=True)
+            return result
+        finally:
+            self.running.pop(key, None)
+            self._terminated.pop(slurm_id, None)
+            self._cancel_sent.discard(slurm_id)
+
+    async def _watch(
+        self, slurm_id: str, req: ContainerRequest, folder: Path, copier: _LogCopier
+    ) -> ContainerResult:
+        said, started, missing = "", False, 0
+        ended_at: float | None = None
+        while True:
+            try:
+                jobs = await self.squeue.fresh()
+            except SlurmError as exc:
+                log.warning("job %s#%d: %s; asking again", req.job_id, req.attempt, exc)
+                jobs = None
+            copier.copy()
+            facts = _read_result(folder)
+            job = None if jobs is None else jobs.get(slurm_id)
+            if facts is not None:
+                if not started and facts.get("created") and self.on_started is not None:
+                    self.on_started(req, facts.get("container_id") or f"slurm-{slurm_id}")
+                return self._result(slurm_id, facts, job, req.image)
+            if jobs is None:
+                continue
+            if job is None:
+                missing += 1
+                if missing >= MISSING_POLLS:
+                    return ContainerResult(None, None, SLURM_LOST.format(slurm_id=slurm_id))
+                continue
+            missing = 0
+            if job.state == "PENDING":
+                # Slurm shows reason None for a moment at each scheduling pass: keep the last real one
+                text = f"PENDING ({job.reason})" if job.reason != "None" else (said or "PENDING")
+                if text != said and self.on_waiting is not None:
+                    self.on_waiting(req, text)
+                said = text
+            elif job.state in ("RUNNING", "COMPLETING") and not started:
+                started = True
+                if self.on_started is not None:
+                    self.on_started(req, _cid(folder) or f"slurm-{slurm_id}")
+            elif job.state in ENDED:
+                ended_at = ended_at or time.monotonic()
+                never_ran = job.state == "CANCELLED" and not started and _cid(folder) is None
+                if never_ran or time.monotonic() - ended_at >= RESULT_GRACE_S + req.stop_grace_s:
+                    return self._result(slurm_id, None, job, req.image)
+
+    def _result(
+        self, slurm_id: str, facts: dict[str, Any] | None, job: SlurmJob | None, image: str
+    ) -> ContainerResult:
+        terminated = self._terminated.get(slurm_id)
+        state = job.state if job is not None else "UNKNOWN"
+        if facts is None:
+            if terminated:
+                return ContainerResult(None, None, terminated)
+            if state == "TIMEOUT":
+                return ContainerResult(None, None, TIMED_OUT, timed_out=True)
+            if state in NODE_LOST:
+                node = (job.nodes if job is not None else "") or "?"
+                why = NODE_FAILURE.format(node=node, slurm_id=slurm_id, state=state)
+                return ContainerResult(None, None, why)
+            return ContainerResult(None, None, SLURM_ENDED.format(slurm_id=slurm_id, state=state))
+        cid = facts.get("container_id")
+        if facts.get("pull_failed"):
+            return ContainerResult(None, None, CANNOT_PULL.format(image=image))
+        if not facts.get("created"):
+            why = facts.get("error") or f"{facts.get('exit_code')} from docker run; see the job's log"
+            return ContainerResult(None, None, CANNOT_START.format(message=why))
+        started, stopped = _epoch(facts.get("started")), _epoch(facts.get("finished"))
+        if started is not None and stopped is not None and stopped < started:
+            stopped = started
+        code = int(facts.get("exit_code", -1))
+        oom, timed_out = bool(facts.get("oom_killed")), bool(facts.get("timed_out"))
+        if terminated:
+            reason = terminated
+        elif timed_out or state == "TIMEOUT":
+            reason, timed_out = TIMED_OUT, True
+        elif oom:
+            reason, code = OUT_OF_MEMORY, 137
+        elif facts.get("signalled"):
+            reason = SIGNALLED.format(state=state)
+        else:
+            reason = EXITED
+        log.info("Slurm job %s ended: exit %s, %s", slurm_id, code, reason)
+        return ContainerResult(cid, code, reason, oom, timed_out, started, stopped)
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _forgotten(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Attempt folders of jobs Slurm accepted (``slurm_job_id`` written): ended, or lost."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            slurm_id = (folder / "slurm_job_id").read_text().strip()
+            req = json.loads((folder / "request.json").read_text())
+        except (OSError, ValueError):
+            continue
+        key = (str(req.get("job_id")), str(req.get("attempt")))
+        state = "exited" if (folder / "result.json").exists() else "lost"
+        labels = {LABEL_JOB: key[0], LABEL_ATTEMPT: key[1]}
+        out[key] = {"id": slurm_id, "name": folder.name, "labels": labels, "state": state}
+    return out
+
+
+def _read_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((folder / "result.json").read_text()))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None  # never half-written (renamed into place); a broken one is re-read
+
+
+def _cid(folder: Path) -> str | None:
+    try:
+        return (folder / "cid").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+class _LogCopier:
+    """Appends what the job's output file gained to the attempt's log (the shared file is Slurm's)."""
+
+    def __init__(self, source: Path, target: str, skip: int) -> None:
+        self.source, self.target, self.offset = source, Path(target), skip
+
+    def copy(self) -> None:
+        try:
+            with self.source.open("rb") as src:
+                src.seek(self.offset)
+                chunk = src.read(4 << 20)
+        except FileNotFoundError:
+            return
+        if not chunk:
+            return
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        with self.target.open("ab") as out:
+            out.write(chunk)
+        self.offset += len(chunk)

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""The batch script Sluice hands to ``sbatch``: run one attempt's container on the node.
+
+``sbatch`` copies this file as it is; its one argument is the attempt's folder in the shared
+directory, where Sluice wrote ``request.json``. Nothing of the job is ever spliced into a shell
+string: the container's argv comes from the JSON, the environment values reach ``docker run``
+through its own environment (``-e NAME`` without a value).
+
+Standard library only, and no import of Sluice: a node needs ``python3`` and the container
+runtime (``docker`` or ``podman``), not Sluice.
+
+What it leaves in the folder: ``cid`` (the container id, from ``--cidfile``) once the container
+exists, and ``result.json`` (written atomically) once it has ended: the facts of the end, which
+Sluice turns into Batch's outcome. SIGTERM (``scancel``, Slurm's time limit, preemption) stops
+the container politely (``stop_grace_s``, then SIGKILL) before the result is written; the
+container runs under the runtime's daemon, not under this process, so it would outlive a
+script that just died. The attempt's own timeout is enforced here, to the second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_signalled: list[int] = []
+#: variables the runtime's own CLI reads: these go as ``-e NAME=VALUE`` so the job cannot steer it
+_CLI_OWN = ("PATH", "HOME", "DOCKER_", "CONTAINER_", "CONTAINERS_", "XDG_", "TMPDIR")
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    _signalled.append(signum)
+
+
+def _docker_args(req: dict[str, Any], name: str, cidfile: Path) -> list[str]:
+    runtime = req.get("runtime") or "docker"
+    memory = f"{int(req['memory_bytes'])}b"
+    argv = [runtime, "run", "--pull=never", "--name", name, "--cidfile", str(cidfile)]
+    argv += ["--cpus", f"{float(req['vcpus']):g}", "--memory", memory, "--memory-swap", memory]
+    for key, value in req.get("labels", {}).items():
+        argv += ["--label", f"{key}={value}"]
+    for key, value in req.get("env", {}).items():
+        argv += ["-e", f"{key}={value}" if key.startswith(_CLI_OWN) else key]
+    for host, container, read_only in req.get("volumes", []):
+        argv += ["-v", f"{host}:{container}:{'ro' if read_only else 'rw'}"]
+    if req.get("network"):
+        argv += ["--network", req["network"]]
+    if req.get("working_dir"):
+        argv += ["-w", req["working_dir"]]
+    if req.get("user"):
+        argv += ["-u", req["user"]]
+    argv.append(req["image"])
+    if req.get("command") is not None:
+        argv += [str(a) for a in req["command"]]
+    return argv
+
+
+def _quiet(argv: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def _pull(runtime: str, image: str, pull_timeout_s: float) -> bool:
+    try:
+        return _quiet([runtime, "pull", image], pull_timeout_s).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], runtime: str, name: str, grace: str, deadline: float | None
+) -> tuple[int, bool]:
+    """Wait for ``docker run`` to end; past the deadline or on a signal, stop the container."""
+    stopping = timed_out = False
+    while proc.poll() is None:
+        if not stopping and deadline is not None and time.monotonic() >= deadline:
+            timed_out = stopping = True
+            subprocess.Popen([runtime, "stop", "-t", grace, name], stdout=subprocess.DEVNULL)
+        elif not stopping and _signalled:
+            stopping = True
+            subprocess.Popen([runtime, "stop", "-t", grace, name], stdout=subprocess.DEVNULL)
+        time.sleep(0.1)
+    return proc.returncode, timed_out
+
+
+def _write_result(folder: Path, result: dict[str, Any]) -> None:
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, folder / "result.json")
+
+
+def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
+    runtime = req.get("runtime") or "docker"
+    slurm_id = os.environ.get("SLURM_JOB_ID", "")
+    result: dict[str, Any] = {"slurm_job_id": slurm_id, "node": os.environ.get("SLURMD_NODENAME")}
+    env = {**os.environ, **{k: str(v) for k, v in req.get("env", {}).items() if not k.startswith(_CLI_OWN)}}
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if req.get("array") and task is not None:
+        env["SLUICE_ARRAY_INDEX"] = env["AWS_BATCH_JOB_ARRAY_INDEX"] = task
+        req["env"] = {**req.get("env", {}), "SLUICE_ARRAY_INDEX": task, "AWS_BATCH_JOB_ARRAY_INDEX": task}
+    name = f"{req['name']}-s{slurm_id}"
+    cidfile = folder / "cid"
+    cidfile.unlink(missing_ok=True)
+    grace = str(int(max(1, round(float(req.get("stop_grace_s") or 10)))))
+    timeout_s = req.get("timeout_s")
+    argv = _docker_args(req, name, cidfile)
+    deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+    code, timed_out = _watch(subprocess.Popen(argv, env=env), runtime, name, grace, deadline)
+    missing = code == 125 and not cidfile.exists() and not _signalled  # nothing was created
+    if missing and _quiet([runtime, "image", "inspect", req["image"]]).returncode != 0:
+        if not _pull(runtime, req["image"], float(req.get("pull_timeout_s") or 60)):
+            return {**result, "pull_failed": True}
+        code, timed_out = _watch(subprocess.Popen(argv, env=env), runtime, name, grace, deadline)
+    state: dict[str, Any] = {}
+    shown = _quiet([runtime, "inspect", "--format", "{{json .State}}", name])
+    if shown.returncode == 0:
+        state = json.loads(shown.stdout)
+    result.update(
+        container_id=cidfile.read_text().strip() if cidfile.exists() else None,
+        created=shown.returncode == 0,
+        exit_code=state.get("ExitCode", code),
+        oom_killed=bool(state.get("OOMKilled")),
+        started=state.get("StartedAt"),
+        finished=state.get("FinishedAt"),
+        error=state.get("Error") or None,
+        timed_out=timed_out,
+        signalled=bool(_signalled) and not timed_out,
+    )
+    return result
+
+
+def main() -> int:
+    folder = Path(sys.argv[1])
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, _on_signal)
+    req = json.loads((folder / "request.json").read_text())
+    result = _run(folder, req)
+    _write_result(folder, result)  # before the container goes: the result is never lost
+    if result.get("created"):
+        _quiet([req.get("runtime") or "docker", "rm", "-f", f"{req['name']}-s{result['slurm_job_id']}"])
+    code = result.get("exit_code")
+    return code if isinstance(code, int) and 0 <= code < 256 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
