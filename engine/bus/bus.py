@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.bus.destinations import final_status, record_event, workflow_targets
+from engine.bus.routing import RuleIndex
 from engine.errors import INVALID_INPUT, error_record
 from engine.events import complete
 from engine.ids import ordered_id
@@ -82,8 +83,7 @@ class Bus:
         self.store = store
         self.clock = clock
         self._catalog = catalog
-        self._by_source: dict[str, list[Rule]] = {}
-        self._any_source: list[Rule] = []
+        self._rules: RuleIndex[Rule] = RuleIndex()
         #: rules added while running (EventBridge's PutRule/PutTargets, engine/aws/rules.py); the
         #: tuple is replaced whole, never changed, so the writer thread always reads a complete set
         self.extra_rules: tuple[Rule, ...] = ()
@@ -101,13 +101,7 @@ class Bus:
             for trig in wf.triggers:
                 if not isinstance(trig, EventTrigger):
                     continue
-                rule = Rule(wf.name, trig.name, trig.compiled, trig.input)
-                sources = trig.pattern.get("source")
-                if isinstance(sources, list) and sources and all(isinstance(s, str) for s in sources):
-                    for source in sources:
-                        self._by_source.setdefault(source, []).append(rule)
-                else:
-                    self._any_source.append(rule)
+                self._rules.add(Rule(wf.name, trig.name, trig.compiled, trig.input), trig.pattern)
 
     @property
     def catalog(self) -> Mapping[str, Workflow]:
@@ -116,7 +110,7 @@ class Bus:
 
     @property
     def rule_count(self) -> int:
-        return len(self._any_source) + sum(len(v) for v in self._by_source.values()) + len(self.extra_rules)
+        return len(self._rules) + len(self.extra_rules)
 
     def on_runs(self, listener: Callable[[list[RunRecord]], None]) -> None:
         """``listener(runs)`` after each commit that started runs (the orchestrator drives them)."""
@@ -245,12 +239,8 @@ class Bus:
         return runs
 
     def matching_rules(self, env: dict[str, Any]) -> list[Rule]:
-        source = env.get("source")
-        candidates = self._by_source.get(source, []) if isinstance(source, str) else []
-        rules = (*candidates, *self._any_source, *self.extra_rules)
-        if not rules:
-            return []
         prepared = prepare_event(env)  # dotted keys expanded once, not once per rule
+        rules = (*self._rules.candidates(prepared), *self.extra_rules)
         return [r for r in rules if r.pattern.matches_prepared(prepared)]
 
     def start_in_tx(

@@ -57,14 +57,6 @@ class Drained(Exception):
     """A sleeping step gave way to an engine shutdown; it resumes from the store on restart."""
 
 
-def parse_when(value: Any, where: str) -> float:
-    """A wait's ``until``: an ISO 8601 timestamp (``Z`` or offset) or epoch seconds."""
-    try:
-        return parse_instant(value)
-    except UnitError as exc:
-        raise SluiceError(f"{where}: {exc}") from None
-
-
 class RunDriver:
     """A run through its DAG; also the :class:`~engine.types.StepHost` its container steps see."""
 
@@ -401,20 +393,9 @@ class RunDriver:
                 lambda c: records.end_attempt(c, run_id, name, idx, attempt, status, now, outcome.error)
             )
         old = Status.RUNNING if started else Status.PENDING
-        writes.append(
-            lambda c: records.finish_step(
-                c,
-                run_id,
-                name,
-                idx,
-                old,
-                status,
-                now,
-                output=outcome.output,
-                error=outcome.error,
-                reason=None if outcome.error is None else str(outcome.error.get("errorMessage", ""))[:500],
-            )
-        )
+        reason = None if outcome.error is None else str(outcome.error.get("errorMessage", ""))[:500]
+        ended = {"output": outcome.output, "error": outcome.error, "reason": reason}
+        writes.append(lambda c: records.finish_step(c, run_id, name, idx, old, status, now, **ended))
         events: list[dict[str, Any]] = []
         if idx < 0:
             extra: dict[str, Any] = {"attempt": attempt, "duration_s": round(outcome.duration_s, 6)}
@@ -486,11 +467,12 @@ class RunDriver:
                 if wait.seconds is not None:
                     wake_at = time.time() + wait.seconds
                 elif wait.until is not None:
-                    wake_at = parse_when(wait.until.render(self.ctx), f"steps.{name}.wait")
+                    wake_at = parse_instant(wait.until.render(self.ctx))  # ISO 8601 with a zone, or seconds
                 else:  # the loader refuses a wait with neither
                     raise SluiceError(f"steps.{name}.wait has neither seconds nor until")
-            except SluiceError as exc:
-                await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, str(exc)))
+            except SluiceError as exc:  # a UnitError too: the rendered time is not one
+                message = f"steps.{name}.wait.until: {exc}" if isinstance(exc, UnitError) else str(exc)
+                await self._finish_step(name, Status.FAILED, error=error_record(TEMPLATE_ERROR, message))
                 return
             run_id, now = self.run.id, time.time()
             await self.commit(

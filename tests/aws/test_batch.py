@@ -131,7 +131,8 @@ async def test_single_job_with_overrides_every_field_a_script_reads(server: AwsS
         retryStrategy={"attempts": 2, "evaluateOnExit": [{"onExitCode": "1", "action": "RETRY"}]},
     )  # fmt: skip
     assert job["jobArn"] == f"{ACCOUNT_REGION}:job/{job['jobId']}" and job["jobName"] == "greet-1"
-    d = await until_status(server.client("batch"), job["jobId"], "SUCCEEDED")
+    d = await until_status(server.client("batch"), job["jobId"], "SUCCEEDED", "FAILED")
+    assert d["status"] == "SUCCEEDED", d["attempts"][0]["container"].get("reason")
     assert d["jobQueue"] == f"{ACCOUNT_REGION}:job-queue/default"
     assert d["jobDefinition"] == f"{ACCOUNT_REGION}:job-definition/greet:1"
     assert d["parameters"] == {"mood": "glad"} and d["tags"] == {"owner": "me"}

@@ -280,8 +280,8 @@ async def test_a_retry_wait_survives_a_restart(batch: MakeBatch) -> None:
 async def test_out_of_memory_is_reported_as_batch_does(batch: MakeBatch) -> None:
     svc = await batch()
     # dd fills a 50 MB buffer, far past an 8 MiB limit with no swap; the shell outlives it briefly
-    # so dockerd sees the OOM event (see test_docker.test_oom_kill_is_reported)
-    hog = ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 0.5"]
+    # so dockerd sees the OOM event (see test_docker.test_oom_kill_is_reported; 0.5 s lost it under load)
+    hog = ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 2"]
     desc = await run_job(svc, container=box(hog, memory=8 * MIB))
     assert desc["status"] == "FAILED" and desc["exit_code"] == 137
     assert desc["attempts"][0]["reason"] == OUT_OF_MEMORY

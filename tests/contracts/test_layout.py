@@ -100,3 +100,13 @@ def test_each_table_is_written_by_one_module() -> None:
     assert writers, "no SQL write found: the pattern no longer matches the code"
     shared = {table: sorted(mods) for table, mods in writers.items() if len(mods) > 1}
     assert not shared, f"tables written from more than one module: {shared}"
+
+
+MAX_LINES = 600  #: past this a module holds more than one concept; split it along one
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {
+        name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these along one concept each: {long}"

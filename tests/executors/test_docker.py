@@ -206,7 +206,7 @@ async def test_oom_kill_is_reported(
     # outrun under CPU load (OOMKilled stays false, ~1 run in 3 with two busy loops beside it).
     # (A pipeline of helpers was flaky too: the kernel may kill a helper and the shell carries on.)
     req = make_container_request(
-        command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 0.5"],
+        command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 2"],
         memory_bytes=8 << 20,
     )
     result = await container_runner.run(req)
