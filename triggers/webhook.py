@@ -342,11 +342,22 @@ def _wait_param(request: web.Request) -> float | None:
 
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+    if key is not None and (not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or _text(key) != key):
         raise WebhookRefused(
-            400, "bad_idempotency_key", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            400,
+            "bad_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of UTF-8 text",
         )
     return key
+
+
+def _text(value: str) -> str:
+    """A header value as text the store can keep: bytes that are not UTF-8 become U+FFFD.
+
+    aiohttp hands them over as lone surrogates (``surrogateescape``), which no JSON or SQLite
+    text can hold: stored as they are, they made the event unstorable (a 503 "retry later").
+    """
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _check_signature(header: str | None, spec: WebhookTrigger, signed: bytes) -> None:
@@ -427,7 +438,7 @@ def _kept_headers(request: web.Request, spec: WebhookTrigger) -> dict[str, str]:
     for name, value in request.headers.items():
         low = _keeps(name, signature)
         if low is not None:
-            kept[low] = value
+            kept[_text(low)] = _text(value)
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         kept["idempotency-key"] = key

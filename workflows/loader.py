@@ -172,6 +172,9 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
 
 
 def _value_error(shown: str, exc: ValueError) -> SpecError:
+    if isinstance(exc, UnicodeDecodeError):
+        problem = f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        return SpecError(shown, "", problem, "save it as UTF-8")
     if "integer string conversion" in str(exc):
         problem = "invalid YAML: a number has more than 4300 digits"
         return SpecError(shown, "", problem, "quote it to make a string")

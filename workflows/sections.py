@@ -298,7 +298,7 @@ def _webhook_schema(ctx: FileCtx, where: str, value: Any) -> dict[str, Any] | No
         file = (ctx.dir / value).resolve()
         try:
             value = yaml.load(file.read_text(encoding="utf-8"), Loader=YamlLoader)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, 2026-13-45
             ctx.err(
                 where,
                 f"cannot read schema file {file.name}: {exc}",

@@ -57,6 +57,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         )
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:  # the client hung up mid-request: nobody to answer, nothing broke
+        log.info("%s %s: the client closed the connection before the request was read", request.method,
+                 request.path)  # fmt: skip
+        return json_error(400, "client_closed", "the connection closed before the request body arrived")
     except Unavailable as exc:  # a full disk: nothing was stored, the caller may retry
         log.warning("%s %s: %s", request.method, request.path, exc)
         return json_error(503, "unavailable", str(exc), headers={"Retry-After": "1"})

@@ -172,3 +172,18 @@ def test_values_in_bounds_still_load(tmp_path: Path) -> None:
 def test_values_yaml_itself_cannot_build_are_one_line(tmp_path: Path, text: str, line: str) -> None:
     lines = _lines(tmp_path, text)
     assert len(lines) == 1 and lines[0].startswith(line) and "\n" not in lines[0], lines
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_bytes(b"steps:\n  a: {wait: 1s, description: caf\xe9}\n")
+    assert [str(e) for e in validate(path)] == [
+        f"{path}: the file is not UTF-8 text (byte 0xe9 at offset 39) (save it as UTF-8)"
+    ]
+
+
+def test_a_schema_file_that_yaml_cannot_build_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "schema.yaml").write_bytes(b"type: object\nx: 2026-13-45\n")
+    lines = _lines(tmp_path, HOOK % "schema: schema.yaml")
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("triggers[0].webhook.schema: cannot read schema file"), lines
