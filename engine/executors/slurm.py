@@ -322,7 +322,14 @@ class SlurmRunner:
     async def find_managed(self) -> list[dict[str, Any]]:
         """Sluice's jobs in Slurm (by their comment), and attempt folders Slurm has forgotten."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for job in (await self.squeue.now()).values():
+        try:
+            listed = await self.squeue.now()
+        except SlurmError as exc:
+            # the folders still name what was submitted: those are followed (once the cluster
+            # answers again), never submitted a second time
+            log.warning("cannot list the Slurm jobs (%s); going by the attempt folders alone", exc)
+            listed = {}
+        for job in listed.values():
             m = _LABELS.fullmatch(job.comment)
             if m is not None:
                 labels = {LABEL_JOB: m[1], LABEL_ATTEMPT: m[2]}
@@ -380,14 +387,23 @@ class SlurmRunner:
     async def _watch(
         self, slurm_id: str, req: ContainerRequest, folder: Path, copier: _LogCopier
     ) -> ContainerResult:
-        said, started, missing = "", False, 0
+        said, started, missing, failing = "", False, 0, False
         ended_at: float | None = None
         while True:
             try:
                 jobs = await self.squeue.fresh()
             except SlurmError as exc:
-                log.warning("job %s#%d: %s; asking again", req.job_id, req.attempt, exc)
-                jobs = None
+                if not failing:  # once per outage, not once per poll
+                    log.warning(
+                        "job %s#%d: %s; asking again every %gs",
+                        req.job_id,
+                        req.attempt,
+                        exc,
+                        self.config.poll_s,
+                    )
+                failing, jobs = True, None
+            else:
+                failing = False
             copier.copy()
             facts = _read_result(folder)
             job = None if jobs is None else jobs.get(slurm_id)
