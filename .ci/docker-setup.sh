@@ -43,6 +43,10 @@ install_packages() {
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     # The image needs the static build: a dynamic /bin/busybox would miss its libc inside.
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    # Remote Docker environments' tests: a TLS endpoint (certificates made with openssl) and a
+    # private sshd for ssh:// endpoints (started by the tests themselves, never as a service).
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root apt-get update

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.aws",
     "tests.support.slurm",
     "tests.support.tls",
+    "tests.support.ssh",
 ]

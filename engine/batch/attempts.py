@@ -22,7 +22,7 @@ from typing import Any
 from engine.backoff import retry_delay
 from engine.batch import rows
 from engine.batch.book import Book, Change
-from engine.batch.environments import tls_files
+from engine.batch.environments import ssh_options, tls_files
 from engine.batch.jobs import DONE, FAILED, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, split_reasons
 from engine.batch.ledger import Ledger
 from engine.events import iso_ms
@@ -77,9 +77,10 @@ class Attempts:
         if endpoint == "local":
             return self.runner
         tls = tls_files(env.config) if env is not None else None
-        key = f"{endpoint} {tls}"
+        ssh = ssh_options(env.config) if env is not None else None
+        key = f"{endpoint} {tls} {ssh}"
         if key not in self._runners:
-            self._runners[key] = self._make_runner(DockerClient(endpoint, tls=tls))
+            self._runners[key] = self._make_runner(DockerClient(endpoint, tls=tls, ssh=ssh))
         return self._runners[key]
 
     def _slurm_runner(self, name: str, config: SlurmConfig) -> SlurmRunner:

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 from engine.batch.jobs import JobError
 from engine.batch.queues import Environment
 from engine.executors.docker_api import TlsFiles
+from engine.executors.docker_ssh import SshOptions
 from engine.executors.slurm import SlurmConfig
 
 TYPES = ("docker", "slurm")
 TLS_KEYS = ("tls_ca", "tls_cert", "tls_key")
+SSH_KEYS = ("ssh_identity", "ssh_known_hosts")
 
 
 def settle(body: Mapping[str, Any], old: Environment | None) -> tuple[str, str, dict[str, Any]]:
@@ -34,8 +36,11 @@ def settle(body: Mapping[str, Any], old: Environment | None) -> tuple[str, str, 
     if "slurm" in body:
         raise JobError("slurm: settings for a Slurm environment; add type: slurm, or leave slurm out")
     endpoint = str(body.get("endpoint", old.endpoint if old else "local"))
-    if endpoint != "local" and not endpoint.startswith(("tcp://", "unix://")):
-        raise JobError(f"endpoint: write local, unix:///path or tcp://HOST:PORT, got {endpoint!r}")
+    if endpoint != "local" and not endpoint.startswith(("tcp://", "unix://", "ssh://")):
+        raise JobError(
+            "endpoint: write local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST[:PORT], "
+            f"got {endpoint!r}"
+        )
     return kind, endpoint, _docker(body, old, endpoint)
 
 
@@ -43,6 +48,12 @@ def tls_files(config: Mapping[str, Any]) -> TlsFiles | None:
     if not all(config.get(k) for k in TLS_KEYS):
         return None
     return TlsFiles(str(config["tls_ca"]), str(config["tls_cert"]), str(config["tls_key"]))
+
+
+def ssh_options(config: Mapping[str, Any]) -> SshOptions | None:
+    if not any(config.get(k) for k in SSH_KEYS):
+        return None
+    return SshOptions(config.get("ssh_identity"), config.get("ssh_known_hosts"))
 
 
 def _slurm(body: Mapping[str, Any], old: Environment | None) -> dict[str, Any]:
@@ -59,7 +70,7 @@ def _slurm(body: Mapping[str, Any], old: Environment | None) -> dict[str, Any]:
 
 def _docker(body: Mapping[str, Any], old: Environment | None, endpoint: str) -> dict[str, Any]:
     config = dict(old.config) if old is not None else {}
-    config.update({k: body[k] for k in (*TLS_KEYS, "insecure") if k in body})
+    config.update({k: body[k] for k in (*TLS_KEYS, *SSH_KEYS, "insecure") if k in body})
     config = {k: v for k, v in config.items() if v is not None}
     given = [k for k in TLS_KEYS if config.get(k)]
     if given and len(given) < len(TLS_KEYS):
@@ -73,6 +84,16 @@ def _docker(body: Mapping[str, Any], old: Environment | None, endpoint: str) -> 
             raise JobError(f"{key}: an absolute path to a PEM file on this machine, got {path!r}")
     if given and not endpoint.startswith("tcp://"):
         raise JobError(f"tls_ca: TLS is for a tcp:// endpoint, and this one is {endpoint}")
+    for key in SSH_KEYS:
+        path = config.get(key)
+        if path is not None and (
+            not isinstance(path, str) or not path.startswith("/") or not Path(path).is_file()
+        ):
+            raise JobError(f"{key}: an absolute path to a file on this machine, got {path!r}")
+        if path is not None and not endpoint.startswith("ssh://"):
+            raise JobError(f"{key}: for an ssh:// endpoint, and this one is {endpoint}")
+    if endpoint.startswith("ssh://") and not urlsplit(endpoint).hostname:
+        raise JobError(f"endpoint: write ssh://USER@HOST[:PORT], got {endpoint!r}")
     insecure = config.get("insecure", False)
     if not isinstance(insecure, bool):
         raise JobError(f"insecure: true or false, got {insecure!r}")

@@ -277,7 +277,9 @@ def register(sub: Any) -> None:
         p.add_argument("name")
         p.add_argument("--max-vcpus", dest="max_vcpus", type=float, default=None)
         p.add_argument("--max-memory", dest="max_memory", type=int, default=None, help="bytes")
-        p.add_argument("--endpoint", default=None, help="local, unix:///path or tcp://HOST:PORT")
+        p.add_argument(
+            "--endpoint", default=None, help="local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST"
+        )
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
         p.add_argument("--type", choices=("docker", "slurm"), default=None, help="docker (default) or slurm")
         p.add_argument("--slurm-shared-dir", default=None, help="the same absolute path on every node")
@@ -301,7 +303,11 @@ def register(sub: Any) -> None:
             "tls_cert",
             "tls_key",
             "insecure",
+            "ssh_identity",
+            "ssh_known_hosts",
         )
+        p.add_argument("--ssh-identity", default=None, help="for ssh://: the private key file")
+        p.add_argument("--ssh-known-hosts", default=None, help="for ssh://: the host keys to trust")
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))

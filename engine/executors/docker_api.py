@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from engine.executors.docker_ssh import SshOptions, SshTunnel
 from workflows.errors import SluiceError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -127,6 +128,8 @@ class DockerClient:
             local socket.
         call_timeout_s: deadline of each non-streaming call.
         tls: client certificate files for a ``tcp://`` daemon run with ``--tlsverify``.
+        ssh: the key and known hosts for an ``ssh://user@host`` daemon (through
+            ``docker system dial-stdio`` there, as the Docker CLI does it).
     """
 
     def __init__(
@@ -135,9 +138,17 @@ class DockerClient:
         *,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         tls: TlsFiles | None = None,
+        ssh: SshOptions | None = None,
     ) -> None:
         self.host = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-        connector, self._base, self._where = _split_host(self.host, tls)
+        self._tunnel: SshTunnel | None = None
+        connector: aiohttp.BaseConnector
+        if self.host.startswith("ssh://"):
+            self._tunnel = SshTunnel(self.host, ssh)
+            connector = aiohttp.UnixConnector(path=self._tunnel.path, limit=0)
+            self._base, self._where = "http://docker", self.host
+        else:
+            connector, self._base, self._where = _split_host(self.host, tls)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=call_timeout_s)
         )
@@ -157,6 +168,8 @@ class DockerClient:
         """Close the connection pool; idempotent."""
         if not self._session.closed:
             await self._session.close()
+        if self._tunnel is not None:
+            await self._tunnel.aclose()
 
     # -- transport ---------------------------------------------------------------------
 
@@ -182,6 +195,8 @@ class DockerClient:
         prefix: str | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request; return the response for a 2xx/304, raise DockerError otherwise."""
+        if self._tunnel is not None:
+            await self._tunnel.ensure()
         url = self._base + (await self._prefix() if prefix is None else prefix) + path
         kwargs: dict[str, Any] = {"params": params}
         if body is not None:

@@ -322,7 +322,14 @@ class SlurmRunner:
     async def find_managed(self) -> list[dict[str, Any]]:
         """Sluice's jobs in Slurm (by their comment), and attempt folders Slurm has forgotten."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for job in (await self.squeue.now()).values():
+        try:
+            listed = await self.squeue.now()
+        except SlurmError as exc:
+            # the folders still name what was submitted: those are followed (once the cluster
+            # answers again), never submitted a second time
+            log.warning("cannot list the Slurm jobs (%s); going by the attempt folders alone", exc)
+            listed = {}
+        for job in listed.values():
             m = _LABELS.fullmatch(job.comment)
             if m is not None:
                 labels = {LABEL_JOB: m[1], LABEL_ATTEMPT: m[2]}
@@ -380,18 +387,33 @@ class SlurmRunner:
     async def _watch(
         self, slurm_id: str, req: ContainerRequest, folder: Path, copier: _LogCopier
     ) -> ContainerResult:
-        said, started, missing = "", False, 0
+        said, started, missing, failing = "", False, 0, False
         ended_at: float | None = None
         while True:
             try:
                 jobs = await self.squeue.fresh()
             except SlurmError as exc:
-                log.warning("job %s#%d: %s; asking again", req.job_id, req.attempt, exc)
-                jobs = None
+                if not failing:  # once per outage, not once per poll
+                    log.warning(
+                        "job %s#%d: %s; asking again every %gs",
+                        req.job_id,
+                        req.attempt,
+                        exc,
+                        self.config.poll_s,
+                    )
+                failing, jobs = True, None
+            else:
+                failing = False
             copier.copy()
             facts = _read_result(folder)
             job = None if jobs is None else jobs.get(slurm_id)
             if facts is not None:
+                # stopped by a signal that is not ours: Slurm's end state says why (node, preemption)
+                settled = job is not None and job.state in ENDED
+                if facts.get("signalled") and not settled and slurm_id not in self._terminated:
+                    ended_at = ended_at or time.monotonic()
+                    if time.monotonic() - ended_at < RESULT_GRACE_S:
+                        continue
                 if not started and facts.get("created") and self.on_started is not None:
                     self.on_started(req, facts.get("container_id") or f"slurm-{slurm_id}")
                 return self._result(slurm_id, facts, job, req.image)
@@ -403,21 +425,29 @@ class SlurmRunner:
                     return ContainerResult(None, None, SLURM_LOST.format(slurm_id=slurm_id))
                 continue
             missing = 0
-            if job.state == "PENDING":
-                # Slurm shows reason None for a moment at each scheduling pass: keep the last real one
-                text = f"PENDING ({job.reason})" if job.reason != "None" else (said or "PENDING")
-                if text != said and self.on_waiting is not None:
-                    self.on_waiting(req, text)
-                said = text
-            elif job.state in ("RUNNING", "COMPLETING") and not started:
-                started = True
-                if self.on_started is not None:
-                    self.on_started(req, _cid(folder) or f"slurm-{slurm_id}")
-            elif job.state in ENDED:
+            if job.state not in ENDED:
+                said, started = self._report(job, req, folder, said, started)
+            else:
                 ended_at = ended_at or time.monotonic()
                 never_ran = job.state == "CANCELLED" and not started and _cid(folder) is None
                 if never_ran or time.monotonic() - ended_at >= RESULT_GRACE_S + req.stop_grace_s:
                     return self._result(slurm_id, None, job, req.image)
+
+    def _report(
+        self, job: SlurmJob, req: ContainerRequest, folder: Path, said: str, started: bool
+    ) -> tuple[str, bool]:
+        """A job still in Slurm: its pending reason, or its start; returns (said, started)."""
+        if job.state == "PENDING":
+            # Slurm shows reason None for a moment at each scheduling pass: keep the last real one
+            text = f"PENDING ({job.reason})" if job.reason != "None" else (said or "PENDING")
+            if text != said and self.on_waiting is not None:
+                self.on_waiting(req, text)
+            return text, started
+        if job.state in ("RUNNING", "COMPLETING") and not started:
+            if self.on_started is not None:
+                self.on_started(req, _cid(folder) or f"slurm-{job.slurm_id}")
+            return said, True
+        return said, started
 
     def _result(
         self, slurm_id: str, facts: dict[str, Any] | None, job: SlurmJob | None, image: str
@@ -451,6 +481,9 @@ class SlurmRunner:
             reason, timed_out = TIMED_OUT, True
         elif oom:
             reason, code = OUT_OF_MEMORY, 137
+        elif facts.get("signalled") and state in NODE_LOST:
+            node = (job.nodes if job is not None else "") or str(facts.get("node") or "?")
+            reason = NODE_FAILURE.format(node=node, slurm_id=slurm_id, state=state)
         elif facts.get("signalled"):
             reason = SIGNALLED.format(state=state)
         else:

@@ -279,3 +279,31 @@ async def test_a_queue_spills_over_from_docker_to_slurm(slurm_batch: MakeSlurmBa
     assert [d and d["environment"] for d in descs] == ["local", "slurm"]  # the first fits locally
     assert all(d and log_of(d) == "ok\n" for d in descs)
     assert "slurm_job_id" not in descs[0]["attempts"][0] and descs[1]["attempts"][0]["slurm_job_id"]  # type: ignore[index]
+
+
+def _node(*change: str) -> str:
+    """This host's Slurm node name; with ``change``, ``scontrol update`` it (best effort)."""
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+    if change:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", *change], timeout=30, check=False)
+    return node
+
+
+async def test_a_node_failure_is_a_retryable_failure_naming_the_node(slurm_batch: MakeSlurmBatch) -> None:
+    svc = await slurm_batch()
+    retry = {"attempts": 2, "evaluate_on_exit": [{"on_reason": "Host*", "action": "retry"}]}
+    cmd = ["sh", "-c", '[ "$AWS_BATCH_JOB_ATTEMPT" = 2 ] && echo second || sleep 120']
+    out = await svc.submit({"queue": "hpc", "name": "fragile", "container": box(cmd, retry_strategy=retry)})
+    job_id = out["job_id"]
+    await until(lambda: svc.jobs[job_id].status == "RUNNING", timeout_s=60)
+    node = await asyncio.to_thread(_node, "State=DOWN", "Reason=sluice-test-node-failure")
+    try:
+        await until(lambda: svc.jobs[job_id].attempts == 2, timeout_s=60, what="the second attempt")
+    finally:
+        await asyncio.to_thread(_node, "State=RESUME")  # ReturnToService=2 may have done it already
+    assert await svc.wait(job_id, 90) == "SUCCEEDED"
+    desc = await svc.describe(job_id)
+    assert desc is not None
+    first = desc["attempts"][0]
+    assert first["reason"] == f"Host {node} failed: Slurm job {first['slurm_job_id']} ended NODE_FAIL", first
+    assert log_of(desc) == "second\n"

@@ -72,7 +72,7 @@ async def test_client_unreachable_is_clear() -> None:
             await client.ping()
     assert err.value.status == 0 and "/nonexistent/docker.sock" in err.value.message
     with pytest.raises(DockerError, match="unix:///"):
-        DockerClient("ssh://host")
+        DockerClient("npipe:////./pipe/docker_engine")
 
 
 async def test_client_pull_fails_fast(docker_client: DockerClient) -> None:
