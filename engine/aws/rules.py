@@ -12,8 +12,12 @@ triggers do. Every change is written first, then the bus gets the new, complete 
   the event's transaction and retried with backoff, then dead-lettered, like any notification;
 - a job queue, ``arn:aws:batch:REGION:ACCOUNT:job-queue/QUEUE`` with ``BatchParameters``: the
   job is submitted right after the event commits; the input's ``Parameters`` and
-  ``ContainerOverrides`` become the job's, as EventBridge does. A crash between the event's
-  commit and the submission loses that job (at most once; docs/aws.md).
+  ``ContainerOverrides`` become the job's, as EventBridge does. Exactly once: the event's
+  transaction writes an "owed" key per matched target (``aws.events.owed/...``) and the job's
+  transaction deletes it, so a crash in between leaves the key, and the next start submits it; a
+  submission that finds its key gone (done already, or the event's transaction rolled back) writes
+  nothing. A submission Batch refuses (its job definition deleted since) is logged and dropped,
+  where EventBridge would count a failed invocation.
 
 A rule with a ``ScheduleExpression`` (``rate(...)``/``cron(...)``, UTC) puts an ``aws.events`` /
 ``Scheduled Event`` with the rule's ARN as its resource on the bus at each fire (the schedule
@@ -42,8 +46,9 @@ from engine.engine import Engine
 from engine.events import envelope
 from engine.notify.sender import NotifyService
 from engine.notify.subscribers import Subscriber, Transform, TransformError, safe_url
-from engine.store.kv import StoreKV
+from engine.store.kv import StoreKV, put_in, take_in
 from engine.store.records import dumps
+from engine.store.store import StoreClosed, StoreFull, StoreUnavailable
 from triggers.base import Emit
 from triggers.schedule import ScheduleTriggerRunner
 from workflows.errors import PatternError, ScheduleError, SluiceError
@@ -53,6 +58,14 @@ from workflows.schedules import parse_schedule
 log = logging.getLogger(__name__)
 
 KEY = "aws.events.rules"
+#: one key per (event, queue target) whose job is owed; see the module docstring
+OWED = "aws.events.owed/"
+
+
+class _AlreadySubmitted(Exception):
+    """Rolls a job submission back: its owed key is gone, so the job exists or is not owed."""
+
+
 #: EventBridge's predefined InputTransformer variables, as paths into what ``value`` renders
 PREDEFINED = {
     "aws.events.rule-name": "$._rule.name",
@@ -193,7 +206,7 @@ class EventRules:
         self.kv = StoreKV(engine.store)
         self.rules: dict[str, dict[str, Any]] = {}
         self.queue_targets: tuple[QueueTarget, ...] = ()
-        self._pending: list[tuple[QueueTarget, dict[str, Any]]] = []
+        self._pending: list[tuple[QueueTarget, dict[str, Any], str]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._schedules: dict[str, tuple[str, asyncio.Task[None]]] = {}  #: rule -> (expression, runner)
@@ -203,6 +216,21 @@ class EventRules:
     async def start(self) -> None:
         self.rules = dict(await self.kv.get(KEY) or {})
         self._install()
+        await self._owed_at_start()
+
+    async def _owed_at_start(self) -> None:
+        """The jobs a crash left owed: offered again (a duplicate offer writes nothing)."""
+        targets = {(t.rule, t.target_id): t for t in self.queue_targets}
+        for key, owed in await self.kv.prefixed(OWED):
+            target = targets.get((owed.get("rule"), owed.get("target")))
+            if target is None:  # the rule or its target is gone, or disabled, since
+                log.warning("%s: no such enabled queue target now; the job is not submitted", key)
+                await self.kv.delete(key)
+                continue
+            self._pending.append((target, owed["event"], key))
+        if self._pending:
+            log.info("%d job(s) owed by rules before the restart are submitted now", len(self._pending))
+            self._wake.set()
 
     async def aclose(self) -> None:
         for _, task in self._schedules.values():
@@ -217,8 +245,8 @@ class EventRules:
                 await self._wake.wait()
                 self._wake.clear()
                 pending, self._pending = self._pending, []
-                for target, event in pending:
-                    await self._submit(target, event)
+                for target, event, key in pending:
+                    await self._submit(target, event, key)
         finally:
             await self.aclose()  # the schedule runners end with the service
 
@@ -300,17 +328,26 @@ class EventRules:
         """In the event's transaction (the writer thread): note the queue targets it matches."""
         for target in self.queue_targets:
             if target.pattern.matches(env):
-                self._pending.append((target, env))
+                event = {k: v for k, v in env.items() if not k.startswith("_")}
+                key = f"{OWED}{env.get('id')}/{target.rule}/{target.target_id}"
+                put_in(conn, key, {"rule": target.rule, "target": target.target_id, "event": event})
+                self._pending.append((target, event, key))
 
     def _committed(self) -> None:
         if self._pending:
             self._wake.set()
 
-    async def _submit(self, target: QueueTarget, event: dict[str, Any]) -> None:
+    async def _submit(self, target: QueueTarget, event: dict[str, Any], key: str) -> None:
         batch = self.engine.batch
         if batch is None:
             log.error("rule %s: no Docker engine, so no job for event %s", target.rule, event.get("id"))
+            await self.kv.delete(key)
             return
+
+        def settle(conn: sqlite3.Connection, job: Any) -> None:
+            if not take_in(conn, key):
+                raise _AlreadySubmitted(key)
+
         try:
             given = target.input.value(event)
             given = given if isinstance(given, Mapping) else {}
@@ -325,8 +362,14 @@ class EventRules:
                 "attempts": (params.get("RetryStrategy") or {}).get("Attempts"),
                 "container_overrides": {k: over[k] for k in ("command",) if k in over},
             }
-            out = await batch.submit(req)
+            out = await batch.submit(req, before_commit=settle)
             log.info("rule %s: event %s submitted job %s", target.rule, event.get("id"), out["job_id"])
+        except _AlreadySubmitted:
+            log.debug("rule %s: event %s has its job already", target.rule, event.get("id"))
+        except (StoreClosed, StoreFull, StoreUnavailable) as exc:  # the key stays owed: next start
+            log.warning("rule %s: event %s's job waits for the next start: %s", target.rule,
+                        event.get("id"), exc)  # fmt: skip
         except Exception as exc:
             log.error("rule %s target %s: no job for event %s: %s", target.rule, target.target_id,
                       event.get("id"), exc)  # fmt: skip
+            await self.kv.delete(key)

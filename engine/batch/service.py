@@ -33,7 +33,7 @@ from engine.batch.ledger import Ledger
 from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, Environment, Queue, decide
 from engine.batch.recovery import Recovery
 from engine.batch.steps import ContainerSteps
-from engine.batch.submit import Submitter
+from engine.batch.submit import BeforeCommit, Submitter
 from engine.bus.bus import Bus
 from engine.executors.base import Outcome
 from engine.executors.docker_api import DockerClient
@@ -211,8 +211,11 @@ class BatchService:
         """Run a workflow's ``container:`` step as a job (the service is the run's StepRunner)."""
         return await self.steps.run_step(host, name, spec, resume)
 
-    async def submit(self, req: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.submitter.submit(req)
+    async def submit(
+        self, req: Mapping[str, Any], *, before_commit: BeforeCommit | None = None
+    ) -> dict[str, Any]:
+        """``before_commit(conn, job)`` runs in the job's transaction; raising there writes nothing."""
+        return await self.submitter.submit(req, before_commit=before_commit)
 
     async def cancel(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         return await self.submitter.cancel(job_id, reason)

@@ -46,6 +46,9 @@ from engine.batch.ledger import Ledger
 from engine.batch.queues import ENABLED, MAX_QUEUE_ENVIRONMENTS, Environment, Queue, size_text
 from engine.store.store import Store
 
+#: runs in a job's transaction (the runs it starts are delivered with it); raising writes nothing
+BeforeCommit = Callable[[sqlite3.Connection, Job], "list[Any] | None"]
+
 _STATES = (ENABLED, "DISABLED")
 _NO_SECRETS = (
     "secrets: only a workflow's container step passes ${env:...} values to a job "
@@ -319,7 +322,7 @@ class Submitter:
         req: Mapping[str, Any],
         *,
         run_step: tuple[str, str] | None = None,
-        before_commit: Any = None,
+        before_commit: BeforeCommit | None = None,
     ) -> dict[str, Any]:
         """Validate, then write the job (and children, dependencies, events) in one transaction."""
         if not isinstance(req, Mapping):

@@ -1,13 +1,34 @@
-"""Durable key/value state for triggers (last cron fire, files seen), kept in the store."""
+"""Durable key/value state for triggers (last cron fire, files seen), kept in the store.
+
+Besides the async protocol, :func:`put_in` and :func:`take_in` write a key inside a transaction
+that is already open (a bus hook, a job submission): a row written with the event that owes work
+and deleted in the transaction that does it is how "exactly once" survives a ``kill -9``.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
 from engine.store.records import dumps
 from engine.store.store import Store
+
+_UPSERT = (
+    "INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) "
+    "ON CONFLICT (key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at"
+)
+
+
+def put_in(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    """Set ``key`` in the caller's open transaction."""
+    conn.execute(_UPSERT, (key, dumps(value), time.time()))
+
+
+def take_in(conn: sqlite3.Connection, key: str) -> bool:
+    """Delete ``key`` in the caller's open transaction; False when it was not there."""
+    return conn.execute("DELETE FROM kv WHERE key=?", (key,)).rowcount > 0
 
 
 class StoreKV:
@@ -23,10 +44,14 @@ class StoreKV:
 
     async def set(self, key: str, value: Any) -> None:
         text, now = dumps(value), time.time()
-        await self.store.write(
-            lambda c: c.execute(
-                "INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) "
-                "ON CONFLICT (key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-                (key, text, now),
-            )
-        )
+        await self.store.write(lambda c: c.execute(_UPSERT, (key, text, now)))
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; False when it was not there."""
+        return await self.store.write(lambda c: take_in(c, key))
+
+    async def prefixed(self, prefix: str) -> list[tuple[str, Any]]:
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+        query = "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key"
+        rows = await self.store.read(lambda c: c.execute(query, (prefix, prefix + "\uffff")).fetchall())
+        return [(k, json.loads(v)) for k, v in rows]
