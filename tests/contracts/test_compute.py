@@ -126,7 +126,8 @@ async def test_labels_and_limits_are_on_the_container(
 
 async def test_out_of_memory(backend: Backend, make_container_request: MakeRequest) -> None:
     runner = backend.make()
-    # as in tests/executors/test_docker.py: dd far past an 8 MiB limit, the shell lives on 2 s (long enough under load for the kill to be seen)
+    # as in tests/executors/test_docker.py: dd far past an 8 MiB limit; the shell lives on 2 s,
+    # long enough on a loaded machine for the kill to be seen
     req = make_container_request(
         command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 2"], memory_bytes=8 << 20
     )
