@@ -8,15 +8,9 @@ is checked is the hand-over from a committed event to its job, not the job itsel
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,37 +19,13 @@ import pytest
 from botocore.config import Config
 
 from tests.support.docker import TEST_IMAGE
+from tests.support.serving import free_port, healthy, serve, stop
 from tests.support.waiting import wait_until_sync
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
 QUEUE_ARN = "arn:aws:batch:us-east-1:000000000000:job-queue/default"
 EVENTS, PER_CALL = 60, 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("SLUICE_API_TOKEN", None)
-    with (cwd / "serve.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "flows", "--port", str(port), "--grace", "1"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-
-
-def healthy(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/healthz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def client(service: str, base: str) -> Any:
@@ -82,7 +52,7 @@ def test_every_accepted_event_has_exactly_one_job_after_a_kill_9(tmp_path: Path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     db = tmp_path / ".sluice" / "sluice.db"
-    proc = serve(tmp_path, port)
+    proc = serve(tmp_path, port, env={"SLUICE_API_TOKEN": ""})
     try:
         wait_until_sync(lambda: healthy(base), 30, what="the server to start")
         batch, events = client("batch", base), client("events", base)
@@ -113,7 +83,7 @@ def test_every_accepted_event_has_exactly_one_job_after_a_kill_9(tmp_path: Path)
         proc.send_signal(signal.SIGKILL)  # at once: the last events' jobs are not yet written
         proc.wait(10)
         before = jobs_by_event(db)
-        proc = serve(tmp_path, port)
+        proc = serve(tmp_path, port, env={"SLUICE_API_TOKEN": ""})
         wait_until_sync(lambda: healthy(base), 30, what="the server to start again")
         wait_until_sync(lambda: len(jobs_by_event(db)) == len(accepted), 30,
                         what=f"a job for each of the {len(accepted)} accepted events")  # fmt: skip
@@ -124,9 +94,4 @@ def test_every_accepted_event_has_exactly_one_job_after_a_kill_9(tmp_path: Path)
         assert twice == {}, f"events with more than one job: {twice}"
         print(f"{len(accepted) - len(before)} of {len(accepted)} jobs were submitted after the restart")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)

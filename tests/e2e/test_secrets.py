@@ -10,10 +10,8 @@ secrets its step names, not the engine's other variables.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.test_crash import free_port
 from tests.support.engines import MakeEngine, write_flow
-from tests.support.paths import ROOT
+from tests.support.serving import free_port, healthy, serve
 from tests.support.waiting import wait_until, wait_until_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
@@ -80,15 +77,6 @@ def probe(event, context):
 """
 
 
-def serve(cwd: Path, port: int, box: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SLUICE_VOLUME_ALLOW=str(box), **SECRETS)
-    with (cwd / "serve.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "-v", "serve", "flows", "--port", str(port), "--grace", "2"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-
-
 def fetch(base: str, path: str, body: bytes | None = None) -> tuple[int, str]:
     req = urllib.request.Request(base + path, data=body, method="POST" if body is not None else "GET")
     req.add_header("Content-Type", "application/json")
@@ -98,13 +86,6 @@ def fetch(base: str, path: str, body: bytes | None = None) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def healthy(base: str) -> bool:
-    try:
-        return fetch(base, "/api/v1/health")[0] == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def leaks(text: str) -> list[str]:
@@ -119,7 +100,7 @@ def test_env_secrets_reach_the_container_and_the_function_but_no_answer_event_lo
     write_flow(flows, FLOW.replace("BOX", str(box)), HANDLERS)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = serve(tmp_path, port, box)
+    proc = serve(tmp_path, port, grace_s=2, verbose=True, env={"SLUICE_VOLUME_ALLOW": str(box), **SECRETS})
     try:
         wait_until_sync(lambda: healthy(base), 30, what="the server to start")
         status, answer = fetch(base, "/hooks/keyed/go", b"{}")

@@ -23,10 +23,8 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -39,7 +37,7 @@ from typing import Any
 import pytest
 
 from tests.support.engines import write_flow
-from tests.support.paths import ROOT
+from tests.support.serving import free_port, healthy, serve
 from tests.support.waiting import wait_until_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
@@ -128,12 +126,6 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Load:
     """Webhooks and files from threads, recording what was acknowledged."""
 
@@ -220,23 +212,6 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-def serve(cwd: Path, port: int, box: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SLUICE_VOLUME_ALLOW=str(box))
-    with (cwd / "serve.log").open("ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "flows", "--port", str(port), "--grace", "2"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-
-
-def healthy(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/v1/health", timeout=1) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
@@ -274,7 +249,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path: Pa
         write_flow(flows, FILES, name="dropped.yaml")
         write_flow(flows, TICK, name="ticking.yaml")
         write_flow(flows, BOX.replace("BOXDIR", str(box)), name="boxed.yaml")
-        proc = serve(tmp_path, port, box)
+        proc = serve(tmp_path, port, grace_s=2, env={"SLUICE_VOLUME_ALLOW": str(box)})
         try:
             wait_until_sync(lambda: healthy(base), 30, what="the first start")
             with Load(base, flows / "drop", random.Random(seed + 1)) as load:
@@ -284,7 +259,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path: Pa
                     proc.wait(10)
                     ok = query(db, "PRAGMA integrity_check")
                     assert ok == [("ok",)], f"kill {k}: {ok}"
-                    proc = serve(tmp_path, port, box)
+                    proc = serve(tmp_path, port, grace_s=2, env={"SLUICE_VOLUME_ALLOW": str(box)})
                     wait_until_sync(lambda: healthy(base), 30, what=f"restart {k}")
             settle(db)
             proc.send_signal(signal.SIGTERM)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.test_crash import free_port, healthy
 from tests.support.engines import write_flow
 from tests.support.paths import ROOT
+from tests.support.serving import free_port, healthy, serve
 from tests.support.waiting import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,15 +63,6 @@ steps:
     timeout: 30s
     input: {ticks: 30}
 """
-
-
-def serve(cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with (cwd / "serve.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "flows", "--port", str(port), "--grace", "1"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
 
 
 def effects(flows: Path) -> list[dict[str, object]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 
 from tests.support.engines import write_flow
 from tests.support.paths import ROOT
+from tests.support.serving import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,12 +37,6 @@ steps:
 HANDLERS = "def one(event, context):\n    return event['detail']['body']['n']\n"
 EVENTS, CLIENTS = 10_000, 16
 MAX_RSS_MB = 400
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mb(pid: int) -> float:
