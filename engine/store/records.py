@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,8 +108,12 @@ def start_attempt(
     log_path: str | None,
     *,
     first: bool,
+    waiting: bool = False,
 ) -> None:
-    """Record an attempt starting; the first one also moves the step PENDING -> RUNNING."""
+    """Record an attempt starting; the first one also moves the step PENDING -> RUNNING.
+
+    ``waiting``: the attempt waits for a function worker (WAITING since ``at``) until
+    :func:`take_attempt`; its step is RUNNING already, so recovery finds it."""
     if first:
         conn.execute(
             "INSERT INTO steps (run_id, step, idx, status, attempts, started_at) VALUES (?,?,?,?,?,?) "
@@ -122,10 +127,17 @@ def start_attempt(
             (attempt, run_id, step, idx),
         )
     conn.execute(
-        "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (run_id, step, idx, attempt, Status.RUNNING, at, log_path),
-    )
+        "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path, queued_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (run_id, step, idx, attempt, Status.WAITING if waiting else Status.RUNNING, at, log_path,
+         at if waiting else None),
+    )  # fmt: skip
+
+
+def take_attempt(conn: sqlite3.Connection, run_id: str, step: str, idx: int, attempt: int, at: float) -> None:
+    """A worker took a WAITING attempt: it is RUNNING, started at ``at``."""
+    sql = "UPDATE attempts SET status=?, started_at=? WHERE run_id=? AND step=? AND idx=? AND attempt=? AND "
+    conn.execute(sql + "status=?", (Status.RUNNING, at, run_id, step, idx, attempt, Status.WAITING))
 
 
 def end_attempt(
@@ -222,8 +234,9 @@ def note_interrupted(conn: sqlite3.Connection, run_id: str, step: str, idx: int,
     """After a crash: close attempts left RUNNING, count the interruption; returns the last attempt number."""
     error = dumps(error_record(ENGINE_RESTARTED, "the engine stopped during this attempt"))
     conn.execute(
-        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? AND status=?",
-        (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? "
+        "AND status IN (?,?)",
+        (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING, Status.WAITING),
     )
     conn.execute(
         "UPDATE steps SET interrupted=interrupted+1 WHERE run_id=? AND step=? AND idx=?", (run_id, step, idx)
@@ -287,6 +300,7 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
             "error": loads(srow["error"]),
             "output": loads(srow["output"]),
         }
+    _show_waiting(conn, run_id, steps)
     return {
         "run_id": row["id"],
         "workflow": row["workflow"],
@@ -302,6 +316,18 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
         "ended_at": row["ended_at"],
         "steps": steps,
     }
+
+
+def _show_waiting(conn: sqlite3.Connection, run_id: str, steps: dict[str, dict[str, Any]]) -> None:
+    """A RUNNING step whose attempt waits for a function worker shows WAITING (since when); a fan-out
+    shows how many of its items wait."""
+    sql = "SELECT step, MIN(idx), COUNT(*), MIN(queued_at) FROM attempts WHERE run_id=? AND status=? "
+    for name, idx, count, since in conn.execute(sql + "GROUP BY step", (run_id, Status.WAITING)):
+        step = steps.get(name)
+        if step is not None and step["status"] == Status.RUNNING and idx < 0:
+            step["status"], step["waiting_since"] = Status.WAITING, since
+        elif step is not None and step["status"] == Status.RUNNING:
+            step["items_waiting"] = count
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -396,8 +422,8 @@ def close_interrupted_attempts(conn: sqlite3.Connection, at: float) -> int:
     The steps stay RUNNING and resume on the next start; returns how many attempts were closed."""
     error = dumps(error_record(ENGINE_SHUTDOWN, "engine shut down"))
     closed = conn.execute(
-        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status=?",
-        (Status.CANCELLED, at, error, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status IN (?,?)",
+        (Status.CANCELLED, at, error, Status.RUNNING, Status.WAITING),
     ).rowcount
     conn.execute(
         "UPDATE steps SET interrupted=interrupted+1 WHERE status=? AND (run_id, step, idx) IN "
@@ -410,8 +436,8 @@ def close_interrupted_attempts(conn: sqlite3.Connection, at: float) -> int:
 def cancel_open_attempts(conn: sqlite3.Connection, run_id: str, step: str, at: float) -> None:
     """A user cancelled the run: the step's running attempts end CANCELLED."""
     conn.execute(
-        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status=?",
-        (Status.CANCELLED, at, run_id, step, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status IN (?,?)",
+        (Status.CANCELLED, at, run_id, step, Status.RUNNING, Status.WAITING),
     )
 
 
@@ -527,13 +553,23 @@ def run_attempts(
             "index": None if r["idx"] < 0 else r["idx"],
             "attempt": r["attempt"],
             "status": r["status"],
-            "started_at": r["started_at"],
+            "started_at": None if r["status"] == Status.WAITING else r["started_at"],
             "ended_at": r["ended_at"],
             "error": loads(r["error"]),
             "log_path": r["log_path"],
+            "queued_at": r["queued_at"],
+            "waited_s": _waited(r),
         }
         for r in rows
     ]
+
+
+def _waited(row: sqlite3.Row) -> float | None:
+    """How long an attempt waited for a function worker (so far, while it still waits)."""
+    if row["queued_at"] is None:
+        return None
+    until = time.time() if row["status"] == Status.WAITING else row["started_at"]
+    return round(max(0.0, until - row["queued_at"]), 3)
 
 
 def list_events(

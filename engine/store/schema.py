@@ -209,4 +209,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE compute_environments ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE job_attempts ADD COLUMN slurm_job_id TEXT;
     """,
+    # 7: a function attempt waiting for a worker (status WAITING): when it began to wait; its
+    # started_at is when a worker took it
+    """
+    ALTER TABLE attempts ADD COLUMN queued_at REAL;
+    """,
 ]
