@@ -193,6 +193,8 @@ def _function_env(ctx: FileCtx, where: str, value: Any) -> dict[str, str]:
             ctx.err(w, f"{name} is set by Sluice for each call", "pick another name")
         elif not isinstance(raw, str | int | float):  # a bool is an int: true and false, as in JSON
             ctx.err(w, f"must be a string or a number, got {ctx.show(raw)}", f'write e.g. {name}: "value"')
+        elif isinstance(raw, str) and "\0" in raw:
+            ctx.err(w, "an environment variable cannot hold a NUL character", "remove it")
         elif isinstance(raw, str) and ("{{" in raw or "{%" in raw):
             ctx.err(
                 w,

@@ -372,6 +372,7 @@ class RunDriver:
         except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
             outcome = Outcome(False, error=error_record(INVALID_INPUT, str(exc)))
         except BaseException:  # a WAITING attempt stays so until a cancel or recovery closes it
+            started.abandon()
             await started.settled()
             raise
         started.ensure_started(time.time())  # an executor that does not call the hook

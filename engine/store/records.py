@@ -109,11 +109,12 @@ def start_attempt(
     *,
     first: bool,
     waiting: bool = False,
+    queued_at: float | None = None,
 ) -> None:
     """Record an attempt starting; the first one also moves the step PENDING -> RUNNING.
 
-    ``waiting``: the attempt waits for a function worker (WAITING since ``at``) until
-    :func:`take_attempt`; its step is RUNNING already, so recovery finds it."""
+    ``waiting``: it waits for a function worker (WAITING since ``at``) until :func:`take_attempt`;
+    its step is RUNNING already, so recovery finds it. ``queued_at``: it waited since then."""
     if first:
         conn.execute(
             "INSERT INTO steps (run_id, step, idx, status, attempts, started_at) VALUES (?,?,?,?,?,?) "
@@ -130,7 +131,7 @@ def start_attempt(
         "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path, queued_at) "
         "VALUES (?,?,?,?,?,?,?,?)",
         (run_id, step, idx, attempt, Status.WAITING if waiting else Status.RUNNING, at, log_path,
-         at if waiting else None),
+         at if waiting else queued_at),
     )  # fmt: skip
 
 

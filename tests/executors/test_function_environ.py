@@ -62,7 +62,7 @@ async def test_a_handler_sees_its_declared_env_and_none_of_the_engines(
     assert env["TOKEN"] == "${env:FP_T_TOKEN}"  # it reached the handler; hidden where it is stored
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "handlers:environ"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
-    assert env["SLUICE_RUN_ID"] == run["run_id"] and env["SLUICE_STEP"] == "dump"
+    assert env["_HANDLER"] == "handlers:environ" and env["LAMBDA_TASK_ROOT"] == str(flows)
     assert env["PATH"].endswith("/usr/local/bin:/usr/bin:/bin")
     assert Path(env["HOME"]).name == "home"
     assert Path(env["TMPDIR"]).name == "tmp"
@@ -96,6 +96,7 @@ async def test_a_calls_env_and_a_handlers_changes_end_with_the_call(tmp_path: Pa
         ("{SLUICE_RUN_ID: x}", "set by Sluice"),
         ("{'A-B': x}", "letters, digits and _"),
         ("{X: [1]}", "a string or a number"),
+        ('{X: "a\\0b"}', "NUL"),
         ("[X]", "mapping of names"),
     ],
 )
