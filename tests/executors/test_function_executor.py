@@ -504,3 +504,24 @@ async def test_calls_that_compute_long_still_get_more_workers(make_executor: Mak
     assert all(o.ok for o in outs)
     pids = {o.output["pid"] for o in outs}
     assert len(pids) == 3, "a computing call past scale_after_s lets the waiting calls start"
+
+
+async def test_waiting_runs_take_turns_for_a_worker(make_executor: MakeExecutor) -> None:
+    """One worker: run A queues five calls, then run B one; B's goes second, not sixth."""
+    fx = await make_executor(workers=1, max_workers=1)
+    blocker = asyncio.ensure_future(fx.execute(call("sleep", 0.2, run_id="r-a")))
+    await wait_until(lambda: fx.pool()["busy"] == 1, timeout_s=5)
+    a_calls = [asyncio.ensure_future(fx.execute(call("sleep", 0.01, run_id="r-a"))) for _ in range(5)]
+    await wait_until(lambda: fx.pool()["waiting"] == 5, timeout_s=5)
+    b_call = asyncio.ensure_future(fx.execute(call("sleep", 0.01, run_id="r-b")))
+    outs = await asyncio.gather(blocker, *a_calls, b_call)
+    order = sorted(range(1, 7), key=lambda i: outs[i].output["start"])
+    assert order.index(6) <= 1, f"run B's call ran {order.index(6) + 1}th of 6 waiting calls"
+    starts_a = [outs[i].output["start"] for i in range(1, 6)]
+    assert starts_a == sorted(starts_a), "a run's own calls keep their order"
+
+
+async def test_one_run_does_not_grow_the_pool_into_the_reserve(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1, max_workers=4)
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.4)) for _ in range(4)))
+    assert len({o.output["pid"] for o in outs}) == 3, "one run held more than max_workers less a quarter"

@@ -130,3 +130,33 @@ async def test_a_step_waiting_for_a_worker_shows_waiting_and_starts_when_taken(
     assert a2["started_at"] >= a1["ended_at"] - 0.05, "the attempt started when a worker took it"
     assert 0.3 < a2["waited_s"] < 5, a2
     assert a1["waited_s"] is None  # it got a worker at once: one write, as before
+
+
+async def test_the_step_event_says_how_long_it_waited_and_a_cancel_closes_a_waiting_attempt(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    engine = await make_engine(flows(tmp_path), workers=2)
+    first = await engine.start_run("single", {"s": 0.5})
+    await wait_until(lambda: engine.functions.pool()["busy"] == 1, timeout_s=10)  # type: ignore[attr-defined]
+    waits = await engine.start_run("single", {"s": 0.01})
+    cancelled = await engine.start_run("single", {"s": 0.01})
+
+    async def attempts(run_id: str) -> list[dict[str, Any]]:
+        return await engine.store.read(lambda c: records.run_attempts(c, run_id))
+
+    deadline = time.monotonic() + 10
+    while not (await attempts(cancelled)) or (await attempts(cancelled))[0]["status"] != Status.WAITING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert await engine.orchestrator.cancel(cancelled)
+    assert await engine.orchestrator.wait(cancelled, 10) == Status.CANCELLED
+    assert [a["status"] for a in await attempts(cancelled)] == [Status.CANCELLED]
+    assert await engine.orchestrator.wait(waits, 30) == Status.SUCCEEDED
+    assert await engine.orchestrator.wait(first, 30) == Status.SUCCEEDED
+    events = await engine.store.read(lambda c: records.list_events(c, source="sluice.step", limit=100))
+    running = [
+        e["detail"]
+        for e in events
+        if e["detail"]["run_id"] == waits and e["detail"]["status"] == Status.RUNNING
+    ]
+    assert len(running) == 1 and running[0]["waited_s"] > 0.2, running
