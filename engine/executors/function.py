@@ -18,7 +18,9 @@ socket, a child process) at two probes ``probe_s`` apart, still in the same call
 at once: 20 steps that each sleep 1 s get their workers after ~20 ms instead of ~50 ms. A worker
 that computes, or waits for a CPU on a loaded machine, is never taken for asleep.
 Workers above ``workers`` that sit idle for ``idle_timeout_s`` are retired. Idle workers are
-handed out last-used-first, so the extras are the ones that go idle.
+handed out last-used-first, so the extras are the ones that go idle. Calls that wait are served
+by turns of their runs, not first come first served (fairness.py), and workers start with a clean
+environment (workers.clean_environ): none of the engine's variables reach a handler.
 
 Starting workers: by default every worker is forked by a fork server (forkserver.py: one process
 started once, with the worker module already imported) in ~2 ms, instead of a fresh interpreter
@@ -397,7 +399,8 @@ class FunctionExecutor:
         computing (not waiting for a CPU) for ``scale_after_s``, and no reply for as long. Short
         calls free their workers faster than an interpreter starts (even when a busy event loop
         reads their replies late), so a burst of them never grows the pool. One timer for the
-        pool, not one per waiting call: waiters stay in FIFO order at no cost.
+        pool, not one per waiting call. The pool grows only for the calls of runs under their
+        share of it (fairness.py).
         """
         self._scaler = None
         if self._turns.waiting == 0 or self._closed:
