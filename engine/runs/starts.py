@@ -58,10 +58,7 @@ class AttemptStart:
         if self.queued_at is not None or self.taken_at is not None:
             return
         self.queued_at = at
-        if self.changes.starting:
-            # the run's first commit (its RUNNING) must not wait for a worker: until it is made the
-            # run counts as engine work, and admission holds new runs behind it
-            self._writes.append(self.changes.enqueue([], []))
+        self.changes.parked()  # else, before its first commit, admission would hold new runs behind it
         self._timer = asyncio.get_running_loop().call_later(RECORD_WAIT_AFTER_S, self._record_waiting)
 
     def _record_waiting(self) -> None:
