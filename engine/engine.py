@@ -26,7 +26,7 @@ from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
 from engine.executors.base import Executor
 from engine.runs.admission import AdmissionSettings
 from engine.runs.orchestrator import Orchestrator
-from engine.store import records
+from engine.store import queries
 from engine.store.store import Store
 from engine.types import Service
 from workflows import secrets
@@ -245,7 +245,8 @@ class Engine:
         return result.run_ids[0]
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
-        return await self.store.read(lambda c: records.run_summary(c, run_id))
+        async with self.store.reader() as db:
+            return await queries.run_summary(db, run_id)
 
     async def run_to_end(
         self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None

@@ -1,10 +1,10 @@
 """The HTTP surface: webhooks, the management API under ``/api/v1/`` and the dashboard.
 
 Every answer of ``/api/v1`` and ``/hooks`` is JSON; every error is ``{"error": {"code",
-"message"}}`` (engine/api/http.py). Handlers only read through ``engine.store.read`` and write
-through the bus or the orchestrator, like any other component. Which route groups beyond the
-core ones an app serves (batch jobs, notifications) is decided by the composition root,
-engine/server.py.
+"message"}}`` (engine/api/http.py). Handlers only read through the store's read pool
+(engine/store/queries.py) and write through the bus or the orchestrator, like any other
+component. Which route groups beyond the core ones an app serves (batch jobs, notifications) is
+decided by the composition root, engine/server.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
-from engine.store import records
+from engine.store import queries
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
@@ -229,9 +229,9 @@ async def list_runs(request: web.Request) -> web.Response:
 
     since, until = time_param(request, "since"), time_param(request, "until")
 
-    def query(conn: Any) -> list[dict[str, Any]] | None:
-        return records.list_runs(
-            conn,
+    async with _engine(request).store.reader() as db:
+        runs = await queries.list_runs(
+            db,
             workflow=q.get("workflow"),
             status=q.get("status"),
             limit=limit,
@@ -240,8 +240,6 @@ async def list_runs(request: web.Request) -> web.Response:
             since=since,
             until=until,
         )
-
-    runs = await _engine(request).store.read(query)
     if runs is None:
         raise ApiError(400, "bad_cursor", f"before={q.get('before')!r} is not a run id; use the 'next' value")
     nxt = runs[-1]["run_id"] if len(runs) == limit else None
@@ -251,7 +249,8 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
     run_id = summary["run_id"]
-    attempts = await _engine(request).store.read(lambda c: records.run_attempts(c, run_id))
+    async with _engine(request).store.reader() as db:
+        attempts = await queries.run_attempts(db, run_id)
     by_step: dict[str, list[dict[str, Any]]] = {}
     for att in attempts:
         att.pop("log_path", None)
@@ -324,7 +323,8 @@ async def run_logs(request: web.Request) -> web.Response:
     except attempt_logs.BadCursor as exc:
         raise ApiError(400, "bad_cursor", str(exc)) from None
     run_id = summary["run_id"]
-    attempts = await engine.store.read(lambda c: records.run_attempts(c, run_id, step, attempt))
+    async with engine.store.reader() as db:
+        attempts = await queries.run_attempts(db, run_id, step, attempt)
     if step is not None and not attempts:
         raise ApiError(
             404, "no_attempts", f"run {run_id} has no attempts of step {step!r} (attempt {attempt})"
@@ -406,17 +406,16 @@ async def list_events(request: web.Request) -> web.Response:
     since, until = time_param(request, "since"), time_param(request, "until")
     q = request.query
 
-    def query(conn: Any) -> list[dict[str, Any]]:
-        return records.list_events(
-            conn,
+    async with _engine(request).store.reader() as db:
+        found = await queries.list_events(
+            db,
             source=q.get("source"),
             detail_type=q.get("detail_type"),
             since=since,
             until=until,
             limit=limit,
         )
-
-    return web.json_response({"events": await _engine(request).store.read(query)})
+    return web.json_response({"events": found})
 
 
 class HttpService:

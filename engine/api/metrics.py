@@ -167,12 +167,17 @@ def routes(engine: Engine, sender: Backlogs | None = None) -> Callable[[web.Appl
     return add
 
 
+async def _probe_read(engine: Engine) -> None:
+    async with engine.store.reader() as db:
+        await db.execute_fetchall("SELECT 1")
+
+
 async def readiness(engine: Engine) -> tuple[bool, dict[str, Any]]:
     """Ready when the store answers reads and its writer commits within ``WRITER_PROBE_S``,
     no trigger has failed, and the disk is not full."""
     checks: dict[str, Any] = {}
     try:
-        await asyncio.wait_for(engine.store.read(lambda c: c.execute("SELECT 1").fetchone()), WRITER_PROBE_S)
+        await asyncio.wait_for(_probe_read(engine), WRITER_PROBE_S)
         checks["store"] = "ok"
     except Exception as exc:  # closed, or the reader pool is stuck
         checks["store"] = f"{type(exc).__name__}: {exc}"
