@@ -30,6 +30,7 @@ from engine.states import Status
 from engine.store import audit, records
 from engine.store.records import RunRecord
 from engine.store.store import Store
+from engine.telemetry import Telemetry
 from engine.types import TxHook
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
@@ -91,6 +92,7 @@ class Bus:
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
+        self.telemetry = Telemetry()  #: what /metrics counts, after each commit (engine/telemetry.py)
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
@@ -127,6 +129,7 @@ class Bus:
     def deliver(self, runs: list[RunRecord]) -> None:
         """After a commit that held events: hand new runs over, wake post-commit listeners."""
         if runs:
+            self.telemetry.runs_created(runs)
             for listener in self._listeners:
                 listener(runs)
         for wake in self.after_commit:
@@ -142,10 +145,12 @@ class Bus:
     ) -> EmitResult:
         """Commit one event and the runs it starts; returns once both are durable."""
         env = complete(event)
-        self._arrivals.append(time.monotonic())
+        queued_at = time.monotonic()
+        self._arrivals.append(queued_at)
         (result, runs) = await self.store.write(
             lambda conn: self.admit(conn, env, dedupe_key, target, depth), shed=True
         )
+        self.telemetry.accepted([] if result.duplicate else [str(env.get("source"))], queued_at)
         self.deliver(runs)
         return result
 
@@ -166,12 +171,19 @@ class Bus:
     ) -> list[EmitResult]:
         """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
         prepared = [(complete(ev), key, target) for ev, key, target in entries]
-        self._arrivals.extend([time.monotonic()] * min(len(prepared), FLOOD_EVENTS))
+        queued_at = time.monotonic()
+        self._arrivals.extend([queued_at] * min(len(prepared), FLOOD_EVENTS))
 
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
 
         outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10, shed=True)
+        fresh = [
+            str(p[0].get("source"))
+            for p, (res, _) in zip(prepared, outcomes, strict=True)
+            if not res.duplicate
+        ]
+        self.telemetry.accepted(fresh, queued_at)
         self.deliver([run for _, runs in outcomes for run in runs])
         return [result for result, _ in outcomes]
 
