@@ -278,7 +278,9 @@ class Pages:
     async def batch(self, request: web.Request) -> web.Response:
         service = self.engine.batch
         if service is None:
-            return self.page("batch.html", attached=False, queues=[], environments=[], jobs=[])
+            return self.page(
+                "batch.html", attached=False, queues=[], environments=[], jobs=[], preemptions=[]
+            )
         status = request.query.get("status") or None
         queue = request.query.get("queue") or None
         jobs = await service.list_jobs(queue, status, 100)
@@ -290,7 +292,10 @@ class Pages:
         for q in queues:
             q["counts"] = counts.get(str(q["name"]), {})
         envs = [e.public() for e in service.envs.values()]
-        return self.page("batch.html", attached=True, queues=queues, environments=envs, jobs=jobs)
+        preemptions = await service.recent_preemptions(queue)
+        return self.page(
+            "batch.html", attached=True, queues=queues, environments=envs, jobs=jobs, preemptions=preemptions
+        )
 
     async def events(self, request: web.Request) -> web.Response:
         source = request.query.get("source") or None

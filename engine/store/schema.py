@@ -209,4 +209,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE compute_environments ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE job_attempts ADD COLUMN slurm_job_id TEXT;
     """,
+    # 6: batch scheduling (issue 17): a queue's preemption and scheduling policy, an environment's
+    # interruptible capacity and scaling bounds, preempted attempts (the persistent marker that a
+    # restart honours), attempts a preemption gave back, fair-share scheduling policies
+    """
+    ALTER TABLE job_queues ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE compute_environments ADD COLUMN capacity TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE jobs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_attempts ADD COLUMN preempted_by TEXT;
+    CREATE INDEX job_attempts_preempted ON job_attempts (preempted_by) WHERE preempted_by IS NOT NULL;
+
+    CREATE TABLE scheduling_policies (
+        name        TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
