@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="print a new random API token (for $SLUICE_API_TOKEN)")
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(sluice completion bash)" (or zsh) in your rc file',
+    )
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
     # management commands that talk to a running server (one line per module)
     remote.register(sub)
     notify.register(sub)  # after remote: adds to its `events`
@@ -112,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see `sluice completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers and exits
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING,
@@ -265,6 +276,14 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """argcomplete's script: the shell calls ``sluice`` back, which completes from this parser."""
+    import argcomplete
+
+    print(argcomplete.shellcode(["sluice"], shell=args.shell))
+    return EXIT_OK
 
 
 def cmd_token(args: argparse.Namespace) -> int:

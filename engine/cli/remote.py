@@ -46,6 +46,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
+    if args.follow:
+        return _follow(args)
     run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
     head = f"run {run['run_id']}  workflow {run['workflow']}  {run['status']}"
     if run.get("reason"):
@@ -57,6 +59,26 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if run.get("error"):
         human += "\nerror: " + json.dumps(run["error"], ensure_ascii=False)
     return emit(args, run, human)
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """``sluice run``'s live view of a run on the server; its outputs and exit code at the end."""
+    from engine.cli.progress import FOLLOW_POLL_S, ProgressPrinter, RunFollower, render_outputs
+
+    args.step = args.attempt = None  # the whole run's logs
+    follower = RunFollower(ProgressPrinter(sys.stderr, args.run))
+    cursor: str | None = None
+    while True:
+        run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
+        text, cursor = _logs(args, after=cursor)
+        if follower.update(run, text):
+            break
+        time.sleep(FOLLOW_POLL_S)
+    if args.json:
+        print(json.dumps(run, indent=2, ensure_ascii=False))
+    elif run["status"] == "SUCCEEDED":
+        print(render_outputs(run["outputs"]))
+    return 0 if run["status"] == "SUCCEEDED" else 1
 
 
 def cmd_runs_start(args: argparse.Namespace) -> int:
@@ -198,6 +220,11 @@ def register(sub: Any) -> None:
     ):
         p = common_options(runs.add_parser(name, help=text))
         p.add_argument("run", help="run id (r-...)")
+        if name == "show":
+            p.add_argument(
+                "--follow", "-f", action="store_true",
+                help="the live view of `sluice run` until the run ends; its outputs, exit 1 if it failed",
+            )  # fmt: skip
         if name == "cancel":
             p.add_argument("--reason", default=None)
         if name == "retry":

@@ -161,6 +161,38 @@ async def test_logs_follow_prints_a_running_step_live_and_each_line_once(
     assert out == "==> talk attempt 1 <==\nworking on it\ndone\n"
 
 
+async def test_runs_show_follow_is_the_live_view_of_sluice_run(live: Served, tmp_path: Path) -> None:
+    """Started, what the handler prints (while it runs), ended, the run's end; outputs; exit code."""
+    gate = tmp_path / "gate"
+    run_id = await live.engine.start_run("chatty", {"gate": str(gate)})
+    follow = asyncio.ensure_future(sluice("runs", "show", run_id, "--follow", server=live.url))
+    deadline = time.monotonic() + 20
+    while "working on it" not in await _logs(live, run_id):
+        assert time.monotonic() < deadline and not follow.done()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # several polls while the step still runs
+    gate.touch()
+    code, out, err = await asyncio.wait_for(follow, 30)
+    assert code == 0, err
+    assert json.loads(out) == "ok"  # the outputs on stdout, as `sluice run` prints them
+    lines = [line.split(maxsplit=1)[1] for line in err.splitlines()]  # without the elapsed time
+    assert lines[0] == f"→ run {run_id} of chatty started"
+    assert [line.split() for line in lines[1:4]] == [
+        ["→", "talk", "started"], ["talk", "│", "working", "on", "it"], ["talk", "│", "done"],
+    ]  # fmt: skip
+    assert lines[4].startswith("✓ talk") and lines[5].startswith(f"✓ run {run_id} SUCCEEDED in ")
+    assert len(lines) == 6  # each line once
+    at = [float(line.split(maxsplit=1)[0].rstrip("s")) for line in err.splitlines()]
+    assert at[4] - at[2] > 0.7, "the handler's first line was shown only when the step ended"
+
+    failing = await live.engine.start_run("greet", {"who": "x"})
+    await live.engine.orchestrator.wait(failing, 20)
+    code, _, err = await sluice("runs", "show", failing, "-f", server=live.url)  # ended already
+    assert code == 0 and "✓ run" in err and "log line for x" in err
+    code, _, err = await sluice("runs", "show", "r-nope", "--follow", server=live.url)
+    assert code == 2 and "r-nope" in err
+
+
 async def _logs(live: Served, run_id: str) -> str:
     url = f"{live.url}/api/v1/runs/{run_id}/logs?step=talk"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
