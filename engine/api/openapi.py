@@ -258,6 +258,14 @@ def document() -> dict[str, Any]:
                 errors=("400", "404", "415", "503"),
             )
         }
+    paths["/api/v1/environments/{name}/reclaim"] = {
+        "post": _op(
+            "take an interruptible environment's capacity back (its jobs fail as Spot's do)",
+            _answer("reclaimed"),
+            params=[NAME],
+            errors=("400", "404", "409", "503"),
+        )
+    }
     return {
         "openapi": "3.1.0",
         "info": {
