@@ -191,8 +191,8 @@ class Engine:
         A one-shot ``sluice run`` of function steps never touches Docker, so it does not pay for
         importing the client and pinging the daemon; ``sluice serve`` always offers the jobs API.
         """
-        if self.settings.recover:
-            return True
+        if self.settings.recover or any(s.name == "http" for s in self._services):
+            return True  # an engine with an API offers its jobs (`sluice run --api` too)
         return any(step.kind == "container" for wf in self.catalog.values() for step in wf.steps.values())
 
     async def _run_services(self) -> None:

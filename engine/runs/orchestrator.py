@@ -26,6 +26,7 @@ from engine.executors.base import Executor
 from engine.runs.admission import Admission, AdmissionSettings
 from engine.runs.driver import RunDriver
 from engine.runs.services import RunServices
+from engine.runtokens import RunTokens
 from engine.states import TERMINAL, Status
 from engine.store import audit, records
 from engine.store.records import RunRecord
@@ -64,6 +65,10 @@ class Orchestrator:
         self._cancel_reasons: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.admission = Admission(bus, self._start, admission or AdmissionSettings())
+        #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
+        self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
+        #: where function handlers reach the engine's API (set by the HTTP service once bound)
+        self.api_url: str | None = None
         self.services = RunServices(
             store=store,
             bus=bus,
@@ -74,6 +79,7 @@ class Orchestrator:
             progress=self.emit_progress,
             containers=self.container_runner,
             cancel_reason=self._cancel_reasons.get,
+            api=self._api_for,
         )
         self.finished = 0
         bus.on_runs(self.accept)
@@ -161,10 +167,16 @@ class Orchestrator:
         finally:
             self._tasks.pop(run_id, None)
             self._drivers.pop(run_id, None)
+            self.tokens.forget(run_id)
         if status in TERMINAL:
             self.finished += 1
             self._resolve(run_id, status)
         return status
+
+    def _api_for(self, run_id: str) -> dict[str, str] | None:
+        if self.api_url is None:
+            return None
+        return {"url": self.api_url, "token": self.tokens.mint(run_id)}
 
     async def _fail_broken(self, driver: RunDriver) -> None:
         run_id, now, old = driver.run.id, time.time(), driver.run.status
