@@ -119,6 +119,15 @@ class FailSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencySpec:
+    """A workflow's ``concurrency``: at most ``limit`` runs at once per value of ``key`` (one
+    bucket for the whole workflow when there is no key); the rest wait PENDING, in order."""
+
+    limit: int
+    key: Renderable | None = None  #: renders from ``event`` and ``params``
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     """One step; ``kind`` says which of function/container/wait/fail is set."""
 
@@ -241,3 +250,4 @@ class Workflow:
     on_failure: DestinationSpec | None = None
     #: the variables its ``${env:NAME}`` values came from: secrets wherever they go (secrets.py)
     secrets: frozenset[str] = frozenset()
+    concurrency: ConcurrencySpec | None = None

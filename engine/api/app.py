@@ -158,6 +158,7 @@ async def health(request: web.Request) -> web.Response:
             "workflows": len(engine.catalog),
             "active_runs": engine.orchestrator.active,
             "held_runs": engine.orchestrator.held,
+            "runs_waiting_for_key": engine.orchestrator.keyed.waiting,
             "events_accepted": engine.bus.events_accepted,
         }
     )

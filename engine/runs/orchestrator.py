@@ -25,6 +25,7 @@ from engine.bus.bus import Bus
 from engine.executors.base import Executor
 from engine.runs.admission import Admission, AdmissionSettings
 from engine.runs.driver import RunDriver
+from engine.runs.keyed import KeyedGate
 from engine.runs.services import RunServices
 from engine.runtokens import RunTokens
 from engine.states import TERMINAL, Status
@@ -65,6 +66,8 @@ class Orchestrator:
         self._cancel_reasons: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.admission = Admission(bus, self._start, admission or AdmissionSettings())
+        #: a workflow's ``concurrency``: runs over their key's limit wait here, PENDING, in order
+        self.keyed = KeyedGate(catalog)
         #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
         self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
         #: where function handlers reach the engine's API (set by the HTTP service once bound)
@@ -119,8 +122,11 @@ class Orchestrator:
     # -- intake -------------------------------------------------------------------------------
 
     def accept(self, runs: list[RunRecord]) -> None:
-        """Start driving committed runs, or hold them (the bus calls this after each commit)."""
-        for run in runs:
+        """Start driving committed runs, or hold them (the bus calls this after each commit).
+
+        Runs already started (recovery) come first: they hold their concurrency slots again before
+        a PENDING run of the same key can take one."""
+        for run in sorted(runs, key=lambda r: r.status != Status.RUNNING):
             if run.status in TERMINAL:  # refused at routing (bad input): already final in the store
                 self.emit_progress("run", run, None, run.status, {"error": run.error, "reason": None})
                 self._resolve(run.id, run.status)
@@ -132,6 +138,15 @@ class Orchestrator:
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
                 continue
+            if self.keyed.enter(run):
+                self.admission.offer(run)
+
+    def _release(self, run_id: str) -> None:
+        """A run ended: its concurrency slot goes to the next run of its key (none while draining:
+        the waiting runs stay PENDING and the next start runs them)."""
+        for run in self.keyed.leave(run_id):
+            if self.draining:
+                return
             self.admission.offer(run)
 
     def _start(self, run: RunRecord) -> None:
@@ -171,6 +186,7 @@ class Orchestrator:
         if status in TERMINAL:
             self.finished += 1
             self._resolve(run_id, status)
+            self._release(run_id)
         return status
 
     def _api_for(self, run_id: str) -> dict[str, str] | None:
@@ -201,27 +217,32 @@ class Orchestrator:
 
     async def wait(self, run_id: str, timeout_s: float | None = None) -> str:
         """Wait for a run to end; returns its status (raises TimeoutError, KeyError for no such run)."""
-        if run_id not in self._tasks and run_id not in self.admission.held:
+        if not self._here(run_id):
             row = await self.store.read(
                 lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             )
             if row is None:
                 raise KeyError(run_id)
-            if row[0] in TERMINAL or (run_id not in self._tasks and run_id not in self.admission.held):
+            if row[0] in TERMINAL or not self._here(run_id):
                 return str(row[0])
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
         async with asyncio.timeout(timeout_s):
             return await fut
 
+    def _here(self, run_id: str) -> bool:
+        """Driven, held by admission, or waiting for its concurrency key."""
+        return run_id in self._tasks or run_id in self.admission.held or self.keyed.is_waiting(run_id)
+
     async def cancel(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a running or held run; False when it is neither here."""
-        held = self.admission.withdraw(run_id)
+        held = self.keyed.withdraw(run_id) or self.admission.withdraw(run_id)
         if held is not None:  # never started: end it CANCELLED from PENDING, nothing ran
             driver = RunDriver(self.services, held, self.catalog[held.workflow])
             await driver.cancel_steps_and_run(reason)
             self.finished += 1
             self._resolve(run_id, Status.CANCELLED)
+            self._release(run_id)
             return True
         task = self._tasks.get(run_id)
         if task is None:
