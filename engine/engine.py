@@ -116,6 +116,10 @@ class Engine:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.crashed = False  #: a component failed and stopped the engine (``serve`` returns 1)
+        if self.bus.batched:  # a trigger with ``batch:``: its events wait for their batch's run
+            from engine.bus.batches import BatchWindows
+
+            self.add_service(BatchWindows(self.store, self.bus))
 
     def __repr__(self) -> str:
         return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"

@@ -150,6 +150,15 @@ class StepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """A trigger's ``batch``: its events go to one run per ``max_events`` or per ``window_s``
+    (from the first event waiting), whichever comes first, as SQS batches reach a Lambda."""
+
+    max_events: int
+    window_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class FileTrigger:
     """S3-style notifications for a folder (``path`` is absolute, resolved against the workflow)."""
 
@@ -163,6 +172,7 @@ class FileTrigger:
     events: tuple[str, ...] = ("created",)
     after: str = "keep"
     stable_s: float = 0.0
+    batch: BatchSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,7 @@ class WebhookTrigger:
     auth: Literal["hmac", "token", "none"] = "hmac"
     schema: dict[str, Any] | None = None
     max_body_bytes: int = MIB
+    batch: BatchSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +213,7 @@ class EventTrigger:
     pattern: dict[str, Any]
     compiled: Any
     input: Renderable | None = None
+    batch: BatchSpec | None = None
 
 
 TriggerSpec = FileTrigger | ScheduleTrigger | WebhookTrigger | EventTrigger
