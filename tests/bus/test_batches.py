@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -22,9 +19,8 @@ import pytest
 
 from engine.engine import Engine
 from engine.states import Status
-from tests.reliability.test_crash import free_port, healthy
 from tests.support.engines import MakeEngine, write_flow
-from tests.support.paths import ROOT
+from tests.support.serving import free_port, healthy, serve, stop
 from tests.support.waiting import wait_until_sync
 from workflows.errors import SpecErrors
 from workflows.loader import load_file
@@ -125,15 +121,6 @@ steps:
 """
 
 
-def serve(cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with (cwd / "serve.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "flows", "--port", str(port), "--grace", "1"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-
-
 class Producer(threading.Thread):
     """PutEvents of 10 orders at a time, as fast as the engine takes them; keeps what was acked."""
 
@@ -191,8 +178,7 @@ def test_kill_9_loses_no_batched_event_and_repeats_none(tmp_path: Path) -> None:
         wait_until_sync(settled, 60, what="every batch run")
     finally:
         producer.stop.set()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop(proc, 30)
     with sqlite3.connect(db) as conn:
         bodies = conn.execute(
             "SELECT e.body, r.status FROM runs r JOIN events e ON e.id = r.event_id "
