@@ -45,6 +45,16 @@ class KeyedGate:
         bucket = self._bucket_of.get(run_id)
         return bucket is not None and run_id not in self._running.get(bucket, ())
 
+    def reason(self, run_id: str) -> str | None:
+        """Why a waiting run has not started (the API shows it), or None when it is not waiting."""
+        if not self.is_waiting(run_id):
+            return None
+        workflow, key = self._bucket_of[run_id]
+        ahead = next(i for i, r in enumerate(self._waiting[(workflow, key)]) if r.id == run_id)
+        running = len(self._running.get((workflow, key), ()))
+        what = "its concurrency" if key == "" else f"concurrency key {key!r}" if key else "its unrendered key"
+        return f"waiting for {what}: {running} runs running, {ahead} waiting ahead of it"
+
     def bucket(self, run: RunRecord) -> Bucket | None:
         """The run's (workflow, key), or None when its workflow has no ``concurrency``."""
         wf = self.catalog.get(run.workflow)

@@ -8,8 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from engine.api.app import build_app
 from engine.engine import Engine
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
@@ -83,6 +86,16 @@ async def test_at_most_two_runs_per_customer_the_rest_wait_in_order(
     assert status == {"a1": "RUNNING", "a2": "RUNNING", "a3": "PENDING", "a4": "PENDING",
                       "b1": "RUNNING", "b2": "RUNNING"}  # fmt: skip
     assert engine.orchestrator.keyed.waiting == 2
+    server = TestServer(build_app(engine))
+    await server.start_server()
+    try:
+        url = server.make_url(f"/api/v1/runs/{ids['a4']}")
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            shown = await resp.json()
+    finally:
+        await server.close()
+    assert shown["status"] == "PENDING"
+    assert shown["reason"] == "waiting for concurrency key 'a': 2 runs running, 1 waiting ahead of it"
     gates["a2"].touch()  # one of customer a's ends: the oldest waiting one of a starts, not a4
     assert await engine.orchestrator.wait(ids["a2"], 10) == Status.SUCCEEDED
     await settle(engine, 4)
