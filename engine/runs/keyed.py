@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from engine.states import Status
 from engine.store.records import RunRecord
 from workflows.spec import Workflow
 
@@ -82,7 +83,9 @@ class KeyedGate:
         assert wf.concurrency is not None
         running = self._running.setdefault(bucket, set())
         self._bucket_of[run.id] = bucket
-        if len(running) < wf.concurrency.limit and not self._waiting.get(bucket):
+        # a run recovered mid-way keeps going (even over a limit lowered since): it had its slot
+        started = run.status == Status.RUNNING
+        if started or (len(running) < wf.concurrency.limit and not self._waiting.get(bucket)):
             running.add(run.id)
             return True
         self._waiting.setdefault(bucket, deque()).append(run)
