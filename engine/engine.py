@@ -116,6 +116,10 @@ class Engine:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.crashed = False  #: a component failed and stopped the engine (``serve`` returns 1)
+        if self.bus.batched:  # a trigger with ``batch:``: its events wait for their batch's run
+            from engine.bus.batches import BatchWindows
+
+            self.add_service(BatchWindows(self.store, self.bus))
 
     def __repr__(self) -> str:
         return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"
@@ -191,8 +195,8 @@ class Engine:
         A one-shot ``sluice run`` of function steps never touches Docker, so it does not pay for
         importing the client and pinging the daemon; ``sluice serve`` always offers the jobs API.
         """
-        if self.settings.recover:
-            return True
+        if self.settings.recover or any(s.name == "http" for s in self._services):
+            return True  # an engine with an API offers its jobs (`sluice run --api` too)
         return any(step.kind == "container" for wf in self.catalog.values() for step in wf.steps.values())
 
     async def _run_services(self) -> None:

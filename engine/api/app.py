@@ -10,6 +10,7 @@ decided by the composition root, engine/server.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -157,6 +158,7 @@ async def health(request: web.Request) -> web.Response:
             "workflows": len(engine.catalog),
             "active_runs": engine.orchestrator.active,
             "held_runs": engine.orchestrator.held,
+            "runs_waiting_for_key": engine.orchestrator.keyed.waiting,
             "events_accepted": engine.bus.events_accepted,
         }
     )
@@ -249,6 +251,8 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
     run_id = summary["run_id"]
+    if summary["status"] == "PENDING" and summary.get("reason") is None:
+        summary["reason"] = _engine(request).orchestrator.keyed.reason(run_id)
     async with _engine(request).store.reader() as db:
         attempts = await queries.run_attempts(db, run_id)
     by_step: dict[str, list[dict[str, Any]]] = {}
@@ -418,6 +422,15 @@ async def list_events(request: web.Request) -> web.Response:
     return web.json_response({"events": found})
 
 
+def worker_url(host: str, port: int) -> str:
+    """Where this engine's function workers (on the same machine) reach the API bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class HttpService:
     """The HTTP server as an Engine service: bound when ``start`` returns, closed when cancelled."""
 
@@ -437,7 +450,8 @@ class HttpService:
         return f"<HttpService {self.engine.settings.host}:{self.port}>"
 
     def _app(self) -> web.Application:
-        app = build_app(self.engine, self.groups, self.auth)
+        auth = dataclasses.replace(self.auth, run_tokens=self.engine.orchestrator.tokens)
+        app = build_app(self.engine, self.groups, auth)
         app[RAW_BODIES] = True  # bodies are decoded by us, within their limits (triggers/webhook.py)
         return app
 
@@ -450,6 +464,7 @@ class HttpService:
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
+        self.engine.orchestrator.api_url = worker_url(settings.host, self.port)
         log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
 
     async def run(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.bus import batch_rows
 from engine.bus.destinations import final_status, record_event, workflow_targets
 from engine.bus.routing import RuleIndex
 from engine.errors import INVALID_INPUT, error_record
@@ -36,7 +37,7 @@ from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
 from workflows.patterns import prepare_event
-from workflows.spec import EventTrigger, Workflow
+from workflows.spec import BatchSpec, EventTrigger, ScheduleTrigger, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,13 @@ class Bus:
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
+        #: triggers whose events wait for a batch (engine/bus/batches.py closes them into runs)
+        self.batched: dict[tuple[str, str], BatchSpec] = {
+            (wf.name, t.name): t.batch
+            for wf in catalog.values()
+            for t in wf.triggers
+            if not isinstance(t, ScheduleTrigger) and t.batch is not None
+        }
         store.linger = self.flooding  # a flood's webhooks then share their commits (engine/store.py)
 
     def _compile_rules(self) -> None:
@@ -264,17 +272,24 @@ class Bus:
         params: Mapping[str, Any] | None,
         input_tpl: Any,
         depth: int,
+        *,
+        batched: bool = False,
     ) -> RunRecord | None:
         """Create one run of ``workflow`` for ``env`` inside the caller's transaction.
 
         Params come from ``params`` as given, else the trigger's ``input`` template rendered with
         the event; input that does not fit the workflow creates the run FAILED with the reason.
-        Returns None when the (event, workflow) pair already has a run. Call :meth:`deliver`
-        with the returned runs after the commit (routing and replay do).
+        Returns None when the (event, workflow) pair already has a run, or when the trigger
+        takes its events in batches: the event then waits for its batch, committed with it
+        (``batched`` is the batch's own event, closed by engine/bus/batches.py). Call
+        :meth:`deliver` with the returned runs after the commit (routing and replay do).
         """
         wf = self._catalog.get(workflow)
         if wf is None:
             raise KeyError(f"no workflow named {workflow!r}")
+        if not batched and trigger is not None and (workflow, trigger) in self.batched:
+            batch_rows.add(conn, workflow, trigger, env["id"], depth, self.clock())
+            return None
         if input_tpl is None and trigger is not None and params is None:
             input_tpl = _trigger_input(wf, trigger)
         now = self.clock()

@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=count, default=None, help="warm function workers (default: cores)")
     p.add_argument("--max-workers", type=count, default=None, help="scale-out ceiling (default: 32)")
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="serve a private API on loopback for the run's functions (context.sluice) and attach Docker",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
@@ -278,17 +283,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_workers=args.max_workers,
         recover=False,
+        host="127.0.0.1",
+        port=0,  # the private API of --api: an ephemeral port, loopback only
     )
-    return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
+    return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json, api=args.api))
 
 
 async def _run_once(
-    settings: Settings, catalog: Catalog, wf: Workflow, params: dict[str, Any], *, as_json: bool
+    settings: Settings,
+    catalog: Catalog,
+    wf: Workflow,
+    params: dict[str, Any],
+    *,
+    as_json: bool,
+    api: bool = False,
 ) -> int:
     from engine.cli.progress import ProgressPrinter, render_outputs
     from engine.engine import Engine
 
     engine = Engine(settings, catalog)
+    if api:  # for context.sluice: a token nobody is told, so only the run's own token gets in
+        from engine.api import batch as batch_api
+        from engine.api.app import HttpService
+        from engine.api.auth import AuthPolicy, new_token
+
+        http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", new_token()))
+        engine.add_service(http, closer=http.aclose)
     printer = ProgressPrinter(sys.stderr)
     async with engine:
         if not as_json:

@@ -36,6 +36,8 @@ class FunctionCall:
     log_path: str | None = None  #: stdout/stderr/logging of the attempt go here
     index: int | None = None  #: fan-out index, when the step has ``for_each``
     extra: dict[str, Any] = field(default_factory=dict)  #: more context fields for the handler
+    #: ``{"url", "token"}``: the engine's API for ``context.sluice``, with a token for this run only
+    api: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,4 +176,5 @@ def request_body(call: FunctionCall) -> dict[str, Any]:
         "memory_bytes": call.memory_bytes,
         "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
         "extra": call.extra,
+        "api": call.api,
     }

@@ -364,6 +364,7 @@ class RunDriver:
             log_path=log_path,
             index=None if idx < 0 else idx,
             extra={"workflow": self.run.workflow},
+            api=self.services.api(run_id),
         )
         try:
             outcome = await self.services.functions.execute(call)

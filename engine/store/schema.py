@@ -225,4 +225,18 @@ MIGRATIONS: list[str] = [
         created_at  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 7: a trigger's events waiting for their batch (engine/bus/batches.py); a batch's run and the
+    # deletion of its rows commit together
+    """
+    CREATE TABLE batch_items (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow  TEXT NOT NULL,
+        trigger   TEXT NOT NULL,
+        event_id  TEXT NOT NULL,
+        depth     INTEGER NOT NULL DEFAULT 0,
+        added_at  REAL NOT NULL,
+        UNIQUE (workflow, trigger, event_id)
+    );
+    CREATE INDEX batch_items_trigger ON batch_items (workflow, trigger, seq);
+    """,
 ]
