@@ -1,10 +1,10 @@
 """The API's history pages as the store grows (issue 19): ``python -m bench.history [--runs N]``.
 
 Fills a real store with N finished runs (plain SQL, in the store's own schema: the fixture, not
-the thing measured), then times through ``Store.read`` what ``GET /api/v1/runs`` and the
-dashboard ask: the first page, a page filtered by status and by workflow, the tenth page by
-cursor; and how long a one-row read waits while another client's long read is running (reads
-must not queue behind one another).
+the thing measured), then times through the store's read pool (aiosqlite, engine/store/queries.py)
+what ``GET /api/v1/runs`` and the dashboard ask: the first page, a page filtered by status and
+by workflow, the tenth page by cursor; and how long a one-row read waits while another client's
+long read is running (reads must not queue behind one another).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.api.dashboard import status_counts
 from engine.ids import event_id, ordered_id
-from engine.store import records
+from engine.store import queries
 from engine.store.store import Store
 
 WORKFLOWS = [f"wf{i}" for i in range(10)]
@@ -48,19 +48,30 @@ def fill(path: Path, runs: int) -> None:
     conn.close()
 
 
-def full_count(conn: sqlite3.Connection) -> Any:
+async def full_count(db: Any) -> Any:
     """What the dashboard asked before: every state counted over the whole history."""
-    return conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+    return await db.execute_fetchall("SELECT status, COUNT(*) FROM runs GROUP BY status")
 
 
 async def timed(store: Store, fn: Any, reps: int = 20) -> float:
-    """Median milliseconds of ``store.read(fn)``."""
+    """Median milliseconds of ``await fn(db)`` on a pooled read connection, borrowing included."""
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        await store.read(fn)
+        async with store.reader() as db:
+            await fn(db)
         samples.append((time.perf_counter() - t0) * 1000)
     return round(statistics.median(samples), 3)
+
+
+async def page(store: Store, **kw: Any) -> Any:
+    async with store.reader() as db:
+        return await queries.list_runs(db, limit=50, **kw)
+
+
+async def one_row(store: Store) -> None:
+    async with store.reader() as db:
+        await db.execute_fetchall("SELECT 1")
 
 
 async def measure(runs: int) -> dict[str, Any]:
@@ -75,36 +86,38 @@ async def measure(runs: int) -> dict[str, Any]:
         store = Store(path)
         await store.open()
         try:
-            page = await store.read(lambda c: records.list_runs(c, limit=50))
-            cursor = page[-1]["run_id"] if page else None
+            found = await page(store)
+            cursor = found[-1]["run_id"] if found else None
             for _ in range(8):
-                page = await store.read(
-                    lambda c, before=cursor: records.list_runs(c, limit=50, before=before)
-                )
-                cursor = page[-1]["run_id"]
+                found = await page(store, before=cursor)
+                cursor = found[-1]["run_id"]
             out: dict[str, Any] = {
                 "runs": runs,
                 "fill_s": round(filled_s, 1),
-                "first_page_ms": await timed(store, lambda c: records.list_runs(c, limit=50)),
+                "first_page_ms": await timed(store, lambda db: queries.list_runs(db, limit=50)),
                 "status_page_ms": await timed(
-                    store, lambda c: records.list_runs(c, status="FAILED", limit=50)
+                    store, lambda db: queries.list_runs(db, status="FAILED", limit=50)
                 ),
                 "workflow_page_ms": await timed(
-                    store, lambda c: records.list_runs(c, workflow="wf3", limit=50)
+                    store, lambda db: queries.list_runs(db, workflow="wf3", limit=50)
                 ),
-                "tenth_page_ms": await timed(store, lambda c: records.list_runs(c, limit=50, before=cursor)),
+                "tenth_page_ms": await timed(
+                    store, lambda db: queries.list_runs(db, limit=50, before=cursor)
+                ),
                 "dashboard_counts_ms": await timed(store, status_counts),
                 "full_count_ms": await timed(store, full_count, reps=3),
             }
             # a long read (another client's full scan) and a one-row read sent just after it
             slow = asyncio.ensure_future(
-                store.read(
-                    lambda c: c.execute("SELECT count(*) FROM runs WHERE params LIKE '%x%'").fetchone()
+                timed(
+                    store,
+                    lambda db: db.execute_fetchall("SELECT count(*) FROM runs WHERE params LIKE '%x%'"),
+                    reps=1,
                 )
             )
             await asyncio.sleep(0.005)
             t0 = time.perf_counter()
-            await store.read(lambda c: c.execute("SELECT 1").fetchone())
+            await one_row(store)
             out["small_read_beside_long_read_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             t0 = time.perf_counter()
             await slow

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from engine.bus.bus import Bus, Target
 from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
 from engine.executors.base import Executor
+from engine.pauses import TriggerPauses
 from engine.runs.admission import AdmissionSettings
 from engine.runs.orchestrator import Orchestrator
-from engine.store import records
+from engine.store import queries
+from engine.store.kv import StoreKV
 from engine.store.store import Store
 from engine.types import Service
 from workflows import secrets
@@ -89,6 +91,8 @@ class Engine:
         secrets.register(name for wf in catalog.values() for name in wf.secrets)
         self.store = Store(settings.data_dir / "sluice.db")
         self.bus = Bus(self.store, catalog)
+        self.pauses = TriggerPauses(StoreKV(self.store))  #: loaded at start, before the triggers
+        self.bus.paused = lambda: self.pauses.paused
         if functions is None:
             from engine.executors.function import FunctionExecutor
 
@@ -116,6 +120,10 @@ class Engine:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.crashed = False  #: a component failed and stopped the engine (``serve`` returns 1)
+        if self.bus.batched:  # a trigger with ``batch:``: its events wait for their batch's run
+            from engine.bus.batches import BatchWindows
+
+            self.add_service(BatchWindows(self.store, self.bus))
 
     def __repr__(self) -> str:
         return f"<Engine data_dir={self.settings.data_dir} {self.orchestrator!r}>"
@@ -139,6 +147,7 @@ class Engine:
         secrets.install_log_filter()
         self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
+        await self.pauses.load()
         attaching = None
         if self._wants_batch():
             # in the background: a slow dockerd must not hold up resumed function steps; container
@@ -191,8 +200,8 @@ class Engine:
         A one-shot ``sluice run`` of function steps never touches Docker, so it does not pay for
         importing the client and pinging the daemon; ``sluice serve`` always offers the jobs API.
         """
-        if self.settings.recover:
-            return True
+        if self.settings.recover or any(s.name == "http" for s in self._services):
+            return True  # an engine with an API offers its jobs (`sluice run --api` too)
         return any(step.kind == "container" for wf in self.catalog.values() for step in wf.steps.values())
 
     async def _run_services(self) -> None:
@@ -245,7 +254,8 @@ class Engine:
         return result.run_ids[0]
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
-        return await self.store.read(lambda c: records.run_summary(c, run_id))
+        async with self.store.reader() as db:
+            return await queries.run_summary(db, run_id)
 
     async def run_to_end(
         self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None

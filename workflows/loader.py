@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from workflows import secrets
+from workflows.concurrency import parse_concurrency
 from workflows.dag import Dag, find_problems
 from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
@@ -30,6 +31,7 @@ from workflows.steps import check_templates, parse_steps
 
 _TOP_FIELDS = (
     "name", "description", "triggers", "params", "steps", "outputs", "notify", "on_success", "on_failure",
+    "concurrency",
 )  # fmt: skip
 
 
@@ -201,6 +203,7 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozense
     on_success = parse_destination(ctx, "on_success", raw.get("on_success"))
     on_failure = parse_destination(ctx, "on_failure", raw.get("on_failure"))
     outputs = ctx.template("outputs", raw.get("outputs"))
+    concurrency = parse_concurrency(ctx, raw.get("concurrency"))
     dag = _dag(ctx, steps)
     if dag is None:
         return None
@@ -219,6 +222,7 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozense
         on_success=on_success,
         on_failure=on_failure,
         secrets=secret_names,
+        concurrency=concurrency,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from typing import Any, cast
 
 import yaml
 
+from workflows.batching import parse_batch
 from workflows.errors import PatternError, ScheduleError
 from workflows.fields import (
     NAME,
@@ -139,12 +141,15 @@ def parse_triggers(ctx: FileCtx, raw: Any) -> tuple[TriggerSpec, ...]:
             continue
         kind = kinds[0]
         counts[kind] += 1
-        extra = _SCHEDULE_SIBLINGS if kind == "schedule" else ()
+        extra = _SCHEDULE_SIBLINGS if kind == "schedule" else ("batch",)
         ctx.fields(where, item, (kind, "name", "input", *extra))
         name = read_str(ctx, f"{where}.name", item.get("name"), "nightly") or f"{kind}-{counts[kind]}"
         trigger = _TRIGGER_PARSERS[kind](
             ctx, where, item, name, _trigger_input(ctx, where, item.get("input"))
         )
+        batch = parse_batch(ctx, f"{where}.batch", item.get("batch")) if kind != "schedule" else None
+        if batch is not None and isinstance(trigger, FileTrigger | WebhookTrigger | EventTrigger):
+            trigger = dataclasses.replace(trigger, batch=batch)
         if trigger is not None:
             triggers.append(trigger)
     _unique_trigger_names(ctx, triggers)

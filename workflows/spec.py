@@ -119,6 +119,15 @@ class FailSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencySpec:
+    """A workflow's ``concurrency``: at most ``limit`` runs at once per value of ``key`` (one
+    bucket for the whole workflow when there is no key); the rest wait PENDING, in order."""
+
+    limit: int
+    key: Renderable | None = None  #: renders from ``event`` and ``params``
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     """One step; ``kind`` says which of function/container/wait/fail is set."""
 
@@ -144,6 +153,15 @@ class StepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """A trigger's ``batch``: its events go to one run per ``max_events`` or per ``window_s``
+    (from the first event waiting), whichever comes first, as SQS batches reach a Lambda."""
+
+    max_events: int
+    window_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class FileTrigger:
     """S3-style notifications for a folder (``path`` is absolute, resolved against the workflow)."""
 
@@ -157,6 +175,7 @@ class FileTrigger:
     events: tuple[str, ...] = ("created",)
     after: str = "keep"
     stable_s: float = 0.0
+    batch: BatchSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +205,7 @@ class WebhookTrigger:
     auth: Literal["hmac", "token", "none"] = "hmac"
     schema: dict[str, Any] | None = None
     max_body_bytes: int = MIB
+    batch: BatchSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +216,7 @@ class EventTrigger:
     pattern: dict[str, Any]
     compiled: Any
     input: Renderable | None = None
+    batch: BatchSpec | None = None
 
 
 TriggerSpec = FileTrigger | ScheduleTrigger | WebhookTrigger | EventTrigger
@@ -244,3 +265,4 @@ class Workflow:
     on_failure: DestinationSpec | None = None
     #: the variables its ``${env:NAME}`` values came from: secrets wherever they go (secrets.py)
     secrets: frozenset[str] = frozenset()
+    concurrency: ConcurrencySpec | None = None

@@ -1,15 +1,17 @@
 """The HTTP surface: webhooks, the management API under ``/api/v1/`` and the dashboard.
 
 Every answer of ``/api/v1`` and ``/hooks`` is JSON; every error is ``{"error": {"code",
-"message"}}`` (engine/api/http.py). Handlers only read through ``engine.store.read`` and write
-through the bus or the orchestrator, like any other component. Which route groups beyond the
-core ones an app serves (batch jobs, notifications) is decided by the composition root,
-engine/server.py.
+"message"}}`` (engine/api/http.py). Handlers only read through the store's read pool
+(engine/store/queries.py) and write through the bus or the orchestrator, like any other
+component. Which route groups beyond the core ones an app serves (batch jobs, notifications) is
+decided by the composition root, engine/server.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -37,7 +39,7 @@ from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
-from engine.store import records
+from engine.store import queries
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
@@ -76,6 +78,8 @@ def build_app(
     app.router.add_get("/api/v1/openapi.json", serve_document)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
+    app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/pause", pause_trigger)
+    app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/resume", pause_trigger)
     app.router.add_get("/api/v1/runs", list_runs)
     app.router.add_get("/api/v1/runs/{id}", get_run)
     app.router.add_post("/api/v1/runs/{id}/cancel", cancel_run)
@@ -103,7 +107,8 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
         for spec in wf.triggers:
             if isinstance(spec, WebhookTrigger):
                 emit = engine.bus.emitter(wf.name, spec.name)
-                endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait)
+                paused = functools.partial(engine.pauses.is_paused, wf.name, spec.name)
+                endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait, paused=paused)
     return endpoints
 
 
@@ -157,6 +162,7 @@ async def health(request: web.Request) -> web.Response:
             "workflows": len(engine.catalog),
             "active_runs": engine.orchestrator.active,
             "held_runs": engine.orchestrator.held,
+            "runs_waiting_for_key": engine.orchestrator.keyed.waiting,
             "events_accepted": engine.bus.events_accepted,
         }
     )
@@ -183,6 +189,7 @@ async def list_workflows(request: web.Request) -> web.Response:
         for view in triggers:
             if view["kind"] == "webhook":
                 view["url"] = f"/hooks/{wf.name}/{view['name']}"
+            view.update(_engine(request).pauses.view(wf.name, view["name"]))
         params = {
             p.name: {
                 "type": p.type,
@@ -203,6 +210,27 @@ async def list_workflows(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"workflows": out})
+
+
+async def pause_trigger(request: web.Request) -> web.Response:
+    """``.../pause`` and ``.../resume``: idempotent; ``changed`` says whether this call changed it."""
+    engine, name, trigger = _engine(request), request.match_info["name"], request.match_info["trigger"]
+    wf = engine.catalog.get(name)
+    if wf is None:
+        raise ApiError(404, "unknown_workflow", f"no workflow {name!r}; list them with GET /api/v1/workflows")
+    spec = next((t for t in wf.triggers if t.name == trigger), None)
+    if spec is None:
+        known = ", ".join(t.name for t in wf.triggers) or "none"
+        raise ApiError(
+            404, "unknown_trigger", f"workflow {name!r} has no trigger {trigger!r} (it has: {known})"
+        )
+    await json_body(request, default={})  # no fields; a body, if sent, must still be JSON
+    if request.path.endswith("/pause"):
+        changed = await engine.pauses.pause(name, trigger)
+    else:
+        changed = await engine.pauses.resume(name, trigger)
+    view = {"workflow": name, "trigger": trigger, "kind": _trigger_view(spec)["kind"]}
+    return web.json_response({**view, **engine.pauses.view(name, trigger), "changed": changed})
 
 
 async def start_run(request: web.Request) -> web.Response:
@@ -229,9 +257,9 @@ async def list_runs(request: web.Request) -> web.Response:
 
     since, until = time_param(request, "since"), time_param(request, "until")
 
-    def query(conn: Any) -> list[dict[str, Any]] | None:
-        return records.list_runs(
-            conn,
+    async with _engine(request).store.reader() as db:
+        runs = await queries.list_runs(
+            db,
             workflow=q.get("workflow"),
             status=q.get("status"),
             limit=limit,
@@ -240,8 +268,6 @@ async def list_runs(request: web.Request) -> web.Response:
             since=since,
             until=until,
         )
-
-    runs = await _engine(request).store.read(query)
     if runs is None:
         raise ApiError(400, "bad_cursor", f"before={q.get('before')!r} is not a run id; use the 'next' value")
     nxt = runs[-1]["run_id"] if len(runs) == limit else None
@@ -251,7 +277,10 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
     run_id = summary["run_id"]
-    attempts = await _engine(request).store.read(lambda c: records.run_attempts(c, run_id))
+    if summary["status"] == "PENDING" and summary.get("reason") is None:
+        summary["reason"] = _engine(request).orchestrator.keyed.reason(run_id)
+    async with _engine(request).store.reader() as db:
+        attempts = await queries.run_attempts(db, run_id)
     by_step: dict[str, list[dict[str, Any]]] = {}
     for att in attempts:
         att.pop("log_path", None)
@@ -324,7 +353,8 @@ async def run_logs(request: web.Request) -> web.Response:
     except attempt_logs.BadCursor as exc:
         raise ApiError(400, "bad_cursor", str(exc)) from None
     run_id = summary["run_id"]
-    attempts = await engine.store.read(lambda c: records.run_attempts(c, run_id, step, attempt))
+    async with engine.store.reader() as db:
+        attempts = await queries.run_attempts(db, run_id, step, attempt)
     if step is not None and not attempts:
         raise ApiError(
             404, "no_attempts", f"run {run_id} has no attempts of step {step!r} (attempt {attempt})"
@@ -406,17 +436,25 @@ async def list_events(request: web.Request) -> web.Response:
     since, until = time_param(request, "since"), time_param(request, "until")
     q = request.query
 
-    def query(conn: Any) -> list[dict[str, Any]]:
-        return records.list_events(
-            conn,
+    async with _engine(request).store.reader() as db:
+        found = await queries.list_events(
+            db,
             source=q.get("source"),
             detail_type=q.get("detail_type"),
             since=since,
             until=until,
             limit=limit,
         )
+    return web.json_response({"events": found})
 
-    return web.json_response({"events": await _engine(request).store.read(query)})
+
+def worker_url(host: str, port: int) -> str:
+    """Where this engine's function workers (on the same machine) reach the API bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class HttpService:
@@ -438,7 +476,8 @@ class HttpService:
         return f"<HttpService {self.engine.settings.host}:{self.port}>"
 
     def _app(self) -> web.Application:
-        app = build_app(self.engine, self.groups, self.auth)
+        auth = dataclasses.replace(self.auth, run_tokens=self.engine.orchestrator.tokens)
+        app = build_app(self.engine, self.groups, auth)
         app[RAW_BODIES] = True  # bodies are decoded by us, within their limits (triggers/webhook.py)
         return app
 
@@ -451,6 +490,7 @@ class HttpService:
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
+        self.engine.orchestrator.api_url = worker_url(settings.host, self.port)
         log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
 
     async def run(self) -> None:

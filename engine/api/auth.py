@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ from aiohttp.typedefs import Middleware
 
 from engine.api.http import Handler
 from engine.config import ConfigError
+from engine.runtokens import PREFIX as RUN_TOKEN_PREFIX
+from engine.runtokens import RunTokens
 from triggers.webhook import json_error
 from workflows.secrets import register as register_secret
 
@@ -103,6 +107,8 @@ class AuthPolicy:
     bound_host: str = "127.0.0.1"
     token: str | None = field(default=None, repr=False)
     allowed_hosts: frozenset[str] = frozenset()
+    #: the function handlers' run-scoped tokens (engine/runtokens.py); None: refused like any wrong token
+    run_tokens: RunTokens | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
@@ -210,6 +216,9 @@ def guard(policy: AuthPolicy) -> Middleware:
             and not policy.host_allowed(host_name(origin.split("://", 1)[-1].split("/", 1)[0]))
         ):
             return json_error(403, "cross_origin", f"requests from the web page {origin} are refused")
+        bearer = _bearer(request)
+        if bearer is not None and bearer.startswith(RUN_TOKEN_PREFIX):
+            return await _as_run(policy, bearer, request, handler)
         if (
             policy.token is not None
             and _needs_token(request.path)
@@ -242,6 +251,67 @@ def guard(policy: AuthPolicy) -> Middleware:
         return await handler(request)
 
     return check
+
+
+# -- run-scoped tokens (a function handler's context.sluice) -------------------------------------
+
+#: what a run's token may do: (method, path pattern, what the path's id must be: "own" = the run
+#: itself or a job/run it made, None = anything); every other route is refused
+_RUN_ROUTES: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
+    ("POST", re.compile(r"/api/v1/jobs"), None),
+    ("GET", re.compile(r"/api/v1/jobs/(?P<id>[^/]+)(?:/logs)?"), "own"),
+    ("POST", re.compile(r"/api/v1/jobs/(?P<id>[^/]+)/(?:cancel|terminate)"), "own"),
+    ("POST", re.compile(r"/api/v1/events"), None),
+    ("POST", re.compile(r"/api/v1/workflows/[^/]+/runs"), None),
+    ("GET", re.compile(r"/api/v1/runs/(?P<id>[^/]+)(?:/logs)?"), "own"),
+    ("POST", re.compile(r"/api/v1/runs/(?P<id>[^/]+)/cancel"), "own"),
+)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+async def _as_run(
+    policy: AuthPolicy, token: str, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """A request on behalf of one run: only its own run and the jobs and runs it made."""
+    run_id = None if policy.run_tokens is None else policy.run_tokens.run_of(token)
+    if run_id is None or policy.run_tokens is None:
+        return json_error(
+            401,
+            "run_token_expired",
+            "this run token is void: its run has ended, or the engine restarted since it was made "
+            "(a run's token works only while that run is running)",
+            headers={"WWW-Authenticate": 'Bearer realm="sluice"'},
+        )
+    tokens = policy.run_tokens
+    for method, pattern, scope in _RUN_ROUTES:
+        match = pattern.fullmatch(request.path)
+        if request.method != method or match is None:
+            continue
+        thing = match.groupdict().get("id")
+        if scope == "own" and thing is not None and not tokens.owns(run_id, thing):
+            return json_error(
+                403,
+                "not_this_runs",
+                f"{thing} was not made by run {run_id}; a run's token reaches only "
+                "its own run and the jobs and runs it submitted",
+            )
+        response = await handler(request)
+        if method == "POST" and response.status == 201 and isinstance(response, web.Response):
+            made = json.loads(response.body or b"{}") if isinstance(response.body, bytes) else {}
+            for key in ("job_id", "run_id"):
+                if isinstance(made.get(key), str):
+                    tokens.own(run_id, made[key])
+        return response
+    return json_error(
+        403,
+        "not_for_run_tokens",
+        f"{request.method} {request.path} is not open to a run's token; it may "
+        "submit, describe, wait for and cancel jobs, put events, and start and describe runs",
+    )
 
 
 # -- the dashboard's login form -----------------------------------------------------------------

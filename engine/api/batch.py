@@ -13,6 +13,7 @@ Served by ``sluice serve`` (engine/server.py adds the group)::
     GET|POST /api/v1/definitions
     GET|POST /api/v1/queues,  PATCH /api/v1/queues/{name}
     GET|POST /api/v1/environments,  PATCH /api/v1/environments/{name}
+    POST /api/v1/environments/{name}/reclaim   take an interruptible environment's capacity back
 
 Errors are ``{"error": {"code", "message"}}``; without a Docker engine every route answers 503.
 """
@@ -162,6 +163,10 @@ async def environments(batch: BatchService, request: web.Request) -> web.Respons
     return web.json_response(out, status=201 if request.method == "POST" else 200)
 
 
+async def reclaim(batch: BatchService, request: web.Request) -> web.Response:
+    return web.json_response(await batch.reclaim(request.match_info["name"]))
+
+
 def routes(engine: Engine) -> Callable[[web.Application], None]:
     """The batch route group for ``engine``'s app (503 while no Docker engine is attached)."""
     return lambda app: add_routes(app, engine)
@@ -180,3 +185,4 @@ def add_routes(app: web.Application, engine: Engine) -> None:
         r.add_post(f"/api/v1/{path}", _route(engine, fn))
     r.add_patch("/api/v1/queues/{name}", _route(engine, queues))
     r.add_patch("/api/v1/environments/{name}", _route(engine, environments))
+    r.add_post("/api/v1/environments/{name}/reclaim", _route(engine, reclaim))

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import jinja2
 from aiohttp import web
 
 from engine.events import iso
 from engine.notify import outbox
-from engine.store import records
+from engine.store import queries
 from workflows.spec import Workflow
 
 TAIL_LINES = 200
@@ -65,10 +66,15 @@ _env.globals["duration"] = _duration
 COUNT_CAP = 10_000
 
 
-def status_counts(conn: Any) -> dict[str, int]:
-    """Runs per state, each counted up to ``COUNT_CAP + 1`` (an index walk that stops there)."""
-    sql = "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE status = ? LIMIT ?)"
-    return {s: int(conn.execute(sql, (s, COUNT_CAP + 1)).fetchone()[0]) for s in RUN_STATES}
+async def status_counts(db: aiosqlite.Connection) -> dict[str, int]:
+    """Runs per state, each counted up to ``COUNT_CAP + 1`` (an index walk that stops there).
+
+    One statement for all the states: one hop to the reader's thread, not one per state."""
+    one = "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE status = ? LIMIT ?)"
+    sql = "SELECT " + ", ".join(f"({one})" for _ in RUN_STATES)
+    args = [a for s in RUN_STATES for a in (s, COUNT_CAP + 1)]
+    row = next(iter(await db.execute_fetchall(sql, args)))
+    return {s: int(n) for s, n in zip(RUN_STATES, row, strict=True)}
 
 
 def dag_layout(wf: Workflow, states: dict[str, Any]) -> dict[str, Any]:
@@ -192,9 +198,9 @@ class Pages:
         hours = q.get("hours") or ""
         since = time.time() - float(hours) * 3600 if hours in SPANS else None
 
-        def read(conn: Any) -> tuple[list[dict[str, Any]] | None, dict[str, int]]:
-            found = records.list_runs(
-                conn,
+        async with self.engine.store.reader() as db:
+            found = await queries.list_runs(
+                db,
                 workflow=workflow,
                 status=status,
                 limit=PAGE,
@@ -202,9 +208,7 @@ class Pages:
                 trigger=trigger,
                 since=since,
             )
-            return found, status_counts(conn)
-
-        found, counts = await self.engine.store.read(read)
+            counts = await status_counts(db)
         found = found or []
         context = {
             "runs": found,
@@ -232,8 +236,9 @@ class Pages:
         run = await self.engine.describe_run(run_id)
         if run is None:
             return self.not_found(f"no run {run_id}", "/", "back to the runs")
-        attempts = await self.engine.store.read(lambda c: records.run_attempts(c, run_id))
-        done = await self.engine.store.read(lambda c: _children_done(c, run_id))
+        async with self.engine.store.reader() as db:
+            attempts = await queries.run_attempts(db, run_id)
+            done = await _children_done(db, run_id)
         for name, step in run["steps"].items():  # fan-outs and arrays: "37/120" children ended
             step["progress"] = f"{done.get(name, 0)}/{step['items']}" if step.get("items") else ""
         paths = [a.pop("log_path") for a in attempts]
@@ -253,7 +258,8 @@ class Pages:
         return self.page("_run.html" if request.query.get("fragment") else "run.html", **context)
 
     async def workflows(self, request: web.Request) -> web.Response:
-        last = await self.engine.store.read(_last_runs)
+        async with self.engine.store.reader() as db:
+            last = await _last_runs(db)
         flows = []
         for wf in sorted(self.engine.catalog.values(), key=lambda w: w.name):
             flows.append(
@@ -261,7 +267,10 @@ class Pages:
                     "name": wf.name,
                     "description": wf.description,
                     "params": wf.params,
-                    "triggers": [_trigger_line(wf.name, t) for t in wf.triggers],
+                    "triggers": [
+                        {**_trigger_line(wf.name, t), **self.engine.pauses.view(wf.name, t.name)}
+                        for t in wf.triggers
+                    ],
                     "last": last.get(wf.name),
                     "yaml": _read_text(Path(wf.file)),
                     "steps": len(wf.steps),
@@ -272,7 +281,9 @@ class Pages:
     async def batch(self, request: web.Request) -> web.Response:
         service = self.engine.batch
         if service is None:
-            return self.page("batch.html", attached=False, queues=[], environments=[], jobs=[])
+            return self.page(
+                "batch.html", attached=False, queues=[], environments=[], jobs=[], preemptions=[]
+            )
         status = request.query.get("status") or None
         queue = request.query.get("queue") or None
         jobs = await service.list_jobs(queue, status, 100)
@@ -284,13 +295,16 @@ class Pages:
         for q in queues:
             q["counts"] = counts.get(str(q["name"]), {})
         envs = [e.public() for e in service.envs.values()]
-        return self.page("batch.html", attached=True, queues=queues, environments=envs, jobs=jobs)
+        preemptions = await service.recent_preemptions(queue)
+        return self.page(
+            "batch.html", attached=True, queues=queues, environments=envs, jobs=jobs, preemptions=preemptions
+        )
 
     async def events(self, request: web.Request) -> web.Response:
         source = request.query.get("source") or None
-        found = await self.engine.store.read(lambda c: records.list_events(c, source=source, limit=PAGE))
-        ids = [e["id"] for e in found]
-        started = await self.engine.store.read(lambda c: _runs_of_events(c, ids))
+        async with self.engine.store.reader() as db:
+            found = await queries.list_events(db, source=source, limit=PAGE)
+            started = await _runs_of_events(db, [e["id"] for e in found])
         for event in found:
             event["_runs"] = started.get(event["id"], [])
         dead = await self.engine.store.read(lambda c: outbox.dlq_list(c, PAGE))
@@ -322,32 +336,32 @@ class Pages:
             await asyncio.sleep(PUSH_EVERY_S)  # a burst of progress is one refresh, not hundreds
 
 
-def _runs_of_events(conn: Any, ids: list[str]) -> dict[str, list[dict[str, str]]]:
+async def _runs_of_events(db: aiosqlite.Connection, ids: list[str]) -> dict[str, list[dict[str, str]]]:
     """The runs each event started (the rules it matched, as runs)."""
     out: dict[str, list[dict[str, str]]] = {}
     if not ids:
         return out
     marks = ",".join("?" * len(ids))
     sql = f"SELECT event_id, id, workflow, status FROM runs WHERE event_id IN ({marks}) ORDER BY rowid"
-    for event_id, run_id, workflow, status in conn.execute(sql, ids):
+    for event_id, run_id, workflow, status in await db.execute_fetchall(sql, ids):
         out.setdefault(event_id, []).append({"run_id": run_id, "workflow": workflow, "status": status})
     return out
 
 
-def _children_done(conn: Any, run_id: str) -> dict[str, int]:
-    rows = conn.execute(
+async def _children_done(db: aiosqlite.Connection, run_id: str) -> dict[str, int]:
+    rows = await db.execute_fetchall(
         "SELECT step, COUNT(*) FROM steps WHERE run_id=? AND idx>=0"
         " AND status IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') GROUP BY step",
         (run_id,),
-    ).fetchall()
+    )
     return {r[0]: r[1] for r in rows}
 
 
-def _last_runs(conn: Any) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
+async def _last_runs(db: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
+    rows = await db.execute_fetchall(
         "SELECT workflow, id, status, created_at FROM runs"
         " WHERE rowid IN (SELECT MAX(rowid) FROM runs GROUP BY workflow)"
-    ).fetchall()
+    )
     return {r[0]: {"run_id": r[1], "status": r[2], "created_at": r[3]} for r in rows}
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from engine.aws.batch_config import (
     BatchConfig,
     environment_map,
+    preemptible_of,
     resources_of,
     retry_body,
     timeout_of,
@@ -100,6 +101,7 @@ def submit_request(body: Body) -> dict[str, Any]:
         "timeout": timeout_of(body),
         "tags": member(body, "tags", dict),
         "scheduling_priority": member(body, "schedulingPriorityOverride", int),
+        "preemptible": preemptible_of(member(body, "tags", dict)),
     }
 
 

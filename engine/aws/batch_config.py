@@ -17,12 +17,37 @@ from engine.aws.protocol import AwsError, Body, max_results, member, next_token,
 from engine.batch.detail import MIB, container_shape, names, retry_shape
 from engine.batch.jobs import JobError, parse_spec
 from engine.batch.service import BatchService
+from engine.events import iso_ms
 from engine.store.kv import StoreKV
 
 #: AWS's smallest attempt timeout
 MIN_TIMEOUT_S = 60
 #: tags that configure what AWS has no member for (docs/aws.md)
 ENDPOINT_TAG, MEMORY_TAG = "sluice:endpoint", "sluice:memory-mib"
+#: ``"false"`` on a job or definition: never preempted; a grace (``"10s"``) or ``"on"`` on a queue
+PREEMPTIBLE_TAG, PREEMPTION_TAG = "sluice:preemptible", "sluice:preemption"
+
+
+def preemptible_of(tags: Mapping[str, Any] | None) -> bool | None:
+    """The ``sluice:preemptible`` tag as a flag (None when absent)."""
+    value = (tags or {}).get(PREEMPTIBLE_TAG)
+    if value is None:
+        return None
+    text = str(value).lower()
+    if text not in ("true", "false"):
+        raise AwsError("ClientException", f"tags.{PREEMPTIBLE_TAG}: true or false, got {value!r}")
+    return text == "true"
+
+
+def preemption_of(tags: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``sluice:preemption`` tag of a queue: ``on``, ``off`` or a grace period (``10s``)."""
+    value = (tags or {}).get(PREEMPTION_TAG)
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("on", "true", "enabled", "off", "false", "disabled"):
+        return {"enabled": text in ("on", "true", "enabled")}
+    return {"enabled": True, "grace": text}
 
 
 def environment_map(items: Any, where: str) -> dict[str, str]:
@@ -146,6 +171,7 @@ def definition_body(body: Body) -> dict[str, Any]:
         "user": member(props, "user", str),
         "tags": member(body, "tags", dict) or {},
         "scheduling_priority": member(body, "schedulingPriority", int),
+        "preemptible": preemptible_of(member(body, "tags", dict)),
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -243,11 +269,25 @@ class BatchConfig:
             "max_memory": memory,
             "state": member(body, "state", str) or "ENABLED",
             "endpoint": tags.get(ENDPOINT_TAG, "local"),
+            **self._capacity(body),
         }
         await self.batch.put_environment(sluice, create=True)
         arn = names().environment(name)
         await self.set_tags(arn, tags)
         return {"computeEnvironmentName": name, "computeEnvironmentArn": arn}
+
+    @staticmethod
+    def _capacity(body: Body) -> dict[str, Any]:
+        """``computeResources.type`` SPOT (or FARGATE_SPOT): interruptible; ``minvCpus``."""
+        resources = member(body, "computeResources", dict) or {}
+        out: dict[str, Any] = {}
+        kind = member(resources, "type", str)
+        if kind is not None:
+            out["interruptible"] = kind.upper() in ("SPOT", "FARGATE_SPOT")
+        low = member(resources, "minvCpus", int)
+        if low is not None:
+            out["min_vcpus"] = low
+        return out
 
     def _vcpus(self, body: Body) -> int | None:
         resources = member(body, "computeResources", dict)
@@ -263,6 +303,7 @@ class BatchConfig:
         vcpus = self._vcpus(body)
         if vcpus is not None:
             change["max_vcpus"] = vcpus
+        change.update(self._capacity(body))
         await self.batch.put_environment(change, create=False)
         return {"computeEnvironmentName": name, "computeEnvironmentArn": names().environment(name)}
 
@@ -288,12 +329,16 @@ class BatchConfig:
                     "type": "MANAGED",
                     "state": env.state,
                     "status": "VALID",
-                    "statusReason": "ComputeEnvironment Healthy",
+                    "statusReason": (
+                        f"Reclaimed at {iso_ms(env.reclaimed_at)}; enable it to use it again"
+                        if env.reclaimed_at is not None
+                        else "ComputeEnvironment Healthy"
+                    ),
                     "computeResources": {
-                        "type": "EC2",
-                        "minvCpus": 0,
+                        "type": "SPOT" if env.interruptible else "EC2",
+                        "minvCpus": round(env.min_vcpus),
                         "maxvCpus": round(env.max_vcpus),
-                        "desiredvCpus": round(env.used_vcpus),
+                        "desiredvCpus": round(env.desired_vcpus),
                         "instanceTypes": ["optimal"],
                         "subnets": [],
                     },
@@ -336,6 +381,7 @@ class BatchConfig:
             "priority": member(body, "priority", int, required=True),
             "environments": self._order(body),
             "state": member(body, "state", str) or "ENABLED",
+            "preemption": preemption_of(member(body, "tags", dict)),
         }
         await self.batch.put_queue(sluice, create=True)
         arn = names().queue(name)
@@ -382,7 +428,10 @@ class BatchConfig:
                     "statusReason": "JobQueue Healthy",
                     "priority": q.priority,
                     "computeEnvironmentOrder": order,
-                    "tags": await self._tags(arn),
+                    "tags": {
+                        **await self._tags(arn),
+                        **({PREEMPTION_TAG: f"{q.preemption.grace_s:g}s"} if q.preemption.enabled else {}),
+                    },
                     "jobStateTimeLimitActions": [],
                 }
             )

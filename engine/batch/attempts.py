@@ -58,6 +58,8 @@ class Attempts:
         self.tasks: dict[str, asyncio.Task[None]] = {}  #: job id -> its attempt's task
         self._running_writes: dict[str, asyncio.Future[Any]] = {}
         self._terminating: dict[str, str] = {}
+        #: attempts of a reclaimed (interruptible) environment being killed -> AWS's Spot reason
+        self.reclaiming: dict[str, str] = {}
         self._rng = random.Random()
         self.closing = False
 
@@ -257,6 +259,10 @@ class Attempts:
         self.book.release(job)
         reason, code = result.status_reason, result.exit_code
         terminated = self._terminating.pop(job.id, None)
+        preemptor = self.book.preempting.pop(job.id, None)
+        host = self.reclaiming.pop(job.id, None)
+        if host is not None and not (code == 0 and reason == EXITED):
+            reason, code = host, None  # as AWS reports a Spot reclaim: no exit code
         job.exit_code, job.stopped_at = code, result.stopped_at or now
         if job.attempts == 1 and result.started_at:
             job.started_at = result.started_at
@@ -264,9 +270,16 @@ class Attempts:
             job.status, job.status_reason = FAILED, terminated
         elif code == 0 and reason == EXITED:
             job.status, job.status_reason = SUCCEEDED, reason
+        elif preemptor is not None:
+            job.status, job.runnable_at = RUNNABLE, now
+            job.preemptions += 1
+            job.status_reason = (
+                f"{reason if reason.startswith('Preempted') else 'Preempted by job ' + preemptor}; "
+                "back in the queue (a preemption does not use up an attempt)"
+            )
         elif result.timed_out:
             job.status, job.status_reason = FAILED, reason  # AWS: a timed-out attempt is not retried
-        elif job.spec.retry.should_retry(job.attempts, code, *split_reasons(reason)):
+        elif job.spec.retry.should_retry(job.attempts - job.preemptions, code, *split_reasons(reason)):
             delay = retry_delay(job.spec.retry, job.attempts, self._rng) if job.spec.retry.interval_s else 0.0
             job.status, job.runnable_at = RUNNABLE, now + delay
             job.status_reason = f"attempt {job.attempts} failed ({reason}; exit code {code}); retrying" + (
@@ -295,12 +308,16 @@ class Attempts:
     async def terminate(self, job: Job, reason: str) -> None:
         """SIGTERM, grace, SIGKILL the attempt's container; its task records the end."""
         self._terminating[job.id] = reason
+        await self.stop(job, reason, self.stop_grace_s)
+
+    async def stop(self, job: Job, reason: str, grace_s: float) -> None:
+        """Stop the current attempt (``reason`` becomes its reason); returns once it has ended."""
         task = self.tasks.get(job.id)
         runner = self.runner_for(job)
         while task is not None and not task.done():
             cid = runner.running.get((job.id, job.attempts))
             if cid is not None:
-                await runner.terminate(cid, self.stop_grace_s, reason)
+                await runner.terminate(cid, grace_s, reason)
             await asyncio.wait([task], timeout=0.5)
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.batch.jobs import DONE, FAILED, PENDING, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, slot_of
-from engine.batch.queues import Environment, Queue, RunnableIndex, explain
+from engine.batch.queues import Environment, Queue, RunnableIndex, Running, explain
 
 Change = tuple[Job, str]  #: a job (already changed in memory) and its status before
 
@@ -30,6 +30,9 @@ class Book:
         self.array_left: dict[str, int] = {}  #: parent -> children not finished
         self.array_failed: dict[str, list[str]] = {}  #: parent -> failed children, in order
         self.reservations: dict[str, str] = {}
+        self.started: dict[str, float] = {}  #: jobs holding capacity -> when their attempt was placed
+        self.preempting: dict[str, str] = {}  #: victim -> the job it is preempted for
+        self.policies: dict[str, Any] = {}  #: fair-share scheduling policies by name
 
     def __repr__(self) -> str:
         return f"<Book jobs={len(self.jobs)} runnable={len(self.index)}>"
@@ -57,6 +60,7 @@ class Book:
                 runnable.append(job)
             elif job.status in (STARTING, RUNNING) and job.environment in self.envs:
                 self.envs[job.environment].take(job.spec.vcpus, job.spec.memory)
+                self.started[job.id] = job.started_at or job.created_at
         self.array_failed.update(failed_children)
         return runnable
 
@@ -65,6 +69,7 @@ class Book:
     def place(self, job: Job, env_name: str) -> list[Change]:
         """The scheduler placed ``job``: take its capacity, start its next attempt (STARTING)."""
         self.envs[env_name].take(job.spec.vcpus, job.spec.memory)
+        self.started[job.id] = time.time()
         job.status, job.environment = STARTING, env_name
         job.attempts += 1
         job.status_reason = f"placed in {env_name}; starting attempt {job.attempts}"
@@ -73,8 +78,23 @@ class Book:
     def release(self, job: Job) -> None:
         """An attempt ended (or never began): give its capacity back."""
         env = self.envs.get(job.environment or "")
-        if env is not None:
+        if env is not None and self.started.pop(job.id, None) is not None:
             env.give(job.spec.vcpus, job.spec.memory)
+
+    def victims(self) -> list[Running]:
+        """The RUNNING jobs a preempting queue may take capacity from (``preemptible`` ones)."""
+        out = []
+        for job_id, placed_at in self.started.items():
+            job = self.jobs.get(job_id)
+            queue = self.queues.get(job.queue) if job is not None else None
+            if job is None or queue is None or job.status != RUNNING or not job.spec.preemptible:
+                continue
+            out.append(
+                Running(
+                    job_id, job.environment or "", queue.priority, placed_at, job.spec.vcpus, job.spec.memory
+                )
+            )
+        return out
 
     def _parent_running(self, child: Job) -> list[Change]:
         parent = self.jobs.get(child.parent_id or "")
@@ -93,7 +113,12 @@ class Book:
         queue = self.queues.get(job.queue)
         if slot is None or queue is None:
             return None
-        return explain(slot, queue, self.envs, self.reservations)
+        reason = explain(slot, queue, self.envs, self.reservations)
+        victims = [v for v, by in self.preempting.items() if by == job_id]
+        if victims:
+            shown = ", ".join(victims[:3]) + (f" and {len(victims) - 3} more" if len(victims) > 3 else "")
+            reason = f"preempting {shown} (lower priority) to make room; {reason}"
+        return reason
 
     # -- admitting new jobs -------------------------------------------------------------------
 

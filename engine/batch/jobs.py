@@ -47,6 +47,7 @@ MIN_ARRAY, MAX_ARRAY = 2, 10_000
 DEP_MODES = ("STANDARD", "N_TO_N", "SEQUENTIAL", "ALL_DONE")
 _REF = re.compile(r"Ref::([A-Za-z0-9_-]+)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_SHARE = re.compile(r"[A-Za-z0-9_]{1,255}")
 
 CANCELLED_REASON = "Cancelled by user"
 TERMINATED_REASON = "Terminated by user"
@@ -237,6 +238,9 @@ class JobSpec:
     definition: str | None = None  #: ``name:revision`` of the registered definition it came from
     tags: dict[str, str] = field(default_factory=dict)
     scheduling_priority: int | None = None  #: kept for DescribeJobs; queues here are FIFO
+    #: False: never preempted for a higher-priority queue's job (engine/batch/queues.py)
+    preemptible: bool = True
+    share: str | None = None  #: ``shareIdentifier``, for a queue with a fair-share policy
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -256,6 +260,8 @@ class JobSpec:
             "definition": self.definition,
             "tags": self.tags,
             "scheduling_priority": self.scheduling_priority,
+            "preemptible": self.preemptible,
+            "share_identifier": self.share,
         }
 
     def substituted(self) -> tuple[str, ...] | None:
@@ -316,6 +322,12 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise JobError(f"scheduling_priority: an integer, got {priority!r}")
     definition = data.get("definition")
+    preemptible = data.get("preemptible", True)
+    if not isinstance(preemptible, bool):
+        raise JobError(f"preemptible: true or false, got {preemptible!r}")
+    share = data.get("share_identifier")
+    if share is not None and (not isinstance(share, str) or not _SHARE.fullmatch(share)):
+        raise JobError(f"share_identifier: up to 255 letters, digits and _ (no trailing *), got {share!r}")
     return JobSpec(
         image=image,
         command=None if command is None else tuple(command),
@@ -333,6 +345,8 @@ def parse_spec(data: Mapping[str, Any], allowed_roots: Sequence[Path]) -> JobSpe
         definition=None if definition is None else str(definition),
         tags={str(k): str(v) for k, v in tags.items()},
         scheduling_priority=priority,
+        preemptible=preemptible,
+        share=share,
     )
 
 
@@ -405,6 +419,7 @@ class Job:
     started_at: float | None = None
     stopped_at: float | None = None
     container_id: str | None = None
+    preemptions: int = 0  #: attempts a preemption ended: they do not count against the retry strategy
 
     @property
     def is_parent(self) -> bool:
@@ -422,4 +437,6 @@ def new_job_id() -> str:
 
 def slot_of(job: Job) -> Slot:
     """What the scheduler sees of a RUNNABLE job."""
-    return Slot(job.id, job.seq, job.spec.vcpus, job.spec.memory, job.runnable_at or job.created_at)
+    return Slot(
+        job.id, job.seq, job.spec.vcpus, job.spec.memory, job.runnable_at or job.created_at, job.spec.share
+    )

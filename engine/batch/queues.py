@@ -17,6 +17,9 @@ Policy, in order:
    environment of its queue that could ever hold it, and no later job (of this or a lower
    priority queue) is placed there until it is. Capacity drains towards it, so it cannot
    starve (Slurm's backfill reservation, without run-time estimates we do not have).
+5. Preemption (a queue's opt-in, :func:`preempt`): a preempting queue whose head job fits
+   nowhere names RUNNING jobs of lower-priority queues to stop (lowest priority first, then
+   the most recently started) and reserves the environment they leave.
 
 Speed: with 10,000 RUNNABLE jobs the usual case is "everything full", which stops at the
 first job that does not fit once no environment can hold even the queue's smallest job
@@ -28,7 +31,7 @@ first job that does not fit once no environment can hold even the queue's smalle
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +59,13 @@ class Environment:
     used_memory: int = 0
     type: str = "docker"  #: ``docker`` or ``slurm``
     config: dict[str, Any] = field(default_factory=dict)  #: the type's own settings (``slurm:``)
+    #: its capacity can be taken back at any time (Spot-like); see engine/batch/reclaim.py
+    interruptible: bool = False
+    reclaimed_at: float | None = None  #: when it was last reclaimed (it is DISABLED since)
+    min_vcpus: float = 0.0
+    desired_vcpus: float = (
+        0.0  #: what the RUNNABLE demand asks for, between min and max (the service sets it)
+    )
 
     @property
     def free_vcpus(self) -> float:
@@ -83,8 +93,33 @@ class Environment:
             "state": self.state,
             "used_vcpus": round(self.used_vcpus, 6),
             "used_memory": self.used_memory,
+            "min_vcpus": self.min_vcpus,
+            "desired_vcpus": round(self.desired_vcpus, 6),
+            "interruptible": self.interruptible,
+            "reclaimed_at": self.reclaimed_at,
             **({self.type: dict(self.config)} if self.config else {}),
         }
+
+    def capacity(self) -> dict[str, Any]:
+        """What the store keeps beyond the original columns (``compute_environments.capacity``)."""
+        out: dict[str, Any] = {"interruptible": self.interruptible, "min_vcpus": self.min_vcpus}
+        if self.reclaimed_at is not None:
+            out["reclaimed_at"] = self.reclaimed_at
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """A queue's opt-in: its head job may take capacity from lower-priority queues' RUNNING jobs."""
+
+    enabled: bool = False
+    grace_s: float = 10.0  #: SIGTERM, then this long, then SIGKILL
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "grace_s": self.grace_s}
+
+
+NO_PREEMPTION = Preemption()
 
 
 @dataclass(slots=True)
@@ -95,6 +130,8 @@ class Queue:
     priority: int
     environments: tuple[str, ...]
     state: str = ENABLED
+    preemption: Preemption = NO_PREEMPTION
+    policy: str | None = None  #: a fair-share scheduling policy's name (FIFO without one)
 
     def public(self) -> dict[str, object]:
         return {
@@ -102,7 +139,18 @@ class Queue:
             "priority": self.priority,
             "environments": list(self.environments),
             "state": self.state,
+            "preemption": self.preemption.to_json(),
+            "scheduling_policy": self.policy,
         }
+
+    def config(self) -> dict[str, Any]:
+        """What the store keeps beyond the original columns (``job_queues.config``)."""
+        out: dict[str, Any] = {}
+        if self.preemption.enabled:
+            out["preemption"] = self.preemption.to_json()
+        if self.policy is not None:
+            out["scheduling_policy"] = self.policy
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +162,19 @@ class Slot:
     vcpus: float
     memory: int
     runnable_since: float
+    share: str | None = None  #: its ``shareIdentifier`` (fair-share queues order by it)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What preemption needs of a RUNNING job that may be preempted (``preemptible``)."""
+
+    job_id: str
+    environment: str
+    priority: int  #: its queue's priority
+    started_at: float  #: when this attempt was placed
+    vcpus: float
+    memory: int
 
 
 @dataclass(slots=True)
@@ -130,6 +191,7 @@ class QueueView:
 class Decision:
     placements: list[tuple[str, str]] = field(default_factory=list)  #: (job id, environment)
     reservations: dict[str, str] = field(default_factory=dict)  #: environment -> job id
+    preemptions: list[tuple[str, str]] = field(default_factory=list)  #: (victim, preemptor)
     examined: int = 0
 
 
@@ -140,8 +202,13 @@ def decide(
     *,
     reserve_after_s: float = DEFAULT_RESERVE_AFTER_S,
     max_scan: int = DEFAULT_MAX_SCAN,
+    running: Sequence[Running] = (),
+    preempting: Mapping[str, str] | None = None,
 ) -> Decision:
-    """Which RUNNABLE jobs to start now, and where; see the module docstring for the policy."""
+    """Which RUNNABLE jobs to start now, and where; see the module docstring for the policy.
+
+    ``running`` lists the preemptible RUNNING jobs and ``preempting`` the ones already being
+    preempted (victim -> preemptor); both matter only to queues with preemption enabled."""
     free = {
         name: [env.free_vcpus, env.free_memory] for name, env in environments.items() if env.state == ENABLED
     }
@@ -155,6 +222,7 @@ def decide(
         if not names:
             continue
         scanned = 0
+        head: Slot | None = None
         for slot in view.runnable:
             # the head is always looked at (it may reserve); then stop once nothing fits
             if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view)):
@@ -163,10 +231,82 @@ def decide(
             placed = _place(slot, names, free, reserved)
             if placed is not None:
                 out.placements.append((slot.job_id, placed))
-            elif now - slot.runnable_since >= reserve_after_s:
-                _reserve(slot, names, environments, reserved)
+            else:
+                if scanned == 1:
+                    head = slot
+                if now - slot.runnable_since >= reserve_after_s:
+                    _reserve(slot, names, environments, reserved)
         out.examined += scanned
+        if head is not None and view.queue.preemption.enabled:
+            preempt(head, view.queue, names, free, reserved, running, preempting or {}, out.preemptions)
     return out
+
+
+def preempt(
+    head: Slot,
+    queue: Queue,
+    names: list[str],
+    free: dict[str, list[float]],
+    reserved: dict[str, str],
+    running: Sequence[Running],
+    preempting: Mapping[str, str],
+    out: list[tuple[str, str]],
+) -> None:
+    """Make room for a preempting queue's head job, which did not fit anywhere.
+
+    Victims are RUNNING, preemptible jobs of queues of *lower* priority in one of the queue's
+    environments: the lowest priority first, then the most recently started (the least work
+    lost), until the head fits; any taken then found unneeded is spared. Capacity already
+    being freed for this head (victims still in their grace period, also after a restart)
+    counts first, so a job is never preempted twice for the same need. The environment is
+    reserved for the head, so the freed capacity is not backfilled by anyone else.
+    """
+    pending: dict[str, list[float]] = {}
+    for r in running:
+        if preempting.get(r.job_id) == head.job_id:
+            room = pending.setdefault(r.environment, [0.0, 0])
+            room[0] += r.vcpus
+            room[1] += r.memory
+    for name in sorted(names, key=lambda n: n not in pending):
+        if reserved.get(name, head.job_id) != head.job_id:
+            continue
+        fv, fm = free[name]
+        pv, pm = pending.get(name, (0.0, 0))
+        have = [fv + pv, fm + pm]
+        if _fits(head, have):
+            if name in pending:
+                reserved[name] = head.job_id
+                return
+            continue  # fits without anyone leaving: an ordinary wait (a reservation elsewhere)
+        victims = sorted(
+            (
+                r
+                for r in running
+                if r.environment == name and r.priority < queue.priority and r.job_id not in preempting
+            ),
+            key=lambda r: (r.priority, -r.started_at),
+        )
+        taken: list[Running] = []
+        for r in victims:
+            taken.append(r)
+            have[0] += r.vcpus
+            have[1] += r.memory
+            if _fits(head, have):
+                break
+        if not _fits(head, have):
+            continue
+        for r in list(taken):  # spare those the later, bigger ones made unnecessary
+            if _fits(head, [have[0] - r.vcpus, have[1] - r.memory]):
+                taken.remove(r)
+                have[0] -= r.vcpus
+                have[1] -= r.memory
+        out.extend((r.job_id, head.job_id) for r in taken)
+        reserved[name] = head.job_id
+        return
+
+
+def _fits(slot: Slot, room: list[float]) -> bool:
+    return slot.vcpus <= room[0] + _EPS and slot.memory <= room[1]
 
 
 def _room_left(
@@ -283,6 +423,9 @@ class RunnableIndex:
             if shapes[key] <= 0:
                 del shapes[key]
         return slot
+
+    def count(self, queue: str) -> int:
+        return len(self._jobs.get(queue, ()))
 
     def get(self, queue: str, job_id: str) -> Slot | None:
         return self._jobs.get(queue, {}).get(job_id)

@@ -57,10 +57,15 @@ class Recovery:
             await self.ledger.commit(changes)
 
     async def _recover_containers(self) -> None:
-        open_jobs = [j for j in self.book.jobs.values() if j.status in (STARTING, RUNNING)]
+        # an array parent is RUNNING while a child runs, but it never has an attempt of its own
+        open_jobs = [
+            j for j in self.book.jobs.values() if j.status in (STARTING, RUNNING) and not j.is_parent
+        ]
         pairs = [(j.id, j.attempts) for j in open_jobs]
         recorded = await self.store.read(lambda c: rows.recorded_results(c, pairs))
         submitted = await self.store.read(lambda c: rows.slurm_ids(c, pairs))
+        # attempts a preemption was ending: they end requeued, and nothing is preempted again
+        self.book.preempting.update(await self.store.read(lambda c: rows.preempt_marks(c, pairs)))
         # each backend answers for its own jobs; the local engine is asked even with none
         local = self.attempts.runner
         groups: dict[int, tuple[ComputeRunner, list[Job]]] = {id(local): (local, [])}

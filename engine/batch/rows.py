@@ -25,7 +25,14 @@ from engine.batch.jobs import (
     check_transition,
     parse_spec,
 )
-from engine.batch.queues import DEFAULT_ENVIRONMENT, DEFAULT_QUEUE, Environment, Queue
+from engine.batch.queues import (
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_QUEUE,
+    NO_PREEMPTION,
+    Environment,
+    Preemption,
+    Queue,
+)
 from engine.events import iso_ms
 from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT, ContainerResult
 from engine.store.records import dumps
@@ -60,7 +67,7 @@ def save_job(conn: sqlite3.Connection, job: Job, old: str, now: float) -> None:
         check_transition(job.id, old, job.status)
     cur = conn.execute(
         "UPDATE jobs SET status=?, status_reason=?, attempts=?, environment=?, exit_code=?, runnable_at=?, "
-        "started_at=?, stopped_at=?, updated_at=? WHERE id=? AND status=?",
+        "started_at=?, stopped_at=?, updated_at=?, preemptions=? WHERE id=? AND status=?",
         (
             job.status,
             job.status_reason,
@@ -71,6 +78,7 @@ def save_job(conn: sqlite3.Connection, job: Job, old: str, now: float) -> None:
             job.started_at,
             job.stopped_at,
             now,
+            job.preemptions,
             job.id,
             old,
         ),
@@ -133,6 +141,7 @@ def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
         runnable_at=row["runnable_at"],
         started_at=row["started_at"],
         stopped_at=row["stopped_at"],
+        preemptions=row["preemptions"],
     )
 
 
@@ -154,6 +163,7 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
             "stopped_at": iso_ms(a["stopped_at"]),
             "log_path": a["log_path"],
             **({"slurm_job_id": a["slurm_job_id"]} if a["slurm_job_id"] else {}),
+            **({"preempted_by": a["preempted_by"]} if a["preempted_by"] else {}),
         }
         for a in conn.execute("SELECT * FROM job_attempts WHERE job_id=? ORDER BY attempt", (job_id,))
     ]
@@ -180,6 +190,7 @@ def public_row(row: sqlite3.Row) -> dict[str, Any]:
         "array_size": row["array_size"],
         "array_index": row["array_index"],
         "attempt_count": row["attempts"],
+        "preemptions": row["preemptions"],
         "environment": row["environment"],
         "exit_code": row["exit_code"],
         "run_id": row["run_id"],
@@ -208,8 +219,10 @@ def ensure_defaults(conn: sqlite3.Connection, info: dict[str, Any]) -> None:
 
 
 def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[str, Queue], dict[str, Any]]:
-    envs = {
-        r["name"]: Environment(
+    envs = {}
+    for r in conn.execute("SELECT * FROM compute_environments"):
+        capacity = json.loads(r["capacity"])
+        envs[r["name"]] = Environment(
             r["name"],
             r["max_vcpus"],
             r["max_memory"],
@@ -217,13 +230,22 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
             r["endpoint"],
             type=r["type"],
             config=json.loads(r["config"]),
+            interruptible=bool(capacity.get("interruptible", False)),
+            reclaimed_at=capacity.get("reclaimed_at"),
+            min_vcpus=float(capacity.get("min_vcpus", 0.0)),
         )
-        for r in conn.execute("SELECT * FROM compute_environments")
-    }
-    queues = {
-        r["name"]: Queue(r["name"], r["priority"], tuple(json.loads(r["environments"])), r["state"])
-        for r in conn.execute("SELECT * FROM job_queues")
-    }
+    queues = {}
+    for r in conn.execute("SELECT * FROM job_queues"):
+        config = json.loads(r["config"])
+        preemption = Preemption(**config["preemption"]) if "preemption" in config else NO_PREEMPTION
+        queues[r["name"]] = Queue(
+            r["name"],
+            r["priority"],
+            tuple(json.loads(r["environments"])),
+            r["state"],
+            preemption,
+            config.get("scheduling_policy"),
+        )
     defs: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
     for r in conn.execute("SELECT * FROM job_definitions ORDER BY name, revision"):
         defs.setdefault(r["name"], {})[r["revision"]] = (r["status"], json.loads(r["body"]))
@@ -300,16 +322,33 @@ def insert_definition(
 def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO compute_environments (name, endpoint, max_vcpus, max_memory, state, "
-        "created_at, type, config) VALUES (?,?,?,?,?,?,?,?)",
-        (env.name, env.endpoint, env.max_vcpus, env.max_memory, env.state, at, env.type, dumps(env.config)),
+        "created_at, type, config, capacity) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            env.name,
+            env.endpoint,
+            env.max_vcpus,
+            env.max_memory,
+            env.state,
+            at,
+            env.type,
+            dumps(env.config),
+            dumps(env.capacity()),
+        ),
     )
 
 
 def save_queue(conn: sqlite3.Connection, queue: Queue, at: float) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO job_queues (name, priority, environments, state, created_at) "
-        "VALUES (?,?,?,?,?)",
-        (queue.name, queue.priority, json.dumps(list(queue.environments)), queue.state, at),
+        "INSERT OR REPLACE INTO job_queues (name, priority, environments, state, created_at, config) "
+        "VALUES (?,?,?,?,?,?)",
+        (
+            queue.name,
+            queue.priority,
+            json.dumps(list(queue.environments)),
+            queue.state,
+            at,
+            dumps(queue.config()),
+        ),
     )
 
 
@@ -487,3 +526,44 @@ def unfinished_in_queue(conn: sqlite3.Connection, queue: str) -> int:
         "SELECT count(*) FROM jobs WHERE queue=? AND status NOT IN (?, ?)", (queue, SUCCEEDED, FAILED)
     ).fetchone()
     return int(row[0])
+
+
+def mark_preempted(conn: sqlite3.Connection, job_id: str, attempt: int, by: str, reason: str) -> None:
+    """The persistent marker: this attempt is being preempted by job ``by`` (a restart finishes it)."""
+    conn.execute("UPDATE job_attempts SET preempted_by=? WHERE job_id=? AND attempt=?", (by, job_id, attempt))
+    conn.execute("UPDATE jobs SET status_reason=? WHERE id=?", (reason, job_id))
+
+
+def preempt_marks(conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]) -> dict[str, str]:
+    """Of these (job, attempt) pairs, the jobs whose attempt a preemption is ending -> the preemptor."""
+    out: dict[str, str] = {}
+    for job_id, attempt in attempts:
+        row = conn.execute(
+            "SELECT preempted_by FROM job_attempts WHERE job_id=? AND attempt=? AND preempted_by IS NOT NULL",
+            (job_id, attempt),
+        ).fetchone()
+        if row is not None:
+            out[job_id] = str(row[0])
+    return out
+
+
+def recent_preemptions(conn: sqlite3.Connection, queue: str | None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest preempted attempts, newest first: who was preempted, by whom, from which queues."""
+    where = "" if queue is None else " AND (v.queue = :q OR p.queue = :q)"
+    rows = conn.execute(
+        "SELECT a.job_id, a.attempt, a.preempted_by, a.stopped_at, a.started_at, v.queue, p.queue "
+        "FROM job_attempts a JOIN jobs v ON v.id = a.job_id LEFT JOIN jobs p ON p.id = a.preempted_by "
+        f"WHERE a.preempted_by IS NOT NULL{where} ORDER BY coalesce(a.stopped_at, 1e18) DESC LIMIT :n",
+        {"q": queue, "n": int(limit)},
+    ).fetchall()
+    return [
+        {
+            "job_id": r[0],
+            "attempt": r[1],
+            "preempted_by": r[2],
+            "stopped_at": iso_ms(r[3]),
+            "queue": r[5],
+            "preemptor_queue": r[6],
+        }
+        for r in rows
+    ]

@@ -28,9 +28,10 @@ from typing import Any
 from engine.batch import rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
+from engine.batch.interrupts import Interrupts
 from engine.batch.jobs import RUNNABLE, Job, slot_of
 from engine.batch.ledger import Ledger
-from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, Environment, Queue, decide
+from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, ENABLED, Environment, Queue, decide
 from engine.batch.recovery import Recovery
 from engine.batch.steps import ContainerSteps
 from engine.batch.submit import BeforeCommit, Submitter
@@ -81,6 +82,7 @@ class BatchService:
         self.submitter = Submitter(
             store, self.book, self.ledger, self.attempts, self.allowed_roots, self.wake
         )
+        self.interrupts = Interrupts(store, self.book, self.attempts, self.wake, stop_grace_s)
         self.steps = ContainerSteps(self.submitter, self.ledger, self.describe)
         self.decision_s = 0.0  #: how long the last decision took
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}  #: jobs waiting out a retry delay
@@ -131,6 +133,7 @@ class BatchService:
         for job in self.book.load([rows.job_from_row(r, self.allowed_roots) for r in jobs], deps, failed):
             self._runnable(job)
         await Recovery(self.store, self.book, self.ledger, self.attempts).run()
+        self.interrupts.resume()
         self._wake.set()
 
     async def run(self) -> None:
@@ -158,6 +161,7 @@ class BatchService:
         self._wake.set()
         for timer in self._retry_timers.values():
             timer.cancel()
+        await self.interrupts.aclose()
         await self.attempts.aclose()
         await self.submitter.aclose()
 
@@ -173,9 +177,22 @@ class BatchService:
         book = self.book
         t0 = time.perf_counter()
         views = [book.index.view(q) for q in book.queues.values()]
-        decision = decide(views, book.envs, time.time(), reserve_after_s=self.reserve_after_s)
+        preempting = any(
+            q.preemption.enabled and q.state == ENABLED and book.index.count(q.name)
+            for q in book.queues.values()
+        )
+        decision = decide(
+            views,
+            book.envs,
+            time.time(),
+            reserve_after_s=self.reserve_after_s,
+            running=book.victims() if preempting else (),
+            preempting=book.preempting,
+        )
         self.decision_s = time.perf_counter() - t0
         book.reservations = decision.reservations
+        for victim, by in decision.preemptions:
+            self.interrupts.preempt(book.jobs[victim], book.jobs[by])
         for job_id, env_name in decision.placements:
             job = book.jobs[job_id]
             book.index.remove(job.queue, job_id)
@@ -240,6 +257,17 @@ class BatchService:
 
     async def put_queue(self, body: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
         return await self.submitter.put_queue(body, create=create)
+
+    async def reclaim(self, environment: str) -> dict[str, Any]:
+        """Take an interruptible environment's capacity back (engine/batch/interrupts.py)."""
+        return await self.interrupts.reclaim(environment)
+
+    async def recent_preemptions(self, queue: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest preempted attempts (of ``queue``'s jobs, or by its jobs), newest first."""
+        found = await self.store.read(lambda c: rows.recent_preemptions(c, queue, limit))
+        for row in found:
+            row["being_preempted"] = row["job_id"] in self.book.preempting
+        return found
 
     def waiting_reason(self, job_id: str) -> str | None:
         return self.book.waiting_reason(job_id)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import environments, rows
+from engine.batch import environments, rows, settings
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import job_event
@@ -157,6 +157,7 @@ class Submitter:
             type=kind,
             config=config,
         )
+        settings.environment_capacity(body, old, env)
         now = time.time()
         await self.store.write(lambda c: rows.save_environment(c, env, now))
         if old is not None:
@@ -180,7 +181,14 @@ class Submitter:
         priority = body.get("priority", old.priority if old else 1)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise JobError(f"priority: an integer (higher runs first), got {priority!r}")
-        queue = Queue(name, priority, tuple(envs), _state(body.get("state", old.state if old else ENABLED)))
+        queue = Queue(
+            name,
+            priority,
+            tuple(envs),
+            _state(body.get("state", old.state if old else ENABLED)),
+            settings.preemption(body, old),
+            settings.policy_name(body, old, self.book.policies),
+        )
         now = time.time()
         await self.store.write(lambda c: rows.save_queue(c, queue, now))
         self.book.queues[name] = queue
@@ -240,7 +248,7 @@ class Submitter:
         base["parameters"] = {**(base.get("parameters") or {}), **params}
         if req.get("timeout") is not None:
             base["timeout"] = req["timeout"]
-        for key in ("retry_strategy", "tags", "scheduling_priority"):
+        for key in ("retry_strategy", "tags", "scheduling_priority", "preemptible", "share_identifier"):
             if req.get(key) is not None:
                 base[key] = req[key]
         spec = parse_spec(base, self.allowed_roots)

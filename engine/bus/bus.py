@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.bus import batch_rows
 from engine.bus.destinations import final_status, record_event, workflow_targets
 from engine.bus.routing import RuleIndex
 from engine.errors import INVALID_INPUT, error_record
@@ -30,12 +31,13 @@ from engine.states import Status
 from engine.store import audit, records
 from engine.store.records import RunRecord
 from engine.store.store import Store
+from engine.telemetry import Telemetry
 from engine.types import TxHook
 from triggers.base import EmitResult
 from workflows.errors import InputError, SluiceError
 from workflows.loader import resolve_input
 from workflows.patterns import prepare_event
-from workflows.spec import EventTrigger, Workflow
+from workflows.spec import BatchSpec, EventTrigger, ScheduleTrigger, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,19 @@ class Bus:
         self.tx_hooks: list[TxHook] = []  #: run inside the event's transaction (the notify outbox)
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
+        self.telemetry = Telemetry()  #: what /metrics counts, after each commit (engine/telemetry.py)
+        #: the (workflow, trigger) pairs paused now (engine/pauses.py): their rules start nothing
+        self.paused: Callable[[], frozenset[tuple[str, str]]] = frozenset
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
+        #: triggers whose events wait for a batch (engine/bus/batches.py closes them into runs)
+        self.batched: dict[tuple[str, str], BatchSpec] = {
+            (wf.name, t.name): t.batch
+            for wf in catalog.values()
+            for t in wf.triggers
+            if not isinstance(t, ScheduleTrigger) and t.batch is not None
+        }
         store.linger = self.flooding  # a flood's webhooks then share their commits (engine/store.py)
 
     def _compile_rules(self) -> None:
@@ -127,6 +139,7 @@ class Bus:
     def deliver(self, runs: list[RunRecord]) -> None:
         """After a commit that held events: hand new runs over, wake post-commit listeners."""
         if runs:
+            self.telemetry.runs_created(runs)
             for listener in self._listeners:
                 listener(runs)
         for wake in self.after_commit:
@@ -142,10 +155,12 @@ class Bus:
     ) -> EmitResult:
         """Commit one event and the runs it starts; returns once both are durable."""
         env = complete(event)
-        self._arrivals.append(time.monotonic())
+        queued_at = time.monotonic()
+        self._arrivals.append(queued_at)
         (result, runs) = await self.store.write(
             lambda conn: self.admit(conn, env, dedupe_key, target, depth), shed=True
         )
+        self.telemetry.accepted([] if result.duplicate else [str(env.get("source"))], queued_at)
         self.deliver(runs)
         return result
 
@@ -166,12 +181,19 @@ class Bus:
     ) -> list[EmitResult]:
         """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
         prepared = [(complete(ev), key, target) for ev, key, target in entries]
-        self._arrivals.extend([time.monotonic()] * min(len(prepared), FLOOD_EVENTS))
+        queued_at = time.monotonic()
+        self._arrivals.extend([queued_at] * min(len(prepared), FLOOD_EVENTS))
 
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
             return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
 
         outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10, shed=True)
+        fresh = [
+            str(p[0].get("source"))
+            for p, (res, _) in zip(prepared, outcomes, strict=True)
+            if not res.duplicate
+        ]
+        self.telemetry.accepted(fresh, queued_at)
         self.deliver([run for _, runs in outcomes for run in runs])
         return [result for result, _ in outcomes]
 
@@ -229,7 +251,10 @@ class Bus:
                     self._keep_steps(conn, run, target.keep, target.kept_from or "")
                 runs.append(run)
         runs.extend(self._destination(conn, env, depth))
+        paused = self.paused()
         for rule in self.matching_rules(env):
+            if (rule.workflow, rule.trigger) in paused:  # as an EventBridge rule DISABLED
+                continue
             if depth + 1 > MAX_DEPTH:
                 self._audit_depth(conn, env, rule, depth)
                 continue
@@ -252,17 +277,24 @@ class Bus:
         params: Mapping[str, Any] | None,
         input_tpl: Any,
         depth: int,
+        *,
+        batched: bool = False,
     ) -> RunRecord | None:
         """Create one run of ``workflow`` for ``env`` inside the caller's transaction.
 
         Params come from ``params`` as given, else the trigger's ``input`` template rendered with
         the event; input that does not fit the workflow creates the run FAILED with the reason.
-        Returns None when the (event, workflow) pair already has a run. Call :meth:`deliver`
-        with the returned runs after the commit (routing and replay do).
+        Returns None when the (event, workflow) pair already has a run, or when the trigger
+        takes its events in batches: the event then waits for its batch, committed with it
+        (``batched`` is the batch's own event, closed by engine/bus/batches.py). Call
+        :meth:`deliver` with the returned runs after the commit (routing and replay do).
         """
         wf = self._catalog.get(workflow)
         if wf is None:
             raise KeyError(f"no workflow named {workflow!r}")
+        if not batched and trigger is not None and (workflow, trigger) in self.batched:
+            batch_rows.add(conn, workflow, trigger, env["id"], depth, self.clock())
+            return None
         if input_tpl is None and trigger is not None and params is None:
             input_tpl = _trigger_input(wf, trigger)
         now = self.clock()

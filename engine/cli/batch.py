@@ -76,6 +76,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["timeout"] = args.timeout
     if args.attempts is not None:
         body["attempts"] = args.attempts
+    if args.preemptible is not None:
+        body["preemptible"] = args.preemptible
     data = request(args.server, "POST", "/api/v1/jobs", body)
     return emit(args, data, f"job {data['job_id']} {data['status']}")
 
@@ -198,17 +200,43 @@ def _put(kind: str, fields: tuple[str, ...], nested: tuple[str, ...] = ()) -> An
 
 def cmd_queues_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/queues")
-    rows = [(q["name"], q["priority"], q["state"], ",".join(q["environments"])) for q in data["queues"]]
-    return emit(args, data, table(rows, ("queue", "priority", "state", "environments")))
+    rows = [
+        (
+            q["name"],
+            q["priority"],
+            q["state"],
+            ",".join(q["environments"]),
+            f"grace {q['preemption']['grace_s']:g}s" if q.get("preemption", {}).get("enabled") else "-",
+        )
+        for q in data["queues"]
+    ]
+    return emit(args, data, table(rows, ("queue", "priority", "state", "environments", "preemption")))
 
 
 def cmd_environments_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/environments")
     rows = [
-        (e["name"], e["endpoint"], e["state"], f"{e['used_vcpus']:g}/{e['max_vcpus']:g}", e["max_memory"])
+        (
+            e["name"],
+            e["endpoint"],
+            e["state"] + (" (reclaimed)" if e.get("reclaimed_at") else ""),
+            "interruptible" if e.get("interruptible") else "on-demand",
+            f"{e['used_vcpus']:g}",
+            f"{e.get('min_vcpus', 0):g}/{e.get('desired_vcpus', 0):g}/{e['max_vcpus']:g}",
+            e["max_memory"],
+        )
         for e in data["environments"]
     ]
-    return emit(args, data, table(rows, ("environment", "endpoint", "state", "vcpus used/max", "max_memory")))
+    heads = ("environment", "endpoint", "state", "capacity", "vcpus used", "min/desired/max", "max_memory")
+    return emit(args, data, table(rows, heads))
+
+
+def cmd_environments_reclaim(args: argparse.Namespace) -> int:
+    data = request(args.server, "POST", f"/api/v1/environments/{quote(args.name)}/reclaim", {})
+    stopped = data.get("interrupted_jobs", [])
+    return emit(
+        args, data, f"environment {data['name']} reclaimed (DISABLED); {len(stopped)} job(s) interrupted"
+    )
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -233,6 +261,14 @@ def register(sub: Any) -> None:
     p.add_argument("--parameters", nargs="*", metavar="K=V", help="values for Ref::K in the command")
     p.add_argument("--timeout", type=float, default=None, help="attempt timeout in seconds")
     p.add_argument("--attempts", type=int, default=None, help="retry strategy attempts (1..10)")
+    p.add_argument(
+        "--not-preemptible",
+        dest="preemptible",
+        action="store_const",
+        const=False,
+        default=None,
+        help="never preempted by a higher-priority queue's job",
+    )
     p.set_defaults(func=command(cmd_submit))
     p = common_options(jobs.add_parser("list", help="jobs, newest first"))
     p.add_argument("--queue", default=None)
@@ -272,7 +308,21 @@ def register(sub: Any) -> None:
         p.add_argument("--priority", type=int, default=None)
         p.add_argument("--environments", type=lambda s: s.split(","), default=None, help="a,b,c in order")
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.set_defaults(func=command(_put("queues", ("priority", "environments", "state"))))
+        p.add_argument(
+            "--preemption",
+            dest="preemption_enabled",
+            action="store_const",
+            const=True,
+            default=None,
+            help="its head job may preempt lower-priority queues' RUNNING jobs",
+        )
+        p.add_argument("--no-preemption", dest="preemption_enabled", action="store_const", const=False)
+        p.add_argument(
+            "--preemption-grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL, e.g. 10s"
+        )
+        p.set_defaults(
+            func=command(_put("queues", ("priority", "environments", "state"), nested=("preemption",)))
+        )
         p = common_options(environments.add_parser(action, help=f"{action} a compute environment"))
         p.add_argument("name")
         p.add_argument("--max-vcpus", dest="max_vcpus", type=float, default=None)
@@ -305,7 +355,17 @@ def register(sub: Any) -> None:
             "insecure",
             "ssh_identity",
             "ssh_known_hosts",
+            "interruptible",
+            "min_vcpus",
         )
+        p.add_argument(
+            "--interruptible",
+            action="store_const",
+            const=True,
+            default=None,
+            help="Spot-like: its capacity can be reclaimed at any time",
+        )
+        p.add_argument("--min-vcpus", dest="min_vcpus", type=float, default=None)
         p.add_argument("--ssh-identity", default=None, help="for ssh://: the private key file")
         p.add_argument("--ssh-known-hosts", default=None, help="for ssh://: the host keys to trust")
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
@@ -313,3 +373,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=command(cmd_queues_list))
     p = common_options(environments.add_parser("list", help="environments and their use"))
     p.set_defaults(func=command(cmd_environments_list))
+    p = common_options(
+        environments.add_parser(
+            "reclaim", help="take an interruptible environment's capacity back (its jobs' attempts end)"
+        )
+    )
+    p.add_argument("name")
+    p.set_defaults(func=command(cmd_environments_reclaim))

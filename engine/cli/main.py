@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check every workflow file under DIR")
-    p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
+    p = sub.add_parser("validate", help="check a workflow file, or every workflow file under a folder")
+    p.add_argument(
+        "dir", nargs="?", default=".", metavar="FILE|DIR", help="a workflow file or a folder (default: .)"
+    )
+    p.add_argument("--json", action="store_true", help="print {valid, workflows, errors} as JSON")
     p.add_argument(
         "--data-dir",
         default=None,
@@ -83,12 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one workflow to the end, in this process")
     p.add_argument("workflow", help="a workflow name (found under --dir) or a path to a workflow file")
-    p.add_argument("--dir", default=None, help="folder of workflow files (default: the file's folder, or .)")
+    p.add_argument(
+        "--dir", default=None, help="load this whole folder (default: the file alone; for a name, .)"
+    )
     p.add_argument("--input", default=None, help="run input as JSON, or @file.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=count, default=None, help="warm function workers (default: cores)")
     p.add_argument("--max-workers", type=count, default=None, help="scale-out ceiling (default: 32)")
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="serve a private API on loopback for the run's functions (context.sluice) and attach Docker",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
@@ -103,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="print a new random API token (for $SLUICE_API_TOKEN)")
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(sluice completion bash)" (or zsh) in your rc file',
+    )
+    p.add_argument("shell", choices=("bash", "zsh"))
+    p.set_defaults(func=cmd_completion)
     # management commands that talk to a running server (one line per module)
     remote.register(sub)
     notify.register(sub)  # after remote: adds to its `events`
@@ -112,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see `sluice completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # answers and exits
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO if args.command == "serve" else logging.WARNING,
@@ -154,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- validate -----------------------------------------------------------------------------------
 
 
-def _load_dir(path: Path, data_dir: str | None) -> Any:
-    """The catalog, volumes checked against the allow-list the engine on ``data_dir`` will use."""
+def _load_dir(path: Path, data_dir: str | None, *, report: bool = True) -> Any:
+    """The catalog, volumes checked against the allow-list the engine on ``data_dir`` will use.
+
+    ``report``: print every problem and exit 2; else raise SpecErrors."""
     from engine.engine import default_data_dir
     from workflows.errors import SpecErrors
     from workflows.hostpaths import volume_roots
@@ -166,16 +189,47 @@ def _load_dir(path: Path, data_dir: str | None) -> Any:
     try:
         return load_dir(path, volume_roots=volume_roots(default_data_dir(data_dir)))
     except SpecErrors as errs:
+        if not report:
+            raise
         for err in errs.errors:
             print(err, file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
 
 
+def _load_file(path: Path, data_dir: str | None) -> Any:
+    """One workflow file alone (its folder's other files are not read); raises SpecErrors."""
+    from engine.engine import default_data_dir
+    from workflows.hostpaths import volume_roots
+    from workflows.loader import load_file
+
+    return load_file(path, volume_roots=volume_roots(default_data_dir(data_dir)))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    catalog = _load_dir(Path(args.dir), args.data_dir)
-    names = ", ".join(sorted(catalog)) or "none"
-    print(f"{len(catalog)} workflows OK: {names}")
-    return EXIT_OK
+    from workflows.errors import SpecErrors
+
+    target = Path(args.dir)
+    if not target.exists():
+        raise UsageError(f"{target}: no such file or folder (give a workflow .yaml file or its folder)")
+    errors: list[Any] = []
+    try:
+        names = (
+            [_load_file(target, args.data_dir).name]
+            if target.is_file()
+            else sorted(_load_dir(target, args.data_dir, report=False))
+        )
+    except SpecErrors as errs:
+        names, errors = [], errs.errors
+    if args.json:
+        fields = ("file", "path", "problem", "hint")
+        found = [{k: getattr(e, k) for k in fields} for e in errors]
+        print(json.dumps({"valid": not errors, "workflows": names, "errors": found}, indent=2))
+    else:
+        for err in errors:
+            print(err, file=sys.stderr)
+        if not errors:
+            print(f"{len(names)} workflow{'' if len(names) == 1 else 's'} OK: {', '.join(names) or 'none'}")
+    return EXIT_BAD_INPUT if errors else EXIT_OK
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -186,7 +240,18 @@ def _find_workflow(args: argparse.Namespace) -> tuple[Any, Any]:
     if target.suffix in (".yaml", ".yml") or target.is_file():
         if not target.is_file():
             raise UsageError(f"{target}: no such workflow file")
-        catalog = _load_dir(Path(args.dir) if args.dir else target.parent, args.data_dir)
+        if not args.dir:  # that file alone: a broken neighbour does not stop it
+            from workflows.errors import SpecErrors
+            from workflows.loader import Catalog
+
+            try:
+                wf = _load_file(target, args.data_dir)
+            except SpecErrors as errs:
+                for err in errs.errors:
+                    print(err, file=sys.stderr)
+                raise SystemExit(EXIT_BAD_INPUT) from None
+            return Catalog({wf.name: wf}), wf
+        catalog = _load_dir(Path(args.dir), args.data_dir)
         for wf in catalog.values():
             if Path(wf.file).resolve() == target.resolve():
                 return catalog, wf
@@ -218,17 +283,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_workers=args.max_workers,
         recover=False,
+        host="127.0.0.1",
+        port=0,  # the private API of --api: an ephemeral port, loopback only
     )
-    return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json))
+    return asyncio.run(_run_once(settings, catalog, wf, params, as_json=args.json, api=args.api))
 
 
 async def _run_once(
-    settings: Settings, catalog: Catalog, wf: Workflow, params: dict[str, Any], *, as_json: bool
+    settings: Settings,
+    catalog: Catalog,
+    wf: Workflow,
+    params: dict[str, Any],
+    *,
+    as_json: bool,
+    api: bool = False,
 ) -> int:
     from engine.cli.progress import ProgressPrinter, render_outputs
     from engine.engine import Engine
 
     engine = Engine(settings, catalog)
+    if api:  # for context.sluice: a token nobody is told, so only the run's own token gets in
+        from engine.api import batch as batch_api
+        from engine.api.app import HttpService
+        from engine.api.auth import AuthPolicy, new_token
+
+        http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", new_token()))
+        engine.add_service(http, closer=http.aclose)
     printer = ProgressPrinter(sys.stderr)
     async with engine:
         if not as_json:
@@ -265,6 +345,14 @@ async def _wait_or_cancel(engine: Any, run_id: str) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """argcomplete's script: the shell calls ``sluice`` back, which completes from this parser."""
+    import argcomplete
+
+    print(argcomplete.shellcode(["sluice"], shell=args.shell))
+    return EXIT_OK
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -38,6 +38,8 @@ class FunctionCall:
     extra: dict[str, Any] = field(default_factory=dict)  #: more context fields for the handler
     #: the step's ``env:`` (secrets resolved): added to the worker's clean environment for this call
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    #: ``{"url", "token"}``: the engine's API for ``context.sluice``, with a token for this run only
+    api: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

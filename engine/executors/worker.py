@@ -76,7 +76,8 @@ class Context:
 
     Attributes: ``run_id``, ``step``, ``attempt``, ``index``, ``attempt_id``, ``deadline`` (epoch
     seconds or None), ``logger``, ``memory_limit_in_mb``, the Lambda aliases ``aws_request_id`` and
-    ``function_name``, and every item of the call's ``extra``.
+    ``function_name``, every item of the call's ``extra``, and ``sluice``: a client of the engine
+    this runs in, with a token good for this run only (engine/executors/api_client.py).
     """
 
     def __init__(self, msg: dict[str, Any], logger: logging.Logger) -> None:
@@ -93,6 +94,20 @@ class Context:
         self.function_name: str = msg["handler"]
         memory = msg.get("memory_bytes")
         self.memory_limit_in_mb: int | None = None if memory is None else memory // (1024 * 1024)
+        self._api: dict[str, str] | None = msg.get("api")
+        self._client: Any = None
+
+    @property
+    def sluice(self) -> Any:
+        """The engine's API for this run: submit and wait for jobs, put events, start runs."""
+        if self._client is None:
+            if not self._api:
+                raise RuntimeError(
+                    "context.sluice needs the engine's HTTP API and this engine serves none: run the "
+                    "workflow under `sluice serve`, or as `sluice run --api` (a private API on loopback)"
+                )
+            self._client = _api_client().Client(self._api["url"], self._api["token"])
+        return self._client
 
     def remaining_time_s(self) -> float | None:
         """Seconds left before the engine kills this attempt; None when it has no timeout."""
@@ -105,6 +120,21 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {self.attempt_id} remaining_s={self.remaining_time_s()}>"
+
+
+def _api_client() -> ModuleType:
+    """engine/executors/api_client.py, loaded by path on first use like this file (no engine import)."""
+    name = "_sluice_api_client"
+    module = sys.modules.get(name)
+    if module is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, os.path.join(_ENGINE_DIR, "api_client.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module
 
 
 class _Scope:

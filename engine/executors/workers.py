@@ -209,6 +209,7 @@ def request_body(call: FunctionCall) -> dict[str, Any]:
         "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
         "extra": call.extra,
         "env": call.env,
+        "api": call.api,
     }
 
 

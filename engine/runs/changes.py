@@ -73,6 +73,7 @@ class RunChanges:
                 started.extend(bus.publish(conn, env, depth))
             return started
 
+        queued_at = time.monotonic()
         written = self.store.write_nowait(tx)  # raises StoreClosed before anything is counted
         if self.starting:  # the unit counted at start carries over to this commit
             self.starting = False
@@ -87,6 +88,7 @@ class RunChanges:
                 return
             exc = written.exception()
             if exc is None:  # committed: the runs its events started go on even if nobody waits
+                bus.telemetry.committed(events, queued_at)
                 bus.deliver(written.result())
             if durable.done():  # the waiter was cancelled
                 return

@@ -252,12 +252,8 @@ class RunDriver:
         status = Status.SUCCEEDED if outcome.ok else Status.FAILED
         self.status[name] = status
         self._set_ctx(name, status, outcome.output, outcome.error)
-        self.progress(
-            "step",
-            name,
-            status,
-            {"duration_s": outcome.duration_s, "error": outcome.error, "output": outcome.output},
-        )
+        info = dict(duration_s=outcome.duration_s, error=outcome.error, output=outcome.output)
+        self.progress("step", name, status, {**info, "log_path": outcome.log_path})
 
     async def _finish_step(
         self,
@@ -327,12 +323,8 @@ class RunDriver:
                 )
             finally:
                 await started.settled()  # done by now (queued first); this surfaces its error
-            self.progress(
-                "retry",
-                name,
-                Status.RUNNING,
-                {"attempt": attempt, "delay_s": delay, "error": outcome.error},
-            )
+            info = dict(attempt=attempt, delay_s=delay, error=outcome.error, index=idx)
+            self.progress("retry", name, Status.RUNNING, {**info, "log_path": outcome.log_path})
             await self.sleep_until(retry_at)
 
     async def _one_attempt(
@@ -366,6 +358,7 @@ class RunDriver:
             index=None if idx < 0 else idx,
             extra={"workflow": self.run.workflow},
             env=spec.env,
+            api=self.services.api(run_id),
         )
         try:
             outcome = await self.services.functions.execute(call, started)
@@ -428,11 +421,16 @@ class RunDriver:
             self.progress("step", name, Status.RUNNING, {"items": len(items)})
         prior = {idx: row for (step, idx), row in self.run.steps.items() if step == name and idx >= 0}
         outcomes: list[Outcome] = [_NOT_RUN] * len(items)
-        queue = iter(enumerate(items))
+        queue, done = iter(enumerate(items)), 0
 
-        async def lane() -> None:
+        async def lane() -> None:  # an item's end is progress too: `sluice run` counts `work 37/120`
+            nonlocal done
             for i, item in queue:  # the lanes share one iterator: each takes the next item
-                outcomes[i] = await self._item(name, spec, i, item, prior.get(i))
+                outcome = outcomes[i] = await self._item(name, spec, i, item, prior.get(i))
+                done += 1
+                info = dict(index=i, done=done, items=len(items), error=outcome.error)
+                status = Status.SUCCEEDED if outcome.ok else Status.FAILED
+                self.progress("item", name, status, {**info, "log_path": outcome.log_path})
 
         lanes = min(FAN_OUT_LANES, len(items), spec.max_concurrency or FAN_OUT_LANES)
         await asyncio.gather(*(lane() for _ in range(lanes)))

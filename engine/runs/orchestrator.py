@@ -25,7 +25,9 @@ from engine.bus.bus import Bus
 from engine.executors.base import Executor
 from engine.runs.admission import Admission, AdmissionSettings
 from engine.runs.driver import RunDriver
+from engine.runs.keyed import KeyedGate
 from engine.runs.services import RunServices
+from engine.runtokens import RunTokens
 from engine.states import TERMINAL, Status
 from engine.store import audit, records
 from engine.store.records import RunRecord
@@ -64,6 +66,12 @@ class Orchestrator:
         self._cancel_reasons: dict[str, str] = {}
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self.admission = Admission(bus, self._start, admission or AdmissionSettings())
+        #: a workflow's ``concurrency``: runs over their key's limit wait here, PENDING, in order
+        self.keyed = KeyedGate(catalog)
+        #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
+        self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
+        #: where function handlers reach the engine's API (set by the HTTP service once bound)
+        self.api_url: str | None = None
         self.services = RunServices(
             store=store,
             bus=bus,
@@ -74,6 +82,7 @@ class Orchestrator:
             progress=self.emit_progress,
             containers=self.container_runner,
             cancel_reason=self._cancel_reasons.get,
+            api=self._api_for,
         )
         self.finished = 0
         bus.on_runs(self.accept)
@@ -113,8 +122,11 @@ class Orchestrator:
     # -- intake -------------------------------------------------------------------------------
 
     def accept(self, runs: list[RunRecord]) -> None:
-        """Start driving committed runs, or hold them (the bus calls this after each commit)."""
-        for run in runs:
+        """Start driving committed runs, or hold them (the bus calls this after each commit).
+
+        Runs already started (recovery) come first: they hold their concurrency slots again before
+        a PENDING run of the same key can take one."""
+        for run in sorted(runs, key=lambda r: r.status != Status.RUNNING):
             if run.status in TERMINAL:  # refused at routing (bad input): already final in the store
                 self.emit_progress("run", run, None, run.status, {"error": run.error, "reason": None})
                 self._resolve(run.id, run.status)
@@ -126,6 +138,15 @@ class Orchestrator:
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
                 continue
+            if self.keyed.enter(run):
+                self.admission.offer(run)
+
+    def _release(self, run_id: str) -> None:
+        """A run ended: its concurrency slot goes to the next run of its key (none while draining:
+        the waiting runs stay PENDING and the next start runs them)."""
+        for run in self.keyed.leave(run_id):
+            if self.draining:
+                return
             self.admission.offer(run)
 
     def _start(self, run: RunRecord) -> None:
@@ -161,10 +182,17 @@ class Orchestrator:
         finally:
             self._tasks.pop(run_id, None)
             self._drivers.pop(run_id, None)
+            self.tokens.forget(run_id)
         if status in TERMINAL:
             self.finished += 1
             self._resolve(run_id, status)
+            self._release(run_id)
         return status
+
+    def _api_for(self, run_id: str) -> dict[str, str] | None:
+        if self.api_url is None:
+            return None
+        return {"url": self.api_url, "token": self.tokens.mint(run_id)}
 
     async def _fail_broken(self, driver: RunDriver) -> None:
         run_id, now, old = driver.run.id, time.time(), driver.run.status
@@ -189,27 +217,32 @@ class Orchestrator:
 
     async def wait(self, run_id: str, timeout_s: float | None = None) -> str:
         """Wait for a run to end; returns its status (raises TimeoutError, KeyError for no such run)."""
-        if run_id not in self._tasks and run_id not in self.admission.held:
+        if not self._here(run_id):
             row = await self.store.read(
                 lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             )
             if row is None:
                 raise KeyError(run_id)
-            if row[0] in TERMINAL or (run_id not in self._tasks and run_id not in self.admission.held):
+            if row[0] in TERMINAL or not self._here(run_id):
                 return str(row[0])
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
         async with asyncio.timeout(timeout_s):
             return await fut
 
+    def _here(self, run_id: str) -> bool:
+        """Driven, held by admission, or waiting for its concurrency key."""
+        return run_id in self._tasks or run_id in self.admission.held or self.keyed.is_waiting(run_id)
+
     async def cancel(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a running or held run; False when it is neither here."""
-        held = self.admission.withdraw(run_id)
+        held = self.keyed.withdraw(run_id) or self.admission.withdraw(run_id)
         if held is not None:  # never started: end it CANCELLED from PENDING, nothing ran
             driver = RunDriver(self.services, held, self.catalog[held.workflow])
             await driver.cancel_steps_and_run(reason)
             self.finished += 1
             self._resolve(run_id, Status.CANCELLED)
+            self._release(run_id)
             return True
         task = self._tasks.get(run_id)
         if task is None:

@@ -32,6 +32,8 @@ class RunServices:
     progress: Callable[[str, RunRecord, str | None, str, dict[str, Any]], None]
     containers: Callable[[], Awaitable[StepRunner | None]]  #: the container runtime, once attached
     cancel_reason: Callable[[str], str | None]  #: why the user cancelled a run (None: not cancelled)
+    #: the engine's API for a function of this run (``context.sluice``): its URL and the run's token
+    api: Callable[[str], dict[str, str] | None] = lambda run_id: None
 
     @property
     def draining(self) -> bool:

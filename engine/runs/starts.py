@@ -6,7 +6,7 @@ worker at once is recorded RUNNING from that moment, in the one write it always 
 has to wait (its function's ``concurrency``, or every worker busy) is recorded WAITING first,
 with the time it began to wait, and RUNNING when a worker takes it: the attempt's ``started_at``
 is then, the step's ``sluice.step`` RUNNING event says how long it waited (``waited_s``), and
-the API and the dashboard show the step WAITING meanwhile (records.run_summary).
+the API and the dashboard show the step WAITING meanwhile (queries.run_summary).
 """
 
 from __future__ import annotations

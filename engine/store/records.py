@@ -1,15 +1,15 @@
-"""Rows of runs, steps and attempts: the SQL the orchestrator and the API share.
+"""Rows of runs, steps and attempts: the orchestrator's and the bus's SQL.
 
-Every function here takes a ``sqlite3.Connection`` and runs on the store's writer
-(or reader) thread; none awaits. Each write function is one state change and is
-checked against the transition table first.
+Every function here takes a ``sqlite3.Connection`` and runs inside the store's group commit
+(or, for recovery's ``load_active_runs``, one read snapshot); none awaits. Each write function
+is one state change and is checked against the transition table first. What the API and the
+dashboard ask is in engine/store/queries.py, as async functions over aiosqlite.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,53 +284,6 @@ def load_active_runs(conn: sqlite3.Connection) -> list[RunRecord]:
     return runs
 
 
-def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
-    """A run as users see it (CLI ``--json``, the API): status, outputs, error, and each step."""
-    row = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-    if row is None:
-        return None
-    steps: dict[str, dict[str, Any]] = {}
-    for srow in conn.execute("SELECT * FROM steps WHERE run_id=? AND idx=-1 ORDER BY started_at", (run_id,)):
-        steps[srow["step"]] = {
-            "status": srow["status"],
-            "attempts": srow["attempts"],
-            "items": srow["items"],
-            "started_at": srow["started_at"],
-            "ended_at": srow["ended_at"],
-            "reason": srow["reason"],
-            "error": loads(srow["error"]),
-            "output": loads(srow["output"]),
-        }
-    _show_waiting(conn, run_id, steps)
-    return {
-        "run_id": row["id"],
-        "workflow": row["workflow"],
-        "status": row["status"],
-        "trigger": row["trigger"],
-        "event_id": row["event_id"],
-        "params": loads(row["params"]),
-        "outputs": loads(row["outputs"]),
-        "error": loads(row["error"]),
-        "reason": row["reason"],
-        "created_at": row["created_at"],
-        "started_at": row["started_at"],
-        "ended_at": row["ended_at"],
-        "steps": steps,
-    }
-
-
-def _show_waiting(conn: sqlite3.Connection, run_id: str, steps: dict[str, dict[str, Any]]) -> None:
-    """A RUNNING step whose attempt waits for a function worker shows WAITING (since when); a fan-out
-    shows how many of its items wait."""
-    sql = "SELECT step, MIN(idx), COUNT(*), MIN(queued_at) FROM attempts WHERE run_id=? AND status=? "
-    for name, idx, count, since in conn.execute(sql + "GROUP BY step", (run_id, Status.WAITING)):
-        step = steps.get(name)
-        if step is not None and step["status"] == Status.RUNNING and idx < 0:
-            step["status"], step["waiting_since"] = Status.WAITING, since
-        elif step is not None and step["status"] == Status.RUNNING:
-            step["items_waiting"] = count
-
-
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -468,132 +421,3 @@ def link_job_attempts(conn: sqlite3.Connection, run_id: str, step: str, attempts
             for index, attempt, status, started, ended, error, log_path in attempts
         ],
     )  # fmt: skip
-
-
-# -- queries for the HTTP API (read-only) ---------------------------------------------------------
-
-
-def _run_row(row: sqlite3.Row) -> dict[str, Any]:
-    ended, started = row["ended_at"], row["started_at"]
-    return {
-        "run_id": row["id"],
-        "workflow": row["workflow"],
-        "status": row["status"],
-        "trigger": row["trigger"],
-        "reason": row["reason"],
-        "created_at": row["created_at"],
-        "started_at": started,
-        "ended_at": ended,
-        "duration_s": None if ended is None or started is None else round(ended - started, 3),
-    }
-
-
-def list_runs(
-    conn: sqlite3.Connection,
-    *,
-    workflow: str | None = None,
-    status: str | None = None,
-    limit: int = 50,
-    before: str | None = None,
-    trigger: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-) -> list[dict[str, Any]] | None:
-    """Runs newest first; ``before`` is a run id (the cursor). None when that run does not exist.
-
-    ``trigger`` is a trigger name (``manual`` for runs started by hand); ``since``/``until``
-    bound ``created_at`` (Unix seconds).
-
-    Newest is last created: the rowid, which the table and each of its indexes already hold in
-    order, so a page is a walk backwards that stops at ``limit`` rows whatever the history's size.
-    """
-    where: list[str] = []
-    args: list[Any] = []
-    if before is not None:
-        row = conn.execute("SELECT rowid FROM runs WHERE id=?", (before,)).fetchone()
-        if row is None:
-            return None
-        where.append("rowid < ?")
-        args.append(row[0])
-    if workflow:
-        where.append("workflow = ?")
-        args.append(workflow)
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    if trigger:
-        where.append("trigger IS NULL" if trigger == "manual" else "trigger = ?")
-        args.extend([] if trigger == "manual" else [trigger])
-    if since is not None:
-        where.append("created_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("created_at < ?")
-        args.append(until)
-    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY rowid DESC LIMIT ?"
-    return [_run_row(r) for r in conn.execute(sql, (*args, limit))]
-
-
-def run_attempts(
-    conn: sqlite3.Connection, run_id: str, step: str | None = None, attempt: int | None = None
-) -> list[dict[str, Any]]:
-    """Every attempt of a run (optionally one step / attempt number), in start order."""
-    sql = "SELECT * FROM attempts WHERE run_id=?"
-    args: list[Any] = [run_id]
-    if step is not None:
-        sql += " AND step=?"
-        args.append(step)
-    if attempt is not None:
-        sql += " AND attempt=?"
-        args.append(attempt)
-    rows = conn.execute(sql + " ORDER BY started_at, step, idx, attempt", args)
-    return [
-        {
-            "step": r["step"],
-            "index": None if r["idx"] < 0 else r["idx"],
-            "attempt": r["attempt"],
-            "status": r["status"],
-            "started_at": None if r["status"] == Status.WAITING else r["started_at"],
-            "ended_at": r["ended_at"],
-            "error": loads(r["error"]),
-            "log_path": r["log_path"],
-            "queued_at": r["queued_at"],
-            "waited_s": _waited(r),
-        }
-        for r in rows
-    ]
-
-
-def _waited(row: sqlite3.Row) -> float | None:
-    """How long an attempt waited for a function worker (so far, while it still waits)."""
-    if row["queued_at"] is None:
-        return None
-    until = time.time() if row["status"] == Status.WAITING else row["started_at"]
-    return round(max(0.0, until - row["queued_at"]), 3)
-
-
-def list_events(
-    conn: sqlite3.Connection,
-    *,
-    source: str | None = None,
-    detail_type: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    limit: int = 50,
-) -> list[dict[str, Any]]:
-    """Stored events newest first (by the time the bus received them)."""
-    where: list[str] = []
-    args: list[Any] = []
-    for clause, value in (
-        ("source = ?", source),
-        ("detail_type = ?", detail_type),
-        ("received_at >= ?", since),
-        ("received_at < ?", until),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
-    sql = "SELECT body, received_at FROM events" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
-    return [{**json.loads(r["body"]), "received_at": r["received_at"]} for r in rows]

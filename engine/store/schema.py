@@ -209,7 +209,37 @@ MIGRATIONS: list[str] = [
     ALTER TABLE compute_environments ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE job_attempts ADD COLUMN slurm_job_id TEXT;
     """,
-    # 7: a function attempt waiting for a worker (status WAITING): when it began to wait; its
+    # 6: batch scheduling (issue 17): a queue's preemption and scheduling policy, an environment's
+    # interruptible capacity and scaling bounds, preempted attempts (the persistent marker that a
+    # restart honours), attempts a preemption gave back, fair-share scheduling policies
+    """
+    ALTER TABLE job_queues ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE compute_environments ADD COLUMN capacity TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE jobs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_attempts ADD COLUMN preempted_by TEXT;
+    CREATE INDEX job_attempts_preempted ON job_attempts (preempted_by) WHERE preempted_by IS NOT NULL;
+
+    CREATE TABLE scheduling_policies (
+        name        TEXT PRIMARY KEY,
+        body        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 7: a trigger's events waiting for their batch (engine/bus/batches.py); a batch's run and the
+    # deletion of its rows commit together
+    """
+    CREATE TABLE batch_items (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow  TEXT NOT NULL,
+        trigger   TEXT NOT NULL,
+        event_id  TEXT NOT NULL,
+        depth     INTEGER NOT NULL DEFAULT 0,
+        added_at  REAL NOT NULL,
+        UNIQUE (workflow, trigger, event_id)
+    );
+    CREATE INDEX batch_items_trigger ON batch_items (workflow, trigger, seq);
+    """,
+    # 8: a function attempt waiting for a worker (status WAITING): when it began to wait; its
     # started_at is when a worker took it
     """
     ALTER TABLE attempts ADD COLUMN queued_at REAL;

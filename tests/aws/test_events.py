@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from engine.store import records
+from engine.store import queries
 from tests.support.aws import AwsServer, MakeAwsServer, aws
 from tests.support.docker import TEST_IMAGE
 from tests.support.engines import write_flow
@@ -53,9 +53,9 @@ def flows(tmp_path: Path) -> Path:
     return folder
 
 
-async def runs_of(server: AwsServer) -> list[dict[str, Any]]:
-    found = await server.engine.store.read(lambda c: records.list_runs(c, workflow="orders"))
-    return found or []
+async def runs_of(server: AwsServer, workflow: str = "orders") -> list[dict[str, Any]]:
+    async with server.engine.store.reader() as db:
+        return await queries.list_runs(db, workflow=workflow) or []
 
 
 async def run_params(server: AwsServer, run_id: str) -> dict[str, Any]:
@@ -240,8 +240,8 @@ async def test_a_schedule_rule_starts_its_workflow_on_time(aws_server: MakeAwsSe
     assert (await aws(events.describe_rule, Name="every-second"))["ScheduleExpression"] == "rate(1 second)"
 
     async def runs() -> list[dict[str, Any]]:
-        found = await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick"))
-        return found if found and len(found) >= 2 else []
+        found = await runs_of(server, "tick")
+        return found if len(found) >= 2 else []
 
     fired = await wait_until(runs, 20, what="two scheduled runs")
     query = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = ?"
@@ -250,6 +250,6 @@ async def test_a_schedule_rule_starts_its_workflow_on_time(aws_server: MakeAwsSe
     assert (event["source"], event["detail-type"]) == ("aws.events", "Scheduled Event")
     assert event["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/every-second"]
     await aws(events.disable_rule, Name="every-second")
-    count = len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or [])
+    count = len(await runs_of(server, "tick"))
     await asyncio.sleep(2.5)  # a disabled schedule must stay quiet: nothing to wait for but time
-    assert len(await server.engine.store.read(lambda c: records.list_runs(c, workflow="tick")) or []) == count
+    assert len(await runs_of(server, "tick")) == count

@@ -339,3 +339,30 @@ def test_sigterm_on_serve_stops_in_stages_and_records_interrupted_steps(tmp_path
         .fetchone()[0]
     )
     assert status == "SUCCEEDED"
+
+
+def test_run_file_loads_that_file_alone_and_validate_takes_a_file_or_a_folder(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    write_flow(flows, "name: good\nsteps:\n  x: {function: handlers:one}\n", "def one(e, c):\n    return 1\n",
+               name="good.yaml")  # fmt: skip
+    (flows / "broken.yaml").write_text("name: [oops\n", encoding="utf-8")
+    result = sluice("run", "flows/good.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # the broken neighbour is not read
+    assert result.stdout.strip() == "1"
+    result = sluice("run", "flows/good.yaml", "--dir", "flows", cwd=tmp_path)
+    assert result.returncode == 2 and "broken.yaml" in result.stderr  # asked to load the folder
+
+    result = sluice("validate", "flows/good.yaml", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "1 workflow OK: good\n")
+    result = sluice("validate", "flows", "--json", cwd=tmp_path)
+    assert result.returncode == 2
+    answer = json.loads(result.stdout)
+    assert answer["valid"] is False and answer["workflows"] == []
+    (error,) = answer["errors"]
+    assert error["file"] == "flows/broken.yaml" and "YAML" in error["problem"] and error["hint"]
+    (flows / "broken.yaml").unlink()
+    result = sluice("validate", "flows", "--json", cwd=tmp_path)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"valid": True, "workflows": ["good"], "errors": []}
+    result = sluice("validate", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "no such file or folder" in result.stderr

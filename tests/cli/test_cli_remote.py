@@ -161,6 +161,38 @@ async def test_logs_follow_prints_a_running_step_live_and_each_line_once(
     assert out == "==> talk attempt 1 <==\nworking on it\ndone\n"
 
 
+async def test_runs_show_follow_is_the_live_view_of_sluice_run(live: Served, tmp_path: Path) -> None:
+    """Started, what the handler prints (while it runs), ended, the run's end; outputs; exit code."""
+    gate = tmp_path / "gate"
+    run_id = await live.engine.start_run("chatty", {"gate": str(gate)})
+    follow = asyncio.ensure_future(sluice("runs", "show", run_id, "--follow", server=live.url))
+    deadline = time.monotonic() + 20
+    while "working on it" not in await _logs(live, run_id):
+        assert time.monotonic() < deadline and not follow.done()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # several polls while the step still runs
+    gate.touch()
+    code, out, err = await asyncio.wait_for(follow, 30)
+    assert code == 0, err
+    assert json.loads(out) == "ok"  # the outputs on stdout, as `sluice run` prints them
+    lines = [line.split(maxsplit=1)[1] for line in err.splitlines()]  # without the elapsed time
+    assert lines[0] == f"→ run {run_id} of chatty started"
+    assert [line.split() for line in lines[1:4]] == [
+        ["→", "talk", "started"], ["talk", "│", "working", "on", "it"], ["talk", "│", "done"],
+    ]  # fmt: skip
+    assert lines[4].startswith("✓ talk") and lines[5].startswith(f"✓ run {run_id} SUCCEEDED in ")
+    assert len(lines) == 6  # each line once
+    at = [float(line.split(maxsplit=1)[0].rstrip("s")) for line in err.splitlines()]
+    assert at[4] - at[2] > 0.7, "the handler's first line was shown only when the step ended"
+
+    failing = await live.engine.start_run("greet", {"who": "x"})
+    await live.engine.orchestrator.wait(failing, 20)
+    code, _, err = await sluice("runs", "show", failing, "-f", server=live.url)  # ended already
+    assert code == 0 and "✓ run" in err and "log line for x" in err
+    code, _, err = await sluice("runs", "show", "r-nope", "--follow", server=live.url)
+    assert code == 2 and "r-nope" in err
+
+
 async def _logs(live: Served, run_id: str) -> str:
     url = f"{live.url}/api/v1/runs/{run_id}/logs?step=talk"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
@@ -176,6 +208,28 @@ async def test_cancel_and_errors(live: Served) -> None:
     assert code == 2 and err.startswith("sluice: error: run ") and "not running" in err
     code, _, err = await sluice("runs", "show", "r-nope", server=live.url)
     assert code == 2 and "no run 'r-nope'" in err
+
+
+async def test_triggers_list_pause_and_resume(live: Served) -> None:
+    code, out, err = await sluice("triggers", "list", server=live.url)
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["TRIGGER", "KIND", "STATE"]
+    assert out.splitlines()[1].split() == ["greet/hook", "webhook", "active"]
+    code, out, err = await sluice("triggers", "pause", "greet/hook", server=live.url)
+    assert (code, out.strip()) == (0, "trigger greet/hook paused"), err
+    code, out, _ = await sluice("triggers", "pause", "greet/hook", server=live.url)
+    assert out.strip() == "trigger greet/hook paused (it was paused already)"
+    assert live.engine.pauses.is_paused("greet", "hook")
+    code, out, _ = await sluice("triggers", "list", "--json", server=live.url)
+    assert json.loads(out)["triggers"][0]["paused"] is True
+    code, out, _ = await sluice("triggers", "list", server=live.url)
+    assert "paused since " in out.splitlines()[1]
+    code, out, _ = await sluice("triggers", "resume", "greet/hook", server=live.url)
+    assert (code, out.strip()) == (0, "trigger greet/hook active")
+    code, _, err = await sluice("triggers", "pause", "greet", server=live.url)
+    assert code == 2 and "WORKFLOW/TRIGGER" in err
+    code, _, err = await sluice("triggers", "pause", "greet/nope", server=live.url)
+    assert code == 2 and "no trigger 'nope'" in err and "hook" in err
 
 
 async def test_events_put_and_list(live: Served, tmp_path: Path) -> None:

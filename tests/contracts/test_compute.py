@@ -132,7 +132,9 @@ async def test_out_of_memory(backend: Backend, make_container_request: MakeReque
         command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=50M count=1; sleep 2"], memory_bytes=8 << 20
     )
     result = await runner.run(req)
-    assert (result.exit_code, result.status_reason, result.oom_killed) == (137, OUT_OF_MEMORY, True)
+    assert (result.exit_code, result.status_reason, result.oom_killed) == (137, OUT_OF_MEMORY, True), read(
+        req.log_path
+    )
     await runner.aclose()
 
 

@@ -77,7 +77,13 @@ def test_dependencies_point_one_way(package: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["engine.executors.worker", "engine.executors.forkserver", "engine.executors.slurm_batch"]
+    "module",
+    [
+        "engine.executors.worker",
+        "engine.executors.api_client",
+        "engine.executors.forkserver",
+        "engine.executors.slurm_batch",
+    ],
 )
 def test_worker_processes_import_nothing_of_ours(module: str) -> None:
     """A worker imports only the standard library: every call's cold start pays for the rest (and

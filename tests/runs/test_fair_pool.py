@@ -10,7 +10,7 @@ from typing import Any
 from engine.engine import Engine
 from engine.executors.fairness import reserve_for_others
 from engine.states import Status
-from engine.store import records
+from engine.store import queries
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.waiting import wait_until
 
@@ -63,6 +63,11 @@ def flows(tmp_path: Path) -> Path:
     return folder
 
 
+async def attempts_of(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+    async with engine.store.reader() as db:
+        return await queries.run_attempts(db, run_id)
+
+
 async def saturate(engine: Engine, n: int, seconds: float) -> str:
     """Start a fan-out of ``n`` long items; return once it holds its share of the pool and waits for more."""
     fan = await engine.start_run("fan", {"n": n, "s": seconds})
@@ -98,7 +103,7 @@ async def test_max_concurrency_caps_the_items_in_flight(make_engine: MakeEngine,
     elapsed = time.monotonic() - t0
     assert run["status"] == Status.SUCCEEDED, run
     assert elapsed >= 0.85, f"6 items of 0.3 s, 2 at a time, took {elapsed:.2f}s: more than 2 ran at once"
-    attempts = await engine.store.read(lambda c: records.run_attempts(c, run["run_id"]))
+    attempts = await attempts_of(engine, run["run_id"])
     spans = sorted((a["started_at"], a["ended_at"]) for a in attempts)
     overlap = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert overlap == 2
@@ -124,8 +129,8 @@ async def test_a_step_waiting_for_a_worker_shows_waiting_and_starts_when_taken(
         await asyncio.sleep(0.01)
     await engine.orchestrator.wait(first, 30)
     await engine.orchestrator.wait(second, 30)
-    a1 = (await engine.store.read(lambda c: records.run_attempts(c, first)))[0]
-    a2 = (await engine.store.read(lambda c: records.run_attempts(c, second)))[0]
+    a1 = (await attempts_of(engine, first))[0]
+    a2 = (await attempts_of(engine, second))[0]
     assert a2["status"] == Status.SUCCEEDED and a2["queued_at"] is not None
     assert a2["started_at"] >= a1["ended_at"] - 0.05, "the attempt started when a worker took it"
     assert 0.3 < a2["waited_s"] < 5, a2
@@ -142,7 +147,7 @@ async def test_the_step_event_says_how_long_it_waited_and_a_cancel_closes_a_wait
     cancelled = await engine.start_run("single", {"s": 0.01})
 
     async def attempts(run_id: str) -> list[dict[str, Any]]:
-        return await engine.store.read(lambda c: records.run_attempts(c, run_id))
+        return await attempts_of(engine, run_id)
 
     deadline = time.monotonic() + 10
     while not (await attempts(cancelled)) or (await attempts(cancelled))[0]["status"] != Status.WAITING:
@@ -153,7 +158,8 @@ async def test_the_step_event_says_how_long_it_waited_and_a_cancel_closes_a_wait
     assert [a["status"] for a in await attempts(cancelled)] == [Status.CANCELLED]
     assert await engine.orchestrator.wait(waits, 30) == Status.SUCCEEDED
     assert await engine.orchestrator.wait(first, 30) == Status.SUCCEEDED
-    events = await engine.store.read(lambda c: records.list_events(c, source="sluice.step", limit=100))
+    async with engine.store.reader() as db:
+        events = await queries.list_events(db, source="sluice.step", limit=100)
     running = [
         e["detail"]
         for e in events

@@ -13,7 +13,7 @@ import pytest
 
 from engine.ids import event_id, ordered_id
 from engine.states import IllegalTransition, check
-from engine.store import records
+from engine.store import queries
 from engine.store.schema import MIGRATIONS
 from engine.store.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
 
@@ -264,6 +264,46 @@ async def test_a_long_read_does_not_hold_up_the_next(store: Store) -> None:
     assert await slow == 0
 
 
+async def test_a_long_async_read_does_not_hold_up_the_next(store: Store) -> None:
+    """The API's async queries: a statement blocked on one pooled connection, a one-row read on another."""
+    release = threading.Event()
+    async with store.reader() as db:
+        await db.create_function("held", 0, lambda: int(release.wait(10)))
+        slow = asyncio.ensure_future(db.execute_fetchall("SELECT held()"))
+        await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(2), store.reader() as other:
+                assert other is not db
+                assert list(next(iter(await other.execute_fetchall("SELECT 1")))) == [1]
+            assert not slow.done()
+            async with asyncio.timeout(2):  # and the sync path for components shares the pool
+                assert await store.read(lambda c: c.execute("SELECT 2").fetchone()[0]) == 2
+        finally:
+            release.set()
+        assert list(next(iter(await slow))) == [1]
+
+
+async def test_readers_cannot_write(store: Store) -> None:
+    """One writer per table: a read connection refuses to change the store, whatever SQL it gets."""
+    async with store.reader() as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await db.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await store.read(lambda c: c.execute("DELETE FROM kv"))
+    assert await store.read(lambda c: c.execute("SELECT count(*) FROM kv").fetchone()[0]) == 0
+
+
+async def test_a_closed_store_refuses_reads(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    await s.close()
+    with pytest.raises(StoreClosed):
+        await s.read(lambda c: None)
+    with pytest.raises(StoreClosed):
+        async with s.reader():
+            pass
+
+
 async def test_history_pages_are_newest_first_and_the_cursor_walks_back(store: Store) -> None:
     """Creation order decides, as the API's ``next`` cursor promises: no run twice, none skipped."""
     ids = [ordered_id("r-") for _ in range(25)]
@@ -280,12 +320,15 @@ async def test_history_pages_are_newest_first_and_the_cursor_walks_back(store: S
     seen: list[str] = []
     cursor = None
     while True:
-        page = await store.read(lambda c, before=cursor: records.list_runs(c, limit=10, before=before))
+        async with store.reader() as db:
+            page = await queries.list_runs(db, limit=10, before=cursor)
         assert page is not None
         seen += [r["run_id"] for r in page]
         if len(page) < 10:
             break
         cursor = page[-1]["run_id"]
     assert seen == ids[::-1]
-    failed = await store.read(lambda c: records.list_runs(c, status="FAILED", workflow="wf0", limit=50))
+    async with store.reader() as db:
+        failed = await queries.list_runs(db, status="FAILED", workflow="wf0", limit=50) or []
+        assert await queries.list_runs(db, before="r-no-such-run") is None  # a bad cursor, not a page
     assert [r["run_id"] for r in failed] == [r for i, r in enumerate(ids) if i % 6 == 0][::-1]

@@ -1,0 +1,187 @@
+"""The engine's clients: ``context.sluice`` in a function (Lambda submitting a Batch job) and
+``engine.client`` for scripts, against a real engine serving its real HTTP API on a free port,
+with real containers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from engine.api import batch as batch_api
+from engine.api.app import HttpService
+from engine.api.auth import AuthPolicy
+from engine.client import Sluice, SluiceError, SluiceSync, WaitTimeout
+from engine.engine import Engine, Settings
+from engine.executors.docker_api import DockerClient
+from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.engines import write_flow
+from workflows.loader import load_dir
+
+pytestmark = pytest.mark.docker
+
+ADMIN = "admin-token-for-the-client-tests-0123456789"
+BOX = {"image": TEST_IMAGE, "vcpus": 0.25, "memory": 32 << 20, "network": "none"}
+
+FLOWS = """
+name: submitter
+steps:
+  go:
+    function: handlers:go
+    timeout: 120s
+"""
+
+NAPPER = """
+name: napper
+steps:
+  nap:
+    function: handlers:nap
+"""
+
+HANDLERS = f"""
+import json, os, pathlib, time
+
+def nap(event, context):
+    time.sleep(60)
+
+def go(event, context):
+    c = context.sluice
+    me = c.describe_run(context.run_id)
+    job = c.submit_job("default", container={{**{BOX!r}, "command": ["sh", "-c", "echo from-the-job"]}})
+    done = c.wait_job(job["job_id"], timeout_s=90)
+    arr = c.submit_job("default", container={{**{BOX!r}, "command": ["true"]}}, array_size=2)
+    arr_done = c.wait_job(arr["job_id"], timeout_s=90)
+    child = c.describe_job(arr["job_id"] + ":1")["status"]
+    event_id = c.put_event("com.example.fn", "Job Done", {{"job": job["job_id"]}})
+    out = {{"me": me["status"], "job": job["job_id"], "status": done["status"], "array": arr_done["status"],
+           "child": child, "event": event_id, "client": repr(c)}}
+    # for the test alone: what a leaked token could do after the run (the test tries it)
+    pathlib.Path(event["detail"]["leak"]).write_text(json.dumps({{"token": c._token, "url": c.url}}))
+    if event["detail"].get("peek"):
+        try:
+            c.describe_job(event["detail"]["peek"])
+            out["peek"] = "allowed"
+        except Exception as exc:
+            out["peek"] = f"{{exc.status}} {{exc.code}}"
+    return out
+"""
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> AsyncIterator[tuple[str, Engine]]:
+    """An engine as `sluice serve` composes it for jobs: the HTTP service (with a token) last."""
+    flows = tmp_path / "flows"
+    write_flow(flows, FLOWS, HANDLERS)
+    write_flow(flows, NAPPER, name="napper.yaml")
+    settings = Settings(data_dir=tmp_path / "data", workers=2, grace_s=5, port=0)
+    engine = Engine(settings, load_dir(flows))
+    http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", ADMIN))
+    engine.add_service(http, closer=http.aclose)
+    await engine.start()
+    assert engine.batch is not None
+    engine.batch.labels[TEST_LABEL] = docker_test_label
+    try:
+        yield f"http://127.0.0.1:{http.port}", engine
+    finally:
+        await engine.stop(grace_s=0)
+
+
+async def _get(base: str, path: str, token: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as s, s.get(base + path, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_function_submits_a_container_job_and_waits_for_it(
+    served: tuple[str, Engine], tmp_path: Path
+) -> None:
+    base, engine = served
+    async with Sluice(base, ADMIN) as admin:  # a job of someone else's, that no run made
+        other = await admin.submit_job("default", container={**BOX, "command": ["true"]})
+    leak = tmp_path / "leak.json"
+    async with asyncio.timeout(150):
+        summary = await engine.run_to_end("submitter", {"leak": str(leak), "peek": other["job_id"]})
+    assert summary["status"] == "SUCCEEDED", summary["steps"]["go"]["error"]
+    out = summary["steps"]["go"]["output"]
+    assert out["me"] == "RUNNING" and out["status"] == "SUCCEEDED"
+    assert out["array"] == "SUCCEEDED" and out["child"] == "SUCCEEDED"
+    assert out["peek"] == "403 not_this_runs"  # another's job is out of the run token's reach
+    assert "sluice-run." not in out["client"]  # the client's repr never shows the token
+    async with Sluice(base, ADMIN) as admin:
+        job = await admin.describe_job(out["job"])
+        assert job["status"] == "SUCCEEDED"
+        async with aiohttp.ClientSession() as s:
+            logs = await s.get(
+                f"{base}/api/v1/jobs/{out['job']}/logs", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            assert await logs.text() == "from-the-job\n"
+    # the token is in no event and no answer about the run
+    leaked = json.loads(leak.read_text())
+    token = leaked["token"]
+    assert token.startswith("sluice-run.") and leaked["url"] == base
+    status, run = await _get(base, f"/api/v1/runs/{summary['run_id']}", ADMIN)
+    assert status == 200 and token not in json.dumps(run)
+    status, events = await _get(base, "/api/v1/events?limit=500", ADMIN)
+    assert status == 200 and token not in json.dumps(events)
+    assert [e["id"] for e in events["events"] if e["detail-type"] == "Job Done"] == [out["event"]]
+    # after the run ended, the token is void
+    status, body = await _get(base, f"/api/v1/jobs/{out['job']}", token)
+    assert status == 401 and body["error"]["code"] == "run_token_expired"
+
+
+async def test_a_run_token_reaches_only_its_own_run(served: tuple[str, Engine], tmp_path: Path) -> None:
+    base, engine = served
+    second = await engine.start_run("napper")
+    first = await engine.start_run("napper")
+    tokens = engine.orchestrator.tokens
+    token = tokens.mint(first)  # the token that run's functions get
+    try:
+        status, body = await _get(base, f"/api/v1/runs/{first}", token)
+        assert status == 200 and body["run_id"] == first
+        status, body = await _get(base, f"/api/v1/runs/{second}", token)
+        assert status == 403 and body["error"]["code"] == "not_this_runs"
+        status, body = await _get(base, "/api/v1/runs", token)  # listing is no run's business
+        assert status == 403 and body["error"]["code"] == "not_for_run_tokens"
+        forged = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
+        status, body = await _get(base, f"/api/v1/runs/{first}", forged)
+        assert status == 401
+    finally:
+        for run_id in (first, second):
+            await engine.orchestrator.cancel(run_id, "test over")
+    status, body = await _get(base, f"/api/v1/runs/{first}", token)
+    assert status == 401 and body["error"]["code"] == "run_token_expired"
+
+
+async def test_the_script_clients_say_what_went_wrong(served: tuple[str, Engine]) -> None:
+    base, _engine = served
+    async with Sluice(base, "not-the-token-but-long-enough") as bad:
+        with pytest.raises(SluiceError) as info:
+            await bad.describe_run("r-nope")
+        assert info.value.status == 401 and info.value.code == "unauthorized"
+    async with Sluice(base, ADMIN) as sluice:
+        with pytest.raises(SluiceError) as info:
+            await sluice.start_run("no-such-flow")
+        assert info.value.status == 404 and "GET /api/v1/workflows" in info.value.message
+        job = await sluice.submit_job("default", container={**BOX, "command": ["sleep", "5"]})
+        with pytest.raises(WaitTimeout) as waited:
+            await sluice.wait_job(job["job_id"], timeout_s=0.5)
+        assert waited.value.last["status"] in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+        await sluice.request("POST", f"/api/v1/jobs/{job['job_id']}/terminate", {"reason": "test over"})
+        done = await sluice.wait_job(job["job_id"], timeout_s=60)
+        assert done["status"] == "FAILED"
+    sync = SluiceSync(base, ADMIN)
+    with pytest.raises(ValueError, match="give a job definition name or a container"):
+        sync.submit_job("default")
+    assert (await asyncio.to_thread(sync.describe_job, job["job_id"]))["status"] == "FAILED"
+    with pytest.raises(SluiceError) as info:
+        await asyncio.to_thread(SluiceSync("http://127.0.0.1:9", ADMIN, timeout_s=2).describe_run, "r-x")
+    assert info.value.code == "unreachable" and "cannot reach the engine at http://127.0.0.1:9" in str(
+        info.value
+    )
