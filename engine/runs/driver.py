@@ -31,7 +31,7 @@ from engine.events import iso_ms
 from engine.executors.base import FunctionCall, Outcome
 from engine.runs import changes
 from engine.runs.services import RunServices
-from engine.runs.starts import AttemptStart
+from engine.runs.starts import AttemptStart, WaitWatch
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
@@ -73,6 +73,7 @@ class RunDriver:
         self.changes = changes.RunChanges(services.store, services.bus, services.admission, run.depth)
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
+        self.waits = WaitWatch()  #: its function attempts waiting for a worker (runs/starts.py)
         self._restore()
         self.ctx: dict[str, Any] = {
             "event": run.event,
@@ -342,6 +343,7 @@ class RunDriver:
         started = AttemptStart(
             self.changes, run_id, name, idx, attempt, log_path, first=first, event=self.step_event,
             progress=lambda step, status, info: self.progress("step", step, status, info),
+            watch=self.waits,
         )  # fmt: skip
         call = FunctionCall(
             attempt_id=f"{run_id}/{name}{'' if idx < 0 else f'[{idx}]'}#{attempt}",

@@ -12,6 +12,8 @@ the API and the dashboard show the step WAITING meanwhile (queries.run_summary).
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,30 @@ Progress = Callable[[str, str, dict[str, Any]], None]
 RECORD_WAIT_AFTER_S = 0.05
 
 
+class WaitWatch:
+    """A run's attempts waiting for a worker, oldest first, under one timer for the oldest.
+
+    One timer per run, not one per call: most waits of a fan-out end in a few ms, and a timer
+    armed and cancelled per item cost more than the wait it watched."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[float, AttemptStart]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, start: AttemptStart) -> None:
+        self._queue.append((time.monotonic() + RECORD_WAIT_AFTER_S, start))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(RECORD_WAIT_AFTER_S, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        now, queue = time.monotonic(), self._queue
+        while queue and queue[0][0] <= now:
+            queue.popleft()[1].record_waiting()
+        if queue:
+            self._timer = asyncio.get_running_loop().call_later(queue[0][0] - now, self._due)
+
+
 class AttemptStart:
     """One attempt's start as the run records it; ``settled()`` once its writes are durable."""
 
@@ -44,14 +70,15 @@ class AttemptStart:
         first: bool,
         event: Callable[..., dict[str, Any]],
         progress: Progress,
+        watch: WaitWatch,
     ) -> None:
         self.changes, self.run_id, self.name, self.idx = changes, run_id, name, idx
         self.attempt, self.log_path, self.first = attempt, log_path, first
-        self.event, self.progress = event, progress
+        self.event, self.progress, self.watch = event, progress, watch
         self.queued_at: float | None = None
         self.taken_at: float | None = None
         self.recorded = False  #: its WAITING row was written
-        self._timer: asyncio.TimerHandle | None = None
+        self.gave_up = False  #: the call ended without a worker (cancelled, the pool closed)
         self._writes: list[asyncio.Future[None]] = []
 
     def queued(self, at: float) -> None:
@@ -59,11 +86,11 @@ class AttemptStart:
             return
         self.queued_at = at
         self.changes.parked()  # else, before its first commit, admission would hold new runs behind it
-        self._timer = asyncio.get_running_loop().call_later(RECORD_WAIT_AFTER_S, self._record_waiting)
+        self.watch.add(self)
 
-    def _record_waiting(self) -> None:
-        self._timer = None
-        if self.taken_at is not None or self.queued_at is None:
+    def record_waiting(self) -> None:
+        """Still waiting after :data:`RECORD_WAIT_AFTER_S`: write the WAITING row."""
+        if self.taken_at is not None or self.queued_at is None or self.gave_up:
             return
         self.recorded = True
         run_id, name, idx, attempt, log_path, first = self._key()
@@ -79,7 +106,6 @@ class AttemptStart:
         if self.taken_at is not None:
             return
         self.taken_at = at
-        self.abandon()
         run_id, name, idx, attempt, log_path, first = self._key()
         queued = self.queued_at
         if self.recorded:
@@ -97,10 +123,8 @@ class AttemptStart:
             self.progress(name, Status.RUNNING, info)
 
     def abandon(self) -> None:
-        """No WAITING row is to be written any more (taken, or the call gave up)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The call ended without a worker: no WAITING row is to be written any more."""
+        self.gave_up = True
 
     def ensure_started(self, at: float) -> None:
         """After ``execute`` returned: an executor that never called the hook started it by now."""
