@@ -21,7 +21,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
-from engine.api.auth import AuthPolicy, add_login, guard
+from engine.api.auth import ON_BEHALF_OF, RUN_TAG, AuthPolicy, add_login, guard
 from engine.api.dashboard import add_dashboard
 from engine.api.http import (
     MAX_BODY_BYTES,
@@ -417,9 +417,13 @@ async def put_events(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_body", f'send {{"Entries": [...]}} with 1 to {MAX_ENTRIES} entries')
     answers: list[dict[str, Any]] = []
     good: list[tuple[int, dict[str, Any]]] = []
+    run_id = request.get(ON_BEHALF_OF)  # put by a function through context.sluice: name its run
     for i, entry in enumerate(entries):
         try:
-            good.append((i, _entry_event(entry)))
+            event = _entry_event(entry)
+            if run_id is not None:
+                event["resources"] = [*event["resources"], f"{RUN_TAG}/{run_id}"]
+            good.append((i, event))
             answers.append({})
         except ValueError as exc:
             answers.append({"ErrorCode": "InvalidArgument", "ErrorMessage": str(exc)})

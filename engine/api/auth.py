@@ -268,6 +268,12 @@ _RUN_ROUTES: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
 )
 
 
+#: the request key holding the run a run token speaks for (engine/api/batch.py, app.py read it)
+ON_BEHALF_OF = web.RequestKey("sluice_run", str)
+#: the tag a job submitted by a run carries, and the resource its events carry
+RUN_TAG = "sluice:run"
+
+
 def _bearer(request: web.Request) -> str | None:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return given.strip() if scheme.lower() == "bearer" else None
@@ -299,6 +305,7 @@ async def _as_run(
                 f"{thing} was not made by run {run_id}; a run's token reaches only "
                 "its own run and the jobs and runs it submitted",
             )
+        request[ON_BEHALF_OF] = run_id  # the jobs it submits are tagged with it, its events name it
         response = await handler(request)
         if method == "POST" and response.status == 201 and isinstance(response, web.Response):
             made = json.loads(response.body or b"{}") if isinstance(response.body, bytes) else {}

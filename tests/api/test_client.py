@@ -117,6 +117,7 @@ async def test_a_function_submits_a_container_job_and_waits_for_it(
     async with Sluice(base, ADMIN) as admin:
         job = await admin.describe_job(out["job"])
         assert job["status"] == "SUCCEEDED"
+        assert job["spec"]["tags"]["sluice:run"] == summary["run_id"]  # submitted on behalf of that run
         async with aiohttp.ClientSession() as s:
             logs = await s.get(
                 f"{base}/api/v1/jobs/{out['job']}/logs", headers={"Authorization": f"Bearer {ADMIN}"}
@@ -130,7 +131,9 @@ async def test_a_function_submits_a_container_job_and_waits_for_it(
     assert status == 200 and token not in json.dumps(run)
     status, events = await _get(base, "/api/v1/events?limit=500", ADMIN)
     assert status == 200 and token not in json.dumps(events)
-    assert [e["id"] for e in events["events"] if e["detail-type"] == "Job Done"] == [out["event"]]
+    (done_event,) = [e for e in events["events"] if e["detail-type"] == "Job Done"]
+    assert done_event["id"] == out["event"]
+    assert done_event["resources"] == [f"sluice:run/{summary['run_id']}"]
     # after the run ended, the token is void
     status, body = await _get(base, f"/api/v1/jobs/{out['job']}", token)
     assert status == 401 and body["error"]["code"] == "run_token_expired"
