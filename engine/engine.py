@@ -255,7 +255,10 @@ class Engine:
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
         async with self.store.reader() as db:
-            return await queries.run_summary(db, run_id)
+            summary = await queries.run_summary(db, run_id)
+        if summary is not None and summary["status"] == "PENDING" and summary.get("reason") is None:
+            summary["reason"] = self.orchestrator.keyed.reason(run_id)  # waiting for its key, and why
+        return summary
 
     async def run_to_end(
         self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None

@@ -277,8 +277,6 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
     run_id = summary["run_id"]
-    if summary["status"] == "PENDING" and summary.get("reason") is None:
-        summary["reason"] = _engine(request).orchestrator.keyed.reason(run_id)
     async with _engine(request).store.reader() as db:
         attempts = await queries.run_attempts(db, run_id)
     by_step: dict[str, list[dict[str, Any]]] = {}
