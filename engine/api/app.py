@@ -36,7 +36,7 @@ from engine.api.http import (
 from engine.api.metrics import readiness
 from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
-from engine.bus.bus import Target
+from engine.bus.bus import MAX_DEPTH, Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
 from engine.store import queries
@@ -240,8 +240,19 @@ async def start_run(request: web.Request) -> web.Response:
     params = await json_body(request, default={})
     if not isinstance(params, dict):
         raise ApiError(400, "bad_body", 'the body must be a JSON object of params, e.g. {"size": 128}')
+    depth = 0
+    parent = request.get(ON_BEHALF_OF)
+    if parent is not None:  # a function's context.sluice: one step deeper in a chain of runs
+        depth = engine.orchestrator.depth_of(parent) + 1
+        if depth > MAX_DEPTH:
+            raise ApiError(
+                409,
+                "chain_too_deep",
+                f"run {parent} is {depth - 1} runs deep in runs starting runs; the limit is {MAX_DEPTH} "
+                "(check for a workflow that starts itself)",
+            )
     try:
-        run_id = await engine.start_run(name, params)
+        run_id = await engine.start_run(name, params, depth=depth)
     except InputError as exc:
         raise ApiError(400, "bad_input", str(exc)) from None
     return web.json_response({"run_id": run_id, "status_url": f"/api/v1/runs/{run_id}"}, status=201)
@@ -426,7 +437,8 @@ async def put_events(request: web.Request) -> web.Response:
         except ValueError as exc:
             answers.append({"ErrorCode": "InvalidArgument", "ErrorMessage": str(exc)})
     if good:
-        results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good])
+        depth = 0 if run_id is None else _engine(request).orchestrator.depth_of(run_id)
+        results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good], depth=depth)
         for (i, _), result in zip(good, results, strict=True):
             answers[i] = {"EventId": result.event_id}
     failed = sum(1 for a in answers if "ErrorCode" in a)

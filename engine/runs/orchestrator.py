@@ -230,6 +230,11 @@ class Orchestrator:
         async with asyncio.timeout(timeout_s):
             return await fut
 
+    def depth_of(self, run_id: str) -> int:
+        """How deep a running run is in a chain of runs starting runs (0 when not running here)."""
+        driver = self._drivers.get(run_id)
+        return 0 if driver is None else driver.run.depth
+
     def _here(self, run_id: str) -> bool:
         """Driven, held by admission, or waiting for its concurrency key."""
         return run_id in self._tasks or run_id in self.admission.held or self.keyed.is_waiting(run_id)
