@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from engine.bus.bus import Bus, Target
 from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
 from engine.executors.base import Executor
+from engine.pauses import TriggerPauses
 from engine.runs.admission import AdmissionSettings
 from engine.runs.orchestrator import Orchestrator
 from engine.store import queries
+from engine.store.kv import StoreKV
 from engine.store.store import Store
 from engine.types import Service
 from workflows import secrets
@@ -89,6 +91,8 @@ class Engine:
         secrets.register(name for wf in catalog.values() for name in wf.secrets)
         self.store = Store(settings.data_dir / "sluice.db")
         self.bus = Bus(self.store, catalog)
+        self.pauses = TriggerPauses(StoreKV(self.store))  #: loaded at start, before the triggers
+        self.bus.paused = lambda: self.pauses.paused
         if functions is None:
             from engine.executors.function import FunctionExecutor
 
@@ -139,6 +143,7 @@ class Engine:
         secrets.install_log_filter()
         self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
+        await self.pauses.load()
         attaching = None
         if self._wants_batch():
             # in the background: a slow dockerd must not hold up resumed function steps; container

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from engine.notify.subscribers import (
     subscribers_from_config,
     url_subscribers,
 )
+from engine.pauses import TriggerPauses
 from engine.store import audit
 from engine.store.kv import StoreKV
 from engine.store.retention import (
@@ -63,21 +65,50 @@ class TriggerService:
     A trigger that fails after it started (its folder went away, a schedule ran past the dates
     Python can count) is logged, recorded in the audit table and disabled alone: the other
     workflows' triggers, the API and running work go on. ``failed`` says why (``/readyz``).
+
+    Pausing (engine/pauses.py) stops the runner as the engine's stop would, and resuming makes a
+    fresh one from ``make``, which starts as after a restart: from the trigger's durable state.
     """
 
-    def __init__(self, trigger: Trigger, emit: Emit, name: str, store: Store | None = None) -> None:
-        self.trigger = trigger
+    def __init__(
+        self,
+        make: Callable[[], Trigger],
+        emit: Emit,
+        name: str,
+        store: Store | None = None,
+        *,
+        pauses: TriggerPauses | None = None,
+        key: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.make = make
+        self.trigger: Trigger | None = None
         self.emit = emit
         self.name = name
         self.store = store
+        self.pauses = pauses
+        self.key = key
         self.failed: str | None = None
 
+    def _paused(self) -> bool:
+        return self.pauses is not None and self.pauses.is_paused(*self.key)
+
     async def start(self) -> None:
-        await self.trigger.start()
+        if not self._paused():  # a trigger paused before the restart stays unarmed
+            self.trigger = self.make()
+            await self.trigger.start()
 
     async def run(self) -> None:
         try:
-            await self.trigger.run(self.emit)
+            while True:
+                changed = self.pauses.changed(*self.key) if self.pauses is not None else asyncio.Event()
+                if self._paused():
+                    await changed.wait()
+                    continue
+                if self.trigger is None:  # resumed: a fresh runner, from the durable state
+                    self.trigger = self.make()
+                    await self.trigger.start()
+                if await self._run_until(changed):
+                    return
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
             log.error("%s failed and is disabled; the rest of the engine goes on: %s", self.name, self.failed,
@@ -87,6 +118,27 @@ class TriggerService:
                 with contextlib.suppress(Exception):  # the audit row is a courtesy; the log has it
                     await audit.record(self.store, "trigger-failed", subject, {"error": self.failed})
             await asyncio.Event().wait()  # disabled until the engine stops
+
+    async def _run_until(self, changed: asyncio.Event) -> bool:
+        """Run the trigger until it returns (True) or it is paused (False: stopped, as at shutdown)."""
+        assert self.trigger is not None
+        running = asyncio.ensure_future(self.trigger.run(self.emit))
+        waiting = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                running.result()
+                return True
+            running.cancel()  # paused (or paused and resumed at once): stop it as at shutdown
+            await asyncio.gather(running, return_exceptions=True)
+            self.trigger = None
+            if self._paused():
+                log.info("%s paused", self.name)
+            return False
+        finally:
+            for task in (running, waiting):
+                task.cancel()
+            await asyncio.gather(running, waiting, return_exceptions=True)
 
 
 def trigger_services(engine: Engine) -> list[TriggerService]:
@@ -104,19 +156,22 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
     services: list[TriggerService] = []
     for wf in engine.catalog.values():
         for spec in wf.triggers:
-            runner: Trigger
+            make: Callable[[], Trigger]
             if isinstance(spec, FileTrigger):  # imported only when used: watchdog's observer is not free
                 from triggers.files import FileTriggerRunner
 
-                runner = FileTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=file_audit)
+                make = functools.partial(FileTriggerRunner.from_spec, wf.name, spec, kv=kv, audit=file_audit)
             elif isinstance(spec, ScheduleTrigger):
                 from triggers.schedule import ScheduleTriggerRunner
 
-                runner = ScheduleTriggerRunner.from_spec(wf.name, spec, kv=kv, audit=record)
+                make = functools.partial(ScheduleTriggerRunner.from_spec, wf.name, spec, kv=kv, audit=record)
             else:
                 continue
             emit = engine.bus.emitter(wf.name, spec.name)
-            services.append(TriggerService(runner, emit, f"trigger {wf.name}/{spec.name}", engine.store))
+            name = f"trigger {wf.name}/{spec.name}"
+            services.append(
+                TriggerService(make, emit, name, engine.store, pauses=engine.pauses, key=(wf.name, spec.name))
+            )
     return services
 
 

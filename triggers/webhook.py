@@ -90,8 +90,10 @@ class WebhookEndpoint:
         max_inflight: int = 1024,
         *,
         clock: Callable[[], float] = time.time,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.workflow = workflow
+        self.paused = paused  #: an operator paused this trigger: authenticated callers get 503
         self.spec = spec
         self.emit = emit
         self.wait = wait
@@ -130,6 +132,14 @@ class WebhookEndpoint:
             key = _idempotency_key(request)
             raw = await self._read_body(request)
             self._authenticate(request, raw)
+            if self.paused():  # after auth: an anonymous caller learns nothing about the trigger
+                raise WebhookRefused(
+                    503,
+                    "trigger_paused",
+                    f"the trigger {self.workflow}/{self.spec.name} is paused; nothing was stored, "
+                    "send it again once it is resumed",
+                    headers={"Retry-After": "60"},
+                )
             body = _parse_body(request, raw)
             self._check_schema(body)
             result = await self._emit(self._event(request, body), key)

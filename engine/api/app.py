@@ -10,6 +10,7 @@ decided by the composition root, engine/server.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -76,6 +77,8 @@ def build_app(
     app.router.add_get("/api/v1/openapi.json", serve_document)
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
+    app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/pause", pause_trigger)
+    app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/resume", pause_trigger)
     app.router.add_get("/api/v1/runs", list_runs)
     app.router.add_get("/api/v1/runs/{id}", get_run)
     app.router.add_post("/api/v1/runs/{id}/cancel", cancel_run)
@@ -103,7 +106,8 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
         for spec in wf.triggers:
             if isinstance(spec, WebhookTrigger):
                 emit = engine.bus.emitter(wf.name, spec.name)
-                endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait)
+                paused = functools.partial(engine.pauses.is_paused, wf.name, spec.name)
+                endpoints[(wf.name, spec.name)] = WebhookEndpoint(wf.name, spec, emit, wait, paused=paused)
     return endpoints
 
 
@@ -183,6 +187,7 @@ async def list_workflows(request: web.Request) -> web.Response:
         for view in triggers:
             if view["kind"] == "webhook":
                 view["url"] = f"/hooks/{wf.name}/{view['name']}"
+            view.update(_engine(request).pauses.view(wf.name, view["name"]))
         params = {
             p.name: {
                 "type": p.type,
@@ -203,6 +208,27 @@ async def list_workflows(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"workflows": out})
+
+
+async def pause_trigger(request: web.Request) -> web.Response:
+    """``.../pause`` and ``.../resume``: idempotent; ``changed`` says whether this call changed it."""
+    engine, name, trigger = _engine(request), request.match_info["name"], request.match_info["trigger"]
+    wf = engine.catalog.get(name)
+    if wf is None:
+        raise ApiError(404, "unknown_workflow", f"no workflow {name!r}; list them with GET /api/v1/workflows")
+    spec = next((t for t in wf.triggers if t.name == trigger), None)
+    if spec is None:
+        known = ", ".join(t.name for t in wf.triggers) or "none"
+        raise ApiError(
+            404, "unknown_trigger", f"workflow {name!r} has no trigger {trigger!r} (it has: {known})"
+        )
+    await json_body(request, default={})  # no fields; a body, if sent, must still be JSON
+    if request.path.endswith("/pause"):
+        changed = await engine.pauses.pause(name, trigger)
+    else:
+        changed = await engine.pauses.resume(name, trigger)
+    view = {"workflow": name, "trigger": trigger, "kind": _trigger_view(spec)["kind"]}
+    return web.json_response({**view, **engine.pauses.view(name, trigger), "changed": changed})
 
 
 async def start_run(request: web.Request) -> web.Response:

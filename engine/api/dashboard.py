@@ -267,7 +267,10 @@ class Pages:
                     "name": wf.name,
                     "description": wf.description,
                     "params": wf.params,
-                    "triggers": [_trigger_line(wf.name, t) for t in wf.triggers],
+                    "triggers": [
+                        {**_trigger_line(wf.name, t), **self.engine.pauses.view(wf.name, t.name)}
+                        for t in wf.triggers
+                    ],
                     "last": last.get(wf.name),
                     "yaml": _read_text(Path(wf.file)),
                     "steps": len(wf.steps),

@@ -111,6 +111,18 @@ def document() -> dict[str, Any]:
                 errors=("400", "404", "415"),
             )
         },
+        **{
+            f"/api/v1/workflows/{{name}}/triggers/{{trigger}}/{verb}": {
+                "post": _op(
+                    f"{verb} one of the workflow's triggers (idempotent; kept across restarts)",
+                    _answer("the trigger's pause state", {"$ref": "#/components/schemas/TriggerPause"}),
+                    body=OBJ,
+                    params=[NAME, _path("trigger", "trigger name")],
+                    errors=("400", "404", "415"),
+                )
+            }
+            for verb in ("pause", "resume")
+        },
         "/api/v1/runs": {
             "get": _op(
                 "runs, newest first",
@@ -314,6 +326,18 @@ def _schemas() -> dict[str, Any]:
                 "reason": maybe("string"),
                 "steps": {"type": "object"},
                 "attempts": {"type": "object"},
+            },
+        },
+        "TriggerPause": {
+            "type": "object",
+            "required": ["workflow", "trigger", "kind", "paused", "paused_at", "changed"],
+            "properties": {
+                "workflow": text,
+                "trigger": text,
+                "kind": {"enum": ["webhook", "schedule", "file", "event"]},
+                "paused": {"type": "boolean"},
+                "paused_at": maybe("number"),
+                "changed": {"type": "boolean"},
             },
         },
         "RunPage": {

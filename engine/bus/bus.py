@@ -93,6 +93,8 @@ class Bus:
         self.after_commit: list[Callable[[], None]] = []  #: on the loop, after a commit with events
         self.events_accepted = 0
         self.telemetry = Telemetry()  #: what /metrics counts, after each commit (engine/telemetry.py)
+        #: the (workflow, trigger) pairs paused now (engine/pauses.py): their rules start nothing
+        self.paused: Callable[[], frozenset[tuple[str, str]]] = frozenset
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
         self._compile_rules()
         self._destinations = workflow_targets(catalog)
@@ -241,7 +243,10 @@ class Bus:
                     self._keep_steps(conn, run, target.keep, target.kept_from or "")
                 runs.append(run)
         runs.extend(self._destination(conn, env, depth))
+        paused = self.paused()
         for rule in self.matching_rules(env):
+            if (rule.workflow, rule.trigger) in paused:  # as an EventBridge rule DISABLED
+                continue
             if depth + 1 > MAX_DEPTH:
                 self._audit_depth(conn, env, rule, depth)
                 continue

@@ -192,11 +192,45 @@ def cmd_workflows_list(args: argparse.Namespace) -> int:
     return emit(args, data, table(rows, ("workflow", "triggers", "description")))
 
 
+def cmd_triggers_list(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", "/api/v1/workflows")
+    found = [
+        {"workflow": w["name"], **t}
+        for w in data["workflows"]
+        for t in w["triggers"]
+        if args.workflow in (None, w["name"])
+    ]
+    rows = [
+        (
+            f"{t['workflow']}/{t['name']}",
+            t["kind"],
+            f"paused since {when(t['paused_at'])}" if t.get("paused") else "active",
+        )
+        for t in found
+    ]
+    return emit(args, {"triggers": found}, table(rows, ("trigger", "kind", "state")))
+
+
+def _trigger_path(ref: str) -> str:
+    workflow, slash, trigger = ref.partition("/")
+    if not slash or not workflow or not trigger:
+        raise RemoteError(f"{ref!r}: name the trigger as WORKFLOW/TRIGGER (see `sluice triggers list`)", 2)
+    return f"/api/v1/workflows/{quote(workflow)}/triggers/{quote(trigger)}"
+
+
+def cmd_triggers_pause(args: argparse.Namespace) -> int:
+    verb = "pause" if args.action == "pause" else "resume"
+    data = request(args.server, "POST", f"{_trigger_path(args.trigger)}/{verb}", {})
+    state = "paused" if data["paused"] else "active"
+    note = "" if data["changed"] else f" (it was {state} already)"
+    return emit(args, data, f"trigger {data['workflow']}/{data['trigger']} {state}{note}")
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
 def register(sub: Any) -> None:
-    """Add ``runs``, ``logs``, ``events`` and ``workflows`` to the ``sluice`` parser."""
+    """Add ``runs``, ``logs``, ``events``, ``workflows`` and ``triggers`` to the ``sluice`` parser."""
     runs = sub.add_parser("runs", help="start, list, show, cancel or retry runs on a server").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
@@ -265,3 +299,20 @@ def register(sub: Any) -> None:
     )
     p = common_options(workflows.add_parser("list", help="names, triggers and descriptions"))
     p.set_defaults(func=command(cmd_workflows_list))
+
+    triggers = sub.add_parser("triggers", help="list, pause or resume a server's triggers").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = common_options(triggers.add_parser("list", help="every trigger, active or paused"))
+    p.add_argument("--workflow")
+    p.set_defaults(func=command(cmd_triggers_list))
+    for name, text in (
+        (
+            "pause",
+            "stop a trigger emitting (kept across restarts; see docs/operator.md for what arrives meanwhile)",
+        ),
+        ("resume", "let a paused trigger emit again"),
+    ):
+        p = common_options(triggers.add_parser(name, help=text))
+        p.add_argument("trigger", help="WORKFLOW/TRIGGER (see `sluice triggers list`)")
+        p.set_defaults(func=command(cmd_triggers_pause))

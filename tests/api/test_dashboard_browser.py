@@ -234,3 +234,19 @@ async def test_run_again_with_the_same_input_and_the_other_pages(served: Served,
     body = json.loads(await (await page.request.get(f"{served.url}/api/v1/nope")).text())
     assert body["error"]["code"] == "not_found"  # the API still answers JSON
     assert os.listdir(ARTIFACTS)
+
+
+async def test_pause_and_resume_a_trigger(served: Served, page: Any) -> None:
+    from playwright.async_api import expect
+
+    await page.goto(f"{served.url}/workflows")
+    row = page.locator("tr.trigger[data-trigger='greet/schedule-1']")
+    await expect(row).to_contain_text("active")
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.locator("button:has-text('Pause')").click()
+    await expect(row).to_contain_text("paused since")  # the page reloads with the stored state
+    assert served.engine.pauses.is_paused("greet", "schedule-1")
+    await shot(page, "workflows-paused")
+    await row.locator("button:has-text('Resume')").click()
+    await expect(row).to_contain_text("active")
+    assert not served.engine.pauses.is_paused("greet", "schedule-1")

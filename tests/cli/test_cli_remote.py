@@ -210,6 +210,28 @@ async def test_cancel_and_errors(live: Served) -> None:
     assert code == 2 and "no run 'r-nope'" in err
 
 
+async def test_triggers_list_pause_and_resume(live: Served) -> None:
+    code, out, err = await sluice("triggers", "list", server=live.url)
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["TRIGGER", "KIND", "STATE"]
+    assert out.splitlines()[1].split() == ["greet/hook", "webhook", "active"]
+    code, out, err = await sluice("triggers", "pause", "greet/hook", server=live.url)
+    assert (code, out.strip()) == (0, "trigger greet/hook paused"), err
+    code, out, _ = await sluice("triggers", "pause", "greet/hook", server=live.url)
+    assert out.strip() == "trigger greet/hook paused (it was paused already)"
+    assert live.engine.pauses.is_paused("greet", "hook")
+    code, out, _ = await sluice("triggers", "list", "--json", server=live.url)
+    assert json.loads(out)["triggers"][0]["paused"] is True
+    code, out, _ = await sluice("triggers", "list", server=live.url)
+    assert "paused since " in out.splitlines()[1]
+    code, out, _ = await sluice("triggers", "resume", "greet/hook", server=live.url)
+    assert (code, out.strip()) == (0, "trigger greet/hook active")
+    code, _, err = await sluice("triggers", "pause", "greet", server=live.url)
+    assert code == 2 and "WORKFLOW/TRIGGER" in err
+    code, _, err = await sluice("triggers", "pause", "greet/nope", server=live.url)
+    assert code == 2 and "no trigger 'nope'" in err and "hook" in err
+
+
 async def test_events_put_and_list(live: Served, tmp_path: Path) -> None:
     detail = tmp_path / "detail.json"
     detail.write_text('{"id": 5}', encoding="utf-8")

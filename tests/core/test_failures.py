@@ -52,7 +52,7 @@ async def test_a_failing_trigger_is_disabled_alone_and_the_engine_keeps_serving(
     write_flow(tmp_path / "flows", FLOW, HANDLERS)
     engine = Engine(Settings(data_dir=tmp_path / "data", workers=1, grace_s=1), load_dir(tmp_path / "flows"))
     emit = engine.bus.emitter("ok", "broken")
-    service = TriggerService(BrokenTrigger(), emit, "trigger ok/broken", engine.store)
+    service = TriggerService(BrokenTrigger, emit, "trigger ok/broken", engine.store)
     engine.add_service(service)
     with caplog.at_level(logging.ERROR):
         async with engine:

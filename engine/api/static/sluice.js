@@ -13,7 +13,7 @@ async function api(path, body) {
 }
 
 function say(el, text) {
-  const out = el.closest("p, form").querySelector(".action-result");
+  const out = el.closest("p, form, td").querySelector(".action-result");
   if (out) out.textContent = text;
 }
 
@@ -63,6 +63,7 @@ document.addEventListener("click", async (ev) => {
     const body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
     const data = await api(button.dataset.action, body);
     if (data.run_id && data.status_url) { location.href = "/runs/" + data.run_id; return; }
+    if ("reload" in button.dataset) { location.reload(); return; }  // e.g. a trigger paused: show its new state
     say(button, "done: " + (data.status || "ok"));
     refresh();
   } catch (err) {
