@@ -51,6 +51,9 @@ COOKIE = "sluice_session"
 #: the shortest token accepted: 128 bits of `sluice token`'s urlsafe base64 is 22 characters
 MIN_TOKEN_CHARS = 16
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: the methods a page's script may send (fetch); TRACE and CONNECT it cannot, and no route takes
+#: them, so they go on to the router's 405 rather than a content-type error
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: paths open without the token: liveness, the login form and its assets; webhooks have their own auth
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
 OPEN_PREFIXES = ("/hooks/", "/static/")
@@ -235,7 +238,7 @@ def guard(policy: AuthPolicy) -> Middleware:
                 headers={"WWW-Authenticate": 'Bearer realm="sluice"'},
             )
         if (
-            state_changing
+            request.method in BODY_METHODS
             and request.path not in OPEN_PATHS
             and not request.path.startswith("/hooks/")
             and not _is_json(request.content_type)

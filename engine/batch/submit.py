@@ -171,7 +171,11 @@ class Submitter:
         old = self.book.queues.get(name)
         _create_or_update("queue", name, old, create)
         envs = body.get("environments", list(old.environments) if old else None)
-        if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_QUEUE_ENVIRONMENTS:
+        if (
+            not isinstance(envs, list)
+            or not 1 <= len(envs) <= MAX_QUEUE_ENVIRONMENTS
+            or not all(isinstance(e, str) for e in envs)
+        ):
             raise JobError(f"environments: a list of 1..{MAX_QUEUE_ENVIRONMENTS} compute environment names")
         missing = [e for e in envs if e not in self.book.envs]
         if missing:
@@ -229,6 +233,8 @@ class Submitter:
 
     def _resolve_spec(self, req: Mapping[str, Any]) -> JobSpec:
         if "container" in req:
+            if not isinstance(req["container"], Mapping):
+                raise JobError("container: an object (image, command, vcpus, memory, ...)")
             base = dict(req["container"])
         elif isinstance(req.get("definition"), str):
             name, rev, body = self.resolve_definition(req["definition"])
@@ -239,8 +245,12 @@ class Submitter:
                 "definition: give a registered definition name[:revision] (or an inline container)"
             )
         overrides = req.get("container_overrides") or {}
+        if not isinstance(overrides, Mapping):
+            raise JobError("container_overrides: an object of command, vcpus, memory, environment")
         base.update({k: overrides[k] for k in ("command", "vcpus", "memory") if k in overrides})
         if "environment" in overrides:
+            if not isinstance(overrides["environment"], Mapping):
+                raise JobError("container_overrides.environment: an object of NAME: value")
             base["environment"] = {**(base.get("environment") or {}), **overrides["environment"]}
         params = req.get("parameters") or {}
         if not isinstance(params, Mapping):
@@ -488,7 +498,9 @@ class Submitter:
 
 def _create_or_update(kind: str, name: str, old: object | None, create: bool) -> None:
     """POST makes a new one, PATCH changes an existing one: refuse the other case (409 / 404)."""
-    if create == (old is not None) or not name:
+    if not name:  # not "'' does not exist" (a 404 for a create): the request lacks a field
+        raise JobError(f"name: required, the {kind}'s name (letters, digits, - and _)")
+    if create == (old is not None):
         raise JobError(
             f"{kind} {name!r} {'already exists' if old else 'does not exist'}",
             "conflict" if old else "not_found",
