@@ -37,10 +37,10 @@ async def measure(size: int) -> dict[str, Any]:
         cpu: list[float] = []
         apply = store._apply
 
-        def timed_apply(batch: Any, *, inline: bool = False) -> Any:
+        def timed_apply(batch: Any) -> Any:
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                return apply(batch, inline=inline)
+                return apply(batch)
             finally:
                 holds.append((time.perf_counter() - t0) * 1000)
                 cpu.append((time.thread_time() - c0) * 1000)

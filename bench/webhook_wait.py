@@ -104,7 +104,13 @@ async def measure(requests: int) -> dict[str, Any]:
             out["four_clients"] = await loop.run_in_executor(None, _client_process, url, requests // 4, 4)
             out["w1_after"] = await w1(engine, requests)
             store = engine.store
-            out["store"] = {"commits": store.commits, "transactions": store.transactions}
+            wal = store.path.with_name(store.path.name + "-wal")
+            out["store"] = {
+                "commits": store.commits,
+                "checkpoints": store.checkpoints,
+                "writer_checkpoints": store.restarts,
+                "wal_mb": round(wal.stat().st_size / 1e6, 1),
+            }
             out["loadavg_at_end"] = list(os.getloadavg())
             return out
 

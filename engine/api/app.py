@@ -37,7 +37,7 @@ from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
-from engine.store import queries
+from engine.store import queries, records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
