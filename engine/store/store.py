@@ -189,7 +189,10 @@ class Store:
         self._full_at: float | None = None  #: loop time it was last found full
 
     def __repr__(self) -> str:
-        return f"<Store {self.path} commits={self.commits} transactions={self.transactions}>"
+        return (
+            f"<Store {self.path} commits={self.commits} transactions={self.transactions} "
+            f"checkpoints={self.checkpoints} restarts={self.restarts}>"
+        )
 
     def claim(self) -> None:
         """Take the store's lock now (``open`` does it too): fail before starting anything else."""

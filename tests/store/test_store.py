@@ -183,14 +183,15 @@ async def test_the_wal_stays_bounded_under_a_long_stream_of_single_commits(
     s = Store(tmp_path / "db.sqlite")
     await s.open()
     try:
-        for i in range(1_500):
+        for i in range(4_500):
             await s.write(_put(f"k{i}", "v" * 2_000))
-        assert s.inline_commits == 1_500
+        assert s.inline_commits == 4_500
         await until(lambda: not s._checkpointing, 10)
         wal = tmp_path / "db.sqlite-wal"
-        # without checkpoints these 1,500 commits leave a 37 MB WAL; with them, a few 1,000 pages
-        assert wal.stat().st_size < 15_000_000, f"WAL is {wal.stat().st_size} bytes"
-        assert s.checkpoints >= 10 and 1 <= s.restarts < s.checkpoints
+        # without checkpoints these commits leave a 110 MB WAL; with them, a few times 1,000 pages
+        # (~15 MB; it grows on while the checkpointer runs, and far more on a loaded machine)
+        assert wal.stat().st_size < 60_000_000, f"WAL is {wal.stat().st_size} bytes, {s!r}"
+        assert s.checkpoints >= 10 and 2 <= s.restarts < s.checkpoints
     finally:
         await s.close()
 
