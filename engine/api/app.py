@@ -39,7 +39,7 @@ from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import MAX_DEPTH, Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
-from engine.store import queries
+from engine.store import queries, records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
@@ -97,10 +97,14 @@ def build_app(
 def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
     async def wait(run_id: str, timeout_s: float) -> dict[str, Any] | None:
         try:
-            await engine.orchestrator.wait(run_id, timeout_s)
+            status, end = await engine.orchestrator.wait_end(run_id, timeout_s)
         except TimeoutError:
             return None
-        return await engine.describe_run(run_id)
+        if end is None:  # it ended before, or elsewhere: the store says how
+            return await engine.describe_run(run_id)
+        # as the store has them (a secret's value becomes its reference), without reading them back
+        hidden = records.loads(records.dumps(end))
+        return {"run_id": run_id, "status": status, **hidden}
 
     endpoints = {}
     for wf in engine.catalog.values():
