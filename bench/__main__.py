@@ -1,4 +1,8 @@
-"""``python -m bench [--quick] [--only NAME ...] [--out DIR] [--list]``: run the workloads, write the JSON.
+"""``python -m bench [--quick] [--scale] [--only NAME ...] [--out DIR] [--list]``: run the workloads, write
+the JSON.
+
+``--scale`` runs the ``scale`` group (bench/scale.py: the costs that grow with the work, minutes
+long) with the machine's ``limits`` beside it; without it no ``scale`` workload runs unless named.
 
 The exit code is 0 whenever the harness itself worked: a workload that cannot run here (no Docker, no
 peer venv, no engine) or that fails is recorded as skipped with its reason, because CI runs
@@ -25,8 +29,8 @@ from types import FrameType
 from typing import Any
 
 # imported to register their workloads, in this order: limits, peers, then Sluice's W0-W3 (imported by
-# sluice_intake), W4-W5 (sluice_intake) and W6-W7 (sluice_jobs)
-from . import limits, peers, sluice_intake, sluice_jobs  # noqa: F401
+# sluice_intake), W4-W5 (sluice_intake), W6-W7 (sluice_jobs) and the scale group
+from . import limits, peers, scale, sluice_intake, sluice_jobs  # noqa: F401
 from .core import BENCH_DIR, REPO_DIR, Context, Skip, Workload, registry, summarize, tail, temp_dir
 from .report import header, render_markdown
 
@@ -117,11 +121,14 @@ def run_workload(w: Workload, quick: bool) -> dict[str, Any]:
     return record
 
 
-def select(names: list[str] | None) -> list[Workload]:
-    """``--only`` takes exact names, groups (``limits``, ``peers``, ``sluice``) or globs (``peer.*``)."""
+def select(names: list[str] | None, scale_group: bool = False) -> list[Workload]:
+    """``--only`` takes exact names, groups (``limits``, ``peers``, ``sluice``, ``scale``) or globs
+    (``peer.*``); ``--scale`` alone is the limits and the scale group."""
     all_w = list(registry().values())
+    if not names and scale_group:
+        return [w for w in all_w if w.group in ("limits", scale.GROUP)]
     if not names:
-        return all_w
+        return [w for w in all_w if w.group != scale.GROUP]
     chosen = [
         w
         for w in all_w
@@ -146,6 +153,7 @@ def select(names: list[str] | None) -> list[Workload]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run, < 2 min; never installs peers")
+    parser.add_argument("--scale", action="store_true", help="the scale group and the limits (minutes)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="workload names, groups or globs")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="results directory")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in registry().values():
             print(f"{w.name:28} {w.group:7} {w.description}")
         return 0
-    workloads = select(args.only)
+    workloads = select(args.only, args.scale)
     short, dirty = git_commit()
     started = dt.datetime.now(dt.UTC)
     command = (
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "dirty": dirty,
         "command": command.strip(),
         "quick": args.quick,
+        "scale": args.scale,
         "machine": machine(),
         "workloads": [],
     }
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         result["workloads"].append(rec)
     result["duration_s"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + ("-scale" if args.scale else "")
     path = args.out / f"{started:%Y-%m-%d}-{short}{suffix}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from engine.engine import Engine, Settings
 from workflows.loader import load_dir
@@ -28,7 +30,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def measure(n: int) -> str:
+async def measure(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         flows = Path(tmp) / "flows"
         flows.mkdir()
@@ -48,11 +50,13 @@ async def measure(n: int) -> str:
             summary = await engine.run_to_end("fan", {"n": n}, timeout_s=3600)
             elapsed = time.perf_counter() - t0
             watcher.cancel()
-            return (
-                f"n={n} status={summary['status']} {n / elapsed:.0f} items/s "
-                f"peak RSS growth {peak - base:.0f} MB"
-            )
+            return {
+                "items": n,
+                "status": summary["status"],
+                "items_per_s": round(n / elapsed),
+                "peak_rss_growth_mb": round(peak - base, 1),
+            }
 
 
 if __name__ == "__main__":
-    print(asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000)))
+    print(json.dumps(asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))))

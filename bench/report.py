@@ -1,7 +1,7 @@
 """Render a results file as the Markdown table RESULTS.md keeps: ``python -m bench.report [FILE]``.
 
-Without FILE it picks the newest full (non ``-quick``) run in bench/results, so refreshing RESULTS.md
-after a run is one command.
+Without FILE it picks the newest full (neither ``-quick`` nor ``-scale``) run in bench/results, so
+refreshing RESULTS.md after a run is one command.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def header(result: dict[str, Any]) -> str:
 
 
 def latest() -> Path:
-    runs = sorted(p for p in RESULTS_DIR.glob("*.json") if not p.stem.endswith("-quick"))
+    runs = sorted(p for p in RESULTS_DIR.glob("*.json") if not p.stem.endswith(("-quick", "-scale")))
     if not runs:
         raise SystemExit(f"no full run in {RESULTS_DIR}")
     return max(runs, key=lambda p: p.stat().st_mtime)

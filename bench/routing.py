@@ -7,6 +7,7 @@ range. The figure is ``Bus.matching_rules`` per event, the bus's whole share of 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import tempfile
@@ -61,4 +62,8 @@ async def measure(rules: int = 1000, events: int = 20_000) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(measure())))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(measure(args.rules, args.events))))

@@ -239,23 +239,29 @@ class Engine:
         await self.store.close()
         log.info("engine stopped")
 
-    async def start_run(self, workflow: str, params: Mapping[str, Any] | None = None) -> str:
+    async def start_run(
+        self, workflow: str, params: Mapping[str, Any] | None = None, *, depth: int = 0
+    ) -> str:
         """Start one run of ``workflow`` by hand (a ``sluice.manual`` event); returns the run id.
 
         Raises ``KeyError`` for an unknown workflow and ``InputError`` for params that do not
-        fit the workflow; either way nothing is stored.
+        fit the workflow; either way nothing is stored. ``depth``: how deep in a chain of runs
+        starting runs it is (a function's ``context.sluice`` passes its run's depth + 1).
         """
         wf = self.catalog[workflow]
         resolved = resolve_input(wf, dict(params or {}))
         event = envelope(
             MANUAL_SOURCE, MANUAL_DETAIL_TYPE, dict(params or {}), resources=[f"workflow/{workflow}"]
         )
-        result = await self.bus.put(event, target=Target(workflow, None, resolved))
+        result = await self.bus.put(event, target=Target(workflow, None, resolved), depth=depth)
         return result.run_ids[0]
 
     async def describe_run(self, run_id: str) -> dict[str, Any] | None:
         async with self.store.reader() as db:
-            return await queries.run_summary(db, run_id)
+            summary = await queries.run_summary(db, run_id)
+        if summary is not None and summary["status"] == "PENDING" and summary.get("reason") is None:
+            summary["reason"] = self.orchestrator.keyed.reason(run_id)  # waiting for its key, and why
+        return summary
 
     async def run_to_end(
         self, workflow: str, params: Mapping[str, Any] | None = None, timeout_s: float | None = None

@@ -7,7 +7,7 @@ never lost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,14 @@ class KV(Protocol):
     async def get(self, key: str) -> Any | None: ...
 
     async def set(self, key: str, value: Any) -> None: ...
+
+    async def update(self, values: Mapping[str, Any], deleted: Iterable[str] = ()) -> None:
+        """Set ``values`` and delete ``deleted``, all in one commit."""
+        ...
+
+    async def prefixed(self, prefix: str) -> list[tuple[str, Any]]:
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+        ...
 
 
 class Trigger(Protocol):

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
-from engine.api.auth import AuthPolicy, add_login, guard
+from engine.api.auth import ON_BEHALF_OF, RUN_TAG, AuthPolicy, add_login, guard
 from engine.api.dashboard import add_dashboard
 from engine.api.http import (
     MAX_BODY_BYTES,
@@ -36,10 +36,10 @@ from engine.api.http import (
 from engine.api.metrics import readiness
 from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
-from engine.bus.bus import Target
+from engine.bus.bus import MAX_DEPTH, Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
-from engine.store import queries
+from engine.store import queries, records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
 from workflows.errors import InputError
@@ -97,10 +97,14 @@ def build_app(
 def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
     async def wait(run_id: str, timeout_s: float) -> dict[str, Any] | None:
         try:
-            await engine.orchestrator.wait(run_id, timeout_s)
+            status, end = await engine.orchestrator.wait_end(run_id, timeout_s)
         except TimeoutError:
             return None
-        return await engine.describe_run(run_id)
+        if end is None:  # it ended before, or elsewhere: the store says how
+            return await engine.describe_run(run_id)
+        # as the store has them (a secret's value becomes its reference), without reading them back
+        hidden = records.loads(records.dumps(end))
+        return {"run_id": run_id, "status": status, **hidden}
 
     endpoints = {}
     for wf in engine.catalog.values():
@@ -240,8 +244,19 @@ async def start_run(request: web.Request) -> web.Response:
     params = await json_body(request, default={})
     if not isinstance(params, dict):
         raise ApiError(400, "bad_body", 'the body must be a JSON object of params, e.g. {"size": 128}')
+    depth = 0
+    parent = request.get(ON_BEHALF_OF)
+    if parent is not None:  # a function's context.sluice: one step deeper in a chain of runs
+        depth = engine.orchestrator.depth_of(parent) + 1
+        if depth > MAX_DEPTH:
+            raise ApiError(
+                409,
+                "chain_too_deep",
+                f"run {parent} is {depth - 1} runs deep in runs starting runs; the limit is {MAX_DEPTH} "
+                "(check for a workflow that starts itself)",
+            )
     try:
-        run_id = await engine.start_run(name, params)
+        run_id = await engine.start_run(name, params, depth=depth)
     except InputError as exc:
         raise ApiError(400, "bad_input", str(exc)) from None
     return web.json_response({"run_id": run_id, "status_url": f"/api/v1/runs/{run_id}"}, status=201)
@@ -277,8 +292,6 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     summary = await _summary(request)
     run_id = summary["run_id"]
-    if summary["status"] == "PENDING" and summary.get("reason") is None:
-        summary["reason"] = _engine(request).orchestrator.keyed.reason(run_id)
     async with _engine(request).store.reader() as db:
         attempts = await queries.run_attempts(db, run_id)
     by_step: dict[str, list[dict[str, Any]]] = {}
@@ -417,14 +430,19 @@ async def put_events(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_body", f'send {{"Entries": [...]}} with 1 to {MAX_ENTRIES} entries')
     answers: list[dict[str, Any]] = []
     good: list[tuple[int, dict[str, Any]]] = []
+    run_id = request.get(ON_BEHALF_OF)  # put by a function through context.sluice: name its run
     for i, entry in enumerate(entries):
         try:
-            good.append((i, _entry_event(entry)))
+            event = _entry_event(entry)
+            if run_id is not None:
+                event["resources"] = [*event["resources"], f"{RUN_TAG}/{run_id}"]
+            good.append((i, event))
             answers.append({})
         except ValueError as exc:
             answers.append({"ErrorCode": "InvalidArgument", "ErrorMessage": str(exc)})
     if good:
-        results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good])
+        depth = 0 if run_id is None else _engine(request).orchestrator.depth_of(run_id)
+        results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good], depth=depth)
         for (i, _), result in zip(good, results, strict=True):
             answers[i] = {"EventId": result.event_id}
     failed = sum(1 for a in answers if "ErrorCode" in a)

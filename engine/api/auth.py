@@ -51,6 +51,9 @@ COOKIE = "sluice_session"
 #: the shortest token accepted: 128 bits of `sluice token`'s urlsafe base64 is 22 characters
 MIN_TOKEN_CHARS = 16
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: the methods a page's script may send (fetch); TRACE and CONNECT it cannot, and no route takes
+#: them, so they go on to the router's 405 rather than a content-type error
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: paths open without the token: liveness, the login form and its assets; webhooks have their own auth
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
 OPEN_PREFIXES = ("/hooks/", "/static/")
@@ -235,7 +238,7 @@ def guard(policy: AuthPolicy) -> Middleware:
                 headers={"WWW-Authenticate": 'Bearer realm="sluice"'},
             )
         if (
-            state_changing
+            request.method in BODY_METHODS
             and request.path not in OPEN_PATHS
             and not request.path.startswith("/hooks/")
             and not _is_json(request.content_type)
@@ -266,6 +269,12 @@ _RUN_ROUTES: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
     ("GET", re.compile(r"/api/v1/runs/(?P<id>[^/]+)(?:/logs)?"), "own"),
     ("POST", re.compile(r"/api/v1/runs/(?P<id>[^/]+)/cancel"), "own"),
 )
+
+
+#: the request key holding the run a run token speaks for (engine/api/batch.py, app.py read it)
+ON_BEHALF_OF = web.RequestKey("sluice_run", str)
+#: the tag a job submitted by a run carries, and the resource its events carry
+RUN_TAG = "sluice:run"
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -299,6 +308,7 @@ async def _as_run(
                 f"{thing} was not made by run {run_id}; a run's token reaches only "
                 "its own run and the jobs and runs it submitted",
             )
+        request[ON_BEHALF_OF] = run_id  # the jobs it submits are tagged with it, its events name it
         response = await handler(request)
         if method == "POST" and response.status == 201 and isinstance(response, web.Response):
             made = json.loads(response.body or b"{}") if isinstance(response.body, bytes) else {}

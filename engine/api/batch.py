@@ -26,6 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from engine.api.auth import ON_BEHALF_OF, RUN_TAG
 from engine.api.http import ApiError, json_object
 from engine.batch.jobs import DONE, JobError
 from engine.batch.service import BatchService
@@ -68,7 +69,12 @@ def _route(engine: Engine, fn: BatchHandler) -> Callable[[web.Request], Awaitabl
 
 
 async def submit(batch: BatchService, request: web.Request) -> web.Response:
-    out = await batch.submit(await json_object(request))
+    body = await json_object(request)
+    run_id = request.get(ON_BEHALF_OF)
+    if run_id is not None:  # submitted by a function through context.sluice: say which run
+        tags = body.get("tags")
+        body["tags"] = {**(tags if isinstance(tags, dict) else {}), RUN_TAG: run_id}
+    out = await batch.submit(body)
     return web.json_response(out, status=201)
 
 

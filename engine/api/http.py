@@ -123,9 +123,9 @@ async def json_object(request: web.Request, *, hint: str = "send a JSON object")
 
 def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
+    try:  # an empty value is not a number either: say so rather than quietly use the default
         value = int(raw)
     except ValueError:
         value = low - 1

@@ -52,6 +52,13 @@ async def _replay(bus: Bus, request: web.Request) -> web.Response:
         raise ApiError(400, "bad_time", str(exc)) from None
     if since is None:
         raise ApiError(400, "missing_since", 'give since, e.g. {"since": "2026-01-31T12:00:00Z"} or "2h"')
+    for flag in ("dry_run", "force"):  # -1 or "no" must not mean "replay for real"
+        if not isinstance(data.get(flag, False), bool):
+            raise ApiError(400, "bad_body", f"{flag} must be true or false, got {data[flag]!r}")
+    workflow, name = data.get("workflow"), data.get("name")
+    for key, value in (("workflow", workflow), ("name", name)):
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, "bad_body", f"{key} must be a string, got {value!r}")
     pattern = data.get("pattern")
     if pattern is not None and not isinstance(pattern, dict):
         raise ApiError(400, "bad_pattern", 'pattern must be an event pattern object, e.g. {"source": ["x"]}')
@@ -61,10 +68,10 @@ async def _replay(bus: Bus, request: web.Request) -> web.Response:
             since,
             until,
             pattern,
-            data.get("workflow"),
-            dry_run=bool(data.get("dry_run")),
-            force=bool(data.get("force")),
-            name=data.get("name"),
+            workflow,
+            dry_run=data.get("dry_run", False),
+            force=data.get("force", False),
+            name=name,
         )
     except PatternError as exc:
         raise ApiError(400, "bad_pattern", str(exc)) from None

@@ -56,20 +56,29 @@ def _path(name: str, description: str) -> dict[str, Any]:
     }
 
 
-def _query(name: str, kind: str = "string", description: str = "") -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": kind},
-    }
+def _query(
+    name: str, kind: str = "string", description: str = "", *, low: int | None = None, high: int | None = None
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON object with these fields (others allowed: each route says what it does with them)."""
+    return {"type": "object", "required": required, "properties": properties}
 
 
 RUN_ID = _path("id", "a run id (r-...)")
 JOB_ID = _path("id", "a job id (j-...)")
 NAME = _path("name", "a name")
-PAGE = [_query("limit", "integer", "1 to 500"), _query("before", description="the 'next' of the last page")]
+LIMIT = _query("limit", "integer", "1 to 500", low=1, high=500)
+PAGE = [LIMIT, _query("before", description="the 'next' of the last page")]
+TEXT: dict[str, Any] = {"type": "string"}
+WHEN: dict[str, Any] = {"type": ["string", "number"], "description": "Unix seconds, ISO 8601 or an age (2h)"}
 
 
 def document() -> dict[str, Any]:
@@ -167,8 +176,8 @@ def document() -> dict[str, Any]:
                 params=[
                     RUN_ID,
                     _query("step"),
-                    _query("attempt", "integer"),
-                    _query("tail", "integer"),
+                    _query("attempt", "integer", low=1, high=1_000_000),
+                    _query("tail", "integer", low=1, high=1_000_000),
                     _query("after"),
                 ],
             )
@@ -182,17 +191,34 @@ def document() -> dict[str, Any]:
                     _query("detail_type"),
                     _query("since"),
                     _query("until"),
-                    _query("limit", "integer"),
+                    LIMIT,
                 ],
                 errors=("400",),
             ),
             "post": _op(
-                "PutEvents: up to 10 entries", _answer("per-entry results"), body=OBJ, errors=("400", "415")
+                "PutEvents: up to 10 entries",
+                _answer("per-entry results"),
+                body=_body(["Entries"], {"Entries": {"type": "array", "minItems": 1, "maxItems": 10}}),
+                errors=("400", "415"),
             ),
         },
         "/api/v1/events/replay": {
             "post": _op(
-                "replay archived events (dry_run first)", _answer("replayed"), body=OBJ, errors=("400", "415")
+                "replay archived events (dry_run first)",
+                _answer("replayed"),
+                body=_body(
+                    ["since"],
+                    {
+                        "since": WHEN,
+                        "until": WHEN,
+                        "dry_run": {"type": "boolean"},
+                        "force": {"type": "boolean"},
+                        "workflow": TEXT,
+                        "name": TEXT,
+                        "pattern": OBJ,
+                    },
+                ),
+                errors=("400", "415"),
             )
         },
         "/api/v1/notifications/dlq": {
@@ -208,14 +234,19 @@ def document() -> dict[str, Any]:
             "get": _op(
                 "batch jobs",
                 _answer("jobs"),
-                params=[_query("queue"), _query("status"), *PAGE],
+                params=[
+                    _query("queue"),
+                    _query("status"),
+                    _query("parent"),
+                    _query("limit", "integer", "1 to 1000; a value outside is clamped to it"),
+                ],
                 errors=("400", "503"),
             ),
             "post": _op(
                 "submit a batch job",
                 _answer("submitted"),
                 status="201",
-                body=OBJ,
+                body={"anyOf": [_body(["definition"], {"definition": TEXT}), _body(["container"], {})]},
                 errors=("400", "404", "415", "503"),
             ),
         },
@@ -228,7 +259,7 @@ def document() -> dict[str, Any]:
                 _answer("cancelled"),
                 body=OBJ,
                 params=[JOB_ID],
-                errors=("404", "409", "415", "503"),
+                errors=("400", "404", "409", "415", "503"),
             )
         },
         "/api/v1/jobs/{id}/terminate": {
@@ -237,7 +268,7 @@ def document() -> dict[str, Any]:
                 _answer("terminated"),
                 body=OBJ,
                 params=[JOB_ID],
-                errors=("404", "409", "415", "503"),
+                errors=("400", "404", "409", "415", "503"),
             )
         },
         "/api/v1/jobs/{id}/logs": {
@@ -249,14 +280,19 @@ def document() -> dict[str, Any]:
             )
         },
     }
-    for kind in ("definitions", "queues", "environments"):
+    creates = {
+        "definitions": _body(["name"], {"name": TEXT}),
+        "queues": _body(["name", "environments"], {"name": TEXT, "environments": {"type": "array"}}),
+        "environments": _body(["name", "max_vcpus", "max_memory"], {"name": TEXT}),
+    }
+    for kind, body in creates.items():
         paths[f"/api/v1/{kind}"] = {
             "get": _op(f"list {kind}", _answer(kind), errors=("503",)),
             "post": _op(
                 f"create one of the {kind}",
                 _answer("created"),
                 status="201",
-                body=OBJ,
+                body=body,
                 errors=("400", "409", "415", "503"),
             ),
         }

@@ -33,6 +33,9 @@ class Book:
         self.started: dict[str, float] = {}  #: jobs holding capacity -> when their attempt was placed
         self.preempting: dict[str, str] = {}  #: victim -> the job it is preempted for
         self.policies: dict[str, Any] = {}  #: fair-share scheduling policies by name
+        #: array children admitted but whose rows are not written yet (a big array goes to the store
+        #: in chunks): kept out of the index, and their changes wait for their chunk (see ``written``)
+        self.unwritten: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Book jobs={len(self.jobs)} runnable={len(self.index)}>"
@@ -130,20 +133,26 @@ class Book:
         parent = jobs[0] if jobs[0].is_parent else None
         if parent is not None:
             self.jobs[parent.id] = parent
-            self.array_left[parent.id] = len(jobs) - 1
+            self.array_left[parent.id] = parent.array_size or 0
         changes: list[Change] = []
         for j in jobs[1:] if parent is not None else jobs:
             if j.status == FAILED:
                 changes.extend(self.settle(j))
                 continue
             self.jobs[j.id] = j
-            if j.status == RUNNABLE:
+            if j.status == RUNNABLE and j.id not in self.unwritten:
                 self.index.add(j.queue, slot_of(j))
             elif waiting.get(j.id):
                 self.waiting_on[j.id] = waiting[j.id]
                 for dep_id in waiting[j.id]:
                     self.dependents.setdefault(dep_id, []).append(j.id)
         return changes
+
+    def written(self, jobs: Iterable[Job]) -> None:
+        """Their rows are committed (a chunk of a big array): the RUNNABLE ones may be placed now."""
+        for j in jobs:
+            if j.status == RUNNABLE and self.jobs.get(j.id) is j and self.index.get(j.queue, j.id) is None:
+                self.index.add(j.queue, slot_of(j))
 
     def withdraw(self, job: Job, reason: str, now: float) -> list[Change]:
         """A job not started yet is cancelled: it ends FAILED, and what depended on it settles."""
@@ -193,7 +202,8 @@ class Book:
             self.waiting_on.pop(job_id, None)
             job.status, job.runnable_at = RUNNABLE, time.time()
             job.status_reason = "dependencies met; waiting for capacity"
-            self.index.add(job.queue, slot_of(job))
+            if job.id not in self.unwritten:
+                self.index.add(job.queue, slot_of(job))
             return [(job, PENDING)]
         return []
 

@@ -37,7 +37,9 @@ class Ledger:
     def tx(self, changes: Iterable[Change], extra: Extra | None = None) -> WriteFn[list[RunRecord]]:
         """A write function committing ``changes`` and their events (snapshotted now)."""
         now = time.time()
-        snaps = [(copy.copy(job), old) for job, old in changes]
+        # a change to an array child whose row is not written yet lands with its chunk instead
+        unwritten = self.book.unwritten
+        snaps = [(copy.copy(job), old) for job, old in changes if job.id not in unwritten]
         bus = self.bus
 
         def tx(conn: sqlite3.Connection) -> list[RunRecord]:

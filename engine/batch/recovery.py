@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from engine.batch import rows
+from engine.batch import arrays, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.jobs import RUNNABLE, RUNNING, STARTING, Job, slot_of
@@ -43,8 +43,20 @@ class Recovery:
         self.store, self.book, self.ledger, self.attempts = store, book, ledger, attempts
 
     async def run(self) -> None:
+        await self._finish_interrupted_arrays()
         await self._settle_loaded_dependencies()
         await self._recover_containers()
+
+    async def _finish_interrupted_arrays(self) -> None:
+        """A crash while a big array was being written: the children never stored end FAILED."""
+        missing = await self.store.read(rows.unwritten_children)
+        if not missing:
+            return
+        for parent_id, indexes in missing.items():
+            log.warning("array %s: %d children were never stored (the engine stopped while it was "
+                        "submitted); they end FAILED", parent_id, len(indexes))  # fmt: skip
+        changes, write = arrays.finish_interrupted(self.book, missing, time.time())
+        await self.ledger.commit(changes, extra=write)
 
     async def _settle_loaded_dependencies(self) -> None:
         """After a crash between a job's end and its dependents' update: finish that work now."""

@@ -19,6 +19,7 @@ from engine.batch.jobs import (
     FAILED,
     PENDING,
     STATES,
+    SUBMITTED,
     SUCCEEDED,
     Job,
     JobError,
@@ -172,9 +173,7 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
         for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
     ]
     if row["array_size"] is not None and row["array_index"] is None:
-        counts = dict(
-            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
-        )
+        counts = array_summary(conn, job_id, row["array_size"])
         out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
     return out
 
@@ -443,10 +442,36 @@ def aws_context(
     ]
     summary = None
     if is_parent:
-        summary = dict(
-            conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (job_id,))
-        )
+        size = conn.execute("SELECT array_size FROM jobs WHERE id=?", (job_id,)).fetchone()
+        summary = array_summary(conn, job_id, size[0] if size else 0)
     return rows, deps, summary
+
+
+def array_summary(conn: sqlite3.Connection, parent_id: str, size: int) -> dict[str, int]:
+    """An array's children by status; those not written yet (a big array is written in chunks)
+    are SUBMITTED, so the counts add up to the array's size."""
+    counts = dict(
+        conn.execute("SELECT status, count(*) FROM jobs WHERE parent_id=? GROUP BY status", (parent_id,))
+    )
+    unwritten = size - sum(counts.values())
+    if unwritten > 0:
+        counts[SUBMITTED] = counts.get(SUBMITTED, 0) + unwritten
+    return counts
+
+
+def unwritten_children(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    """Unfinished arrays whose submission a crash cut short: parent -> the indexes never written."""
+    out: dict[str, list[int]] = {}
+    for parent_id, size, written in conn.execute(
+        "SELECT p.id, p.array_size, (SELECT count(*) FROM jobs c WHERE c.parent_id = p.id) FROM jobs p "
+        "WHERE p.array_size IS NOT NULL AND p.array_index IS NULL AND p.status NOT IN (?, ?)",
+        (SUCCEEDED, FAILED),
+    ):
+        if written < size:
+            sql = "SELECT array_index FROM jobs WHERE parent_id=?"
+            have = {r[0] for r in conn.execute(sql, (parent_id,))}
+            out[parent_id] = [i for i in range(size) if i not in have]
+    return out
 
 
 def jobs_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row]:

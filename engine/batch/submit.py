@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import environments, rows, settings
+from engine.batch import arrays, environments, rows, settings
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import job_event
@@ -171,7 +171,11 @@ class Submitter:
         old = self.book.queues.get(name)
         _create_or_update("queue", name, old, create)
         envs = body.get("environments", list(old.environments) if old else None)
-        if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_QUEUE_ENVIRONMENTS:
+        if (
+            not isinstance(envs, list)
+            or not 1 <= len(envs) <= MAX_QUEUE_ENVIRONMENTS
+            or not all(isinstance(e, str) for e in envs)
+        ):
             raise JobError(f"environments: a list of 1..{MAX_QUEUE_ENVIRONMENTS} compute environment names")
         missing = [e for e in envs if e not in self.book.envs]
         if missing:
@@ -229,6 +233,8 @@ class Submitter:
 
     def _resolve_spec(self, req: Mapping[str, Any]) -> JobSpec:
         if "container" in req:
+            if not isinstance(req["container"], Mapping):
+                raise JobError("container: an object (image, command, vcpus, memory, ...)")
             base = dict(req["container"])
         elif isinstance(req.get("definition"), str):
             name, rev, body = self.resolve_definition(req["definition"])
@@ -239,8 +245,12 @@ class Submitter:
                 "definition: give a registered definition name[:revision] (or an inline container)"
             )
         overrides = req.get("container_overrides") or {}
+        if not isinstance(overrides, Mapping):
+            raise JobError("container_overrides: an object of command, vcpus, memory, environment")
         base.update({k: overrides[k] for k in ("command", "vcpus", "memory") if k in overrides})
         if "environment" in overrides:
+            if not isinstance(overrides["environment"], Mapping):
+                raise JobError("container_overrides.environment: an object of NAME: value")
             base["environment"] = {**(base.get("environment") or {}), **overrides["environment"]}
         params = req.get("parameters") or {}
         if not isinstance(params, Mapping):
@@ -357,7 +367,7 @@ class Submitter:
             run_id=run_step[0] if run_step else None,
             step=run_step[1] if run_step else None,
         )
-        jobs, dep_rows = expand(job, size, deps)
+        jobs, dep_rows = arrays.expand(job, size, deps)
         new_ids = {j.id for j in jobs}
         status = await self._dependency_states(sorted({d for _, d, _ in dep_rows} - new_ids))
         waiting: dict[str, dict[str, str]] = {}
@@ -368,6 +378,9 @@ class Submitter:
         deps_of: dict[str, list[tuple[str, str]]] = {}
         for job_id, dep_id, mode in dep_rows:
             deps_of.setdefault(job_id, []).append((dep_id, mode))
+        if len(jobs) > arrays.ARRAY_CHUNK + 1:
+            await self._submit_in_chunks(jobs, deps_of, waiting, now, before_commit)
+            return {"job_id": job.id, "name": job.name, "status": job.status, "array_size": size}
         counts = Counter(j.status for j in jobs[1:]) if job.is_parent else None
         for j in jobs:
             deps, summary = deps_of.get(j.id, []), counts if j.is_parent else None
@@ -391,6 +404,49 @@ class Submitter:
         bus.deliver(await self.store.write(tx, heavy=len(jobs) > 10))
         self._admit(jobs, waiting)
         return {"job_id": job.id, "name": job.name, "status": job.status, "array_size": size}
+
+    async def _submit_in_chunks(
+        self,
+        jobs: list[Job],
+        deps_of: dict[str, list[tuple[str, str]]],
+        waiting: dict[str, dict[str, str]],
+        now: float,
+        before_commit: Any,
+    ) -> None:
+        """A big array: the parent (and its events) in one commit, then its children in chunks.
+
+        One transaction of 10,000 children and their 30,000 events held the store for over a
+        second; in chunks of ``ARRAY_CHUNK`` every other write gets in between. Until a child's
+        row is written the parent's ``statusSummary`` counts it SUBMITTED (rows.array_summary), so
+        the counts always add up to the array's size. The children are in the book from the
+        start (a cancel reaches them all), but out of the scheduler's index until their chunk is
+        committed, and a change to one before that lands with its chunk (``Book.unwritten``).
+        """
+        parent, children = jobs[0], jobs[1:]
+        bus = self.ledger.bus
+        summary = {SUBMITTED: len(children)}  # what the store says until the children are written
+        events = [
+            job_event(replace(parent, status=early, status_reason=None), now, (), (), summary)
+            for early in (SUBMITTED, PENDING)
+        ]
+
+        def first(conn: sqlite3.Connection) -> list[Any]:
+            parent.seq = rows.insert_job(conn, parent)
+            runs: list[Any] = list(before_commit(conn, parent) or []) if before_commit is not None else []
+            for env in events:
+                runs.extend(bus.publish(conn, env, 0))
+            return runs
+
+        bus.deliver(await self.store.write(first))
+        self.book.unwritten.update(j.id for j in children)
+        self._admit(jobs, waiting)
+        # the caller may go (an HTTP client hangs up): the children are written all the same
+        task = asyncio.ensure_future(
+            arrays.write_children(self.store, self.book, bus, children, deps_of, now, self.wake)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
 
     async def _dependency_states(self, ids: list[str]) -> dict[str, tuple[str, str | None]]:
         jobs = self.book.jobs
@@ -488,7 +544,9 @@ class Submitter:
 
 def _create_or_update(kind: str, name: str, old: object | None, create: bool) -> None:
     """POST makes a new one, PATCH changes an existing one: refuse the other case (409 / 404)."""
-    if create == (old is not None) or not name:
+    if not name:  # not "'' does not exist" (a 404 for a create): the request lacks a field
+        raise JobError(f"name: required, the {kind}'s name (letters, digits, - and _)")
+    if create == (old is not None):
         raise JobError(
             f"{kind} {name!r} {'already exists' if old else 'does not exist'}",
             "conflict" if old else "not_found",
@@ -507,25 +565,3 @@ def _state(value: Any) -> str:
     if text not in _STATES:
         raise JobError(f"state: ENABLED or DISABLED, got {value!r}")
     return text
-
-
-def expand(
-    job: Job, size: int | None, deps: list[tuple[str, str]]
-) -> tuple[list[Job], list[tuple[str, str, str]]]:
-    """The job and its array children, and each one's dependency rows (N_TO_N, SEQUENTIAL spelled out)."""
-    if size is None:
-        return [job], [(job.id, d, "ALL_DONE" if m == "ALL_DONE" else "STANDARD") for d, m in deps]
-    jobs, rows = [job], []
-    for i in range(size):
-        child = replace(
-            job, id=f"{job.id}:{i}", name=f"{job.name}:{i}", parent_id=job.id, array_index=i, array_size=None
-        )
-        jobs.append(child)
-        for d, m in deps:
-            if m == "SEQUENTIAL":
-                if i > 0:
-                    rows.append((child.id, f"{job.id}:{i - 1}", "STANDARD"))
-            else:
-                dep = f"{d}:{i}" if m == "N_TO_N" else d
-                rows.append((child.id, dep, "ALL_DONE" if m == "ALL_DONE" else "STANDARD"))
-    return jobs, rows

@@ -31,6 +31,8 @@ BATCH_SOURCE = "sluice.batch"
 BATCH_DETAIL_TYPE = "Event Batch"
 #: after a wake, wait this long for more of a burst to commit before looking (seconds)
 SETTLE_S = 0.005
+#: batches of more events than this are closed on the store's writer thread
+HEAVY_BATCH = 100
 
 
 class BatchWindows:
@@ -101,7 +103,8 @@ class BatchWindows:
             return [] if run is None else [run]
 
         # shielded: a stop mid-write still commits, and recovery then drives the batch's run
-        runs = await asyncio.shield(self.store.write(close))
+        # a big batch is read, built and written on the writer thread, off the loop
+        runs = await asyncio.shield(self.store.write(close, heavy=limit > HEAVY_BATCH))
         if runs:
             self.closed += 1
             log.info("batch of %s/%s closed into run %s", workflow, trigger, runs[0].id)

@@ -177,15 +177,16 @@ class Bus:
         return len(arrivals) >= count and time.monotonic() - arrivals[-count] < BURST_WINDOW_S
 
     async def put_many(
-        self, entries: Iterable[tuple[dict[str, Any], str | None, Target | None]]
+        self, entries: Iterable[tuple[dict[str, Any], str | None, Target | None]], *, depth: int = 0
     ) -> list[EmitResult]:
-        """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target)."""
+        """Commit a batch in one transaction (PutEvents). Each entry is (event, dedupe_key, target);
+        ``depth`` is the chain depth of the run that put them (0: from outside)."""
         prepared = [(complete(ev), key, target) for ev, key, target in entries]
         queued_at = time.monotonic()
         self._arrivals.extend([queued_at] * min(len(prepared), FLOOD_EVENTS))
 
         def admit_all(conn: sqlite3.Connection) -> list[tuple[EmitResult, list[RunRecord]]]:
-            return [self.admit(conn, env, key, target, 0) for env, key, target in prepared]
+            return [self.admit(conn, env, key, target, depth) for env, key, target in prepared]
 
         outcomes = await self.store.write(admit_all, heavy=len(prepared) > 10, shed=True)
         fresh = [

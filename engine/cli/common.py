@@ -157,9 +157,24 @@ def quote(value: str) -> str:
 # -- output ---------------------------------------------------------------------------------------
 
 
+def is_terminal(stream: Any) -> bool:
+    """A terminal not asked to be plain (``NO_COLOR``, ``TERM=dumb``): where rich's output goes."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed, or not a file
+        return False
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """Columns aligned to their widest cell; ``None`` prints as ``-``."""
+    """Columns aligned to their widest cell; ``None`` prints as ``-``. On a terminal, rich's table
+    with states in colour; piped, plain columns (what scripts and the golden tests read)."""
     cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    if is_terminal(sys.stdout):
+        from engine.cli.terminal import rich_table
+
+        return rich_table(cells, headers)
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]

@@ -298,7 +298,7 @@ async def _run_once(
     as_json: bool,
     api: bool = False,
 ) -> int:
-    from engine.cli.progress import ProgressPrinter, render_outputs
+    from engine.cli.progress import ProgressPrinter, live_view, render_outputs
     from engine.engine import Engine
 
     engine = Engine(settings, catalog)
@@ -309,14 +309,17 @@ async def _run_once(
 
         http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", new_token()))
         engine.add_service(http, closer=http.aclose)
-    printer = ProgressPrinter(sys.stderr)
-    async with engine:
-        if not as_json:
-            engine.orchestrator.listeners.append(printer)
-        run_id = await engine.start_run(wf.name, params)
-        printer.run_id = run_id
-        await _wait_or_cancel(engine, run_id)
-        summary = await engine.describe_run(run_id)
+    printer = ProgressPrinter(sys.stderr, live=None if as_json else live_view(sys.stderr))
+    try:
+        async with engine:
+            if not as_json:
+                engine.orchestrator.listeners.append(printer)
+            run_id = await engine.start_run(wf.name, params)
+            printer.run_id = run_id
+            await _wait_or_cancel(engine, run_id)
+            summary = await engine.describe_run(run_id)
+    finally:
+        printer.close()
     assert summary is not None
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from engine.cli.common import is_terminal
 from workflows.secrets import hide
 
 GLYPHS = {
@@ -45,14 +46,38 @@ class RunLike(Protocol):
     def workflow(self) -> str: ...
 
 
-class ProgressPrinter:
-    """Prints ``  0.12s ✓ fetch  0.01s`` lines for one run (or every run, when ``run_id`` is None)."""
+class Live(Protocol):
+    """A terminal's view (engine/cli/terminal.py): lines above, the running steps below."""
 
-    def __init__(self, out: TextIO = sys.stderr, run_id: str | None = None) -> None:
+    def line(self, elapsed: str, text: str) -> None: ...
+
+    def running(self, steps: dict[str, str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def live_view(stream: TextIO) -> Live | None:
+    """rich's live view when ``stream`` is a terminal (not ``NO_COLOR``/``TERM=dumb``), else None."""
+    if not is_terminal(stream):
+        return None
+    from engine.cli.terminal import LiveView  # rich is imported only for a terminal
+
+    return LiveView(stream)
+
+
+class ProgressPrinter:
+    """Prints ``  0.12s ✓ fetch  0.01s`` lines for one run (or every run, when ``run_id`` is None).
+
+    With a ``live`` view (a terminal) the lines are coloured and a footer names the steps running
+    now, with their fan-out counts; the count lines then come only at a fan-out's end."""
+
+    def __init__(self, out: TextIO = sys.stderr, run_id: str | None = None, live: Live | None = None) -> None:
         self.out = out
         self.run_id = run_id
+        self.live = live
         self.t0 = time.monotonic()
         self.width = 12
+        self.running: dict[str, str] = {}  #: step -> its count, for the live footer
         self._counted: dict[str, float] = {}  #: step -> when its items were last counted
         self._items_shown: dict[str, int] = {}  #: step -> items whose output was printed
 
@@ -61,18 +86,37 @@ class ProgressPrinter:
             return
         if kind == "item":
             self._item(step or "", status, info)
-            return
-        if info.get("log_path") and kind in ("step", "retry"):
-            self._log_file(step or "", info["log_path"], info.get("index"))
-        line = self._line(kind, run, step, status, info)
-        if line:
-            self.write(line)
-        if kind == "step" and status == "FAILED":
-            self.where(info.get("error"), info.get("log_path"))
+        else:
+            if info.get("log_path") and kind in ("step", "retry"):
+                self._log_file(step or "", info["log_path"], info.get("index"))
+            line = self._line(kind, run, step, status, info)
+            if line:
+                self.write(line)
+            if kind == "step" and status == "FAILED":
+                self.where(info.get("error"), info.get("log_path"))
+            self._track(kind, step, status, info)
+        if self.live is not None:
+            self.live.running(self.running)
+
+    def _track(self, kind: str, step: str | None, status: str, info: dict[str, Any]) -> None:
+        if kind == "run" and status in TERMINAL:
+            self.running.clear()
+        elif kind == "step" and step is not None:
+            if status == "RUNNING":
+                self.running[step] = f"0/{info['items']}" if "items" in info else ""
+            else:
+                self.running.pop(step, None)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
 
     def write(self, line: str) -> None:
-        elapsed = time.monotonic() - self.t0
-        self.out.write(hide(f"{elapsed:6.2f}s {line}\n"))  # an error message may quote a secret
+        elapsed = f"{time.monotonic() - self.t0:6.2f}s"
+        if self.live is not None:
+            self.live.line(elapsed, hide(line))
+            return
+        self.out.write(hide(f"{elapsed} {line}\n"))  # an error message may quote a secret
         self.out.flush()
 
     def handler_output(self, label: str, text: str, log_path: str | None = None) -> None:
@@ -107,8 +151,10 @@ class ProgressPrinter:
         if status == "FAILED":
             self.write(f"✗ {(step + '[' + str(info.get('index')) + ']').ljust(self.width)} "
                        f"failed: {_error_text(info.get('error'))}")  # fmt: skip
+        if step in self.running:
+            self.running[step] = f"{done}/{total}"
         now = time.monotonic()
-        if done == total or now - self._counted.get(step, 0.0) >= COUNT_EVERY_S:
+        if done == total or (self.live is None and now - self._counted.get(step, 0.0) >= COUNT_EVERY_S):
             self._counted[step] = now
             self.write(f"⋯ {step.ljust(self.width)} {done}/{total}")
 

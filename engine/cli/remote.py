@@ -63,17 +63,21 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 def _follow(args: argparse.Namespace) -> int:
     """``sluice run``'s live view of a run on the server; its outputs and exit code at the end."""
-    from engine.cli.progress import FOLLOW_POLL_S, ProgressPrinter, RunFollower, render_outputs
+    from engine.cli.progress import FOLLOW_POLL_S, ProgressPrinter, RunFollower, live_view, render_outputs
 
     args.step = args.attempt = None  # the whole run's logs
-    follower = RunFollower(ProgressPrinter(sys.stderr, args.run))
-    cursor: str | None = None
-    while True:
-        run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
-        text, cursor = _logs(args, after=cursor)
-        if follower.update(run, text):
-            break
-        time.sleep(FOLLOW_POLL_S)
+    run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")  # an unknown run: one line
+    printer = ProgressPrinter(sys.stderr, args.run, live=live_view(sys.stderr))
+    follower, cursor = RunFollower(printer), None
+    try:
+        while True:
+            text, cursor = _logs(args, after=cursor)
+            if follower.update(run, text):
+                break
+            time.sleep(FOLLOW_POLL_S)
+            run = request(args.server, "GET", f"/api/v1/runs/{quote(args.run)}")
+    finally:
+        printer.close()
     if args.json:
         print(json.dumps(run, indent=2, ensure_ascii=False))
     elif run["status"] == "SUCCEEDED":

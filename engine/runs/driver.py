@@ -70,6 +70,7 @@ class RunDriver:
         self.step_error: dict[str, dict[str, Any] | None] = {}
         self.t0 = time.monotonic()
         self.attempts_total = 0  #: function attempts made by this driver (destinations report it)
+        self.end: dict[str, Any] | None = None  #: outputs and error, once the run's end is committed
         self.changes = changes.RunChanges(services.store, services.bus, services.admission, run.depth)
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
@@ -563,6 +564,7 @@ class RunDriver:
             [self.run_event(status, old, reason=reason, **extra)],
         )
         self.run.status = status
+        self.end = {"outputs": outputs, "error": error}
         self.progress(
             "run",
             None,

@@ -38,6 +38,9 @@ from workflows.spec import Workflow
 
 log = logging.getLogger(__name__)
 
+#: how a run ended, as the engine that drove it saw it: ``{"outputs": ..., "error": ...}``
+RunEnd = dict[str, Any]
+
 
 class Orchestrator:
     def __init__(
@@ -64,7 +67,7 @@ class Orchestrator:
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._drivers: dict[str, RunDriver] = {}
         self._cancel_reasons: dict[str, str] = {}
-        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[tuple[str, RunEnd | None]]]] = {}
         self.admission = Admission(bus, self._start, admission or AdmissionSettings())
         #: a workflow's ``concurrency``: runs over their key's limit wait here, PENDING, in order
         self.keyed = KeyedGate(catalog)
@@ -129,7 +132,7 @@ class Orchestrator:
         for run in sorted(runs, key=lambda r: r.status != Status.RUNNING):
             if run.status in TERMINAL:  # refused at routing (bad input): already final in the store
                 self.emit_progress("run", run, None, run.status, {"error": run.error, "reason": None})
-                self._resolve(run.id, run.status)
+                self._resolve(run.id, run.status, {"outputs": None, "error": run.error})
                 continue
             if run.id in self._tasks or run.id in self.admission.held:
                 continue
@@ -177,7 +180,7 @@ class Orchestrator:
             status = Status.CANCELLED
         except Exception:
             log.exception("run %s: the driver failed; marking the run FAILED", run_id)
-            status = Status.FAILED
+            status, driver.end = Status.FAILED, None
             await asyncio.shield(self._fail_broken(driver))
         finally:
             self._tasks.pop(run_id, None)
@@ -185,7 +188,7 @@ class Orchestrator:
             self.tokens.forget(run_id)
         if status in TERMINAL:
             self.finished += 1
-            self._resolve(run_id, status)
+            self._resolve(run_id, status, driver.end)
             self._release(run_id)
         return status
 
@@ -202,10 +205,10 @@ class Orchestrator:
             )
         )
 
-    def _resolve(self, run_id: str, status: str) -> None:
+    def _resolve(self, run_id: str, status: str, end: RunEnd | None = None) -> None:
         for fut in self._waiters.pop(run_id, []):
             if not fut.done():
-                fut.set_result(status)
+                fut.set_result((status, end))
 
     async def container_runner(self) -> StepRunner | None:
         """The container runtime, once the engine's Docker attach is done (None without Docker)."""
@@ -217,6 +220,11 @@ class Orchestrator:
 
     async def wait(self, run_id: str, timeout_s: float | None = None) -> str:
         """Wait for a run to end; returns its status (raises TimeoutError, KeyError for no such run)."""
+        return (await self.wait_end(run_id, timeout_s))[0]
+
+    async def wait_end(self, run_id: str, timeout_s: float | None = None) -> tuple[str, RunEnd | None]:
+        """``wait``, and the run's outputs and error when this engine saw it end (``?wait`` answers
+        with them instead of reading the store back); None when the store has to say."""
         if not self._here(run_id):
             row = await self.store.read(
                 lambda c: c.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -224,11 +232,16 @@ class Orchestrator:
             if row is None:
                 raise KeyError(run_id)
             if row[0] in TERMINAL or not self._here(run_id):
-                return str(row[0])
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                return str(row[0]), None
+        fut: asyncio.Future[tuple[str, RunEnd | None]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
         async with asyncio.timeout(timeout_s):
             return await fut
+
+    def depth_of(self, run_id: str) -> int:
+        """How deep a running run is in a chain of runs starting runs (0 when not running here)."""
+        driver = self._drivers.get(run_id)
+        return 0 if driver is None else driver.run.depth
 
     def _here(self, run_id: str) -> bool:
         """Driven, held by admission, or waiting for its concurrency key."""
@@ -241,7 +254,7 @@ class Orchestrator:
             driver = RunDriver(self.services, held, self.catalog[held.workflow])
             await driver.cancel_steps_and_run(reason)
             self.finished += 1
-            self._resolve(run_id, Status.CANCELLED)
+            self._resolve(run_id, Status.CANCELLED, driver.end)
             self._release(run_id)
             return True
         task = self._tasks.get(run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.store.records import dumps
@@ -45,6 +46,18 @@ class StoreKV:
     async def set(self, key: str, value: Any) -> None:
         text, now = dumps(value), time.time()
         await self.store.write(lambda c: c.execute(_UPSERT, (key, text, now)))
+
+    async def update(self, values: Mapping[str, Any], deleted: Iterable[str] = ()) -> None:
+        """Set ``values`` and delete ``deleted`` in one commit (a file trigger's changed entries)."""
+        now = time.time()
+        rows = [(key, dumps(value), now) for key, value in values.items()]
+        gone = [(key,) for key in deleted]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT, rows)
+            conn.executemany("DELETE FROM kv WHERE key=?", gone)
+
+        await self.store.write(write)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; False when it was not there."""

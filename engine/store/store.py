@@ -15,8 +15,11 @@ large one (hundreds of run transitions) goes to the writer thread, whose SQLite 
 then overlaps the loop's work on the next ones; while it is there, new writes queue
 up and become the next batch. Either way one writer at a time owns
 the connection. Checkpoints, the only part of a WAL commit that waits for the
-disk (``fsync``, ~3 ms here), always run on the writer thread, between batches:
-the loop never waits for the disk, only the writes queued meanwhile do.
+disk (``fsync``, ~3 ms here), run on a connection and thread of their own
+(``PASSIVE``: they copy what is committed while the writer goes on committing), so
+neither the loop nor a queued write waits for the disk. The WAL can only start over at a
+moment when every page is copied and nothing was committed since, which a busy writer never
+leaves; past ``WAL_RESTART_PAGES`` the writer thread checkpoints once itself, between batches.
 
 ``aiosqlite`` was the first choice and measured in DESIGN.md: it hops threads
 per statement (~210 us an ``await``, so ~1,400 commits/s naively, against ~97k rows/s grouped)
@@ -72,10 +75,11 @@ INLINE_MAX = 16
 #: to join its commit: in a webhook flood that more than doubles the webhooks per commit. A timed
 #: wait idles the loop instead and takes in fewer (bench/RESULTS.md, "Measured reasons").
 LINGER_TURNS = 4
-#: SQLite's own checkpoint threshold (WAL pages), used for commits on the writer thread
-AUTOCHECKPOINT_PAGES = 1_000
-#: commits on the loop (a few WAL pages each) after which a checkpoint runs on the writer thread
+#: commits (a few WAL pages each) after which the checkpointer copies the WAL into the database
 CHECKPOINT_AFTER = 100
+#: WAL pages (4 KiB) past which the writer checkpoints itself between batches so the WAL starts
+#: over: a stall of a few ms every few hundred runs instead of every ~15 (bench/RESULTS.md)
+WAL_RESTART_PAGES = 8_192
 #: while the disk is full, the queued writes are tried again this often (seconds)
 FULL_RETRY_S = 0.5
 
@@ -157,6 +161,8 @@ class Store:
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-writer")
         self.readers = Readers(self.path)  #: the read side (aiosqlite), opened after the migrations
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sluice-store-checkpoint")
+        self._cconn: sqlite3.Connection | None = None  #: the checkpointer's own connection
         self._wconn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
@@ -169,9 +175,12 @@ class Store:
         self.commits = 0
         self.transactions = 0
         self.inline_commits = 0
-        self._inline_since_checkpoint = 0
+        self.checkpoints = 0  #: by the checkpointer, beside the writer
+        self.restarts = 0  #: checkpoints by the writer itself, so the WAL starts over
+        self._since_checkpoint = 0  #: commits since the checkpointer last started
+        self._checkpointing = False  #: the checkpointer is at work
+        self._restart_due = False  #: the WAL passed WAL_RESTART_PAGES: the writer checkpoints next
         self._heavy = False  #: a heavy write is queued (see ``write``)
-        self._autocheckpoint = False  #: whether the connection checkpoints inside COMMIT (see _apply)
         #: while this says so (the bus: a flood of events), small batches linger (``LINGER_TURNS``)
         self.linger: Callable[[], bool] | None = None
         self._turns_lingered = 0
@@ -180,7 +189,10 @@ class Store:
         self._full_at: float | None = None  #: loop time it was last found full
 
     def __repr__(self) -> str:
-        return f"<Store {self.path} commits={self.commits} transactions={self.transactions}>"
+        return (
+            f"<Store {self.path} commits={self.commits} transactions={self.transactions} "
+            f"checkpoints={self.checkpoints} restarts={self.restarts}>"
+        )
 
     def claim(self) -> None:
         """Take the store's lock now (``open`` does it too): fail before starting anything else."""
@@ -195,7 +207,7 @@ class Store:
         def setup() -> sqlite3.Connection:
             conn = _connect(self.path)
             migrate(conn)
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # set per batch: see _apply
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # never inside a COMMIT: see _checkpoint_due
             return conn
 
         try:
@@ -298,9 +310,9 @@ class Store:
                 self._to_thread(self._apply, batch)
                 return
             try:
-                results = self._apply(batch, inline=True)
+                results = self._apply(batch)
                 self.inline_commits += 1
-                self._inline_since_checkpoint += 1
+                self._committed()
             except StoreFull:
                 self._hold(batch)
                 return
@@ -337,12 +349,43 @@ class Store:
         return True
 
     def _checkpoint_due(self) -> bool:
-        """After many commits on the loop (which never checkpoint), checkpoint on the writer thread."""
-        if self._inline_since_checkpoint < CHECKPOINT_AFTER:
+        """The WAL is past WAL_RESTART_PAGES: the writer checkpoints now, between two batches."""
+        if not self._restart_due:
             return False
-        self._inline_since_checkpoint = 0
+        self._restart_due = False
+        self.restarts += 1
         self._to_thread(self._checkpoint, [])
         return True
+
+    def _committed(self) -> None:
+        """Every ``CHECKPOINT_AFTER`` commits, start the checkpointer (never two at once)."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint < CHECKPOINT_AFTER or self._checkpointing or self._closed:
+            return
+        if self._restart_due:  # the writer's own checkpoint comes first (beside this one it is busy)
+            return
+        self._since_checkpoint, self._checkpointing = 0, True
+        job = self._checkpointer.submit(self._checkpoint_beside)
+        job.add_done_callback(lambda job: self._threadsafe(self._checkpointed, job))
+
+    def _checkpoint_beside(self) -> int:
+        """On the checkpointer thread: copy the committed WAL pages; how many the WAL holds."""
+        if self._cconn is None:
+            self._cconn = _connect(self.path)
+        _busy, pages, _copied = self._cconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(pages)
+
+    def _checkpointed(self, job: Future[int]) -> None:
+        self._checkpointing = False
+        exc = job.exception()
+        if exc is not None:  # the next one retries; commits go on meanwhile
+            log.warning("store checkpoint failed: %s", exc)
+            return
+        self.checkpoints += 1
+        if job.result() >= WAL_RESTART_PAGES:
+            self._restart_due = True
+            if not self._on_thread and self._flush_at is None and self._loop is not None:
+                self._flush_at = self._loop.call_soon(self._flush)
 
     def _to_thread(self, fn: Callable[[Batch], list[tuple[bool, Any]]], batch: Batch) -> None:
         """Hand the connection to the writer thread for ``fn(batch)``; ``_applied`` takes it back."""
@@ -365,6 +408,7 @@ class Store:
         if exc is None:
             if batch:
                 self._disk_back()
+                self._committed()
             self._resolve(batch, job.result())
         else:
             self._fail(batch, exc)
@@ -421,11 +465,11 @@ class Store:
             self._idle_waiters.clear()
 
     def _checkpoint(self, batch: Batch) -> list[tuple[bool, Any]]:
-        """Copy the WAL into the database file (on the writer thread, between batches).
+        """Copy the rest of the WAL into the database file (on the writer thread, between batches).
 
         With no write in between, the checkpoint finishes and the next transaction starts the WAL
-        over, so it stays a few MB. (A checkpoint on another connection, beside a writer that keeps
-        committing, never catches up: the WAL grew by hundreds of MB per thousand sequential runs.)
+        over. (The checkpointer, beside a writer that keeps committing, copies the pages but never
+        finds that moment: alone, the WAL grew by hundreds of MB per thousand sequential runs.)
         """
         assert self._wconn is not None
         try:
@@ -434,7 +478,7 @@ class Store:
             log.warning("store checkpoint failed: %s", exc)
         return []
 
-    def _apply(self, batch: Batch, *, inline: bool = False) -> list[tuple[bool, Any]]:
+    def _apply(self, batch: Batch) -> list[tuple[bool, Any]]:
         """One transaction for the batch. Optimistic: no savepoints unless a write fails.
 
         Writes almost never raise (they check before they insert), so each costs just its own
@@ -442,15 +486,11 @@ class Store:
         write, so only the failing one is lost. (Write functions must therefore be replayable:
         pure functions of the connection and their arguments.)
 
-        On the writer thread, SQLite checkpoints inside ``COMMIT`` every 1,000 WAL pages, as it
-        does by default; on the loop it must not (the fsync would stall every other task), so
-        ``_checkpoint_due`` sends a checkpoint to the thread instead.
+        A ``COMMIT`` never checkpoints (``wal_autocheckpoint=0``): its fsync would stall the loop,
+        or every write queued behind it; the checkpointer does it beside the writer instead.
         """
         conn = self._wconn
         assert conn is not None
-        if self._autocheckpoint == inline:
-            self._autocheckpoint = not inline
-            conn.execute(f"PRAGMA wal_autocheckpoint={0 if inline else AUTOCHECKPOINT_PAGES}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = [(True, fn(conn)) for fn, _ in batch]
@@ -512,6 +552,10 @@ class Store:
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
         self._writer.shutdown(wait=True)
+        if self._cconn is not None:
+            await loop.run_in_executor(self._checkpointer, self._cconn.close)
+            self._cconn = None
+        self._checkpointer.shutdown(wait=True)
         await self.readers.close()
         self._wconn = None
         self._unlock()

@@ -204,6 +204,17 @@ async def test_state_changes_need_json_so_a_web_page_cannot_forge_them(
     assert await runs_of(open_server.engine) == 0
 
 
+async def test_a_method_no_route_has_is_405_not_a_content_type_error(
+    open_server: Served, http: aiohttp.ClientSession
+) -> None:
+    """Found by schemathesis: TRACE (which no browser can send) answered 415 json_required."""
+    for method in ("TRACE", "PUT", "DELETE"):
+        async with http.request(method, f"{open_server.url}/api/v1/runs/r-x") as resp:
+            answer = await resp.json()
+            want = 405 if method == "TRACE" else 415  # PUT/DELETE: a script could, so JSON still
+            assert resp.status == want, (method, answer)
+
+
 async def test_a_cross_origin_request_is_refused_even_as_json(
     open_server: Served, http: aiohttp.ClientSession
 ) -> None:

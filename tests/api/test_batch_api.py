@@ -243,3 +243,25 @@ async def test_cli_creates_and_updates_a_slurm_environment(server: tuple[str, An
     assert json.loads(out)["slurm"] == kept  # an update names only what changes
     code, _, err = await cli(base, *args[:2], "bad", *args[3:], "--slurm-shared-dir", "rel")
     assert code == 2 and "slurm.shared_dir: an absolute path" in err, err
+
+
+async def test_wrong_shapes_are_400s_that_say_what_is_wrong(server: tuple[str, Any]) -> None:
+    """What schemathesis found (tests/api/test_schemathesis.py): each of these was a 500."""
+    base, engine = server
+    for path, body in (
+        ("/api/v1/jobs", {"container": None}),
+        ("/api/v1/jobs", {"container": [["a"]]}),
+        ("/api/v1/jobs", {"container": "box"}),
+        ("/api/v1/jobs", {"container": {**BOX, "command": ["true"]}, "container_overrides": [1]}),
+        (
+            "/api/v1/jobs",
+            {"container": {**BOX, "command": ["true"]}, "container_overrides": {"environment": 1}},
+        ),
+        ("/api/v1/queues", {"name": "q", "environments": [[]]}),
+        ("/api/v1/queues", {"name": "q", "environments": [{"a": 1}]}),
+        ("/api/v1/environments", {}),
+        ("/api/v1/queues", {"environments": ["x"]}),
+    ):
+        status, err = await call(base, "POST", path, body)
+        assert status == 400 and err["error"]["code"] == "invalid_request", (path, body, status, err)
+    assert engine.batch.queues.get("q") is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from engine.api import batch as batch_api
 from engine.api.app import HttpService
 from engine.api.auth import AuthPolicy
+from engine.bus.bus import MAX_DEPTH
 from engine.client import Sluice, SluiceError, SluiceSync, WaitTimeout
 from engine.engine import Engine, Settings
 from engine.executors.docker_api import DockerClient
@@ -36,6 +39,12 @@ steps:
     timeout: 120s
 """
 
+LOOP = """
+name: loop
+steps:
+  again: {function: handlers:again}
+"""
+
 NAPPER = """
 name: napper
 steps:
@@ -48,6 +57,9 @@ import json, os, pathlib, time
 
 def nap(event, context):
     time.sleep(60)
+
+def again(event, context):
+    return context.sluice.start_run("loop")
 
 def go(event, context):
     c = context.sluice
@@ -80,6 +92,7 @@ async def served(
     flows = tmp_path / "flows"
     write_flow(flows, FLOWS, HANDLERS)
     write_flow(flows, NAPPER, name="napper.yaml")
+    write_flow(flows, LOOP, name="loop.yaml")
     settings = Settings(data_dir=tmp_path / "data", workers=2, grace_s=5, port=0)
     engine = Engine(settings, load_dir(flows))
     http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", ADMIN))
@@ -117,6 +130,7 @@ async def test_a_function_submits_a_container_job_and_waits_for_it(
     async with Sluice(base, ADMIN) as admin:
         job = await admin.describe_job(out["job"])
         assert job["status"] == "SUCCEEDED"
+        assert job["spec"]["tags"]["sluice:run"] == summary["run_id"]  # submitted on behalf of that run
         async with aiohttp.ClientSession() as s:
             logs = await s.get(
                 f"{base}/api/v1/jobs/{out['job']}/logs", headers={"Authorization": f"Bearer {ADMIN}"}
@@ -130,7 +144,9 @@ async def test_a_function_submits_a_container_job_and_waits_for_it(
     assert status == 200 and token not in json.dumps(run)
     status, events = await _get(base, "/api/v1/events?limit=500", ADMIN)
     assert status == 200 and token not in json.dumps(events)
-    assert [e["id"] for e in events["events"] if e["detail-type"] == "Job Done"] == [out["event"]]
+    (done_event,) = [e for e in events["events"] if e["detail-type"] == "Job Done"]
+    assert done_event["id"] == out["event"]
+    assert done_event["resources"] == [f"sluice:run/{summary['run_id']}"]
     # after the run ended, the token is void
     status, body = await _get(base, f"/api/v1/jobs/{out['job']}", token)
     assert status == 401 and body["error"]["code"] == "run_token_expired"
@@ -185,3 +201,28 @@ async def test_the_script_clients_say_what_went_wrong(served: tuple[str, Engine]
     assert info.value.code == "unreachable" and "cannot reach the engine at http://127.0.0.1:9" in str(
         info.value
     )
+
+
+async def test_a_function_that_starts_its_own_workflow_stops_at_the_chain_limit(
+    served: tuple[str, Engine],
+) -> None:
+    _base, engine = served
+    first = await engine.start_run("loop")
+
+    def chain(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
+        return conn.execute(
+            "SELECT id, depth, status FROM runs WHERE workflow='loop' ORDER BY rowid"
+        ).fetchall()
+
+    deadline = time.monotonic() + 60
+    while True:
+        runs = await engine.store.read(chain)
+        if runs and runs[-1][2] in ("SUCCEEDED", "FAILED") and all(r[2] != "RUNNING" for r in runs):
+            break
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.05)
+    assert runs[0][0] == first
+    assert [depth for _, depth, _ in runs] == list(range(MAX_DEPTH + 1))
+    assert [status for _, _, status in runs] == ["SUCCEEDED"] * MAX_DEPTH + ["FAILED"]
+    last = await engine.describe_run(runs[-1][0])
+    assert last is not None and "chain_too_deep" in last["steps"]["again"]["error"]["errorMessage"]

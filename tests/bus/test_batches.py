@@ -15,8 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from engine.api.app import build_app
 from engine.engine import Engine
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
@@ -88,6 +91,54 @@ async def test_waiting_events_survive_a_stop_and_close_after_the_restart(
     (run_id,) = await batch_runs(second)
     assert await second.orchestrator.wait(run_id, 10) == Status.SUCCEEDED
     assert (await second.describe_run(run_id))["outputs"]["numbers"] == [0, 1, 2]
+
+
+HOOKED = """
+name: hooked
+triggers:
+  - webhook: {name: in, auth: none}
+    batch: {max: 3, window: 60s}
+    input: {count: "{{ event.detail.count }}"}
+params: {count: {type: integer}}
+steps:
+  take: {function: handlers:bodies}
+outputs: {count: "{{ params.count }}", bodies: "{{ steps.take.output }}"}
+"""
+
+BODIES = """
+def bodies(event, context):
+    return [e["detail"]["body"]["n"] for e in event["detail"]["events"]]
+"""
+
+
+async def test_a_batched_webhook_acknowledges_each_post_and_runs_once_per_batch(
+    tmp_path: Path, make_engine: MakeEngine
+) -> None:
+    write_flow(tmp_path / "flows", HOOKED, BODIES)
+    engine = await make_engine(tmp_path / "flows")
+    server = TestServer(build_app(engine))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            answers = []
+            for n in range(3):
+                async with http.post(server.make_url("/hooks/hooked/in"), json={"n": n}) as resp:
+                    answers.append((resp.status, await resp.json()))
+    finally:
+        await server.close()
+    assert [(status, body["run_ids"]) for status, body in answers] == [(202, [])] * 3
+    deadline = time.monotonic() + 10
+    while True:
+        run_ids = await engine.store.read(
+            lambda c: [r[0] for r in c.execute("SELECT id FROM runs WHERE workflow='hooked'")]
+        )
+        if run_ids or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    (run_id,) = run_ids  # the third post filled the batch: no waiting for the 60 s window
+    assert await engine.orchestrator.wait(run_id, 10) == Status.SUCCEEDED
+    summary = await engine.describe_run(run_id)
+    assert summary["outputs"] == {"count": 3, "bodies": [0, 1, 2]}  # input renders once, per batch
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,12 @@ async def test_store_kv_survives_a_reopen(tmp_path: Path) -> None:
         assert await StoreKV(again).get("last-fire") == "2026-12-03T00:00:00Z"
     finally:
         await again.close()
+
+
+async def test_update_sets_and_deletes_in_one_call_and_prefixed_lists_in_key_order(kv: Any) -> None:
+    await kv.set("f:b", 1)
+    await kv.set("g:a", "elsewhere")
+    await kv.update({"f:a": [1, 2], "f:c": {"x": None}, "f:b": 2}, deleted=["f:c", "f:none"])
+    assert await kv.prefixed("f:") == [("f:a", [1, 2]), ("f:b", 2)]
+    await kv.update({}, deleted=["f:a"])
+    assert await kv.prefixed("f:") == [("f:b", 2)] and await kv.get("g:a") == "elsewhere"

@@ -42,7 +42,7 @@ name: naps
 concurrency: {key: "{{ params.customer }}", limit: 2}
 params: {customer: {type: string}}
 steps:
-  nap: {wait: 2s}
+  nap: {wait: 3s}
 """
 
 
@@ -55,11 +55,18 @@ async def rows(engine: Engine, run_ids: list[str]) -> list[sqlite3.Row]:
 
 
 async def settle(engine: Engine, running: int) -> None:
-    deadline = time.monotonic() + 10
-    while engine.orchestrator.active < running or engine.orchestrator.held:
+    """Until the store shows ``running`` runs RUNNING and nothing is held; then a moment more, in
+    which no further run may start (the limit is what stops them, not the timing)."""
+
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM runs WHERE status='RUNNING'").fetchone()[0])
+
+    deadline = time.monotonic() + 20
+    while await engine.store.read(count) < running or engine.orchestrator.held:
         assert time.monotonic() < deadline, f"{engine.orchestrator!r} never had {running} runs going"
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # nothing more starts
+    await asyncio.sleep(0.2)
+    assert await engine.store.read(count) == running
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:

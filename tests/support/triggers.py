@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,7 @@ class MemoryKV:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.sets = 0
+        self.written: list[str] = []  #: every key set or deleted, in order
 
     async def get(self, key: str) -> Any | None:
         raw = self.data.get(key)
@@ -93,3 +94,15 @@ class MemoryKV:
     async def set(self, key: str, value: Any) -> None:
         self.sets += 1
         self.data[key] = json.dumps(value)
+        self.written.append(key)
+
+    async def update(self, values: Mapping[str, Any], deleted: Iterable[str] = ()) -> None:
+        self.sets += 1
+        self.data.update({key: json.dumps(value) for key, value in values.items()})
+        self.written.extend(values)
+        for key in deleted:
+            self.data.pop(key, None)
+            self.written.append(key)
+
+    async def prefixed(self, prefix: str) -> list[tuple[str, Any]]:
+        return [(k, json.loads(v)) for k, v in sorted(self.data.items()) if k.startswith(prefix)]

@@ -243,6 +243,44 @@ async def test_wait_returns_outputs_or_504(hooks: Served, http: aiohttp.ClientSe
     assert summary is not None and summary["status"] == "RUNNING"  # it keeps running
 
 
+SECRET_FLOW = """
+name: telling
+params:
+  token: {type: string, default: "${env:SLUICE_T_WAIT_TOKEN}"}
+triggers:
+  - webhook: {name: go, auth: none}
+steps:
+  tell: {function: "handlers:echo", input: {detail: {body: "token {{ params.token }}"}}}
+"""
+
+
+async def test_wait_answers_from_the_run_itself_and_hides_secrets_as_the_store_does(
+    serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is the run's own end (no store read after it), shaped as the stored summary."""
+    monkeypatch.setenv("SLUICE_T_WAIT_TOKEN", "hush-4711")
+    flows = tmp_path / "flows"
+    write_flow(flows, SECRET_FLOW, HANDLERS)
+    served = await serve(flows)
+    reads: list[Any] = []
+    store_read = served.engine.store.read
+
+    async def counted(fn: Any) -> Any:
+        reads.append(fn)
+        return await store_read(fn)
+
+    async with aiohttp.ClientSession() as http:
+        await post(http, f"{served.url}/hooks/telling/go?wait=20", {})  # warm: the worker starts
+        served.engine.store.read = counted  # type: ignore[method-assign]
+        status, answer, _ = await post(http, f"{served.url}/hooks/telling/go?wait=20", {})
+    served.engine.store.read = store_read  # type: ignore[method-assign]
+    assert status == 200 and reads == []
+    assert answer["outputs"] == "token ${env:SLUICE_T_WAIT_TOKEN}"
+    summary = await served.engine.describe_run(answer["run_id"])
+    assert summary is not None
+    assert {k: summary[k] for k in ("run_id", "status", "outputs", "error")} == answer
+
+
 async def test_429_when_too_many_requests_wait_for_the_store() -> None:
     """A fake ``emit`` (the boundary) that blocks lets us hold one request in flight."""
     release, entered = asyncio.Event(), asyncio.Event()

@@ -1,0 +1,117 @@
+"""Big arrays are written in chunks (issue 19): the parent at once, other writes in between, the
+``statusSummary`` adding up to the array's size throughout, a cancel reaching children not written
+yet, and a restart in the middle of a submission ending the children never stored.
+
+The ``local`` environment is disabled, so no container runs: the submission is what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from engine.batch.arrays import ARRAY_CHUNK, INTERRUPTED
+from engine.batch.jobs import STATES
+from engine.batch.service import BatchService
+from tests.support.batch import MakeBatch, box
+from tests.support.waiting import wait_until as until
+
+pytestmark = pytest.mark.docker
+
+SIZE = 20 * ARRAY_CHUNK
+
+
+async def idle_batch(batch: MakeBatch) -> BatchService:
+    svc = await batch()
+    await svc.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    return svc
+
+
+def submit(svc: BatchService) -> asyncio.Future[dict[str, Any]]:
+    req = {"queue": "default", "array_size": SIZE, "container": box(["true"])}
+    return asyncio.ensure_future(svc.submit(req))
+
+
+async def parent_of(svc: BatchService) -> str:
+    """The parent's id, as soon as it is in the book (committed)."""
+    await until(lambda: any(j.is_parent for j in svc.jobs.values()), 10, step_s=0.001)
+    return next(j.id for j in svc.jobs.values() if j.is_parent)
+
+
+def children_stored(parent: str) -> Any:
+    return lambda c: c.execute("SELECT count(*) FROM jobs WHERE parent_id=?", (parent,)).fetchone()[0]
+
+
+async def test_a_big_array_lets_other_writes_in_and_its_summary_always_adds_up(batch: MakeBatch) -> None:
+    svc = await idle_batch(batch)
+    sub = submit(svc)
+    parent = await parent_of(svc)
+    # a write queued now commits between two chunks, not after the whole array
+    between = await svc.store.write(children_stored(parent))
+    summaries = []
+    while not sub.done():
+        desc = await svc.describe(parent)
+        assert desc is not None
+        summaries.append(desc["array_status_summary"])
+    out = await sub
+    assert out["job_id"] == parent and out["status"] == "PENDING"
+    assert 0 <= between < SIZE
+    assert summaries and all(set(s) == set(STATES) and sum(s.values()) == SIZE for s in summaries)
+    assert any(s["SUBMITTED"] > 0 for s in summaries), "every read came after the last chunk"
+    final = await svc.describe(parent)
+    assert final is not None and final["array_status_summary"]["RUNNABLE"] == SIZE
+
+    def events(conn: Any) -> list[tuple[str, str]]:
+        rows = conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq").fetchall()
+        return [(json.loads(r[0])["detail"]["jobId"], json.loads(r[0])["detail"]["status"]) for r in rows]
+
+    seen = await svc.store.read(events)
+    assert [s for j, s in seen if j == parent] == ["SUBMITTED", "PENDING"]
+    child = f"{parent}:{SIZE - 1}"
+    assert [s for j, s in seen if j == child] == ["SUBMITTED", "PENDING", "RUNNABLE"]
+    assert len(seen) == 2 + 3 * SIZE
+    assert len(svc.book.index) == SIZE and not svc.book.unwritten
+
+
+async def test_a_cancel_during_the_submission_reaches_the_children_not_written_yet(
+    batch: MakeBatch,
+) -> None:
+    svc = await idle_batch(batch)
+    sub = submit(svc)
+    parent = await parent_of(svc)
+    assert svc.book.unwritten, "the whole array was written before the cancel"
+    await svc.cancel(parent, "not today")
+    await sub
+    assert await svc.wait(parent, 10) == "FAILED"
+    desc = await svc.describe(parent)
+    assert desc is not None and desc["array_status_summary"]["FAILED"] == SIZE
+    last = await svc.describe(f"{parent}:{SIZE - 1}")
+    assert last is not None and (last["status"], last["status_reason"]) == ("FAILED", "not today")
+    assert svc.jobs == {} and len(svc.book.index) == 0 and not svc.book.unwritten
+
+
+async def test_a_restart_in_the_middle_of_a_submission_fails_the_children_never_stored(
+    batch: MakeBatch,
+) -> None:
+    svc = await idle_batch(batch)
+    sub = submit(svc)
+    parent = await parent_of(svc)
+    await svc.aclose()  # the engine stops: the chunk being written lands, the rest never does
+    await svc.store.close()
+    with pytest.raises(asyncio.CancelledError):
+        await sub
+    again = await batch()
+    await again.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    desc = await again.describe(parent)
+    assert desc is not None
+    counts = desc["array_status_summary"]
+    assert sum(counts.values()) == SIZE and counts["SUBMITTED"] == 0
+    assert counts["FAILED"] > 0 and counts["RUNNABLE"] + counts["FAILED"] == SIZE
+    lost = await again.describe(f"{parent}:{SIZE - 1}")
+    assert lost is not None and (lost["status"], lost["status_reason"]) == ("FAILED", INTERRUPTED)
+    await again.cancel(parent)
+    assert await again.wait(parent, 10) == "FAILED"
+    assert again.jobs == {} and again.book.array_left == {}
