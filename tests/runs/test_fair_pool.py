@@ -166,3 +166,23 @@ async def test_the_step_event_says_how_long_it_waited_and_a_cancel_closes_a_wait
         if e["detail"]["run_id"] == waits and e["detail"]["status"] == Status.RUNNING
     ]
     assert len(running) == 1 and running[0]["waited_s"] > 0.2, running
+
+
+async def test_a_stop_closes_a_waiting_attempt_and_the_restart_runs_the_step(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    folder, data = flows(tmp_path), tmp_path / "data"
+    engine = await make_engine(folder, data_dir=data, workers=2)
+    first = await engine.start_run("single", {"s": 1.0})
+    await wait_until(lambda: engine.functions.pool()["busy"] == 1, timeout_s=10)  # type: ignore[attr-defined]
+    second = await engine.start_run("single", {"s": 0.01})
+    deadline = time.monotonic() + 10
+    while [a["status"] for a in await attempts_of(engine, second)] != [Status.WAITING]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await engine.stop(grace_s=0)
+    again = await make_engine(folder, data_dir=data, workers=2)
+    assert await again.orchestrator.wait(second, 30) == Status.SUCCEEDED
+    assert await again.orchestrator.wait(first, 30) == Status.SUCCEEDED
+    attempts = await attempts_of(again, second)
+    assert [a["status"] for a in attempts] == [Status.CANCELLED, Status.SUCCEEDED], attempts
