@@ -45,7 +45,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,7 @@ from engine.executors.workers import (
     WorkerStartError,
     clean_environ,
     describe_exit,
+    make_scratch,
     read_frame,
     request_body,
     salvage,
@@ -197,9 +197,7 @@ class FunctionExecutor:
 
     def _make_scratch(self) -> None:
         """The folder the workers' HOME and TMPDIR point at, and their clean environment."""
-        self._scratch = tempfile.mkdtemp(prefix="sluice-functions-")
-        for sub in ("home", "tmp"):
-            os.mkdir(os.path.join(self._scratch, sub), 0o700)
+        self._scratch = make_scratch(self.lock_path)
         self._environ = clean_environ(self.python, self._scratch)
 
     def _drop_scratch(self) -> None:

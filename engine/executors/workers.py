@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,7 +44,7 @@ def _stat(pid: int) -> bytes | None:
 #: engine variables a worker keeps (when the engine has them): locale and zone, and the import
 #: path the loader resolved installed handler modules with. Nothing else of the engine's
 #: environment reaches a handler: its secrets, tokens and settings stay in the engine process.
-KEPT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH")
+KEPT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -64,6 +66,23 @@ def clean_environ(python: str, scratch: str, environ: dict[str, str] | None = No
         "HOME": os.path.join(scratch, "home"),
         "TMPDIR": os.path.join(scratch, "tmp"),
     }
+
+
+def make_scratch(lock_path: str | None) -> str:
+    """The pool's scratch folder (``home`` and ``tmp`` for its workers' HOME and TMPDIR).
+
+    Beside ``lock_path`` (``<data dir>/functions``) when there is one: an earlier pool's workers
+    are gone by then (the pool waited for them), so what a killed engine left there is removed;
+    else a temporary folder."""
+    if lock_path is None:
+        folder = tempfile.mkdtemp(prefix="sluice-functions-")
+    else:
+        folder = os.path.join(os.path.dirname(os.path.abspath(lock_path)), "functions")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.mkdir(folder, 0o700)
+    for sub in ("home", "tmp"):
+        os.mkdir(os.path.join(folder, sub), 0o700)
+    return folder
 
 
 class WorkerStartError(RuntimeError):

@@ -64,9 +64,10 @@ async def test_a_handler_sees_its_declared_env_and_none_of_the_engines(
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
     assert env["_HANDLER"] == "handlers:environ" and env["LAMBDA_TASK_ROOT"] == str(flows)
     assert env["PATH"].endswith("/usr/local/bin:/usr/bin:/bin")
-    assert Path(env["HOME"]).name == "home"
+    assert Path(env["HOME"]).name == "home" and Path(env["HOME"]).parent == tmp_path / "data" / "functions"
     assert Path(env["TMPDIR"]).name == "tmp"
-    allowed = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "HOME", "TMPDIR", "PWD"}
+    allowed = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
+    allowed |= {"HOME", "TMPDIR", "PWD"}
     allowed |= {"MODE", "RETRIES", "DEBUG", "TOKEN", "_HANDLER", "LAMBDA_TASK_ROOT"}
     assert {k for k in env if not k.startswith(("AWS_LAMBDA_", "SLUICE_"))} <= allowed
 
