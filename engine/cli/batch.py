@@ -331,7 +331,12 @@ def register(sub: Any) -> None:
             "--endpoint", default=None, help="local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST"
         )
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.add_argument("--type", choices=("docker", "slurm"), default=None, help="docker (default) or slurm")
+        p.add_argument(
+            "--type",
+            choices=("docker", "podman", "slurm"),
+            default=None,
+            help="docker (default), podman or slurm",
+        )
         p.add_argument("--slurm-shared-dir", default=None, help="the same absolute path on every node")
         for flag in ("partition", "account", "qos"):
             p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")

@@ -1,8 +1,9 @@
-"""The compute contract: every backend behind ``ComputeRunner`` (Docker, Slurm) passes the same suite.
+"""The compute contract: every backend behind ``ComputeRunner`` (Docker, Podman, Slurm) passes one suite.
 
 Start, logs, exit code, OOM, timeout, terminate, labels and limits, and re-adoption after the
 engine that started an attempt was killed with SIGKILL. Each backend is real: the local dockerd,
-and the one-node Slurm cluster of ``.ci/slurm-setup.sh`` (whose nodes run the same dockerd).
+the Podman service of ``.ci/podman-setup.sh``, and the one-node Slurm cluster of
+``.ci/slurm-setup.sh`` (whose node runs the same dockerd).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from engine.executors.docker import (
     ContainerRunner,
 )
 from engine.executors.docker_api import DockerClient
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmRunner
 from tests.support.docker import TEST_LABEL
 from tests.support.paths import ROOT
+from tests.support.podman import remove_leftovers
 from tests.support.slurm import cancel_and_wait, sluice_slurm_jobs
 from tests.support.waiting import wait_until
 
@@ -43,7 +46,7 @@ MakeRequest = Callable[..., ContainerRequest]
 @dataclass
 class Backend:
     kind: str
-    client: DockerClient
+    client: DockerClient  #: the engine the containers run on (Slurm's node: the local dockerd)
     shared_dir: str
 
     def config(self) -> dict[str, Any]:
@@ -53,18 +56,26 @@ class Backend:
         """A runner as a freshly started engine has it: knowing nothing of earlier attempts."""
         if self.kind == "docker":
             return ContainerRunner(self.client, pull_timeout_s=10.0)
+        if self.kind == "podman":
+            return PodmanRunner(self.client, pull_timeout_s=10.0)
         return SlurmRunner(SlurmConfig.from_json(self.config()), pull_timeout_s=10.0)
 
 
-@pytest.fixture(params=["docker", "slurm"])
+@pytest.fixture(params=["docker", "podman", "slurm"])
 async def backend(
     request: pytest.FixtureRequest, docker_client: DockerClient, docker_test_label: str, tmp_path: Path
 ) -> AsyncIterator[Backend]:
-    if request.param == "slurm":
-        request.getfixturevalue("slurm_ready")
+    if request.param in ("slurm", "podman"):
+        request.getfixturevalue(f"{request.param}_ready")
+    client = DockerClient(default_host()) if request.param == "podman" else docker_client
     shared = tmp_path / "shared"
     shared.mkdir()
-    yield Backend(request.param, docker_client, str(shared))
+    yield Backend(request.param, client, str(shared))
+    if request.param == "podman":
+        try:
+            await remove_leftovers(client, docker_test_label)
+        finally:
+            await client.aclose()
     if request.param == "slurm":  # a failed test may leave its Slurm jobs: cancel them
         mine = f"sluice.job-id={docker_test_label}"
         await cancel_and_wait(
@@ -177,13 +188,16 @@ _CRASHING_ENGINE = """
 import asyncio, json, sys
 from engine.executors.docker_api import DockerClient
 from engine.executors.docker import ContainerRequest, ContainerRunner
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmRunner
 
 async def main(kind, config, body):
     req = ContainerRequest(**json.loads(body))
-    async with DockerClient() as client:
+    async with DockerClient(default_host() if kind == "podman" else None) as client:
         if kind == "docker":
             runner = ContainerRunner(client)
+        elif kind == "podman":
+            runner = PodmanRunner(client)
         else:
             runner = SlurmRunner(SlurmConfig.from_json(json.loads(config)))
         await runner.run(req)
