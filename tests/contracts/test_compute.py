@@ -45,12 +45,13 @@ MakeRequest = Callable[..., ContainerRequest]
 
 @dataclass
 class Backend:
-    kind: str
-    client: DockerClient  #: the engine the containers run on (Slurm's node: the local dockerd)
+    kind: str  #: docker, podman, slurm (its node runs docker) or slurm-podman (its node runs podman)
+    client: DockerClient  #: the engine the containers run on (Slurm's node: the local one)
     shared_dir: str
 
     def config(self) -> dict[str, Any]:
-        return {"shared_dir": self.shared_dir, "poll_s": 0.3}
+        runtime = "podman" if self.kind == "slurm-podman" else "docker"
+        return {"shared_dir": self.shared_dir, "poll_s": 0.3, "runtime": runtime}
 
     def make(self) -> ComputeRunner:
         """A runner as a freshly started engine has it: knowing nothing of earlier attempts."""
@@ -61,26 +62,28 @@ class Backend:
         return SlurmRunner(SlurmConfig.from_json(self.config()), pull_timeout_s=10.0)
 
 
-@pytest.fixture(params=["docker", "podman", "slurm"])
+@pytest.fixture(params=["docker", "podman", "slurm", "slurm-podman"])
 async def backend(
     request: pytest.FixtureRequest, docker_client: DockerClient, docker_test_label: str, tmp_path: Path
 ) -> AsyncIterator[Backend]:
-    if request.param in ("slurm", "podman"):
-        request.getfixturevalue(f"{request.param}_ready")
-    client = DockerClient(default_host()) if request.param == "podman" else docker_client
+    kind: str = request.param
+    if kind.startswith("slurm"):
+        request.getfixturevalue("slurm_ready")
+    if kind.endswith("podman"):
+        request.getfixturevalue("podman_ready")
+    client = DockerClient(default_host()) if kind.endswith("podman") else docker_client
     shared = tmp_path / "shared"
     shared.mkdir()
-    yield Backend(request.param, client, str(shared))
-    if request.param == "podman":
-        try:
+    try:
+        yield Backend(kind, client, str(shared))
+        if kind.startswith("slurm"):  # a failed test may leave its Slurm jobs: cancel them
+            mine = f"sluice.job-id={docker_test_label}"
+            await cancel_and_wait(lambda j: str(j.get("comment")).startswith(mine), client, docker_test_label)
+        if kind.endswith("podman"):
             await remove_leftovers(client, docker_test_label)
-        finally:
+    finally:
+        if client is not docker_client:
             await client.aclose()
-    if request.param == "slurm":  # a failed test may leave its Slurm jobs: cancel them
-        mine = f"sluice.job-id={docker_test_label}"
-        await cancel_and_wait(
-            lambda j: str(j.get("comment")).startswith(mine), docker_client, docker_test_label
-        )
 
 
 def read(path: str) -> str:
@@ -231,6 +234,6 @@ async def test_readopted_after_kill_9_never_started_twice(
         return not await backend.client.list({"sluice.job-id": req.job_id}, all=True)
 
     await wait_until(removed, timeout_s=30, what="the container's removal", step_s=0.2)
-    if backend.kind == "slurm":
+    if backend.kind.startswith("slurm"):
         assert len(sluice_slurm_jobs(req.job_id)) == 1  # one sbatch, before the crash
     await runner.aclose()
