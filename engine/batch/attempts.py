@@ -122,6 +122,9 @@ class Attempts:
         """The book placed ``job`` (``changes``): commit its start and run its container."""
         log_path = self.log_path(job, job.attempts)
         snap = copy.copy(job)
+        runner = self.runner_for(job)
+        if isinstance(runner, SlurmRunner) and job.array_index is not None:
+            runner.expect(job.id, job.attempts)  # one sbatch for the siblings this decision placed
         write = self.ledger.commit_nowait(changes, lambda c: rows.start_attempt_row(c, snap, log_path))
         self._spawn(job, self._attempt(job, write, log_path, None), f"job {job.id}#{job.attempts}")
 

@@ -238,6 +238,9 @@ def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     folder = Path(sys.argv[1])
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task is not None and not (folder / "request.json").exists():
+        folder = folder / task  # an array's folder: one link per task to the child's own folder
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, _on_signal)
     req = json.loads((folder / "request.json").read_text())

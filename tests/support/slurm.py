@@ -78,9 +78,11 @@ async def slurm_batch(
     shared.mkdir(exist_ok=True)
     made: list[BatchService] = []
 
-    async def make(vcpus: float = 16, memory: int = 16 << 30, poll_s: float = 0.3) -> BatchService:
+    async def make(
+        vcpus: float = 16, memory: int = 16 << 30, poll_s: float = 0.3, runtime: str = "docker"
+    ) -> BatchService:
         svc = await batch()
-        body = {"shared_dir": str(shared), "partition": "debug", "poll_s": poll_s}
+        body = {"shared_dir": str(shared), "partition": "debug", "poll_s": poll_s, "runtime": runtime}
         if "slurm" in svc.envs:
             await svc.put_environment({"name": "slurm", "slurm": body}, create=False)
         else:
@@ -94,7 +96,7 @@ async def slurm_batch(
         return svc
 
     yield make
-    ids = {f"sluice.job-id={j}" for svc in made for j in svc.jobs}
+    ids = {f"sluice.job-id={j}{tail}" for svc in made for j in svc.jobs for tail in ("", ":%a")}
     await cancel_and_wait(
         lambda j: j.get("comment", "").rsplit(" ", 1)[0] in ids, docker_client, docker_test_label
     )
