@@ -61,7 +61,8 @@ from engine.executors.docker import (
     _epoch,
 )
 from engine.executors.slurm_array import INDEX_MARK, ArrayGroups, array_argv, forget
-from engine.executors.slurm_squeue import SlurmError, SlurmJob, Squeue, tool
+from engine.executors.slurm_rest import RestCommands, check_url
+from engine.executors.slurm_squeue import CliCommands, Commands, SlurmError, SlurmJob, Squeue
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 #: on the containers the batch script starts, instead of ``sluice.managed`` (that one is the Docker
 #: environment's: its recovery must not take these for its own)
 LABEL_SLURM = "sluice.slurm"
-_SETTINGS = ("shared_dir", "partition", "account", "qos", "runtime", "poll_s")
+_SETTINGS = ("shared_dir", "partition", "account", "qos", "runtime", "poll_s", "rest_url", "rest_user")
 _LABELS = re.compile(r"sluice\.job-id=(\S+) sluice\.attempt=(\d+)")
 
 
@@ -100,20 +101,27 @@ class SlurmConfig:
     qos: str | None = None
     runtime: str = "docker"  #: what runs the image on the node: ``docker`` or ``podman``
     poll_s: float = 1.0  #: how often ``squeue`` is asked, for all the environment's jobs at once
+    rest_url: str | None = (
+        None  #: slurmrestd (``unix:/path`` or ``http://host:port``) instead of the commands
+    )
+    rest_user: str | None = None  #: the user a JWT is for (default: the engine's user)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> SlurmConfig:
         """Check a ``slurm:`` body; ValueError names the field and what to write."""
         if not isinstance(body, Mapping):
             raise ValueError("slurm: an object with shared_dir and optional partition, account, qos, runtime")
-        unknown = sorted(set(body) - {*_SETTINGS, "slurmrestd"})
+        if "slurmrestd" in body:
+            raise ValueError(
+                "slurm.slurmrestd: write rest_url: unix:/path/to/slurmrestd.sock or http://HOST:PORT"
+            )
+        unknown = sorted(set(body) - set(_SETTINGS))
         if unknown:
             raise ValueError(f"slurm.{unknown[0]}: unknown setting (known: {', '.join(_SETTINGS)})")
-        if body.get("slurmrestd"):
-            raise ValueError(
-                "slurm.slurmrestd: not supported yet; Sluice talks to the cluster through the local "
-                "Slurm client commands (sbatch, squeue, scancel): leave slurmrestd out"
-            )
+        rest = None if body.get("rest_url") is None else check_url(body["rest_url"])
+        user = body.get("rest_user")
+        if user is not None and (not isinstance(user, str) or not user or _UNSAFE.search(user)):
+            raise ValueError(f"slurm.rest_user: a user name, got {user!r}")
         shared = body.get("shared_dir")
         if not isinstance(shared, str) or not shared.startswith("/"):
             raise ValueError(
@@ -131,7 +139,9 @@ class SlurmConfig:
         poll = body.get("poll_s", 1.0)
         if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.05 <= poll <= 60:
             raise ValueError(f"slurm.poll_s: seconds between 0.05 and 60, got {poll!r}")
-        return cls(shared, texts["partition"], texts["account"], texts["qos"], runtime, float(poll))
+        return cls(
+            shared, texts["partition"], texts["account"], texts["qos"], runtime, float(poll), rest, user
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -197,7 +207,10 @@ class SlurmRunner:
         self.on_submitted, self.on_waiting = on_submitted, on_waiting
         self.on_started, self.on_exited = on_started, on_exited
         self.running: dict[tuple[str, int], str] = {}
-        self.squeue = Squeue(config.poll_s)
+        self.commands: Commands = (
+            RestCommands(config.rest_url, config.rest_user) if config.rest_url else CliCommands()
+        )
+        self.squeue = Squeue(config.poll_s, self.commands)
         self.arrays = ArrayGroups(Path(config.shared_dir) / "attempts", self._submit_array)
         self._terminated: dict[str, str] = {}
         self._cancel_sent: set[str] = set()
@@ -242,14 +255,14 @@ class SlurmRunner:
         if handle in self._cancel_sent:
             return
         self._cancel_sent.add(handle)
-        code, _, err = await tool("scancel", handle)
+        code, _, err = await self.commands.scancel(handle)
         log.info("Slurm job %s: scancel (%s)%s", handle, reason or "terminate", f": {err}" if code else "")
 
     async def _sbatch(
         self, argv: list[str], folders: list[Path], tasks: list[int] | None = None
     ) -> list[str]:
         """Submit; the handle of each folder's attempt (``A`` alone, or ``A_i`` per task), written there."""
-        code, out, err = await tool(*argv)
+        code, out, err = await self.commands.sbatch(argv)
         slurm_id = out.strip().split(";")[0]
         if code != 0 or not slurm_id.isdigit():
             raise _Refused((err or out).strip())
@@ -297,6 +310,7 @@ class SlurmRunner:
     async def aclose(self) -> None:
         self.squeue.aclose()
         await self.arrays.aclose()
+        await self.commands.aclose()
 
     # -- one attempt -------------------------------------------------------------------------
 

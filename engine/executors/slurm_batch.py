@@ -237,7 +237,8 @@ def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    folder = Path(sys.argv[1])
+    # slurmrestd passes no arguments: the folder comes in the job's environment then
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ["SLUICE_ATTEMPT_FOLDER"])
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     if task is not None and not (folder / "request.json").exists():
         folder = folder / task  # an array's folder: one link per task to the child's own folder

@@ -1,5 +1,6 @@
-"""What the Slurm client commands answer: ``squeue --json`` read into :class:`SlurmJob` records,
-one listing per poll for every attempt of an environment, and the one way commands are run.
+"""What Slurm answers: ``squeue --json`` read into :class:`SlurmJob` records, one listing per poll
+for every attempt of an environment, and the client commands (:class:`CliCommands`; the same three
+over slurmrestd are :class:`~engine.executors.slurm_rest.RestCommands`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from engine.executors.slurm_array import task_indices
 
@@ -70,11 +72,40 @@ def parse_squeue_json(text: str) -> dict[str, SlurmJob]:
     return out
 
 
+class Commands(Protocol):
+    """The three things Sluice asks of Slurm; each answers ``(exit code, stdout, stderr)``."""
+
+    async def sbatch(self, argv: list[str]) -> tuple[int, str, str]: ...
+
+    async def squeue(self) -> tuple[int, str, str]: ...  # ``squeue --json`` of the engine's jobs
+
+    async def scancel(self, handle: str) -> tuple[int, str, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class CliCommands:
+    """The client commands of a submit host (``sbatch``, ``squeue``, ``scancel``)."""
+
+    async def sbatch(self, argv: list[str]) -> tuple[int, str, str]:
+        return await tool(*argv)
+
+    async def squeue(self) -> tuple[int, str, str]:
+        return await tool("squeue", "--json", "--me", "--states=all")
+
+    async def scancel(self, handle: str) -> tuple[int, str, str]:
+        return await tool("scancel", handle)
+
+    async def aclose(self) -> None:
+        pass
+
+
 class Squeue:
     """One ``squeue`` per ``poll_s`` for everyone who asks, however many attempts follow jobs."""
 
-    def __init__(self, poll_s: float) -> None:
+    def __init__(self, poll_s: float, commands: Commands | None = None) -> None:
         self.poll_s = poll_s
+        self.commands = commands or CliCommands()
         self._fetch: asyncio.Future[dict[str, SlurmJob]] | None = None
         self._last = 0.0
         self.calls = 0
@@ -96,7 +127,7 @@ class Squeue:
 
     async def now(self) -> dict[str, SlurmJob]:
         self.calls += 1
-        code, out, err = await tool("squeue", "--json", "--me", "--states=all")
+        code, out, err = await self.commands.squeue()
         if code != 0:
             raise SlurmError(f"squeue failed (exit {code}): {err or out[:300]}")
         return parse_squeue_json(out)

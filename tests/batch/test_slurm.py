@@ -295,6 +295,26 @@ async def test_podman_runs_the_containers_on_the_node(slurm_batch: MakeSlurmBatc
         assert child is not None and log_of(child) == f"{i} on podman\n"
 
 
+async def test_through_slurmrestd_an_array_is_one_submission_and_terminate_works(
+    slurm_batch: MakeSlurmBatch, slurmrestd_ready: str
+) -> None:
+    svc = await slurm_batch(rest_url=slurmrestd_ready)
+    cmd = ["sh", "-c", 'echo "rest $SLUICE_ARRAY_INDEX"']
+    desc = await run(svc, timeout_s=120, name="rest", array_size=3, container=box(cmd))
+    assert desc["status"] == "SUCCEEDED", desc
+    handles = set()
+    for i in range(3):
+        child = await svc.describe(f"{desc['job_id']}:{i}")
+        assert child is not None and log_of(child) == f"rest {i}\n"
+        handles.add(child["attempts"][0]["slurm_job_id"].split("_")[0])
+    assert len(handles) == 1
+    stuck = await svc.submit({"queue": "hpc", "name": "stuck", "container": box(["sleep", "300"])})
+    await until(lambda: svc.jobs[stuck["job_id"]].status == "RUNNING", timeout_s=60, step_s=0.2)
+    await svc.terminate(stuck["job_id"], "enough")
+    assert await svc.wait(stuck["job_id"], 60) == "FAILED"
+    assert (await svc.describe(stuck["job_id"]) or {})["status_reason"].startswith("enough")
+
+
 async def test_environment_settings_are_checked(batch: MakeBatch, tmp_path: Path) -> None:
     svc = await batch()
     base = {"name": "s", "type": "slurm", "max_vcpus": 4, "max_memory": 1 << 30}
@@ -303,7 +323,8 @@ async def test_environment_settings_are_checked(batch: MakeBatch, tmp_path: Path
         ({"slurm": {"shared_dir": "relative"}}, "slurm.shared_dir: an absolute path"),
         ({"slurm": {"shared_dir": "/x", "partition": "a b"}}, "slurm.partition: a Slurm name"),
         ({"slurm": {"shared_dir": "/x", "runtime": "lxc"}}, "slurm.runtime: one of docker, podman"),
-        ({"slurm": {"shared_dir": "/x", "slurmrestd": "http://h"}}, "slurm.slurmrestd: not supported yet"),
+        ({"slurm": {"shared_dir": "/x", "slurmrestd": "http://h"}}, "slurm.slurmrestd: write rest_url"),
+        ({"slurm": {"shared_dir": "/x", "rest_url": "h:6820"}}, "slurm.rest_url: where slurmrestd listens"),
         ({"slurm": {"shared_dir": "/x", "nodes": 3}}, "slurm.nodes: unknown setting"),
         ({"type": "k8s"}, "type: one of docker, podman, slurm"),
     ]

@@ -35,7 +35,7 @@ from engine.executors.slurm import SlurmConfig, SlurmRunner
 from tests.support.docker import TEST_LABEL
 from tests.support.paths import ROOT
 from tests.support.podman import remove_leftovers
-from tests.support.slurm import cancel_and_wait, sluice_slurm_jobs
+from tests.support.slurm import RESTD_URL, cancel_and_wait, sluice_slurm_jobs
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.docker
@@ -45,13 +45,16 @@ MakeRequest = Callable[..., ContainerRequest]
 
 @dataclass
 class Backend:
-    kind: str  #: docker, podman, slurm (its node runs docker) or slurm-podman (its node runs podman)
+    #: docker, podman, slurm (its node runs docker), slurm-podman (its node runs podman), slurm-rest
+    #: (through slurmrestd)
+    kind: str
     client: DockerClient  #: the engine the containers run on (Slurm's node: the local one)
     shared_dir: str
 
     def config(self) -> dict[str, Any]:
         runtime = "podman" if self.kind == "slurm-podman" else "docker"
-        return {"shared_dir": self.shared_dir, "poll_s": 0.3, "runtime": runtime}
+        rest = {"rest_url": RESTD_URL} if self.kind == "slurm-rest" else {}
+        return {"shared_dir": self.shared_dir, "poll_s": 0.3, "runtime": runtime, **rest}
 
     def make(self) -> ComputeRunner:
         """A runner as a freshly started engine has it: knowing nothing of earlier attempts."""
@@ -62,7 +65,7 @@ class Backend:
         return SlurmRunner(SlurmConfig.from_json(self.config()), pull_timeout_s=10.0)
 
 
-@pytest.fixture(params=["docker", "podman", "slurm", "slurm-podman"])
+@pytest.fixture(params=["docker", "podman", "slurm", "slurm-podman", "slurm-rest"])
 async def backend(
     request: pytest.FixtureRequest, docker_client: DockerClient, docker_test_label: str, tmp_path: Path
 ) -> AsyncIterator[Backend]:
@@ -71,6 +74,8 @@ async def backend(
         request.getfixturevalue("slurm_ready")
     if kind.endswith("podman"):
         request.getfixturevalue("podman_ready")
+    if kind == "slurm-rest":
+        request.getfixturevalue("slurmrestd_ready")
     client = DockerClient(default_host()) if kind.endswith("podman") else docker_client
     shared = tmp_path / "shared"
     shared.mkdir()
