@@ -341,6 +341,11 @@ def register(sub: Any) -> None:
         for flag in ("partition", "account", "qos"):
             p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")
         p.add_argument("--slurm-runtime", choices=("docker", "podman"), default=None, help="on the nodes")
+        p.add_argument(
+            "--slurm-rest-url",
+            default=None,
+            help="slurmrestd: unix:/path.sock or http://HOST:PORT ($SLURM_JWT)",
+        )
         for flag in ("ca", "cert", "key"):
             p.add_argument(
                 f"--tls-{flag}", default=None, help=f"for tcp:// with --tlsverify: the {flag} PEM file"
