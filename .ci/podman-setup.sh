@@ -46,10 +46,14 @@ if [ "${1:-}" = "stop" ]; then
     exit 0
 fi
 
-if ! command -v podman >/dev/null 2>&1 || ! dpkg -s busybox-static >/dev/null 2>&1; then
-    log "installing podman busybox-static"
+missing=()
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v curl >/dev/null 2>&1 || missing+=(curl)  # asks the service's socket whether it is up
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
     as_root apt-get update
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y podman busybox-static
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y "${missing[@]}"
 fi
 
 if ! as_root podman image exists "$IMAGE"; then

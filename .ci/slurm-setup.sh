@@ -43,12 +43,12 @@ as_root() {
 install_packages() {
     if command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 \
         && command -v munged >/dev/null 2>&1 && command -v sbatch >/dev/null 2>&1 \
-        && command -v slurmrestd >/dev/null 2>&1; then
+        && command -v slurmrestd >/dev/null 2>&1 && command -v curl >/dev/null 2>&1; then
         return 0
     fi
-    log "installing slurm-wlm munge slurmrestd"
+    log "installing slurm-wlm munge slurmrestd curl"
     as_root apt-get update
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y slurm-wlm munge slurmrestd
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y slurm-wlm munge slurmrestd curl
 }
 
 write_conf() {
