@@ -29,6 +29,7 @@ from engine.events import iso_ms
 from engine.executors.compute import ComputeRunner
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from engine.executors.docker_api import DockerClient, DockerError
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmError, SlurmRunner
 from workflows import secrets
 
@@ -66,8 +67,10 @@ class Attempts:
     def __repr__(self) -> str:
         return f"<Attempts running={len(self.tasks)}>"
 
-    def _make_runner(self, client: DockerClient) -> ContainerRunner:
-        return ContainerRunner(
+    def _make_runner(
+        self, client: DockerClient, kind: type[ContainerRunner] = ContainerRunner
+    ) -> ContainerRunner:
+        return kind(
             client, pull_timeout_s=self.pull_timeout_s, on_started=self._on_started, on_exited=self._on_exited
         )
 
@@ -76,6 +79,11 @@ class Attempts:
         if env is not None and env.type == "slurm":
             return self._slurm_runner(env.name, SlurmConfig.from_json(env.config))
         endpoint = env.endpoint if env is not None else "local"
+        if env is not None and env.type == "podman":
+            host = default_host() if endpoint == "local" else endpoint
+            if f"podman {host}" not in self._runners:
+                self._runners[f"podman {host}"] = self._make_runner(DockerClient(host), PodmanRunner)
+            return self._runners[f"podman {host}"]
         if endpoint == "local":
             return self.runner
         tls = tls_files(env.config) if env is not None else None
@@ -114,6 +122,9 @@ class Attempts:
         """The book placed ``job`` (``changes``): commit its start and run its container."""
         log_path = self.log_path(job, job.attempts)
         snap = copy.copy(job)
+        runner = self.runner_for(job)
+        if isinstance(runner, SlurmRunner) and job.array_index is not None:
+            runner.expect(job.id, job.attempts)  # one sbatch for the siblings this decision placed
         write = self.ledger.commit_nowait(changes, lambda c: rows.start_attempt_row(c, snap, log_path))
         self._spawn(job, self._attempt(job, write, log_path, None), f"job {job.id}#{job.attempts}")
 

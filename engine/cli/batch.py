@@ -331,11 +331,21 @@ def register(sub: Any) -> None:
             "--endpoint", default=None, help="local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST"
         )
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.add_argument("--type", choices=("docker", "slurm"), default=None, help="docker (default) or slurm")
+        p.add_argument(
+            "--type",
+            choices=("docker", "podman", "slurm"),
+            default=None,
+            help="docker (default), podman or slurm",
+        )
         p.add_argument("--slurm-shared-dir", default=None, help="the same absolute path on every node")
         for flag in ("partition", "account", "qos"):
             p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")
         p.add_argument("--slurm-runtime", choices=("docker", "podman"), default=None, help="on the nodes")
+        p.add_argument(
+            "--slurm-rest-url",
+            default=None,
+            help="slurmrestd: unix:/path.sock or http://HOST:PORT ($SLURM_JWT)",
+        )
         for flag in ("ca", "cert", "key"):
             p.add_argument(
                 f"--tls-{flag}", default=None, help=f"for tcp:// with --tlsverify: the {flag} PEM file"
