@@ -325,7 +325,12 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "$SLUICE_API_TOKEN"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "$SLUICE_API_TOKEN, or a function's run-scoped token (context.sluice: "
+                    "its own run and the jobs and runs it made; docs/clients.md)",
+                }
             },
             "schemas": _schemas(),
         },
