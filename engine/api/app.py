@@ -190,9 +190,12 @@ async def list_workflows(request: web.Request) -> web.Response:
     out = []
     for wf in sorted(_engine(request).catalog.values(), key=lambda w: w.name):
         triggers = [_trigger_view(t) for t in wf.triggers]
-        for view in triggers:
+        for view, spec in zip(triggers, wf.triggers, strict=True):
             if view["kind"] == "webhook":
                 view["url"] = f"/hooks/{wf.name}/{view['name']}"
+            batch = None if isinstance(spec, ScheduleTrigger) else spec.batch
+            if batch is not None:
+                view["batch"] = {"max": batch.max_events, "window_s": batch.window_s}
             view.update(_engine(request).pauses.view(wf.name, view["name"]))
         params = {
             p.name: {
@@ -213,6 +216,9 @@ async def list_workflows(request: web.Request) -> web.Response:
                 "levels": levels,
             }
         )
+        if wf.concurrency is not None:  # the key as written: a template, never a rendered value
+            key = getattr(wf.concurrency.key, "source", None)
+            out[-1]["concurrency"] = {"limit": wf.concurrency.limit, "key": key}
     return web.json_response({"workflows": out})
 
 

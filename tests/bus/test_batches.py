@@ -124,9 +124,12 @@ async def test_a_batched_webhook_acknowledges_each_post_and_runs_once_per_batch(
             for n in range(3):
                 async with http.post(server.make_url("/hooks/hooked/in"), json={"n": n}) as resp:
                     answers.append((resp.status, await resp.json()))
+            async with http.get(server.make_url("/api/v1/workflows")) as resp:
+                (listed,) = (await resp.json())["workflows"]
     finally:
         await server.close()
     assert [(status, body["run_ids"]) for status, body in answers] == [(202, [])] * 3
+    assert listed["triggers"][0]["batch"] == {"max": 3, "window_s": 60.0}
     deadline = time.monotonic() + 10
     while True:
         run_ids = await engine.store.read(

@@ -96,11 +96,14 @@ async def test_at_most_two_runs_per_customer_the_rest_wait_in_order(
     server = TestServer(build_app(engine))
     await server.start_server()
     try:
-        url = server.make_url(f"/api/v1/runs/{ids['a4']}")
-        async with aiohttp.ClientSession() as http, http.get(url) as resp:
-            shown = await resp.json()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.make_url(f"/api/v1/runs/{ids['a4']}")) as resp:
+                shown = await resp.json()
+            async with http.get(server.make_url("/api/v1/workflows")) as resp:
+                (listed,) = (await resp.json())["workflows"]
     finally:
         await server.close()
+    assert listed["concurrency"] == {"limit": 2, "key": "{{ event.detail.customer }}"}
     assert shown["status"] == "PENDING"
     assert shown["reason"] == "waiting for concurrency key 'a': 2 runs running, 1 waiting ahead of it"
     gates["a2"].touch()  # one of customer a's ends: the oldest waiting one of a starts, not a4
