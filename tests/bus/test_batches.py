@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from engine.api.app import build_app
+from engine.bus import archive
 from engine.engine import Engine
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
@@ -142,6 +143,8 @@ async def test_a_batched_webhook_acknowledges_each_post_and_runs_once_per_batch(
     assert await engine.orchestrator.wait(run_id, 10) == Status.SUCCEEDED
     summary = await engine.describe_run(run_id)
     assert summary["outputs"] == {"count": 3, "bodies": [0, 1, 2]}  # input renders once, per batch
+    report = await archive.replay(engine.bus, 0.0, force=True)
+    assert report["planned"] == []  # the batch is made of events, and is not itself replayed
 
 
 @pytest.mark.parametrize(
