@@ -315,6 +315,10 @@ def document() -> dict[str, Any]:
             errors=("400", "404", "409", "503"),
         )
     }
+    for path, ops in paths.items():  # the CSRF rule (engine/api/auth.py) may answer any of these 415
+        for method, op in ops.items():
+            if method in ("post", "put", "patch", "delete") and not path.startswith("/hooks/"):
+                op["responses"].setdefault("415", _answer("an error: what is wrong and what to do", ERROR))
     return {
         "openapi": "3.1.0",
         "info": {
