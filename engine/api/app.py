@@ -75,7 +75,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
-    app.router.add_get("/api/v1/openapi.json", serve_document)
+    app.router.add_get("/api/v1/openapi.json", serve_document(token=policy.token is not None))
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
     app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/pause", pause_trigger)
