@@ -12,6 +12,7 @@ from enum import StrEnum
 class Status(StrEnum):
     PENDING = "PENDING"  #: created, not started
     RUNNING = "RUNNING"  #: started (a step also stays RUNNING while it waits to retry)
+    WAITING = "WAITING"  #: a function attempt waiting for a worker (its step shows WAITING, stays RUNNING)
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"  #: a step whose `when` was false or whose upstream failed
@@ -23,6 +24,7 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CA
 NEXT: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.RUNNING, Status.SKIPPED, Status.CANCELLED, Status.FAILED}),
     Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+    Status.WAITING: frozenset({Status.RUNNING, Status.CANCELLED}),
     Status.SUCCEEDED: frozenset(),
     Status.FAILED: frozenset(),
     Status.SKIPPED: frozenset(),

@@ -11,8 +11,8 @@ holds however the value travelled (a param default rendered into a template, a s
 - :func:`seal` / :func:`reveal`: a container's env value that holds a secret is stored sealed
   (``$`` written ``$$``, the secret as ``${env:NAME}``) and resolved only when the container is
   created, so neither ``sluice.db`` nor ``GET /api/v1/jobs/{id}`` ever holds it in clear.
-- :func:`scrubbed`: function workers start without the registered variables, so a handler sees
-  a secret only when its step names it (in ``input:``).
+- Function workers start with a clean environment (engine/executors/workers.py), so a handler
+  sees a secret only when its step names it (in ``input:`` or ``env:``).
 
 Values shorter than :data:`MIN_CHARS` are not hidden: masking ``"1"`` would rewrite every number.
 
@@ -212,12 +212,6 @@ def restore_defaults(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
         if default is not None and stored is not None and stored != default and stored == hide_data(default):
             restored[name] = default
     return restored
-
-
-def scrubbed(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default: the process's) without the registered variables."""
-    env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if k not in _names}
 
 
 class LogFilter(logging.Filter):

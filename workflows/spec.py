@@ -146,7 +146,10 @@ class StepSpec:
     retry: RetrySpec = field(default_factory=RetrySpec)
     on_failure: Literal["fail", "continue"] = "fail"
     for_each: Renderable | None = None
+    max_concurrency: int | None = None  #: items of the for_each in flight at once (Map's MaxConcurrency)
     array: int | None = None
+    #: a function step's env: literal values (secrets from ${env:NAME}), added for its calls only
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,9 @@ _STEP_FIELDS = (
     "retry",
     "on_failure",
     "for_each",
+    "max_concurrency",
     "array",
+    "env",
     "description",
 )
 _CONTAINER_FIELDS = (
@@ -127,6 +129,16 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
         ctx.err(f"{where}.array", "array is for container steps only", "use for_each for other steps")
     if array is not None and body.get("for_each") is not None:
         ctx.err(f"{where}.for_each", "a step has either for_each or array, not both", "remove one of them")
+    lanes = read_int(ctx, f"{where}.max_concurrency", body.get("max_concurrency"), 1, 10000, 10)
+    if lanes is not None and body.get("for_each") is None:
+        ctx.err(
+            f"{where}.max_concurrency",
+            "max_concurrency caps the items of a for_each in flight; this step has no for_each",
+            "add for_each, or use concurrency to cap the attempts of a function",
+        )
+    if body.get("env") is not None and kind != "function":
+        hint = "write it under container: (container.env)" if kind == "container" else "remove it"
+        ctx.err(f"{where}.env", "env is for function steps (a container's goes in container.env)", hint)
     return StepSpec(
         name=name,
         kind=kind,  # type: ignore[arg-type]
@@ -146,8 +158,52 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
         on_failure=read_choice(ctx, f"{where}.on_failure", body.get("on_failure"), ("fail", "continue"))
         or "fail",  # type: ignore[arg-type]
         for_each=_for_each(ctx, f"{where}.for_each", body.get("for_each")),
+        max_concurrency=lanes,
         array=array,
+        env=_function_env(ctx, f"{where}.env", body.get("env")) if kind == "function" else {},
     )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: set by the worker for each call (Lambda reserves its own the same way); a step may not set them
+_RESERVED_ENV = ("_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR")
+_RESERVED_PREFIXES = ("AWS_LAMBDA_", "SLUICE_")
+
+
+def _function_env(ctx: FileCtx, where: str, value: Any) -> dict[str, str]:
+    """A function step's ``env:``: literal values, a secret as ``${env:NAME}``; never a template.
+
+    The worker starts with a clean environment and adds these for the step's calls only; data of
+    the run goes in through ``input:``, where it stays data."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        ctx.err(
+            where,
+            f"must be a mapping of names to values, got {ctx.show(value)}",
+            "write e.g. env: {MODE: fast}",
+        )
+        return {}
+    env: dict[str, str] = {}
+    for name, raw in value.items():
+        w = f"{where}.{name}"
+        if not _ENV_NAME.fullmatch(str(name)):
+            ctx.err(w, "an environment variable name uses letters, digits and _", "rename it, e.g. API_URL")
+        elif name in _RESERVED_ENV or str(name).startswith(_RESERVED_PREFIXES):
+            ctx.err(w, f"{name} is set by Sluice for each call", "pick another name")
+        elif not isinstance(raw, str | int | float):  # a bool is an int: true and false, as in JSON
+            ctx.err(w, f"must be a string or a number, got {ctx.show(raw)}", f'write e.g. {name}: "value"')
+        elif isinstance(raw, str) and "\0" in raw:
+            ctx.err(w, "an environment variable cannot hold a NUL character", "remove it")
+        elif isinstance(raw, str) and ("{{" in raw or "{%" in raw):
+            ctx.err(
+                w,
+                "a function's env is literal text (a secret as ${env:NAME}), never a template",
+                "pass run data in through input: and read it from the event",
+            )
+        else:
+            env[str(name)] = raw if isinstance(raw, str) else json.dumps(raw)
+    return env
 
 
 def _for_each(ctx: FileCtx, where: str, value: Any) -> Renderable | None:

@@ -21,6 +21,7 @@ from workflows.secrets import hide
 
 GLYPHS = {
     "RUNNING": "→",
+    "WAITING": "…",
     "SUCCEEDED": "✓",
     "FAILED": "✗",
     "SKIPPED": "↷",
@@ -188,7 +189,11 @@ class ProgressPrinter:
             extra = f" ({info['items']} items)" if "items" in info else ""
             if info.get("attempt", 1) > 1:
                 extra = f" (attempt {info['attempt']})"
+            if info.get("waited_s"):
+                extra += f" after waiting {info['waited_s']:.2f}s for a worker"
             return f"{glyph} {name} started{extra}"
+        if status == "WAITING":
+            return f"{glyph} {name} waiting for a function worker"
         if status == "SKIPPED":
             return f"{glyph} {name} skipped: {info.get('reason')}"
         if status == "FAILED":

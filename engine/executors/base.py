@@ -36,6 +36,8 @@ class FunctionCall:
     log_path: str | None = None  #: stdout/stderr/logging of the attempt go here
     index: int | None = None  #: fan-out index, when the step has ``for_each``
     extra: dict[str, Any] = field(default_factory=dict)  #: more context fields for the handler
+    #: the step's ``env:`` (secrets resolved): added to the worker's clean environment for this call
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     #: ``{"url", "token"}``: the engine's API for ``context.sluice``, with a token for this run only
     api: dict[str, str] | None = field(default=None, repr=False)
 
@@ -66,13 +68,26 @@ __all__ = [
     "Executor",
     "FunctionCall",
     "Outcome",
+    "StartHook",
 ]
+
+
+class StartHook(Protocol):
+    """What the caller of ``execute`` hears of its attempt before it runs (the run driver records it).
+
+    ``queued`` at most once, when the call begins to wait (for its function's concurrency or a
+    worker); ``taken`` once, when a worker takes it. A call that needs no wait hears ``taken``
+    alone, before ``execute`` first suspends. Times are epoch seconds."""
+
+    def queued(self, at: float) -> None: ...
+
+    def taken(self, at: float) -> None: ...
 
 
 class Executor(Protocol):
     async def start(self) -> None: ...  # ready when it returns
 
-    async def execute(self, call: FunctionCall) -> Outcome: ...
+    async def execute(self, call: FunctionCall, hook: StartHook | None = None) -> Outcome: ...
 
     def live_output(self, log_path: str) -> str | None: ...  # a running attempt's output so far
 

@@ -15,8 +15,6 @@ import socket
 from collections import deque
 from pathlib import Path
 
-from workflows import secrets
-
 log = logging.getLogger(__name__)
 
 SERVER_SCRIPT = str(Path(__file__).with_name("forkserver.py"))
@@ -59,8 +57,11 @@ class ForkedProcess:
 class ForkServer:
     """One fork-server process. ``spawn()`` returns a started worker or raises ForkServerGone."""
 
-    def __init__(self, python: str, keep_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, python: str, keep_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.python = python
+        self.env = {} if env is None else env  #: the server's environment, and so its workers'
         self.keep_fds = keep_fds  #: passed to the server, so every child it forks holds them too
         self.proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
@@ -81,7 +82,7 @@ class ForkServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(), *self.keep_fds),
-                env=secrets.scrubbed(),  # its workers: a handler sees only the secrets its step names
+                env=self.env,  # the pool's clean environment (workers.clean_environ), not ours
                 start_new_session=True,
             )
         except OSError:

@@ -18,7 +18,9 @@ socket, a child process) at two probes ``probe_s`` apart, still in the same call
 at once: 20 steps that each sleep 1 s get their workers after ~20 ms instead of ~50 ms. A worker
 that computes, or waits for a CPU on a loaded machine, is never taken for asleep.
 Workers above ``workers`` that sit idle for ``idle_timeout_s`` are retired. Idle workers are
-handed out last-used-first, so the extras are the ones that go idle.
+handed out last-used-first, so the extras are the ones that go idle. Calls that wait are served
+by turns of their runs, not first come first served (fairness.py), and workers start with a clean
+environment (workers.clean_environ): none of the engine's variables reach a handler.
 
 Starting workers: by default every worker is forked by a fork server (forkserver.py: one process
 started once, with the worker module already imported) in ~2 ms, instead of a fresh interpreter
@@ -40,8 +42,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,19 +58,22 @@ from engine.executors.base import (
     WORKER_CRASHED,
     FunctionCall,
     Outcome,
+    StartHook,
 )
+from engine.executors.fairness import Turns, reserve_for_others
 from engine.executors.forked import ForkServer, ForkServerGone
-from engine.executors.worker import copy_output, scratch_path
+from engine.executors.worker import scratch_path
 from engine.executors.workers import (
     HEADER,
     Worker,
     WorkerProcess,
     WorkerStartError,
+    clean_environ,
     describe_exit,
     read_frame,
     request_body,
+    salvage,
 )
-from workflows import secrets
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +122,6 @@ class FunctionExecutor:
         self._last_done = 0.0  #: monotonic time the last call's reply arrived
         self._scaler: asyncio.TimerHandle | None = None
         self._scaler_armed = 0.0
-        self._waiting = 0  #: calls waiting for an idle worker
         self.max_calls_per_worker = max_calls_per_worker
         self.python = python
         self.fork = fork  #: start workers by forking a pre-imported server (forkserver.py)
@@ -124,7 +130,8 @@ class FunctionExecutor:
         self._lock_fd: int | None = None  #: held by us, the fork server and every worker
         self._workers: set[Worker] = set()
         self._retired: set[Worker] = set()  #: out of the pool, process not yet reaped
-        self._idle: asyncio.LifoQueue[Worker | None] = asyncio.LifoQueue()
+        #: idle workers and the calls waiting for one, served by turns of their runs (fairness.py)
+        self._turns: Turns[Worker] = Turns(ceiling - reserve_for_others(ceiling))
         self._limits: dict[tuple[str, str, int], asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()  #: death watchers, owned here
         self._spawning: set[asyncio.Task[Any]] = set()  #: replacements being started
@@ -132,7 +139,9 @@ class FunctionExecutor:
         self._closed = False
         self._closed_event = asyncio.Event()
         self._calls = self._failures = self._timeouts = self._replaced = 0
-        self._live: dict[str, int] = {}  #: an attempt's log_path -> the pid of the worker running it
+        self._live: dict[str, str] = {}  #: an attempt's log_path -> the scratch file of its worker
+        self._scratch: str | None = None  #: the workers' HOME and TMPDIR live here (clean_environ)
+        self._environ: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,6 +153,7 @@ class FunctionExecutor:
             return
         if self.lock_path is not None:
             self._lock_fd = await stopping.wait_for_earlier_pool(self.lock_path)
+        self._make_scratch()
         if self.fork:
             await self._start_fork_server()
         results = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
@@ -153,6 +163,7 @@ class FunctionExecutor:
             if self._forks is not None:
                 await self._forks.aclose()
             self._unlock()
+            self._drop_scratch()
             raise errors[0]
         for worker in results:
             assert isinstance(worker, Worker)
@@ -170,7 +181,7 @@ class FunctionExecutor:
         self._closed_event.set()
         if self._scaler is not None:
             self._scaler.cancel()
-        self._idle.put_nowait(None)  # wakes callers waiting for a worker; they get RuntimeError
+        self._turns.close()  # wakes callers waiting for a worker; they get RuntimeError
         # Let replacements being started finish (bounded by _START_TIMEOUT_S): cancelling one inside
         # create_subprocess_exec could lose a process we never got a handle on.
         await asyncio.gather(*self._spawning, return_exceptions=True)
@@ -181,7 +192,20 @@ class FunctionExecutor:
         if self._forks is not None:
             await self._forks.aclose()
         self._unlock()
+        self._drop_scratch()
         log.info("function executor closed: %s", self.stats)
+
+    def _make_scratch(self) -> None:
+        """The folder the workers' HOME and TMPDIR point at, and their clean environment."""
+        self._scratch = tempfile.mkdtemp(prefix="sluice-functions-")
+        for sub in ("home", "tmp"):
+            os.mkdir(os.path.join(self._scratch, sub), 0o700)
+        self._environ = clean_environ(self.python, self._scratch)
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -209,7 +233,7 @@ class FunctionExecutor:
 
     async def _start_fork_server(self) -> None:
         """Start the fork server; without one (it failed to start) workers start as interpreters."""
-        forks = ForkServer(self.python, keep_fds=self._held)
+        forks = ForkServer(self.python, keep_fds=self._held, env=self._environ)
         try:
             await forks.start()
         except OSError as exc:
@@ -222,8 +246,7 @@ class FunctionExecutor:
 
         An attempt's log file is written when it ends; until then this lets ``sluice logs
         --follow`` and the API show what it printed so far. None when it does not run here."""
-        pid = self._live.get(log_path)
-        return None if pid is None else scratch_path(pid)
+        return self._live.get(log_path)
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -246,7 +269,7 @@ class FunctionExecutor:
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a Ctrl-C on the engine's terminal must not hit the workers
                 pass_fds=self._held,
-                env=secrets.scrubbed(),  # a handler sees only the secrets its step's input names
+                env=self._environ,  # clean: none of the engine's variables, its secrets least of all
             )
         except OSError as exc:
             raise WorkerStartError(f"cannot run function worker with python={self.python!r}: {exc}") from exc
@@ -272,7 +295,7 @@ class FunctionExecutor:
             proc.kill()
             await proc.wait()
             raise WorkerStartError(f"function worker sent {hello!r} instead of a ready frame")
-        worker = Worker(proc)
+        worker = Worker(proc, out=scratch_path(proc.pid, self._environ["TMPDIR"]))
         self._workers.add(worker)
         self._own(self._tasks, self._watch(worker))
         return worker
@@ -289,7 +312,7 @@ class FunctionExecutor:
         self._retired.discard(worker)
         if not worker.busy:  # a busy worker's attempt salvages its scratch file itself
             with contextlib.suppress(OSError):
-                os.unlink(scratch_path(worker.pid))
+                os.unlink(worker.out)
         if not worker.dead and not worker.busy and not self._closed:
             log.warning("function %s while idle; replacing it", describe_exit(worker.pid, code))
             self._retire(worker, kill=False)
@@ -331,18 +354,24 @@ class FunctionExecutor:
 
     # -- dispatch --------------------------------------------------------------------------------
 
-    async def execute(self, call: FunctionCall) -> Outcome:
+    async def execute(self, call: FunctionCall, hook: StartHook | None = None) -> Outcome:
         """Run one attempt. The step's own failure is an ``Outcome(ok=False)``, never an exception.
 
-        Waits (FIFO) for the handler's concurrency slot, then for an idle worker. If the awaiting
-        task is cancelled, the worker running the attempt is killed and replaced.
+        Waits (FIFO) for the handler's concurrency slot, then for an idle worker, by turns of the
+        runs waiting (fairness.py); ``hook`` hears when the call begins to wait and when a worker
+        takes it. If the awaiting task is cancelled, the worker running the attempt is killed
+        and replaced.
         """
         if not self._started or self._closed:
             raise RuntimeError(f"FunctionExecutor is {'closed' if self._closed else 'not started'}")
         if call.concurrency is None:
-            return await self._dispatch(call)
-        async with self._limit(call):
-            return await self._dispatch(call)
+            return await self._dispatch(call, hook, False)
+        sem = self._limit(call)
+        queued = sem.locked()
+        if queued and hook is not None:
+            hook.queued(time.time())
+        async with sem:
+            return await self._dispatch(call, hook, queued)
 
     def _limit(self, call: FunctionCall) -> asyncio.Semaphore:
         assert call.concurrency is not None
@@ -354,25 +383,9 @@ class FunctionExecutor:
             sem = self._limits[key] = asyncio.Semaphore(call.concurrency)
         return sem
 
-    @staticmethod
-    def _salvage(worker: Worker, call: FunctionCall) -> None:
-        """Copy a killed or crashed attempt's output from the worker's scratch file, then drop it."""
-        path = scratch_path(worker.pid)
-        try:
-            if call.log_path:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    copy_output(fd, os.path.abspath(call.log_path))
-                finally:
-                    os.close(fd)
-            os.unlink(path)
-        except OSError as exc:
-            if not isinstance(exc, FileNotFoundError):
-                log.warning("could not keep the output of %s: %s", call.attempt_id, exc)
-
     def _release(self, worker: Worker) -> None:
         worker.idle_since = time.monotonic()
-        self._idle.put_nowait(worker)
+        self._turns.put(worker)
 
     def _arm_scaler(self) -> None:
         if self._scaler is None and not self._closed:
@@ -386,10 +399,11 @@ class FunctionExecutor:
         computing (not waiting for a CPU) for ``scale_after_s``, and no reply for as long. Short
         calls free their workers faster than an interpreter starts (even when a busy event loop
         reads their replies late), so a burst of them never grows the pool. One timer for the
-        pool, not one per waiting call: waiters stay in FIFO order at no cost.
+        pool, not one per waiting call. The pool grows only for the calls of runs under their
+        share of it (fairness.py).
         """
         self._scaler = None
-        if self._waiting == 0 or self._closed:
+        if self._turns.waiting == 0 or self._closed:
             return
         now = time.monotonic()
         if now - self._scaler_armed > self.probe_s + self.scale_after_s / 2:
@@ -401,7 +415,7 @@ class FunctionExecutor:
         # at most double the pool per step: a cold start (the first call importing its module)
         # is over before a herd of interpreters, all importing it too, would be ready
         room = min(
-            self._waiting - starting,
+            self._turns.growth() - starting,  # not for a run that holds its share of the pool
             self.max_workers - len(self._workers) - starting,
             len(self._workers) - starting,
         )
@@ -427,23 +441,12 @@ class FunctionExecutor:
         while True:
             await asyncio.sleep(max(1.0, self.idle_timeout_s / 4))
             excess = len(self._workers) - self.size
-            if excess <= 0 or self._idle.empty():
+            free = self._turns.free
+            if excess <= 0 or not free:
                 continue
             now = time.monotonic()
-            kept: list[Worker | None] = []
-            stale: list[Worker] = []
-            while not self._idle.empty():  # drain and refill in one loop step: no waiter sees a gap
-                worker = self._idle.get_nowait()
-                if (
-                    worker is not None
-                    and len(stale) < excess
-                    and now - worker.idle_since > self.idle_timeout_s
-                ):
-                    stale.append(worker)
-                else:
-                    kept.append(worker)
-            for worker in reversed(kept):  # keep the LIFO order
-                self._idle.put_nowait(worker)
+            stale = [w for w in free if now - w.idle_since > self.idle_timeout_s][:excess]
+            free[:] = [w for w in free if w not in stale]  # in one loop step: no waiter sees a gap
             for worker in stale:
                 self._retire(worker, kill=False, replace=False)
             if stale:
@@ -451,31 +454,31 @@ class FunctionExecutor:
                     "scaled in: retired %d idle function workers (%d left)", len(stale), len(self._workers)
                 )
 
-    async def _acquire(self) -> Worker:
+    async def _acquire(self, share: str, hook: StartHook | None, queued: bool) -> Worker:
         while True:
-            if self._idle.empty():
-                self._waiting += 1
-                self._arm_scaler()
-                try:
-                    worker = await self._idle.get()
-                finally:
-                    self._waiting -= 1
-            else:
-                worker = self._idle.get_nowait()
+            worker = self._turns.take(share)
             if worker is None:
-                self._idle.put_nowait(None)  # pass the news on to the next waiter
-                raise RuntimeError("FunctionExecutor closed while the call waited for a worker")
+                if hook is not None and not queued:
+                    hook.queued(time.time())
+                    queued = True
+                self._arm_scaler()
+                worker = await self._turns.wait(share)
             if worker.alive():
                 return worker
-            # dead while queued: its watcher has replaced it (or will, as it is not busy)
+            self._turns.give_back(share, None)  # dead while idle: its watcher replaces it
 
-    async def _dispatch(self, call: FunctionCall) -> Outcome:
-        worker = await self._acquire()
+    async def _dispatch(self, call: FunctionCall, hook: StartHook | None, queued: bool) -> Outcome:
+        share = call.run_id
+        worker = await self._acquire(share, hook, queued)
         try:
-            data = json.dumps(request_body(call), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:  # the engine rendered a non-JSON event: its bug
-            self._release(worker)
-            raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
+            if hook is not None:
+                hook.taken(time.time())
+            data = json.dumps(request_body(call), allow_nan=False).encode()  # its deadline starts now
+        except BaseException as exc:
+            self._turns.give_back(share, worker)
+            if isinstance(exc, TypeError | ValueError):  # the engine rendered a non-JSON event: its bug
+                raise ValueError(f"the event or extra of {call.attempt_id} is not JSON: {exc}") from exc
+            raise
         worker.busy = True
         worker.busy_since = time.monotonic()
         worker.calls += 1
@@ -483,7 +486,7 @@ class FunctionExecutor:
         started = time.perf_counter()
         live = call.log_path  # as the store has it: the API looks attempts up by it
         if live is not None:
-            self._live[live] = worker.pid
+            self._live[live] = worker.out
         try:
             outcome = await self._roundtrip(worker, call, data, started)
         except BaseException:  # cancelled, or a bug: the worker's state is unknown, so kill it
@@ -493,6 +496,8 @@ class FunctionExecutor:
         finally:
             if live is not None:
                 self._live.pop(live, None)
+            worker.idle_since = time.monotonic()
+            self._turns.give_back(share, None if worker.dead else worker)
         if not outcome.ok:
             self._failures += 1
         return outcome
@@ -507,7 +512,7 @@ class FunctionExecutor:
                 reply = await read_frame(stdout)
         except TimeoutError:
             self._timeouts += 1
-            self._salvage(worker, call)  # what it printed before it hung is the best clue
+            salvage(worker, call)  # what it printed before it hung is the best clue
             self._retire(worker, kill=True)
             log.info("function attempt %s timed out after %ss", call.attempt_id, call.timeout_s)
             message = f"Task timed out after {call.timeout_s:.2f} seconds"
@@ -519,9 +524,7 @@ class FunctionExecutor:
         self._last_done = time.monotonic()
         limit = self.max_calls_per_worker
         if reply.get("retire") or (limit is not None and worker.calls >= limit):
-            self._retire(worker, kill=False)
-        else:
-            self._release(worker)
+            self._retire(worker, kill=False)  # else the caller gives it back to the pool
         if reply.get("ok"):
             return Outcome(ok=True, output=reply.get("output"), duration_s=duration, log_path=call.log_path)
         return Outcome(ok=False, error=reply.get("error"), duration_s=duration, log_path=call.log_path)
@@ -533,7 +536,7 @@ class FunctionExecutor:
                 code: int | None = await worker.proc.wait()
         except TimeoutError:
             code = None
-        self._salvage(worker, call)
+        salvage(worker, call)
         self._retire(worker, kill=True)
         how = describe_exit(worker.pid, code)
         log.warning("function attempt %s: %s", call.attempt_id, how)
@@ -578,7 +581,7 @@ class FunctionExecutor:
             "max": self.max_workers,
             "workers": len(self._workers),
             "busy": busy,
-            "waiting": self._waiting,
+            "waiting": self._turns.waiting,
         }
 
     def __repr__(self) -> str:

@@ -16,7 +16,6 @@ import os
 import signal
 import time
 
-from engine.executors.worker import scratch_path
 from engine.executors.workers import Worker, WorkerStartError
 
 log = logging.getLogger("engine.executors.function")
@@ -73,7 +72,7 @@ async def stop(workers: list[Worker]) -> None:
         await wait_exit(pending, None)
     for worker in workers:
         with contextlib.suppress(OSError):
-            os.unlink(scratch_path(worker.pid))
+            os.unlink(worker.out)
 
 
 async def wait_exit(workers: list[Worker], timeout_s: float | None) -> list[Worker]:

@@ -42,9 +42,10 @@ BAD_OUTPUT = "Sluice.InvalidOutput"
 HANDLER_NOT_FOUND = "Sluice.HandlerNotFound"
 
 
-def scratch_path(pid: int) -> str:
-    """Where worker ``pid`` collects an attempt's output (the parent derives the same path)."""
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"sluice-worker-{pid}.out")
+def scratch_path(pid: int, folder: str | None = None) -> str:
+    """Where worker ``pid`` collects an attempt's output: in ``folder``, the ``TMPDIR`` the pool
+    starts its workers with (the parent derives the same path; default: ours)."""
+    return os.path.join(folder or os.environ.get("TMPDIR") or "/tmp", f"sluice-worker-{pid}.out")
 
 
 def copy_output(scratch_fd: int, log_path: str) -> None:
@@ -286,6 +287,49 @@ class _Attempt:
                 print(f"sluice worker: could not write {self.log_path}: {exc}", file=sys.stderr)
 
 
+class _Environ:
+    """Each call's environment: the worker's clean one, the step's ``env:``, the Lambda-like names.
+
+    The pool's workers are shared by every step, so each call gets its own environment in
+    ``os.environ`` (and so for the handler's subprocesses). What a handler sets in ``os.environ``
+    ends with its call: the worker's own environment is put back. The Lambda-like names come last
+    (a step cannot set them; the loader refuses them too) and, as Lambda's, name the function,
+    not the call: a call's own facts are on ``context``. Calls of one step in a row find their
+    environment in place, so they change nothing (a ``putenv`` per variable per call was ~20 us).
+    """
+
+    def __init__(self, base: dict[str, str]) -> None:
+        self.base = base
+        self.applied = dict(base)
+        self.snapshot: dict[bytes, bytes] = {}
+
+    def enter(self, msg: dict[str, Any]) -> None:
+        wanted = dict(self.base)
+        wanted.update((str(k), str(v)) for k, v in (msg.get("env") or {}).items())
+        wanted.update(
+            _HANDLER=msg["handler"],
+            LAMBDA_TASK_ROOT=msg["base_dir"],
+            AWS_LAMBDA_FUNCTION_NAME=msg["handler"],
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+        )
+        if msg.get("memory_bytes"):
+            wanted["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(msg["memory_bytes"] // (1024 * 1024))
+        if wanted != self.applied:
+            for name in self.applied.keys() - wanted.keys():
+                os.environ.pop(name, None)
+            for name, value in wanted.items():
+                if self.applied.get(name) != value:
+                    os.environ[name] = value
+            self.applied = wanted
+        self.snapshot = dict(os.environ._data)  # type: ignore[attr-defined]  # CPython's own bytes
+
+    def leave(self) -> None:
+        if os.environ._data != self.snapshot:  # type: ignore[attr-defined]  # the handler changed it
+            os.environ.clear()
+            os.environ.update(self.base)
+            self.applied = dict(self.base)
+
+
 _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -305,7 +349,7 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
     return {"errorType": error_type or type(exc).__name__, "errorMessage": str(exc), "stackTrace": trace}
 
 
-def _die_with_engine(proto_in: int) -> None:
+def _die_with_engine(proto_in: int, scratch: str) -> None:
     """Kill this worker's process group (the worker, its handler's children) when the engine is gone.
 
     The engine holds the only write end of our request pipe, so the kernel hangs it up the moment
@@ -329,7 +373,7 @@ def _die_with_engine(proto_in: int) -> None:
             except InterruptedError:
                 continue
         with contextlib.suppress(OSError):
-            os.unlink(scratch_path(os.getpid()))
+            os.unlink(scratch)
         me = os.getpid()
         if os.getpgid(0) == me:  # our own group (start_new_session or setsid): the children too
             os.killpg(me, signal.SIGKILL)
@@ -344,15 +388,16 @@ class Worker:
     def __init__(self) -> None:
         self.proto_in = os.dup(0)  # os.dup makes non-inheritable fds
         self.proto_out = os.dup(1)
-        _die_with_engine(self.proto_in)
+        # once, at start: a step's env: may set TMPDIR for its calls, the scratch file stays put
+        self.scratch_path = scratch_path(os.getpid())
+        _die_with_engine(self.proto_in, self.scratch_path)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.close(devnull)
         os.dup2(2, 1)  # between attempts (and without a log_path) prints go to the engine's stderr
         self.idle_out = os.dup(1)
         self.idle_err = os.dup(2)
-        path = scratch_path(os.getpid())
-        self.scratch = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self.scratch = os.open(self.scratch_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         os.set_inheritable(self.scratch, False)
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         root = logging.getLogger()
@@ -361,6 +406,7 @@ class Worker:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         self.runner: Any = None
+        self.environ = _Environ(dict(os.environ))  #: the clean one the pool started us with
 
     def read_exact(self, n: int) -> bytes | None:
         chunks: list[bytes] = []
@@ -408,12 +454,15 @@ class Worker:
         result: Any = None
         with _Attempt(msg, self.idle_out, self.idle_err, self.scratch) as attempt:
             try:
+                self.environ.enter(msg)  # a failure here is the attempt's, reported as one
                 func = _load(msg["base_dir"], msg["handler"])
                 with _Scope(msg["base_dir"]):
                     result = self.call(func, msg["event"], Context(msg, logger))
             except BaseException as exc:  # everything the handler does is reported, even SystemExit
                 attempt.restore_memory()  # before formatting, which allocates
                 failure = exc
+            finally:
+                self.environ.leave()
             if isinstance(failure, MemoryError) and msg.get("memory_bytes"):
                 limit = msg["memory_bytes"] / (1024 * 1024)
                 print(f"Sluice: attempt exceeded its memory limit of {limit:.0f} MiB", file=sys.stderr)
@@ -454,11 +503,12 @@ class Worker:
 def main() -> None:
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
         sys.path.pop(0)  # run by path: don't let engine/executors/*.py shadow user modules
+    scratch = scratch_path(os.getpid())
     try:
         Worker().serve()
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(scratch_path(os.getpid()))
+            os.unlink(scratch)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import struct
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.executors.base import FunctionCall
+from engine.executors.worker import copy_output
+
+log = logging.getLogger(__name__)
 
 #: every frame on a worker's pipes: a 4-byte big-endian length, then that much JSON
 HEADER = struct.Struct(">I")
@@ -33,6 +37,33 @@ def _stat(pid: int) -> bytes | None:
     except OSError:
         return None
     return stat[stat.rfind(b")") + 2 :]  # what follows the command name, which may hold ") "
+
+
+#: engine variables a worker keeps (when the engine has them): locale and zone, and the import
+#: path the loader resolved installed handler modules with. Nothing else of the engine's
+#: environment reaches a handler: its secrets, tokens and settings stay in the engine process.
+KEPT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH")
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def clean_environ(python: str, scratch: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every function worker starts with (the fork server's too).
+
+    A safe ``PATH`` (the worker's interpreter folder first, as Lambda puts its runtime's),
+    ``HOME`` and ``TMPDIR`` in the pool's ``scratch`` folder, ``LANG`` (``C.UTF-8`` unless the
+    engine has one) and the :data:`KEPT` variables. A step's ``env:`` and the Lambda-like
+    variables are added per call by the worker (worker.py), as the pool is shared by every step.
+    """
+    env = os.environ if environ is None else environ
+    kept = {name: env[name] for name in KEPT if env.get(name)}
+    bin_dir = os.path.dirname(os.path.abspath(python))
+    return {
+        "PATH": f"{bin_dir}:{SAFE_PATH}" if bin_dir not in SAFE_PATH.split(":") else SAFE_PATH,
+        "LANG": "C.UTF-8",
+        **kept,
+        "HOME": os.path.join(scratch, "home"),
+        "TMPDIR": os.path.join(scratch, "tmp"),
+    }
 
 
 class WorkerStartError(RuntimeError):
@@ -99,6 +130,7 @@ class Worker:
     """One worker process and what the pool knows about it."""
 
     proc: WorkerProcess
+    out: str = ""  #: its scratch file: the output of the attempt it runs (worker.scratch_path)
     calls: int = 0
     busy: bool = False
     idle_since: float = 0.0  #: monotonic time it was last put back idle
@@ -176,5 +208,21 @@ def request_body(call: FunctionCall) -> dict[str, Any]:
         "memory_bytes": call.memory_bytes,
         "log_path": None if call.log_path is None else os.path.abspath(call.log_path),
         "extra": call.extra,
+        "env": call.env,
         "api": call.api,
     }
+
+
+def salvage(worker: Worker, call: FunctionCall) -> None:
+    """Copy a killed or crashed attempt's output from the worker's scratch file, then drop it."""
+    try:
+        if call.log_path:
+            fd = os.open(worker.out, os.O_RDONLY)
+            try:
+                copy_output(fd, os.path.abspath(call.log_path))
+            finally:
+                os.close(fd)
+        os.unlink(worker.out)
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("could not keep the output of %s: %s", call.attempt_id, exc)

@@ -45,6 +45,14 @@ class RunChanges:
             self._pending[0].extend(writes)
             self._pending[1].extend(events)
 
+    def parked(self) -> None:
+        """The run waits (for a function worker) before its first commit: it stops counting as
+        engine work now, as a run waiting after a commit does; what is deferred rides on its next
+        commit, when the wait is over or recorded (runs/starts.py)."""
+        if self.starting:
+            self.starting = False
+            self.admission.work_done()
+
     def enqueue(self, writes: list[Write], events: list[dict[str, Any]]) -> asyncio.Future[None]:
         """Queue the transaction now (the writer keeps queue order); the future ends when durable.
 

@@ -31,6 +31,7 @@ from engine.events import iso_ms
 from engine.executors.base import FunctionCall, Outcome
 from engine.runs import changes
 from engine.runs.services import RunServices
+from engine.runs.starts import AttemptStart, WaitWatch
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
@@ -73,6 +74,7 @@ class RunDriver:
         self.changes = changes.RunChanges(services.store, services.bus, services.admission, run.depth)
         self._rng = _RNG
         self._resume: dict[str, dict[str, Any]] = {}
+        self.waits = WaitWatch()  #: its function attempts waiting for a worker (runs/starts.py)
         self._restore()
         self.ctx: dict[str, Any] = {
             "event": run.event,
@@ -322,15 +324,15 @@ class RunDriver:
                     [],
                 )
             finally:
-                await started  # done by now (queued first); this surfaces its error
+                await started.settled()  # done by now (queued first); this surfaces its error
             info = dict(attempt=attempt, delay_s=delay, error=outcome.error, index=idx)
             self.progress("retry", name, Status.RUNNING, {**info, "log_path": outcome.log_path})
             await self.sleep_until(retry_at)
 
     async def _one_attempt(
         self, name: str, spec: StepSpec, idx: int, attempt: int, event: Any, *, first: bool
-    ) -> tuple[Outcome, asyncio.Future[None]]:
-        """Start an attempt (its start is queued, not awaited) and run it: (outcome, the start).
+    ) -> tuple[Outcome, AttemptStart]:
+        """Run an attempt (its start is queued when a worker takes it, not awaited): (outcome, start).
 
         The caller queues the attempt's end and then awaits the start: the writer keeps queue
         order, so the end can follow the start into the same or the next commit without a round
@@ -339,18 +341,11 @@ class RunDriver:
         self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
         log_path = str(self.services.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
-        now = time.time()
-        writes: list[Write] = [
-            lambda c: records.start_attempt(c, run_id, name, idx, attempt, now, log_path, first=first)
-        ]
-        events = (
-            [self.step_event(name, Status.RUNNING, Status.PENDING, attempt=attempt)]
-            if first and idx < 0
-            else []
-        )
-        started = self.changes.enqueue(writes, events)
-        if idx < 0:
-            self.progress("step", name, Status.RUNNING, {"attempt": attempt})
+        started = AttemptStart(
+            self.changes, run_id, name, idx, attempt, log_path, first=first, event=self.step_event,
+            progress=lambda step, status, info: self.progress("step", step, status, info),
+            watch=self.waits,
+        )  # fmt: skip
         call = FunctionCall(
             attempt_id=f"{run_id}/{name}{'' if idx < 0 else f'[{idx}]'}#{attempt}",
             handler=spec.function or "",  # the loader requires it of a function step
@@ -365,15 +360,18 @@ class RunDriver:
             log_path=log_path,
             index=None if idx < 0 else idx,
             extra={"workflow": self.run.workflow},
+            env=spec.env,
             api=self.services.api(run_id),
         )
         try:
-            outcome = await self.services.functions.execute(call)
+            outcome = await self.services.functions.execute(call, started)
         except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
             outcome = Outcome(False, error=error_record(INVALID_INPUT, str(exc)))
-        except BaseException:
-            await started
+        except BaseException:  # a WAITING attempt stays so until a cancel or recovery closes it
+            started.abandon()
+            await started.settled()
             raise
+        started.ensure_started(time.time())  # an executor that does not call the hook
         return outcome, started
 
     async def _final_write(
@@ -437,7 +435,8 @@ class RunDriver:
                 status = Status.SUCCEEDED if outcome.ok else Status.FAILED
                 self.progress("item", name, status, {**info, "log_path": outcome.log_path})
 
-        await asyncio.gather(*(lane() for _ in range(min(FAN_OUT_LANES, len(items)))))
+        lanes = min(FAN_OUT_LANES, len(items), spec.max_concurrency or FAN_OUT_LANES)
+        await asyncio.gather(*(lane() for _ in range(lanes)))
         failed = [(i, o) for i, o in enumerate(outcomes) if not o.ok]
         if failed:
             i, first = failed[0]

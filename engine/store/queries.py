@@ -9,6 +9,7 @@ A query is one statement where it can be: each ``await`` is a thread hop.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import aiosqlite
@@ -19,7 +20,12 @@ from engine.store.records import loads
 _SUMMARY = (
     "SELECT r.*, s.step AS s_step, s.status AS s_status, s.attempts AS s_attempts, s.items AS s_items,"
     " s.started_at AS s_started_at, s.ended_at AS s_ended_at, s.reason AS s_reason,"
-    " s.error AS s_error, s.output AS s_output"
+    " s.error AS s_error, s.output AS s_output,"
+    # a function step waiting for a worker shows WAITING, since when; a fan-out, how many items wait
+    " (SELECT MIN(a.queued_at) FROM attempts a WHERE a.run_id = r.id AND a.step = s.step AND a.idx = -1"
+    "  AND a.status = 'WAITING') AS s_waiting_since,"
+    " (SELECT COUNT(*) FROM attempts a WHERE a.run_id = r.id AND a.step = s.step AND a.idx >= 0"
+    "  AND a.status = 'WAITING') AS s_items_waiting"
     " FROM runs r LEFT JOIN steps s ON s.run_id = r.id AND s.idx = -1"
     " WHERE r.id = ? ORDER BY s.started_at"
 )
@@ -48,6 +54,10 @@ async def run_summary(db: aiosqlite.Connection, run_id: str) -> dict[str, Any] |
             "error": loads(srow["s_error"]),
             "output": loads(srow["s_output"]),
         }
+        if srow["s_status"] == "RUNNING" and srow["s_waiting_since"] is not None:
+            steps[srow["s_step"]].update(status="WAITING", waiting_since=srow["s_waiting_since"])
+        elif srow["s_status"] == "RUNNING" and srow["s_items_waiting"]:
+            steps[srow["s_step"]]["items_waiting"] = srow["s_items_waiting"]
     return {
         "run_id": row["id"],
         "workflow": row["workflow"],
@@ -150,13 +160,23 @@ async def run_attempts(
             "index": None if r["idx"] < 0 else r["idx"],
             "attempt": r["attempt"],
             "status": r["status"],
-            "started_at": r["started_at"],
+            "started_at": None if r["status"] == "WAITING" else r["started_at"],
             "ended_at": r["ended_at"],
             "error": loads(r["error"]),
             "log_path": r["log_path"],
+            "queued_at": r["queued_at"],
+            "waited_s": _waited(r),
         }
         for r in rows
     ]
+
+
+def _waited(row: Any) -> float | None:
+    """How long an attempt waited for a function worker (so far, while it still waits)."""
+    if row["queued_at"] is None:
+        return None
+    until = time.time() if row["status"] == "WAITING" else row["started_at"]
+    return round(max(0.0, until - row["queued_at"]), 3)
 
 
 async def list_events(

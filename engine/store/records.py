@@ -108,8 +108,13 @@ def start_attempt(
     log_path: str | None,
     *,
     first: bool,
+    waiting: bool = False,
+    queued_at: float | None = None,
 ) -> None:
-    """Record an attempt starting; the first one also moves the step PENDING -> RUNNING."""
+    """Record an attempt starting; the first one also moves the step PENDING -> RUNNING.
+
+    ``waiting``: it waits for a function worker (WAITING since ``at``) until :func:`take_attempt`;
+    its step is RUNNING already, so recovery finds it. ``queued_at``: it waited since then."""
     if first:
         conn.execute(
             "INSERT INTO steps (run_id, step, idx, status, attempts, started_at) VALUES (?,?,?,?,?,?) "
@@ -123,10 +128,17 @@ def start_attempt(
             (attempt, run_id, step, idx),
         )
     conn.execute(
-        "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (run_id, step, idx, attempt, Status.RUNNING, at, log_path),
-    )
+        "INSERT INTO attempts (run_id, step, idx, attempt, status, started_at, log_path, queued_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (run_id, step, idx, attempt, Status.WAITING if waiting else Status.RUNNING, at, log_path,
+         at if waiting else queued_at),
+    )  # fmt: skip
+
+
+def take_attempt(conn: sqlite3.Connection, run_id: str, step: str, idx: int, attempt: int, at: float) -> None:
+    """A worker took a WAITING attempt: it is RUNNING, started at ``at``."""
+    sql = "UPDATE attempts SET status=?, started_at=? WHERE run_id=? AND step=? AND idx=? AND attempt=? AND "
+    conn.execute(sql + "status=?", (Status.RUNNING, at, run_id, step, idx, attempt, Status.WAITING))
 
 
 def end_attempt(
@@ -223,8 +235,9 @@ def note_interrupted(conn: sqlite3.Connection, run_id: str, step: str, idx: int,
     """After a crash: close attempts left RUNNING, count the interruption; returns the last attempt number."""
     error = dumps(error_record(ENGINE_RESTARTED, "the engine stopped during this attempt"))
     conn.execute(
-        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? AND status=?",
-        (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE run_id=? AND step=? AND idx=? "
+        "AND status IN (?,?)",
+        (Status.CANCELLED, at, error, run_id, step, idx, Status.RUNNING, Status.WAITING),
     )
     conn.execute(
         "UPDATE steps SET interrupted=interrupted+1 WHERE run_id=? AND step=? AND idx=?", (run_id, step, idx)
@@ -363,8 +376,8 @@ def close_interrupted_attempts(conn: sqlite3.Connection, at: float) -> int:
     The steps stay RUNNING and resume on the next start; returns how many attempts were closed."""
     error = dumps(error_record(ENGINE_SHUTDOWN, "engine shut down"))
     closed = conn.execute(
-        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status=?",
-        (Status.CANCELLED, at, error, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=?, error=? WHERE status IN (?,?)",
+        (Status.CANCELLED, at, error, Status.RUNNING, Status.WAITING),
     ).rowcount
     conn.execute(
         "UPDATE steps SET interrupted=interrupted+1 WHERE status=? AND (run_id, step, idx) IN "
@@ -377,8 +390,8 @@ def close_interrupted_attempts(conn: sqlite3.Connection, at: float) -> int:
 def cancel_open_attempts(conn: sqlite3.Connection, run_id: str, step: str, at: float) -> None:
     """A user cancelled the run: the step's running attempts end CANCELLED."""
     conn.execute(
-        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status=?",
-        (Status.CANCELLED, at, run_id, step, Status.RUNNING),
+        "UPDATE attempts SET status=?, ended_at=? WHERE run_id=? AND step=? AND status IN (?,?)",
+        (Status.CANCELLED, at, run_id, step, Status.RUNNING, Status.WAITING),
     )
 
 

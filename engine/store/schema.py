@@ -239,4 +239,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX batch_items_trigger ON batch_items (workflow, trigger, seq);
     """,
+    # 8: a function attempt waiting for a worker (status WAITING): when it began to wait; its
+    # started_at is when a worker took it
+    """
+    ALTER TABLE attempts ADD COLUMN queued_at REAL;
+    """,
 ]

@@ -278,9 +278,9 @@ GRACEFUL_FLOW = """
 name: graceful
 triggers:
   - schedule: rate(1 second)
-steps:
-  slow: {function: handlers:slow}
-  after: {function: handlers:after, needs: [slow]}
+steps:  # a function sees only the env its step declares, not the engine's
+  slow: {function: handlers:slow, env: {MARKS: "${env:MARKS}", SLOW_S: "${env:SLOW_S}"}}
+  after: {function: handlers:after, needs: [slow], env: {MARKS: "${env:MARKS}"}}
 """
 
 

@@ -40,7 +40,8 @@ MakeExecutor = Callable[..., Awaitable[FunctionExecutor]]
 
 def call(handler: str, event: Any = None, base_dir: str = ALPHA, **kw: Any) -> FunctionCall:
     kw.setdefault("attempt_id", f"r-1/{handler}#1")
-    return FunctionCall(handler=f"handlers:{handler}", base_dir=base_dir, event=event, run_id="r-1",
+    kw.setdefault("run_id", "r-1")
+    return FunctionCall(handler=f"handlers:{handler}", base_dir=base_dir, event=event,
                         step="probe", attempt=1, **kw)  # fmt: skip
 
 
@@ -318,7 +319,8 @@ async def test_bad_python_fails_start_clearly(tmp_path: Path, script: str | None
 async def test_pool_scales_out_for_waiting_calls_and_back_in_when_idle(make_executor: MakeExecutor) -> None:
     fx = await make_executor(workers=2, max_workers=8, idle_timeout_s=0.5)
     t0 = time.monotonic()
-    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.6)) for _ in range(8)))
+    # two runs: one run alone may not grow the pool into the reserve kept for the others
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.6, run_id=f"r-{i % 2}")) for i in range(8)))
     elapsed = time.monotonic() - t0
     assert all(o.ok for o in outs)
     assert len({o.output["pid"] for o in outs}) == 8, "each sleeping call got a worker of its own"
@@ -330,7 +332,7 @@ async def test_sleeping_calls_get_workers_before_scale_after(make_executor: Make
     """The kernel shows the workers asleep (time.sleep), so the pool forks for the waiting calls."""
     fx = await make_executor(workers=1, max_workers=4, scale_after_s=30.0)
     t0 = time.monotonic()
-    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.5)) for _ in range(4)))
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.5, run_id=f"r-{i % 2}")) for i in range(4)))
     elapsed = time.monotonic() - t0
     assert len({o.output["pid"] for o in outs}) == 4
     assert elapsed < 1.5, f"4 sleeps of 0.5 s took {elapsed:.2f}s: they queued on one worker"
@@ -502,3 +504,24 @@ async def test_calls_that_compute_long_still_get_more_workers(make_executor: Mak
     assert all(o.ok for o in outs)
     pids = {o.output["pid"] for o in outs}
     assert len(pids) == 3, "a computing call past scale_after_s lets the waiting calls start"
+
+
+async def test_waiting_runs_take_turns_for_a_worker(make_executor: MakeExecutor) -> None:
+    """One worker: run A queues five calls, then run B one; B's goes second, not sixth."""
+    fx = await make_executor(workers=1, max_workers=1)
+    blocker = asyncio.ensure_future(fx.execute(call("sleep", 0.2, run_id="r-a")))
+    await wait_until(lambda: fx.pool()["busy"] == 1, timeout_s=5)
+    a_calls = [asyncio.ensure_future(fx.execute(call("sleep", 0.01, run_id="r-a"))) for _ in range(5)]
+    await wait_until(lambda: fx.pool()["waiting"] == 5, timeout_s=5)
+    b_call = asyncio.ensure_future(fx.execute(call("sleep", 0.01, run_id="r-b")))
+    outs = await asyncio.gather(blocker, *a_calls, b_call)
+    order = sorted(range(1, 7), key=lambda i: outs[i].output["start"])
+    assert order.index(6) <= 1, f"run B's call ran {order.index(6) + 1}th of 6 waiting calls"
+    starts_a = [outs[i].output["start"] for i in range(1, 6)]
+    assert starts_a == sorted(starts_a), "a run's own calls keep their order"
+
+
+async def test_one_run_does_not_grow_the_pool_into_the_reserve(make_executor: MakeExecutor) -> None:
+    fx = await make_executor(workers=1, max_workers=4)
+    outs = await asyncio.gather(*(fx.execute(call("sleep", 0.4)) for _ in range(4)))
+    assert len({o.output["pid"] for o in outs}) == 3, "one run held more than max_workers less a quarter"
