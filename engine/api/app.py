@@ -34,6 +34,7 @@ from engine.api.http import (
     time_param,
 )
 from engine.api.metrics import readiness
+from engine.api.next_fires import next_fires
 from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import MAX_DEPTH, Target
@@ -188,11 +189,14 @@ def _trigger_view(spec: TriggerSpec) -> dict[str, Any]:
 
 async def list_workflows(request: web.Request) -> web.Response:
     out = []
+    fires = await next_fires(_engine(request))
     for wf in sorted(_engine(request).catalog.values(), key=lambda w: w.name):
         triggers = [_trigger_view(t) for t in wf.triggers]
         for view, spec in zip(triggers, wf.triggers, strict=True):
             if view["kind"] == "webhook":
                 view["url"] = f"/hooks/{wf.name}/{view['name']}"
+            elif view["kind"] == "schedule":  # Unix seconds; null while paused
+                view["next_fire"] = fires.get((wf.name, view["name"]))
             batch = None if isinstance(spec, ScheduleTrigger) else spec.batch
             if batch is not None:
                 view["batch"] = {"max": batch.max_events, "window_s": batch.window_s}
