@@ -83,6 +83,7 @@ class BatchService:
             store, self.book, self.ledger, self.attempts, self.allowed_roots, self.wake
         )
         self.interrupts = Interrupts(store, self.book, self.attempts, self.wake, stop_grace_s)
+        self.attempts.host_lost = self.interrupts.host_lost
         self.steps = ContainerSteps(self.submitter, self.ledger, self.describe)
         self.decision_s = 0.0  #: how long the last decision took
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}  #: jobs waiting out a retry delay
