@@ -171,3 +171,77 @@ async def test_spot_environments_through_the_aws_api_and_reclaim_over_http(serve
     assert status == 404
     status, html = await call(base, "GET", "/batch")
     assert "interruptible" in html and "reclaimed" in html
+
+
+async def test_fair_share_policies_through_aws_http_cli_and_dashboard(server: tuple[str, Any]) -> None:
+    base, engine = server
+    fair = {
+        "shareDecaySeconds": 600,
+        "computeReservation": 10,
+        "shareDistribution": [
+            {"shareIdentifier": "alpha", "weightFactor": 1},
+            {"shareIdentifier": "b*", "weightFactor": 3},
+        ],
+    }
+    status, out = await aws(base, "CreateSchedulingPolicy", {"name": "teams", "fairsharePolicy": fair})
+    assert status == 200 and out["arn"].endswith(":scheduling-policy/teams")
+    status, found = await aws(base, "DescribeSchedulingPolicies", {"arns": [out["arn"]]})
+    assert found["schedulingPolicies"][0]["fairsharePolicy"] == fair
+    status, listed = await aws(base, "ListSchedulingPolicies", {})
+    assert listed["schedulingPolicies"] == [{"arn": out["arn"]}]
+    status, err = await aws(
+        base, "UpdateSchedulingPolicy", {"arn": out["arn"], "fairsharePolicy": {"computeReservation": 100}}
+    )
+    assert status == 400 and "compute_reservation" in json.dumps(err)
+    status, _ = await aws(
+        base,
+        "CreateJobQueue",
+        {
+            "jobQueueName": "shared",
+            "priority": 5,
+            "schedulingPolicyArn": out["arn"],
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "local"}],
+        },
+    )
+    assert status == 200 and engine.batch.queues["shared"].policy == "teams"
+    status, q = await aws(base, "DescribeJobQueues", {"jobQueues": ["shared"]})
+    assert q["jobQueues"][0]["schedulingPolicyArn"] == out["arn"]
+    await aws(
+        base,
+        "RegisterJobDefinition",
+        {
+            "jobDefinitionName": "t",
+            "type": "container",
+            "containerProperties": {"image": "busybox:1.36", "command": ["true"]},
+        },
+    )
+    status, err = await aws(base, "SubmitJob", {"jobName": "x", "jobQueue": "shared", "jobDefinition": "t"})
+    assert status == 400 and "share_identifier" in json.dumps(err)
+    status, job = await aws(
+        base,
+        "SubmitJob",
+        {"jobName": "x", "jobQueue": "shared", "jobDefinition": "t", "shareIdentifier": "beta"},
+    )
+    assert status == 200, job
+    await engine.batch.wait(job["jobId"], 30)
+    status, desc = await aws(base, "DescribeJobs", {"jobs": [job["jobId"]]})
+    assert desc["jobs"][0]["shareIdentifier"] == "beta"
+    status, err = await aws(base, "DeleteSchedulingPolicy", {"arn": out["arn"]})
+    assert status == 400 and "used by job queue(s) shared" in json.dumps(err)
+
+    code, text, err = await cli(base, "policies", "create", "other", "--share", "x=2", "--decay", "60")
+    assert code == 0, err
+    code, text, _ = await cli(base, "policies", "list")
+    assert "alpha=1 b*=3" in text and "shared" in text and "x=2" in text
+    code, text, err = await cli(base, "policies", "create", "bad", "--share", "x=heavy")
+    assert code == 2 and "ID=WEIGHT" in err
+    code, text, err = await cli(base, "queues", "shares", "shared")
+    assert code == 0 and "beta" in text, (text, err)
+    code, text, err = await cli(base, "queues", "update", "shared", "--scheduling-policy", "none")
+    assert code == 0 and json.loads(text)["scheduling_policy"] is None, err
+    code, text, err = await cli(base, "policies", "delete", "teams")
+    assert code == 0, err
+    status, _ = await call(base, "GET", "/api/v1/queues/nowhere/shares")
+    assert status == 404
+    status, html = await call(base, "GET", "/batch")
+    assert "FIFO" in html
