@@ -118,6 +118,11 @@ class Book:
         if slot is None or queue is None:
             return None
         reason = explain(slot, queue, self.envs, self.reservations)
+        for holder in set(self.preempting.values()) & set(self.reservations.values()):
+            reason = reason.replace(
+                f"reserved for {holder}, which has waited longest",
+                f"reserved for {holder}, which preempts lower-priority jobs there",
+            )
         victims = [v for v, by in self.preempting.items() if by == job_id]
         if victims:
             shown = ", ".join(victims[:3]) + (f" and {len(victims) - 3} more" if len(victims) > 3 else "")

@@ -357,6 +357,30 @@ def _reserve(
             return
 
 
+def desired_vcpus(
+    environments: Mapping[str, Environment], demand: Iterable[tuple[Queue, float]]
+) -> dict[str, float]:
+    """Each environment's desired vCPUs (Batch's ``desiredvCpus``), between its min and max.
+
+    What runs there now, plus the RUNNABLE vCPUs of the enabled queues that list it: each
+    queue's demand (in priority order) fills its enabled environments in the queue's order up to
+    their max, the rest goes to the last one. A disabled environment wants only what it still runs.
+    """
+    want = {name: env.used_vcpus for name, env in environments.items()}
+    for queue, vcpus in sorted(demand, key=lambda d: (-d[0].priority, d[0].name)):
+        names = [e for e in queue.environments if e in want and environments[e].state == ENABLED]
+        if queue.state != ENABLED or not names:
+            continue
+        for i, name in enumerate(names):
+            if vcpus <= _EPS:
+                break
+            room = max(0.0, environments[name].max_vcpus - want[name])
+            take = vcpus if i == len(names) - 1 else min(vcpus, room)
+            want[name] += take
+            vcpus -= take
+    return {n: min(env.max_vcpus, max(env.min_vcpus, want[n])) for n, env in environments.items()}
+
+
 def explain(
     slot: Slot, queue: Queue, environments: Mapping[str, Environment], reservations: Mapping[str, str]
 ) -> str:
@@ -442,6 +466,10 @@ class RunnableIndex:
 
     def count(self, queue: str) -> int:
         return len(self._jobs.get(queue, ()))
+
+    def demand(self, queue: str) -> float:
+        """The vCPUs its RUNNABLE jobs ask for, together (from the shapes: no scan of the jobs)."""
+        return sum(v * n for (v, _), n in self._shapes.get(queue, Counter()).items())
 
     def get(self, queue: str, job_id: str) -> Slot | None:
         return self._jobs.get(queue, {}).get(job_id)

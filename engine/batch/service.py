@@ -33,7 +33,15 @@ from engine.batch.interrupts import Interrupts
 from engine.batch.jobs import RUNNABLE, Job, slot_of
 from engine.batch.ledger import Ledger
 from engine.batch.policies import Policies
-from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, ENABLED, Environment, Queue, QueueView, decide
+from engine.batch.queues import (
+    DEFAULT_RESERVE_AFTER_S,
+    ENABLED,
+    Environment,
+    Queue,
+    QueueView,
+    decide,
+    desired_vcpus,
+)
 from engine.batch.recovery import Recovery
 from engine.batch.steps import ContainerSteps
 from engine.batch.submit import BeforeCommit, Submitter
@@ -211,6 +219,9 @@ class BatchService:
                 key = (job.queue, job.spec.share)
                 running[key] = running.get(key, 0.0) + job.spec.vcpus
         self.usage.running(running)
+        wanted = desired_vcpus(book.envs, ((q, book.index.demand(q.name)) for q in book.queues.values()))
+        for name, vcpus in wanted.items():
+            book.envs[name].desired_vcpus = vcpus
         return len(decision.placements)
 
     def _fair_views(self, views: list[QueueView], now: float) -> None:

@@ -72,6 +72,8 @@ def environment_capacity(body: Mapping[str, Any], old: Environment | None, env: 
     if isinstance(low, bool) or not isinstance(low, int | float) or not 0 <= low <= env.max_vcpus:
         raise JobError(f"min_vcpus: a number from 0 to max_vcpus ({env.max_vcpus:g}), got {low!r}")
     env.interruptible, env.min_vcpus = interruptible, float(low)
+    # what the scheduler will say at its next decision; until then, the old figure within bounds
+    env.desired_vcpus = min(env.max_vcpus, max(env.min_vcpus, old.desired_vcpus if old is not None else 0.0))
     # a reclaimed environment stays reclaimed (DISABLED) until someone enables it again
     if old is not None and old.reclaimed_at is not None and env.state != ENABLED:
         env.reclaimed_at = old.reclaimed_at

@@ -154,7 +154,7 @@ async def test_spot_environments_through_the_aws_api_and_reclaim_over_http(serve
         {
             "computeEnvironmentName": "cheap",
             "type": "MANAGED",
-            "computeResources": {"type": "SPOT", "minvCpus": 0, "maxvCpus": 2, "subnets": []},
+            "computeResources": {"type": "SPOT", "minvCpus": 1, "maxvCpus": 2, "subnets": []},
         },
     )
     assert status == 200 and engine.batch.envs["cheap"].interruptible
@@ -166,6 +166,8 @@ async def test_spot_environments_through_the_aws_api_and_reclaim_over_http(serve
     status, found = await aws(base, "DescribeComputeEnvironments", {"computeEnvironments": ["cheap"]})
     shown = found["computeEnvironments"][0]
     assert shown["computeResources"]["type"] == "SPOT" and shown["state"] == "DISABLED"
+    resources = shown["computeResources"]
+    assert (resources["minvCpus"], resources["desiredvCpus"], resources["maxvCpus"]) == (1, 1, 2)
     assert shown["statusReason"].startswith("Reclaimed at ")
     status, _ = await call(base, "POST", "/api/v1/environments/nowhere/reclaim", {})
     assert status == 404
