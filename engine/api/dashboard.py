@@ -302,8 +302,16 @@ class Pages:
             q["counts"] = counts.get(str(q["name"]), {})
         envs = [e.public() for e in service.envs.values()]
         preemptions = await service.recent_preemptions(queue)
+        shares = service.share_usage(queue) if queue else {}
         return self.page(
-            "batch.html", attached=True, queues=queues, environments=envs, jobs=jobs, preemptions=preemptions
+            "batch.html",
+            attached=True,
+            queues=queues,
+            environments=envs,
+            jobs=jobs,
+            preemptions=preemptions,
+            queue=queue,
+            shares=shares,
         )
 
     async def events(self, request: web.Request) -> web.Response:

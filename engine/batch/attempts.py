@@ -61,6 +61,8 @@ class Attempts:
         self._terminating: dict[str, str] = {}
         #: attempts of a reclaimed (interruptible) environment being killed -> AWS's Spot reason
         self.reclaiming: dict[str, str] = {}
+        #: called with an interruptible environment whose engine went away; returns the reason
+        self.host_lost: Callable[[str], str] | None = None
         self._rng = random.Random()
         self.closing = False
 
@@ -204,6 +206,8 @@ class Attempts:
                 if not isinstance(exc, DockerError | SlurmError):
                     raise
                 result = ContainerResult(None, None, f"CannotStartContainerError: {exc}")
+                if self._host_gone(job, exc):
+                    result = ContainerResult(job.container_id, None, str(exc))
             if self.closing:
                 raise asyncio.CancelledError
             pending = self._running_writes.pop(job.id, None)
@@ -222,6 +226,18 @@ class Attempts:
             await self._finish_attempt(job, result)
         except Exception:
             log.exception("job %s: recording attempt %d failed", job.id, job.attempts)
+
+    def _host_gone(self, job: Job, exc: Exception) -> bool:
+        """An interruptible environment's engine stopped answering under an attempt: reclaimed.
+
+        The runner has already waited for the daemon to come back (``reconnect_s``); for
+        Spot-like capacity, that is the instance going away, and it is recorded as AWS does."""
+        env = self.book.envs.get(job.environment or "")
+        if env is None or not env.interruptible or not isinstance(exc, DockerError) or exc.status != 0:
+            return False
+        if self.host_lost is not None:
+            self.reclaiming[job.id] = self.host_lost(env.name)
+        return True
 
     def _on_started(self, req: ContainerRequest, container_id: str) -> None:
         """The runner's callback: commit STARTING -> RUNNING with the container id."""
@@ -325,10 +341,15 @@ class Attempts:
         """Stop the current attempt (``reason`` becomes its reason); returns once it has ended."""
         task = self.tasks.get(job.id)
         runner = self.runner_for(job)
+        unreachable = False
         while task is not None and not task.done():
             cid = runner.running.get((job.id, job.attempts))
-            if cid is not None:
-                await runner.terminate(cid, grace_s, reason)
+            if cid is not None and not unreachable:
+                try:
+                    await runner.terminate(cid, grace_s, reason)
+                except (DockerError, SlurmError) as exc:  # its engine is gone: the attempt ends anyway
+                    log.warning("job %s: cannot stop attempt %d: %s", job.id, job.attempts, exc)
+                    unreachable = True
             await asyncio.wait([task], timeout=0.5)
 
     async def aclose(self) -> None:
