@@ -82,3 +82,23 @@ async def test_a_podman_environment_is_written_as_its_service_allows(
     assert made["endpoint"] == "unix:///run/podman/podman.sock"
     with pytest.raises(JobError, match="type: environment pm is podman; make a new environment for docker"):
         await svc.put_environment({"name": "pm", "type": "docker"}, create=False)
+
+
+async def test_a_queue_spills_over_from_docker_to_podman(
+    batch: MakeBatch, podman_client: DockerClient, docker_test_label: str
+) -> None:
+    svc = await batch(vcpus=0.5)  # local Docker holds one 0.5-vCPU job at a time
+    await svc.put_environment(
+        {"name": "pm", "type": "podman", "max_vcpus": 1, "max_memory": 1 << 30}, create=True
+    )
+    await svc.put_queue({"name": "mixed", "priority": 1, "environments": ["local", "pm"]}, create=True)
+    outs = [
+        await svc.submit(
+            {"queue": "mixed", "name": f"j{i}", "container": box(["sh", "-c", "sleep 2; echo ok"])}
+        )
+        for i in range(2)
+    ]
+    for out in outs:
+        assert await svc.wait(out["job_id"], 60) == "SUCCEEDED"
+    envs = sorted([(await svc.describe(o["job_id"]) or {})["environment"] for o in outs])
+    assert envs == ["local", "pm"]  # the second did not wait for Docker: Podman had room
