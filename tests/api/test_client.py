@@ -62,6 +62,13 @@ def again(event, context):
     return context.sluice.start_run("loop")
 
 def go(event, context):
+    os.environ["http_proxy"] = "http://127.0.0.1:9"  # a proxy would see the token: it is not used
+    try:
+        return _go(event, context)
+    finally:
+        del os.environ["http_proxy"]
+
+def _go(event, context):
     c = context.sluice
     me = c.describe_run(context.run_id)
     job = c.submit_job("default", container={{**{BOX!r}, "command": ["sh", "-c", "echo from-the-job"]}})
