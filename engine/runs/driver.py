@@ -361,7 +361,7 @@ class RunDriver:
             index=None if idx < 0 else idx,
             extra={"workflow": self.run.workflow},
             env=spec.env,
-            api=self.services.api(run_id),
+            api=await self.services.api(run_id),
         )
         try:
             outcome = await self.services.functions.execute(call, started)
