@@ -518,7 +518,7 @@ class HttpService:
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
-        self.engine.orchestrator.api_url = worker_url(settings.host, self.port)
+        self.engine.orchestrator.set_api_url(worker_url(settings.host, self.port))
         log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
 
     async def run(self) -> None:
