@@ -106,21 +106,6 @@ ensure_dockerd() {
     return 1
 }
 
-build_busybox_rootfs() {
-    # A minimal root: busybox-static plus one symlink per applet, and the passwd/group
-    # entries `user: nobody` and `id` expect.
-    local root="$1" applet
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/root" "$root/proc" "$root/sys" "$root/dev"
-    chmod 1777 "$root/tmp"
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
-        >"$root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-}
-
 build_images() {
     local ref root
     for ref in "${IMAGES[@]}"; do
@@ -129,7 +114,7 @@ build_images() {
             continue
         fi
         root="$(mktemp -d)"
-        build_busybox_rootfs "$root"
+        bash "$(dirname "$0")/busybox-rootfs.sh" "$root"
         tar -C "$root" -c . | docker import \
             --change 'CMD ["sh"]' \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

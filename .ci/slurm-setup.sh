@@ -21,6 +21,10 @@
 #     once, which is what a CI queue of short jobs waits on.
 #   * KillWait=30: between scancel's SIGTERM and SIGKILL, longer than the container's stop
 #     grace, so the batch script can stop its container and write the result first.
+#   * slurmrestd (Debian's slurmrestd, openapi/v0.0.38) on the unix socket $RESTD_SOCKET with
+#     rest_auth/local: it trusts the peer's uid, so no JWT key is needed (JWT needs
+#     AuthAltTypes=auth/jwt and a key in slurm.conf). It refuses to run as root unless told
+#     SLURMRESTD_SECURITY=disable_user_check; here it serves the tests' root jobs.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -28,6 +32,7 @@ CONF="$CONF_DIR/slurm.conf"
 RUN_DIR=/run/sluice-slurm
 WAIT_S="${SLUICE_SLURM_WAIT_S:-60}"
 LOG_DIR=/var/log/slurm
+RESTD_SOCKET="$RUN_DIR/slurmrestd.sock"
 
 log() { printf '[slurm-setup] %s\n' "$*" >&2; }
 
@@ -37,12 +42,13 @@ as_root() {
 
 install_packages() {
     if command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 \
-        && command -v munged >/dev/null 2>&1 && command -v sbatch >/dev/null 2>&1; then
+        && command -v munged >/dev/null 2>&1 && command -v sbatch >/dev/null 2>&1 \
+        && command -v slurmrestd >/dev/null 2>&1 && command -v curl >/dev/null 2>&1; then
         return 0
     fi
-    log "installing slurm-wlm munge"
+    log "installing slurm-wlm munge slurmrestd curl"
     as_root apt-get update
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y slurm-wlm munge
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y slurm-wlm munge slurmrestd curl
 }
 
 write_conf() {
@@ -153,9 +159,27 @@ wait_idle() {
     return 1
 }
 
+ensure_slurmrestd() {
+    if curl -sf --max-time 2 --unix-socket "$RESTD_SOCKET" http://slurmrestd/slurm/v0.0.38/ping >/dev/null 2>&1; then
+        return 0
+    fi
+    log "starting slurmrestd on unix:$RESTD_SOCKET"
+    as_root rm -f "$RESTD_SOCKET"
+    # exec all the way down, so the pid file names slurmrestd itself
+    (exec env SLURMRESTD_SECURITY=disable_user_check setsid slurmrestd -a rest_auth/local \
+        -s openapi/v0.0.38 "unix:$RESTD_SOCKET" >>"$LOG_DIR/slurmrestd.log" 2>&1 </dev/null) &
+    local pid=$!
+    as_root sh -c "echo $pid >$RUN_DIR/slurmrestd.pid"
+    local deadline=$((SECONDS + 20))
+    until curl -sf --max-time 2 --unix-socket "$RESTD_SOCKET" http://slurmrestd/slurm/v0.0.38/ping >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || { log "ERROR: slurmrestd does not answer; see $LOG_DIR/slurmrestd.log"; return 1; }
+        sleep 0.2
+    done
+}
+
 stop_all() {
     local pidfile
-    for pidfile in "$RUN_DIR/slurmd.pid" "$RUN_DIR/slurmctld.pid"; do
+    for pidfile in "$RUN_DIR/slurmrestd.pid" "$RUN_DIR/slurmd.pid" "$RUN_DIR/slurmctld.pid"; do
         if running "$pidfile"; then
             log "stopping $(basename "$pidfile" .pid)"
             as_root kill "$(cat "$pidfile")" || true
@@ -178,4 +202,5 @@ ensure_munge
 start_daemon slurmctld "$RUN_DIR/slurmctld.pid"
 start_daemon slurmd "$RUN_DIR/slurmd.pid"
 wait_idle
-log "ready: $(sinfo -h -N -o '%N %t %c CPUs %m MB')"
+ensure_slurmrestd
+log "ready: $(sinfo -h -N -o '%N %t %c CPUs %m MB'), slurmrestd on unix:$RESTD_SOCKET"

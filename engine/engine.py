@@ -147,6 +147,8 @@ class Engine:
         secrets.install_log_filter()
         self.store.claim()  # another engine on this data dir: refuse before any worker starts
         await asyncio.gather(self.store.open(), self.functions.start())
+        # functions resumed below reach the API (context.sluice) once the HTTP service is up
+        self.orchestrator.api_expected = any(s.name == "http" for s in self._services)
         await self.pauses.load()
         attaching = None
         if self._wants_batch():

@@ -14,6 +14,8 @@ STEP_SOURCE, STEP_DETAIL_TYPE = "sluice.step", "Step State Change"
 #: job events are AWS Batch's own, so rules written for AWS Batch match them (engine/batch/detail.py)
 JOB_SOURCE, JOB_DETAIL_TYPE = "aws.batch", "Batch Job State Change"
 MANUAL_SOURCE, MANUAL_DETAIL_TYPE = "sluice.manual", "Manual Run"
+#: the trigger event of a batched trigger's run, listing the batch's events (engine/bus/batches.py)
+BATCH_SOURCE, BATCH_DETAIL_TYPE = "sluice.batch", "Event Batch"
 NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE = "sluice.notify", "Subscriber State Change"
 
 ENVELOPE_KEYS = frozenset(

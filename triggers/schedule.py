@@ -47,7 +47,15 @@ from triggers.base import KV, Emit
 from workflows.schedules import Schedule, parse_schedule
 from workflows.spec import ScheduleTrigger
 
-__all__ = ["FireResult", "Schedule", "ScheduleTriggerRunner", "parse_schedule", "utcnow"]
+__all__ = [
+    "FireResult",
+    "Schedule",
+    "ScheduleTriggerRunner",
+    "next_fire",
+    "parse_schedule",
+    "state_key",
+    "utcnow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,23 @@ _TICK = timedelta(microseconds=1)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def state_key(workflow: str, name: str) -> str:
+    """The KV key of a schedule's durable state (its cursor, last fire, skips)."""
+    return f"schedule:{workflow}:{name}"
+
+
+def next_fire(schedule: Schedule, state: dict[str, Any] | None, now: datetime) -> datetime | None:
+    """When the runner fires on time next, from its stored ``state`` (None: not started yet).
+
+    The first fire after the cursor, or after ``now`` when the cursor is behind (the engine was
+    down, or the trigger paused): those missed fires follow ``catchup`` instead. Only a state of
+    the same expression and zone counts; after an edit the runner starts over from now."""
+    after = now
+    if state and (state.get("expression"), state.get("timezone")) == (schedule.expression, schedule.timezone):
+        after = max(now, datetime.fromisoformat(state["scheduled_time"]))
+    return schedule.next_fire_or_none(after)
 
 
 async def _idle() -> None:
@@ -142,7 +167,7 @@ class ScheduleTriggerRunner:
         self.clock = clock
         self.sleep = sleep
         self.grace_s = grace_s
-        self.key = f"schedule:{workflow}:{name}"
+        self.key = state_key(workflow, name)
         self._state: dict[str, Any] | None = None
         self._emit: Emit | None = None
         self.fired = 0

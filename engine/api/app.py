@@ -34,6 +34,7 @@ from engine.api.http import (
     time_param,
 )
 from engine.api.metrics import readiness
+from engine.api.next_fires import next_fires
 from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import MAX_DEPTH, Target
@@ -75,7 +76,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/health", health)
-    app.router.add_get("/api/v1/openapi.json", serve_document)
+    app.router.add_get("/api/v1/openapi.json", serve_document(token=policy.token is not None))
     app.router.add_get("/api/v1/workflows", list_workflows)
     app.router.add_post("/api/v1/workflows/{name}/runs", start_run)
     app.router.add_post("/api/v1/workflows/{name}/triggers/{trigger}/pause", pause_trigger)
@@ -188,11 +189,17 @@ def _trigger_view(spec: TriggerSpec) -> dict[str, Any]:
 
 async def list_workflows(request: web.Request) -> web.Response:
     out = []
+    fires = await next_fires(_engine(request))
     for wf in sorted(_engine(request).catalog.values(), key=lambda w: w.name):
         triggers = [_trigger_view(t) for t in wf.triggers]
-        for view in triggers:
+        for view, spec in zip(triggers, wf.triggers, strict=True):
             if view["kind"] == "webhook":
                 view["url"] = f"/hooks/{wf.name}/{view['name']}"
+            elif view["kind"] == "schedule":  # Unix seconds; null while paused
+                view["next_fire"] = fires.get((wf.name, view["name"]))
+            batch = None if isinstance(spec, ScheduleTrigger) else spec.batch
+            if batch is not None:
+                view["batch"] = {"max": batch.max_events, "window_s": batch.window_s}
             view.update(_engine(request).pauses.view(wf.name, view["name"]))
         params = {
             p.name: {
@@ -213,6 +220,9 @@ async def list_workflows(request: web.Request) -> web.Response:
                 "levels": levels,
             }
         )
+        if wf.concurrency is not None:  # the key as written: a template, never a rendered value
+            key = getattr(wf.concurrency.key, "source", None)
+            out[-1]["concurrency"] = {"limit": wf.concurrency.limit, "key": key}
     return web.json_response({"workflows": out})
 
 
@@ -508,7 +518,7 @@ class HttpService:
         site = web.TCPSite(self.runner, settings.host, settings.port)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
-        self.engine.orchestrator.api_url = worker_url(settings.host, self.port)
+        self.engine.orchestrator.set_api_url(worker_url(settings.host, self.port))
         log.info("HTTP API on http://%s:%d (webhooks under /hooks/)", settings.host, self.port)
 
     async def run(self) -> None:

@@ -239,6 +239,7 @@ def guard(policy: AuthPolicy) -> Middleware:
             )
         if (
             request.method in BODY_METHODS
+            and not isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed)  # a 405 it is
             and request.path not in OPEN_PATHS
             and not request.path.startswith("/hooks/")
             and not _is_json(request.content_type)

@@ -14,6 +14,8 @@ Served by ``sluice serve`` (engine/server.py adds the group)::
     GET|POST /api/v1/queues,  PATCH /api/v1/queues/{name}
     GET|POST /api/v1/environments,  PATCH /api/v1/environments/{name}
     POST /api/v1/environments/{name}/reclaim   take an interruptible environment's capacity back
+    GET|POST /api/v1/scheduling-policies,  PATCH|DELETE /api/v1/scheduling-policies/{name}
+    GET  /api/v1/queues/{name}/shares      a fair-share queue's shares: weight, running, usage
 
 Errors are ``{"error": {"code", "message"}}``; without a Docker engine every route answers 503.
 """
@@ -173,6 +175,26 @@ async def reclaim(batch: BatchService, request: web.Request) -> web.Response:
     return web.json_response(await batch.reclaim(request.match_info["name"]))
 
 
+async def policies(batch: BatchService, request: web.Request) -> web.Response:
+    if request.method == "GET":
+        return web.json_response({"scheduling_policies": batch.policies.list()})
+    if request.method == "DELETE":
+        await batch.policies.delete(request.match_info["name"])
+        return web.json_response({"deleted": request.match_info["name"]})
+    body = await json_object(request)
+    if "name" in request.match_info:
+        body["name"] = request.match_info["name"]
+    out = await batch.policies.put(body, create=request.method == "POST")
+    return web.json_response(out, status=201 if request.method == "POST" else 200)
+
+
+async def shares(batch: BatchService, request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in batch.queues:
+        raise ApiError(404, "unknown_queue", f"no job queue {name!r}")
+    return web.json_response({"queue": name, "shares": batch.share_usage(name)})
+
+
 def routes(engine: Engine) -> Callable[[web.Application], None]:
     """The batch route group for ``engine``'s app (503 while no Docker engine is attached)."""
     return lambda app: add_routes(app, engine)
@@ -192,3 +214,8 @@ def add_routes(app: web.Application, engine: Engine) -> None:
     r.add_patch("/api/v1/queues/{name}", _route(engine, queues))
     r.add_patch("/api/v1/environments/{name}", _route(engine, environments))
     r.add_post("/api/v1/environments/{name}/reclaim", _route(engine, reclaim))
+    r.add_get("/api/v1/scheduling-policies", _route(engine, policies))
+    r.add_post("/api/v1/scheduling-policies", _route(engine, policies))
+    r.add_patch("/api/v1/scheduling-policies/{name}", _route(engine, policies))
+    r.add_delete("/api/v1/scheduling-policies/{name}", _route(engine, policies))
+    r.add_get("/api/v1/queues/{name}/shares", _route(engine, shares))

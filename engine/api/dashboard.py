@@ -25,6 +25,7 @@ import aiosqlite
 import jinja2
 from aiohttp import web
 
+from engine.api.next_fires import next_fires
 from engine.events import iso
 from engine.notify import outbox
 from engine.store import queries
@@ -260,6 +261,7 @@ class Pages:
     async def workflows(self, request: web.Request) -> web.Response:
         async with self.engine.store.reader() as db:
             last = await _last_runs(db)
+        fires = await next_fires(self.engine)
         flows = []
         for wf in sorted(self.engine.catalog.values(), key=lambda w: w.name):
             flows.append(
@@ -268,7 +270,11 @@ class Pages:
                     "description": wf.description,
                     "params": wf.params,
                     "triggers": [
-                        {**_trigger_line(wf.name, t), **self.engine.pauses.view(wf.name, t.name)}
+                        {
+                            **_trigger_line(wf.name, t),
+                            **self.engine.pauses.view(wf.name, t.name),
+                            "next_fire": fires.get((wf.name, t.name)),
+                        }
                         for t in wf.triggers
                     ],
                     "last": last.get(wf.name),
@@ -296,8 +302,16 @@ class Pages:
             q["counts"] = counts.get(str(q["name"]), {})
         envs = [e.public() for e in service.envs.values()]
         preemptions = await service.recent_preemptions(queue)
+        shares = service.share_usage(queue) if queue else {}
         return self.page(
-            "batch.html", attached=True, queues=queues, environments=envs, jobs=jobs, preemptions=preemptions
+            "batch.html",
+            attached=True,
+            queues=queues,
+            environments=envs,
+            jobs=jobs,
+            preemptions=preemptions,
+            queue=queue,
+            shares=shares,
         )
 
     async def events(self, request: web.Request) -> web.Response:
@@ -358,11 +372,22 @@ async def _children_done(db: aiosqlite.Connection, run_id: str) -> dict[str, int
 
 
 async def _last_runs(db: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
+    """Each workflow's last run and the event that started it (what kind of event, and when)."""
     rows = await db.execute_fetchall(
-        "SELECT workflow, id, status, created_at FROM runs"
-        " WHERE rowid IN (SELECT MAX(rowid) FROM runs GROUP BY workflow)"
+        "SELECT r.workflow, r.id, r.status, r.created_at, r.trigger, e.id, e.source, e.detail_type"
+        " FROM runs r LEFT JOIN events e ON e.id = r.event_id"
+        " WHERE r.rowid IN (SELECT MAX(rowid) FROM runs GROUP BY workflow)"
     )
-    return {r[0]: {"run_id": r[1], "status": r[2], "created_at": r[3]} for r in rows}
+    return {
+        r[0]: {
+            "run_id": r[1],
+            "status": r[2],
+            "created_at": r[3],
+            "trigger": r[4] or "manual",
+            "event": None if r[5] is None else {"id": r[5], "source": r[6], "detail_type": r[7]},
+        }
+        for r in rows
+    }
 
 
 def _trigger_line(workflow: str, spec: Any) -> dict[str, str]:

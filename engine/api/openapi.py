@@ -7,6 +7,7 @@ from it, so it cannot fall behind the router.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -314,6 +315,10 @@ def document() -> dict[str, Any]:
             errors=("400", "404", "409", "503"),
         )
     }
+    for path, ops in paths.items():  # the CSRF rule (engine/api/auth.py) may answer any of these 415
+        for method, op in ops.items():
+            if method in ("post", "put", "patch", "delete") and not path.startswith("/hooks/"):
+                op["responses"].setdefault("415", _answer("an error: what is wrong and what to do", ERROR))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -325,7 +330,12 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "$SLUICE_API_TOKEN"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "$SLUICE_API_TOKEN, or a function's run-scoped token (context.sluice: "
+                    "its own run and the jobs and runs it made; docs/clients.md)",
+                }
             },
             "schemas": _schemas(),
         },
@@ -392,5 +402,19 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-async def serve_document(request: web.Request) -> web.Response:
-    return web.json_response(document())
+def serve_document(*, token: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of ``/api/v1/openapi.json`` for a server with (``token``) or without a token.
+
+    A server on loopback without a token serves every route to anyone: its document says so
+    (no ``security``), so a client generated from it sends no credentials it does not need."""
+    doc = document()
+    if not token:
+        doc["security"] = []
+        for ops in doc["paths"].values():
+            for op in ops.values():
+                op.get("responses", {}).pop("401", None)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    return handler

@@ -29,6 +29,7 @@ from engine.aws.batch_config import (
     retry_body,
     timeout_of,
 )
+from engine.aws.batch_policies import POLICY_OPERATIONS, PolicyApi
 from engine.aws.protocol import (
     REST_JSON,
     AwsError,
@@ -72,10 +73,6 @@ def submit_request(body: Body) -> dict[str, Any]:
     for unsupported in ("nodeOverrides", "eksPropertiesOverride", "ecsPropertiesOverride"):
         if body.get(unsupported):
             raise AwsError("ClientException", f"{unsupported}: only single-container jobs are supported")
-    if body.get("shareIdentifier"):
-        raise AwsError(
-            "ClientException", "shareIdentifier needs a fair-share queue; Sluice's queues are FIFO"
-        )
     array = member(body, "arrayProperties", dict) or {}
     deps = []
     for i, dep in enumerate(member(body, "dependsOn", list) or []):
@@ -102,6 +99,7 @@ def submit_request(body: Body) -> dict[str, Any]:
         "tags": member(body, "tags", dict),
         "scheduling_priority": member(body, "schedulingPriorityOverride", int),
         "preemptible": preemptible_of(member(body, "tags", dict)),
+        "share_identifier": member(body, "shareIdentifier", str),
     }
 
 
@@ -158,6 +156,8 @@ class BatchApi:
     def operation(self, name: str) -> Operation:
         """The handler of ``/v1/<name>`` (botocore lowercases the operation name into the path)."""
         fn: Callable[[Body], Any] | None = getattr(self, _OPERATIONS.get(name, ""), None)
+        if fn is None and name in POLICY_OPERATIONS:
+            return getattr(PolicyApi(self.batch), POLICY_OPERATIONS[name])
         if fn is None:
             config_op = _CONFIG_OPERATIONS.get(name)
             if config_op is None:

@@ -371,11 +371,6 @@ class BatchConfig:
 
     async def create_job_queue(self, body: Body) -> Body:
         name = member(body, "jobQueueName", str, required=True)
-        if body.get("schedulingPolicyArn"):
-            raise AwsError(
-                "ClientException",
-                "schedulingPolicyArn: fair-share scheduling is not supported; queues are FIFO",
-            )
         sluice = {
             "name": name,
             "priority": member(body, "priority", int, required=True),
@@ -383,6 +378,9 @@ class BatchConfig:
             "state": member(body, "state", str) or "ENABLED",
             "preemption": preemption_of(member(body, "tags", dict)),
         }
+        policy = member(body, "schedulingPolicyArn", str)
+        if policy:
+            sluice["scheduling_policy"] = resource_name(policy, "scheduling-policy")
         await self.batch.put_queue(sluice, create=True)
         arn = names().queue(name)
         await self.set_tags(arn, member(body, "tags", dict) or {})
@@ -397,6 +395,9 @@ class BatchConfig:
         envs = self._order(body)
         if envs is not None:
             change["environments"] = envs
+        policy = member(body, "schedulingPolicyArn", str)
+        if policy:
+            change["scheduling_policy"] = resource_name(policy, "scheduling-policy")
         try:
             await self.batch.put_queue(change, create=False)
         except JobError as exc:
@@ -433,6 +434,7 @@ class BatchConfig:
                         **({PREEMPTION_TAG: f"{q.preemption.grace_s:g}s"} if q.preemption.enabled else {}),
                     },
                     "jobStateTimeLimitActions": [],
+                    **({"schedulingPolicyArn": names().policy(q.policy)} if q.policy else {}),
                 }
             )
         out: Body = {"jobQueues": shown}

@@ -29,6 +29,7 @@ from engine.events import iso_ms
 from engine.executors.compute import ComputeRunner
 from engine.executors.docker import EXITED, ContainerRequest, ContainerResult, ContainerRunner
 from engine.executors.docker_api import DockerClient, DockerError
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmError, SlurmRunner
 from workflows import secrets
 
@@ -60,14 +61,18 @@ class Attempts:
         self._terminating: dict[str, str] = {}
         #: attempts of a reclaimed (interruptible) environment being killed -> AWS's Spot reason
         self.reclaiming: dict[str, str] = {}
+        #: called with an interruptible environment whose engine went away; returns the reason
+        self.host_lost: Callable[[str], str] | None = None
         self._rng = random.Random()
         self.closing = False
 
     def __repr__(self) -> str:
         return f"<Attempts running={len(self.tasks)}>"
 
-    def _make_runner(self, client: DockerClient) -> ContainerRunner:
-        return ContainerRunner(
+    def _make_runner(
+        self, client: DockerClient, kind: type[ContainerRunner] = ContainerRunner
+    ) -> ContainerRunner:
+        return kind(
             client, pull_timeout_s=self.pull_timeout_s, on_started=self._on_started, on_exited=self._on_exited
         )
 
@@ -76,6 +81,11 @@ class Attempts:
         if env is not None and env.type == "slurm":
             return self._slurm_runner(env.name, SlurmConfig.from_json(env.config))
         endpoint = env.endpoint if env is not None else "local"
+        if env is not None and env.type == "podman":
+            host = default_host() if endpoint == "local" else endpoint
+            if f"podman {host}" not in self._runners:
+                self._runners[f"podman {host}"] = self._make_runner(DockerClient(host), PodmanRunner)
+            return self._runners[f"podman {host}"]
         if endpoint == "local":
             return self.runner
         tls = tls_files(env.config) if env is not None else None
@@ -114,6 +124,9 @@ class Attempts:
         """The book placed ``job`` (``changes``): commit its start and run its container."""
         log_path = self.log_path(job, job.attempts)
         snap = copy.copy(job)
+        runner = self.runner_for(job)
+        if isinstance(runner, SlurmRunner) and job.array_index is not None:
+            runner.expect(job.id, job.attempts)  # one sbatch for the siblings this decision placed
         write = self.ledger.commit_nowait(changes, lambda c: rows.start_attempt_row(c, snap, log_path))
         self._spawn(job, self._attempt(job, write, log_path, None), f"job {job.id}#{job.attempts}")
 
@@ -193,6 +206,8 @@ class Attempts:
                 if not isinstance(exc, DockerError | SlurmError):
                     raise
                 result = ContainerResult(None, None, f"CannotStartContainerError: {exc}")
+                if self._host_gone(job, exc):
+                    result = ContainerResult(job.container_id, None, str(exc))
             if self.closing:
                 raise asyncio.CancelledError
             pending = self._running_writes.pop(job.id, None)
@@ -211,6 +226,18 @@ class Attempts:
             await self._finish_attempt(job, result)
         except Exception:
             log.exception("job %s: recording attempt %d failed", job.id, job.attempts)
+
+    def _host_gone(self, job: Job, exc: Exception) -> bool:
+        """An interruptible environment's engine stopped answering under an attempt: reclaimed.
+
+        The runner has already waited for the daemon to come back (``reconnect_s``); for
+        Spot-like capacity, that is the instance going away, and it is recorded as AWS does."""
+        env = self.book.envs.get(job.environment or "")
+        if env is None or not env.interruptible or not isinstance(exc, DockerError) or exc.status != 0:
+            return False
+        if self.host_lost is not None:
+            self.reclaiming[job.id] = self.host_lost(env.name)
+        return True
 
     def _on_started(self, req: ContainerRequest, container_id: str) -> None:
         """The runner's callback: commit STARTING -> RUNNING with the container id."""
@@ -314,10 +341,15 @@ class Attempts:
         """Stop the current attempt (``reason`` becomes its reason); returns once it has ended."""
         task = self.tasks.get(job.id)
         runner = self.runner_for(job)
+        unreachable = False
         while task is not None and not task.done():
             cid = runner.running.get((job.id, job.attempts))
-            if cid is not None:
-                await runner.terminate(cid, grace_s, reason)
+            if cid is not None and not unreachable:
+                try:
+                    await runner.terminate(cid, grace_s, reason)
+                except (DockerError, SlurmError) as exc:  # its engine is gone: the attempt ends anyway
+                    log.warning("job %s: cannot stop attempt %d: %s", job.id, job.attempts, exc)
+                    unreachable = True
             await asyncio.wait([task], timeout=0.5)
 
     async def aclose(self) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from engine.batch.fairshare import SchedulingPolicy
 from engine.batch.jobs import DONE, FAILED, PENDING, RUNNABLE, RUNNING, STARTING, SUCCEEDED, Job, slot_of
 from engine.batch.queues import Environment, Queue, RunnableIndex, Running, explain
 
@@ -32,7 +33,7 @@ class Book:
         self.reservations: dict[str, str] = {}
         self.started: dict[str, float] = {}  #: jobs holding capacity -> when their attempt was placed
         self.preempting: dict[str, str] = {}  #: victim -> the job it is preempted for
-        self.policies: dict[str, Any] = {}  #: fair-share scheduling policies by name
+        self.policies: dict[str, SchedulingPolicy] = {}  #: fair-share scheduling policies by name
         #: array children admitted but whose rows are not written yet (a big array goes to the store
         #: in chunks): kept out of the index, and their changes wait for their chunk (see ``written``)
         self.unwritten: set[str] = set()
@@ -117,6 +118,11 @@ class Book:
         if slot is None or queue is None:
             return None
         reason = explain(slot, queue, self.envs, self.reservations)
+        for holder in set(self.preempting.values()) & set(self.reservations.values()):
+            reason = reason.replace(
+                f"reserved for {holder}, which has waited longest",
+                f"reserved for {holder}, which preempts lower-priority jobs there",
+            )
         victims = [v for v, by in self.preempting.items() if by == job_id]
         if victims:
             shown = ", ".join(victims[:3]) + (f" and {len(victims) - 3} more" if len(victims) > 3 else "")

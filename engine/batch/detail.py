@@ -44,6 +44,9 @@ class Names:
     def environment(self, name: str) -> str:
         return self.arn("batch", f"compute-environment/{name}")
 
+    def policy(self, name: str) -> str:
+        return self.arn("batch", f"scheduling-policy/{name}")
+
     def definition(self, ref: str) -> str:
         return self.arn("batch", f"job-definition/{ref}")
 
@@ -163,6 +166,8 @@ def job_detail(
         out["stoppedAt"] = ms(job.stopped_at)
     if spec.scheduling_priority is not None:
         out["schedulingPriority"] = spec.scheduling_priority
+    if spec.share is not None:
+        out["shareIdentifier"] = spec.share
     if spec.timeout_s is not None:
         out["timeout"] = {"attemptDurationSeconds": int(spec.timeout_s)}
     if not job.is_parent:

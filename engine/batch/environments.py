@@ -1,5 +1,5 @@
 """What a compute environment connects to, checked when it is written: Docker (local, ``unix://``,
-``tcp://`` with or without TLS) or Slurm.
+``tcp://`` with or without TLS, ``ssh://``), Podman (its service's socket) or Slurm.
 
 Nothing here does I/O beyond checking that named certificate files exist; the result is the
 ``(type, endpoint, config)`` the store keeps and the attempts build their runner from.
@@ -19,7 +19,7 @@ from engine.executors.docker_api import TlsFiles
 from engine.executors.docker_ssh import SshOptions
 from engine.executors.slurm import SlurmConfig
 
-TYPES = ("docker", "slurm")
+TYPES = ("docker", "podman", "slurm")
 TLS_KEYS = ("tls_ca", "tls_cert", "tls_key")
 SSH_KEYS = ("ssh_identity", "ssh_known_hosts")
 
@@ -36,6 +36,14 @@ def settle(body: Mapping[str, Any], old: Environment | None) -> tuple[str, str, 
     if "slurm" in body:
         raise JobError("slurm: settings for a Slurm environment; add type: slurm, or leave slurm out")
     endpoint = str(body.get("endpoint", old.endpoint if old else "local"))
+    if kind == "podman" and endpoint.startswith("ssh://"):
+        raise JobError(
+            "endpoint: a Podman environment is reached through its service's socket (local, "
+            "unix:///path or tcp://HOST:PORT); for another machine, forward that socket "
+            f"(ssh -L /tmp/podman.sock:/run/podman/podman.sock HOST) and name it here, got {endpoint!r}"
+        )
+    if kind == "podman" and any(body.get(k) for k in TLS_KEYS):
+        raise JobError("tls_ca: podman system service serves no TLS; use its unix socket")
     if endpoint != "local" and not endpoint.startswith(("tcp://", "unix://", "ssh://")):
         raise JobError(
             "endpoint: write local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST[:PORT], "

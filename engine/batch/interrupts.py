@@ -107,6 +107,19 @@ class Interrupts:
         self.wake()
         return {**env.public(), "interrupted_jobs": stopped}
 
+    def host_lost(self, name: str) -> str:
+        """An interruptible environment's engine went away under an attempt: reclaim it all.
+
+        Called by the attempt that noticed; returns the reason that attempt ends with."""
+        env = self.book.envs[name]
+        if env.reclaimed_at is None:
+            log.warning("compute environment %s: its engine went away; reclaiming it", name)
+            self._spawn(self._reclaim_quietly(name), f"reclaim {name}")
+        return host_terminated(env)
+
+    async def _reclaim_quietly(self, name: str) -> None:
+        await self.reclaim(name)
+
     def stop_reclaimed(self, env: Environment) -> list[str]:
         """Kill every attempt still holding capacity in reclaimed ``env``; their ids."""
         text = host_terminated(env)

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.batch.fairshare import FairOrder, FairView
+
 ENABLED, DISABLED = "ENABLED", "DISABLED"
 DEFAULT_QUEUE, DEFAULT_ENVIRONMENT = "default", "local"
 #: AWS allows up to 3 compute environments per queue
@@ -185,6 +187,7 @@ class QueueView:
     runnable: Iterable[Slot]
     min_vcpus: float = 0.0  #: the smallest request among ``runnable`` (0 if unknown)
     min_memory: int = 0
+    fair: FairView | None = None  #: set for a queue with a scheduling policy: share order, not FIFO
 
 
 @dataclass(slots=True)
@@ -223,14 +226,19 @@ def decide(
             continue
         scanned = 0
         head: Slot | None = None
-        for slot in view.runnable:
+        fair = FairOrder(view.fair) if view.fair is not None else None
+        for slot in view.runnable if fair is None else fair:
             # the head is always looked at (it may reserve); then stop once nothing fits
             if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view)):
                 break
             scanned += 1
+            if fair is not None and not fair.allows(slot):
+                continue
             placed = _place(slot, names, free, reserved)
             if placed is not None:
                 out.placements.append((slot.job_id, placed))
+                if fair is not None:
+                    fair.charge(slot)
             else:
                 if scanned == 1:
                     head = slot
@@ -349,6 +357,30 @@ def _reserve(
             return
 
 
+def desired_vcpus(
+    environments: Mapping[str, Environment], demand: Iterable[tuple[Queue, float]]
+) -> dict[str, float]:
+    """Each environment's desired vCPUs (Batch's ``desiredvCpus``), between its min and max.
+
+    What runs there now, plus the RUNNABLE vCPUs of the enabled queues that list it: each
+    queue's demand (in priority order) fills its enabled environments in the queue's order up to
+    their max, the rest goes to the last one. A disabled environment wants only what it still runs.
+    """
+    want = {name: env.used_vcpus for name, env in environments.items()}
+    for queue, vcpus in sorted(demand, key=lambda d: (-d[0].priority, d[0].name)):
+        names = [e for e in queue.environments if e in want and environments[e].state == ENABLED]
+        if queue.state != ENABLED or not names:
+            continue
+        for i, name in enumerate(names):
+            if vcpus <= _EPS:
+                break
+            room = max(0.0, environments[name].max_vcpus - want[name])
+            take = vcpus if i == len(names) - 1 else min(vcpus, room)
+            want[name] += take
+            vcpus -= take
+    return {n: min(env.max_vcpus, max(env.min_vcpus, want[n])) for n, env in environments.items()}
+
+
 def explain(
     slot: Slot, queue: Queue, environments: Mapping[str, Environment], reservations: Mapping[str, str]
 ) -> str:
@@ -399,6 +431,7 @@ class RunnableIndex:
 
     def __init__(self) -> None:
         self._jobs: dict[str, dict[str, Slot]] = {}
+        self._shares: dict[str, dict[str, dict[str, Slot]]] = {}  #: queue -> share -> its slots
         self._shapes: dict[str, Counter[tuple[float, int]]] = {}
         self._last_seq: dict[str, int] = {}
         self._unsorted: set[str] = set()
@@ -409,6 +442,8 @@ class RunnableIndex:
     def add(self, queue: str, slot: Slot) -> None:
         jobs = self._jobs.setdefault(queue, {})
         jobs[slot.job_id] = slot
+        if slot.share is not None:
+            self._shares.setdefault(queue, {}).setdefault(slot.share, {})[slot.job_id] = slot
         self._shapes.setdefault(queue, Counter())[(slot.vcpus, slot.memory)] += 1
         if slot.seq < self._last_seq.get(queue, -1):
             self._unsorted.add(queue)
@@ -417,6 +452,11 @@ class RunnableIndex:
     def remove(self, queue: str, job_id: str) -> Slot | None:
         slot = self._jobs.get(queue, {}).pop(job_id, None)
         if slot is not None:
+            if slot.share is not None:
+                share = self._shares[queue][slot.share]
+                share.pop(job_id, None)
+                if not share:
+                    del self._shares[queue][slot.share]
             shapes = self._shapes[queue]
             key = (slot.vcpus, slot.memory)
             shapes[key] -= 1
@@ -427,6 +467,10 @@ class RunnableIndex:
     def count(self, queue: str) -> int:
         return len(self._jobs.get(queue, ()))
 
+    def demand(self, queue: str) -> float:
+        """The vCPUs its RUNNABLE jobs ask for, together (from the shapes: no scan of the jobs)."""
+        return sum(v * n for (v, _), n in self._shapes.get(queue, Counter()).items())
+
     def get(self, queue: str, job_id: str) -> Slot | None:
         return self._jobs.get(queue, {}).get(job_id)
 
@@ -435,9 +479,18 @@ class RunnableIndex:
         if name in self._unsorted:
             ordered = sorted(self._jobs[name].values(), key=lambda s: s.seq)
             self._jobs[name] = {s.job_id: s for s in ordered}
+            shares: dict[str, dict[str, Slot]] = {}
+            for s in ordered:
+                if s.share is not None:
+                    shares.setdefault(s.share, {})[s.job_id] = s
+            self._shares[name] = shares
             self._unsorted.discard(name)
         jobs = self._jobs.get(name, {})
         shapes = self._shapes.get(name)
         min_v = min((v for v, _ in shapes), default=0.0) if shapes else 0.0
         min_m = min((m for _, m in shapes), default=0) if shapes else 0
         return QueueView(queue, jobs.values(), min_v, min_m)
+
+    def shares(self, queue: str) -> dict[str, Iterable[Slot]]:
+        """Each share's RUNNABLE slots in submission order (call after :meth:`view`)."""
+        return {share: slots.values() for share, slots in self._shares.get(queue, {}).items()}

@@ -25,13 +25,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.batch import rows
+from engine.batch import policies, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
+from engine.batch.fairshare import FairView, Usage
 from engine.batch.interrupts import Interrupts
 from engine.batch.jobs import RUNNABLE, Job, slot_of
 from engine.batch.ledger import Ledger
-from engine.batch.queues import DEFAULT_RESERVE_AFTER_S, ENABLED, Environment, Queue, decide
+from engine.batch.policies import Policies
+from engine.batch.queues import (
+    DEFAULT_RESERVE_AFTER_S,
+    ENABLED,
+    Environment,
+    Queue,
+    QueueView,
+    decide,
+    desired_vcpus,
+)
 from engine.batch.recovery import Recovery
 from engine.batch.steps import ContainerSteps
 from engine.batch.submit import BeforeCommit, Submitter
@@ -83,6 +93,10 @@ class BatchService:
             store, self.book, self.ledger, self.attempts, self.allowed_roots, self.wake
         )
         self.interrupts = Interrupts(store, self.book, self.attempts, self.wake, stop_grace_s)
+        self.attempts.host_lost = self.interrupts.host_lost
+        self.policies = Policies(store, self.book, self.wake)
+        self.usage = Usage()  #: each fair-share queue's decayed usage per share
+        self._fair_running: dict[tuple[str, str], float] = {}
         self.steps = ContainerSteps(self.submitter, self.ledger, self.describe)
         self.decision_s = 0.0  #: how long the last decision took
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}  #: jobs waiting out a retry delay
@@ -130,6 +144,7 @@ class BatchService:
         jobs, deps, failed = await self.store.read(rows.load_state)
         envs, queues, defs = await self.store.read(rows.load_config)
         self.book.envs, self.book.queues, self.book.definitions = envs, queues, defs
+        self.book.policies = await self.store.read(policies.load)
         for job in self.book.load([rows.job_from_row(r, self.allowed_roots) for r in jobs], deps, failed):
             self._runnable(job)
         await Recovery(self.store, self.book, self.ledger, self.attempts).run()
@@ -176,7 +191,9 @@ class BatchService:
             return 0
         book = self.book
         t0 = time.perf_counter()
+        now = time.time()
         views = [book.index.view(q) for q in book.queues.values()]
+        self._fair_views(views, now)
         preempting = any(
             q.preemption.enabled and q.state == ENABLED and book.index.count(q.name)
             for q in book.queues.values()
@@ -184,7 +201,7 @@ class BatchService:
         decision = decide(
             views,
             book.envs,
-            time.time(),
+            now,
             reserve_after_s=self.reserve_after_s,
             running=book.victims() if preempting else (),
             preempting=book.preempting,
@@ -193,11 +210,68 @@ class BatchService:
         book.reservations = decision.reservations
         for victim, by in decision.preemptions:
             self.interrupts.preempt(book.jobs[victim], book.jobs[by])
+        running = self._fair_running
         for job_id, env_name in decision.placements:
             job = book.jobs[job_id]
             book.index.remove(job.queue, job_id)
             self.attempts.launch(job, book.place(job, env_name))
+            if job.spec.share is not None:
+                key = (job.queue, job.spec.share)
+                running[key] = running.get(key, 0.0) + job.spec.vcpus
+        self.usage.running(running)
+        wanted = desired_vcpus(book.envs, ((q, book.index.demand(q.name)) for q in book.queues.values()))
+        for name, vcpus in wanted.items():
+            book.envs[name].desired_vcpus = vcpus
         return len(decision.placements)
+
+    def _fair_views(self, views: list[QueueView], now: float) -> None:
+        """Give each fair-share queue's view its shares, their usage and what they run now."""
+        book = self.book
+        fair = {v.queue.name: v for v in views if v.queue.policy in book.policies}
+        running: dict[tuple[str, str], float] = {}
+        if fair:
+            for job_id in book.started:
+                job = book.jobs.get(job_id)
+                if job is not None and job.queue in fair and job.spec.share is not None:
+                    key = (job.queue, job.spec.share)
+                    running[key] = running.get(key, 0.0) + job.spec.vcpus
+        decay = {name: book.policies[v.queue.policy or ""].decay_s for name, v in fair.items()}
+        self.usage.advance(now, decay)
+        self._fair_running = running
+        for name, view in fair.items():
+            policy = book.policies[view.queue.policy or ""]
+            by_share = book.index.shares(name)
+            envs = [book.envs[e] for e in view.queue.environments if e in book.envs]
+            view.fair = FairView(
+                policy,
+                by_share,
+                {s: v for (q, s), v in running.items() if q == name},
+                {s: self.usage.of(name, s) for s in by_share},
+                sum(e.max_vcpus for e in envs if e.state == ENABLED),
+            )
+
+    def share_usage(self, queue: str) -> dict[str, dict[str, float]]:
+        """A fair-share queue's shares: weight, vCPUs running, decayed usage, RUNNABLE jobs."""
+        q = self.book.queues.get(queue)
+        policy = self.book.policies.get(q.policy or "") if q is not None else None
+        if policy is None:
+            return {}
+        running: dict[str, float] = {}
+        for job_id in self.book.started:
+            job = self.book.jobs.get(job_id)
+            if job is not None and job.queue == queue and job.spec.share is not None:
+                running[job.spec.share] = running.get(job.spec.share, 0.0) + job.spec.vcpus
+        waiting = {s: len(list(slots)) for s, slots in self.book.index.shares(queue).items()}
+        shares = sorted(set(running) | set(waiting) | set(self.usage.public(queue)))
+        return {
+            s: {
+                "weight_factor": policy.weight(s),
+                "running_vcpus": running.get(s, 0.0),
+                "usage_vcpu_s": self.usage.of(queue, s),
+                "runnable": waiting.get(s, 0),
+            }
+            for s in shares
+        }
 
     def _runnable(self, job: Job) -> None:
         """Into the scheduler's index, now or (a retry's delay) at ``runnable_at``.

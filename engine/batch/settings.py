@@ -1,7 +1,7 @@
 """The scheduling settings of queues and environments, checked when they are written.
 
 A queue's ``preemption`` and ``scheduling_policy``; an environment's ``interruptible`` and
-``min_vcpus``. An update names only what changes; what it leaves out stays as it was. Nothing
+``min_vcpus``. A change names only what changes; what it leaves out stays as it was. Nothing
 here does I/O: the submitter writes what these return.
 """
 
@@ -49,7 +49,7 @@ def policy_name(body: Mapping[str, Any], old: Queue | None, known: Mapping[str, 
     if "scheduling_policy" not in body:
         return old.policy if old is not None else None
     name = body["scheduling_policy"]
-    if name is None:
+    if name is None or name == "":
         return None
     if not isinstance(name, str) or name not in known:
         listed = ", ".join(sorted(known)) or "none yet"
@@ -72,6 +72,22 @@ def environment_capacity(body: Mapping[str, Any], old: Environment | None, env: 
     if isinstance(low, bool) or not isinstance(low, int | float) or not 0 <= low <= env.max_vcpus:
         raise JobError(f"min_vcpus: a number from 0 to max_vcpus ({env.max_vcpus:g}), got {low!r}")
     env.interruptible, env.min_vcpus = interruptible, float(low)
+    # what the scheduler will say at its next decision; until then, the old figure within bounds
+    env.desired_vcpus = min(env.max_vcpus, max(env.min_vcpus, old.desired_vcpus if old is not None else 0.0))
     # a reclaimed environment stays reclaimed (DISABLED) until someone enables it again
     if old is not None and old.reclaimed_at is not None and env.state != ENABLED:
         env.reclaimed_at = old.reclaimed_at
+
+
+def check_share(queue: Queue, share: str | None) -> None:
+    """A fair-share queue needs each job's ``share_identifier``; a FIFO queue takes none (as AWS)."""
+    if queue.policy is not None and share is None:
+        raise JobError(
+            f"share_identifier: queue {queue.name} has the fair-share scheduling policy {queue.policy}; "
+            "give each job a share_identifier (AWS: shareIdentifier)"
+        )
+    if queue.policy is None and share is not None:
+        raise JobError(
+            f"share_identifier: queue {queue.name} is FIFO (no scheduling policy); "
+            "leave share_identifier out, or submit to a fair-share queue"
+        )

@@ -350,6 +350,7 @@ class Submitter:
         queue = self._queue(req.get("queue"))
         spec = self._resolve_spec(req)
         self._check_fits(queue, spec)
+        settings.check_share(queue, spec.share)
         size = req.get("array_size")
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not MIN_ARRAY <= size <= MAX_ARRAY

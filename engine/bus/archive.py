@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.bus.bus import Bus, Target
-from engine.events import MANUAL_SOURCE
+from engine.events import BATCH_SOURCE, MANUAL_SOURCE
 from engine.ids import event_id
 from engine.store.records import RunRecord
 from workflows.errors import UnitError
@@ -111,6 +111,8 @@ def plan_replay(
     for row in conn.execute(query, (since, float("inf") if until is None else until)).fetchall():
         env = json.loads(row["body"])
         if pattern is not None and not pattern.matches(env):
+            continue
+        if row["source"] == BATCH_SOURCE:  # made of other events, which are archived themselves
             continue
         plans = [p for p in _targets(bus, conn, row, env) if workflow is None or p.workflow == workflow]
         keep = []

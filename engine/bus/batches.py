@@ -21,14 +21,12 @@ from typing import Any
 
 from engine.bus import batch_rows
 from engine.bus.bus import Bus
-from engine.events import complete, envelope
+from engine.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, complete, envelope
 from engine.store.records import RunRecord
 from engine.store.store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH_SOURCE = "sluice.batch"
-BATCH_DETAIL_TYPE = "Event Batch"
 #: after a wake, wait this long for more of a burst to commit before looking (seconds)
 SETTLE_S = 0.005
 #: batches of more events than this are closed on the store's writer thread

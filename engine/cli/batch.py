@@ -78,6 +78,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["attempts"] = args.attempts
     if args.preemptible is not None:
         body["preemptible"] = args.preemptible
+    if args.share is not None:
+        body["share_identifier"] = args.share
     data = request(args.server, "POST", "/api/v1/jobs", body)
     return emit(args, data, f"job {data['job_id']} {data['status']}")
 
@@ -231,6 +233,67 @@ def cmd_environments_list(args: argparse.Namespace) -> int:
     return emit(args, data, table(rows, heads))
 
 
+def _weights(items: list[str] | None) -> list[dict[str, Any]] | None:
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        ident, sep, weight = item.partition("=")
+        try:
+            out.append({"share_identifier": ident, "weight_factor": float(weight) if sep else 1.0})
+        except ValueError:
+            raise RemoteError(
+                f"--share: write ID=WEIGHT (a number; lower gets more), got {item!r}", 2
+            ) from None
+    return out
+
+
+def cmd_policies_put(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name}
+    if args.decay is not None:
+        body["share_decay_s"] = args.decay
+    if args.reservation is not None:
+        body["compute_reservation"] = args.reservation
+    shares = _weights(args.share)
+    if shares is not None:
+        body["share_distribution"] = shares
+    if args.action == "create":
+        data = request(args.server, "POST", "/api/v1/scheduling-policies", body)
+    else:
+        data = request(args.server, "PATCH", f"/api/v1/scheduling-policies/{quote(args.name)}", body)
+    return emit(args, data, json.dumps(data))
+
+
+def cmd_policies_list(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", "/api/v1/scheduling-policies")
+    rows = [
+        (
+            p["name"],
+            f"{p['share_decay_s']:g}s",
+            f"{p['compute_reservation']}%",
+            " ".join(f"{d['share_identifier']}={d['weight_factor']:g}" for d in p["share_distribution"])
+            or "-",
+            ",".join(p["queues"]) or "-",
+        )
+        for p in data["scheduling_policies"]
+    ]
+    return emit(args, data, table(rows, ("policy", "decay", "reservation", "weights", "queues")))
+
+
+def cmd_policies_delete(args: argparse.Namespace) -> int:
+    data = request(args.server, "DELETE", f"/api/v1/scheduling-policies/{quote(args.name)}")
+    return emit(args, data, f"scheduling policy {args.name} deleted")
+
+
+def cmd_queue_shares(args: argparse.Namespace) -> int:
+    data = request(args.server, "GET", f"/api/v1/queues/{quote(args.name)}/shares")
+    rows = [
+        (s, f"{v['weight_factor']:g}", f"{v['running_vcpus']:g}", f"{v['usage_vcpu_s']:.1f}", v["runnable"])
+        for s, v in data["shares"].items()
+    ]
+    return emit(args, data, table(rows, ("share", "weight", "vcpus running", "usage vcpu-s", "runnable")))
+
+
 def cmd_environments_reclaim(args: argparse.Namespace) -> int:
     data = request(args.server, "POST", f"/api/v1/environments/{quote(args.name)}/reclaim", {})
     stopped = data.get("interrupted_jobs", [])
@@ -268,6 +331,9 @@ def register(sub: Any) -> None:
         const=False,
         default=None,
         help="never preempted by a higher-priority queue's job",
+    )
+    p.add_argument(
+        "--share", default=None, metavar="ID", help="its shareIdentifier (a fair-share queue needs one)"
     )
     p.set_defaults(func=command(cmd_submit))
     p = common_options(jobs.add_parser("list", help="jobs, newest first"))
@@ -320,9 +386,16 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--preemption-grace", default=None, metavar="DURATION", help="SIGTERM to SIGKILL, e.g. 10s"
         )
-        p.set_defaults(
-            func=command(_put("queues", ("priority", "environments", "state"), nested=("preemption",)))
+        p.add_argument(
+            "--scheduling-policy",
+            dest="scheduling_policy",
+            type=lambda v: "" if v.lower() == "none" else v,
+            default=None,
+            metavar="NAME",
+            help="a fair-share policy (none: back to FIFO)",
         )
+        queue_fields = ("priority", "environments", "state", "scheduling_policy")
+        p.set_defaults(func=command(_put("queues", queue_fields, nested=("preemption",))))
         p = common_options(environments.add_parser(action, help=f"{action} a compute environment"))
         p.add_argument("name")
         p.add_argument("--max-vcpus", dest="max_vcpus", type=float, default=None)
@@ -331,11 +404,21 @@ def register(sub: Any) -> None:
             "--endpoint", default=None, help="local, unix:///path, tcp://HOST:PORT or ssh://USER@HOST"
         )
         p.add_argument("--state", choices=("ENABLED", "DISABLED"), default=None)
-        p.add_argument("--type", choices=("docker", "slurm"), default=None, help="docker (default) or slurm")
+        p.add_argument(
+            "--type",
+            choices=("docker", "podman", "slurm"),
+            default=None,
+            help="docker (default), podman or slurm",
+        )
         p.add_argument("--slurm-shared-dir", default=None, help="the same absolute path on every node")
         for flag in ("partition", "account", "qos"):
             p.add_argument(f"--slurm-{flag}", default=None, help=f"sbatch --{flag}")
         p.add_argument("--slurm-runtime", choices=("docker", "podman"), default=None, help="on the nodes")
+        p.add_argument(
+            "--slurm-rest-url",
+            default=None,
+            help="slurmrestd: unix:/path.sock or http://HOST:PORT ($SLURM_JWT)",
+        )
         for flag in ("ca", "cert", "key"):
             p.add_argument(
                 f"--tls-{flag}", default=None, help=f"for tcp:// with --tlsverify: the {flag} PEM file"
@@ -371,6 +454,32 @@ def register(sub: Any) -> None:
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))
+    p = common_options(queues.add_parser("shares", help="a fair-share queue's shares and their usage"))
+    p.add_argument("name")
+    p.set_defaults(func=command(cmd_queue_shares))
+
+    policies = _actions(sub, "policies", "fair-share scheduling policies: create, update, list, delete")
+    for action in ("create", "update"):
+        p = common_options(policies.add_parser(action, help=f"{action} a scheduling policy"))
+        p.add_argument("name")
+        p.add_argument(
+            "--share",
+            action="append",
+            metavar="ID=WEIGHT",
+            help="weightFactor (lower gets more); ID* a prefix",
+        )
+        p.add_argument(
+            "--decay", type=float, default=None, metavar="SECONDS", help="shareDecaySeconds (0: now only)"
+        )
+        p.add_argument(
+            "--reservation", type=int, default=None, metavar="PERCENT", help="computeReservation 0..99"
+        )
+        p.set_defaults(func=command(cmd_policies_put))
+    p = common_options(policies.add_parser("list", help="policies, their weights and the queues using them"))
+    p.set_defaults(func=command(cmd_policies_list))
+    p = common_options(policies.add_parser("delete", help="delete a policy no queue uses"))
+    p.add_argument("name")
+    p.set_defaults(func=command(cmd_policies_delete))
     p = common_options(environments.add_parser("list", help="environments and their use"))
     p.set_defaults(func=command(cmd_environments_list))
     p = common_options(

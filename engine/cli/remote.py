@@ -209,10 +209,11 @@ def cmd_triggers_list(args: argparse.Namespace) -> int:
             f"{t['workflow']}/{t['name']}",
             t["kind"],
             f"paused since {when(t['paused_at'])}" if t.get("paused") else "active",
+            when(t.get("next_fire")),
         )
         for t in found
     ]
-    return emit(args, {"triggers": found}, table(rows, ("trigger", "kind", "state")))
+    return emit(args, {"triggers": found}, table(rows, ("trigger", "kind", "state", "next_fire")))
 
 
 def _trigger_path(ref: str) -> str:

@@ -86,6 +86,9 @@ class Client:
         self.url = url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s
+        # no $HTTP_PROXY: the engine is next door, and a proxy would see the token (aiohttp's
+        # client, engine.client.Sluice, ignores the proxy variables by default too)
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def __repr__(self) -> str:
         return f"<sluice client {self.url}>"  # never the token
@@ -103,7 +106,7 @@ class Client:
             headers["Authorization"] = "Bearer " + self._token
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with self._opener.open(req, timeout=self.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise error_of(exc.code, exc.read(), url) from None

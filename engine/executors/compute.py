@@ -1,7 +1,8 @@
 """The compute seam: what the Batch service asks of a backend that runs container attempts.
 
-Docker (:class:`~engine.executors.docker.ContainerRunner`) and Slurm
-(:class:`~engine.executors.slurm.SlurmRunner`) both implement it, so the attempts, the
+Docker (:class:`~engine.executors.docker.ContainerRunner`), Podman
+(:class:`~engine.executors.podman.PodmanRunner`, the Docker runner on Podman's compat API) and
+Slurm (:class:`~engine.executors.slurm.SlurmRunner`) implement it, so the attempts, the
 recovery and the scheduler never ask which one they hold. A *handle* is the backend's own
 name for a running attempt: a container id for Docker, a Slurm job id for Slurm.
 

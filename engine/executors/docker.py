@@ -325,6 +325,7 @@ class ContainerRunner:
         finally:
             self.running.pop(key, None)
             self._terminated.pop(cid, None)
+            self._forget(cid)
             streaming = self._streams.pop(cid, None)
             if streaming is not None and not streaming.done():
                 streaming.cancel()
@@ -353,7 +354,7 @@ class ContainerRunner:
         skip = 0
         if start:
             try:
-                await self.client.start(cid)
+                await self._start(cid)
             except DockerError as exc:
                 if exc.status == 0:
                     raise
@@ -365,6 +366,7 @@ class ContainerRunner:
                 self.on_started(req, cid)
         else:
             skip = await asyncio.to_thread(_written, req.log_path)
+            await self._following(cid)
         streaming = self._streams[cid] = asyncio.create_task(self._stream_logs(cid, req.log_path, skip))
         try:
             timed_out = await self._wait_within(cid, req)
@@ -410,7 +412,7 @@ class ContainerRunner:
             # finish "before" it started by a few ms. Report a zero duration, not a negative one.
             stopped = started
         code = int(state.get("ExitCode", -1))
-        oom = bool(state.get("OOMKilled"))
+        oom = self._oom_killed(cid, state)
         if cid in self._terminated:
             reason = self._terminated[cid]
         elif timed_out:
@@ -423,6 +425,20 @@ class ContainerRunner:
             "job %s#%d: container %s ended: exit %s, %s", req.job_id, req.attempt, cid[:12], code, reason
         )
         return ContainerResult(cid, code, reason, oom, timed_out, started, stopped)
+
+    # -- what another engine behind the same API does its own way (Podman) -------------------
+
+    async def _start(self, cid: str) -> None:
+        await self.client.start(cid)
+
+    async def _following(self, cid: str) -> None:
+        """An adopted container is followed from here on (after a restart, or the daemon's)."""
+
+    def _oom_killed(self, cid: str, state: Mapping[str, Any]) -> bool:
+        return bool(state.get("OOMKilled"))
+
+    def _forget(self, cid: str) -> None:
+        """The attempt on ``cid`` is over (or no longer ours to follow)."""
 
     # -- stopping, removing, logs ------------------------------------------------------
 

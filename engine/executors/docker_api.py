@@ -306,6 +306,11 @@ class DockerClient:
         """Start a created container (a no-op for one already running)."""
         await self._call("POST", f"/containers/{container_id}/start")
 
+    async def init(self, container_id: str) -> None:
+        """Podman only (its libpod API): set a created container up, cgroup and all, without
+        running its command; ``start`` then runs it. Docker has no such step."""
+        await self._call("POST", f"/libpod/containers/{container_id}/init")
+
     async def wait(self, container_id: str) -> int:
         """Block until the container is not running; its exit code.
 

@@ -14,7 +14,9 @@ How one attempt goes:
 2. ``sbatch --parsable`` with ``--cpus-per-task`` (vCPUs rounded up: Slurm counts whole CPUs;
    the container keeps the exact ``--cpus``), ``--mem``, ``--time`` (the timeout plus the stop
    grace plus a minute: Sluice's own timer, in the script, ends it first and to the second),
-   ``--array=<i>`` for an array child (the script reads ``SLURM_ARRAY_TASK_ID``),
+   ``--array=<i,j,k>`` for the children of an array job placed together
+   (:mod:`engine.executors.slurm_array`: one ``sbatch`` per scheduling decision; each child's
+   handle is its task, ``A_i``; the script reads ``SLURM_ARRAY_TASK_ID``),
    ``--no-requeue`` (a node failure ends the attempt; Sluice's retry strategy decides),
    ``--job-name`` and ``--comment`` carrying the ``sluice.job-id``/``sluice.attempt`` labels, so
    a submission that a crash kept from being recorded is still found by :meth:`find_managed`.
@@ -33,7 +35,6 @@ Cancelling :meth:`run` (the engine stopping) leaves the Slurm job alone: the nex
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -59,6 +60,9 @@ from engine.executors.docker import (
     ContainerResult,
     _epoch,
 )
+from engine.executors.slurm_array import INDEX_MARK, ArrayGroups, array_argv, forget
+from engine.executors.slurm_rest import RestCommands, check_url
+from engine.executors.slurm_squeue import CliCommands, Commands, SlurmError, SlurmJob, Squeue
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +83,12 @@ SIGNALLED = "Slurm stopped the job ({state}); its container was stopped"
 RESULT_GRACE_S = 10.0
 #: a job missing from squeue this many polls in a row (and no result) is lost
 MISSING_POLLS = 3
-_TOOL_TIMEOUT_S = 30.0
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 #: on the containers the batch script starts, instead of ``sluice.managed`` (that one is the Docker
 #: environment's: its recovery must not take these for its own)
 LABEL_SLURM = "sluice.slurm"
-_SETTINGS = ("shared_dir", "partition", "account", "qos", "runtime", "poll_s")
+_SETTINGS = ("shared_dir", "partition", "account", "qos", "runtime", "poll_s", "rest_url", "rest_user")
 _LABELS = re.compile(r"sluice\.job-id=(\S+) sluice\.attempt=(\d+)")
-
-
-class SlurmError(RuntimeError):
-    """A Slurm client command did not answer (the cluster, not the job, is at fault)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +101,27 @@ class SlurmConfig:
     qos: str | None = None
     runtime: str = "docker"  #: what runs the image on the node: ``docker`` or ``podman``
     poll_s: float = 1.0  #: how often ``squeue`` is asked, for all the environment's jobs at once
+    rest_url: str | None = (
+        None  #: slurmrestd (``unix:/path`` or ``http://host:port``) instead of the commands
+    )
+    rest_user: str | None = None  #: the user a JWT is for (default: the engine's user)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> SlurmConfig:
         """Check a ``slurm:`` body; ValueError names the field and what to write."""
         if not isinstance(body, Mapping):
             raise ValueError("slurm: an object with shared_dir and optional partition, account, qos, runtime")
-        unknown = sorted(set(body) - {*_SETTINGS, "slurmrestd"})
+        if "slurmrestd" in body:
+            raise ValueError(
+                "slurm.slurmrestd: write rest_url: unix:/path/to/slurmrestd.sock or http://HOST:PORT"
+            )
+        unknown = sorted(set(body) - set(_SETTINGS))
         if unknown:
             raise ValueError(f"slurm.{unknown[0]}: unknown setting (known: {', '.join(_SETTINGS)})")
-        if body.get("slurmrestd"):
-            raise ValueError(
-                "slurm.slurmrestd: not supported yet; Sluice talks to the cluster through the local "
-                "Slurm client commands (sbatch, squeue, scancel): leave slurmrestd out"
-            )
+        rest = None if body.get("rest_url") is None else check_url(body["rest_url"])
+        user = body.get("rest_user")
+        if user is not None and (not isinstance(user, str) or not user or _UNSAFE.search(user)):
+            raise ValueError(f"slurm.rest_user: a user name, got {user!r}")
         shared = body.get("shared_dir")
         if not isinstance(shared, str) or not shared.startswith("/"):
             raise ValueError(
@@ -133,93 +139,16 @@ class SlurmConfig:
         poll = body.get("poll_s", 1.0)
         if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0.05 <= poll <= 60:
             raise ValueError(f"slurm.poll_s: seconds between 0.05 and 60, got {poll!r}")
-        return cls(shared, texts["partition"], texts["account"], texts["qos"], runtime, float(poll))
+        return cls(
+            shared, texts["partition"], texts["account"], texts["qos"], runtime, float(poll), rest, user
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class SlurmJob:
-    """One job as ``squeue`` shows it."""
-
-    slurm_id: str
-    state: str
-    reason: str
-    nodes: str
-    name: str
-    comment: str
-
-
-async def _tool(*argv: str, timeout_s: float = _TOOL_TIMEOUT_S) -> tuple[int, str, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-    except OSError as exc:
-        raise SlurmError(f"{argv[0]}: {exc} (is the Slurm client installed on this machine?)") from exc
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    except (TimeoutError, asyncio.CancelledError) as exc:
-        # reaped either way; a killed sbatch either submitted (found again by its comment) or not
-        if proc.returncode is None:
-            proc.kill()
-        await asyncio.shield(proc.wait())
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise SlurmError(f"{argv[0]} did not answer within {timeout_s:g}s") from None
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
-
-
-def parse_squeue_json(text: str) -> dict[str, SlurmJob]:
-    """``squeue --json`` -> jobs by id (an array task under the id sbatch gave its one-task array)."""
-    out: dict[str, SlurmJob] = {}
-    for j in json.loads(text).get("jobs", []):
-        state = j.get("job_state")
-        state = state[0] if isinstance(state, list) and state else state  # newer Slurm: a list of flags
-        job = SlurmJob(
-            str(j.get("job_id")), str(state or "UNKNOWN"), str(j.get("state_reason") or "None"),
-            str(j.get("nodes") or ""), str(j.get("name") or ""), str(j.get("comment") or ""),
-        )  # fmt: skip
-        out[job.slurm_id] = job
-    return out
-
-
-class Squeue:
-    """One ``squeue`` per ``poll_s`` for everyone who asks, however many attempts follow jobs."""
-
-    def __init__(self, poll_s: float) -> None:
-        self.poll_s = poll_s
-        self._fetch: asyncio.Future[dict[str, SlurmJob]] | None = None
-        self._last = 0.0
-        self.calls = 0
-
-    async def fresh(self) -> dict[str, SlurmJob]:
-        """A listing taken after this call began (waiting out the poll interval first)."""
-        if self._fetch is None or self._fetch.done():
-            self._fetch = asyncio.ensure_future(self._after_interval())
-        return await asyncio.shield(self._fetch)
-
-    async def _after_interval(self) -> dict[str, SlurmJob]:
-        wait = self._last + self.poll_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        try:
-            return await self.now()
-        finally:
-            self._last = time.monotonic()
-
-    async def now(self) -> dict[str, SlurmJob]:
-        self.calls += 1
-        code, out, err = await _tool("squeue", "--json", "--me", "--states=all")
-        if code != 0:
-            raise SlurmError(f"squeue failed (exit {code}): {err or out[:300]}")
-        return parse_squeue_json(out)
-
-    def aclose(self) -> None:
-        if self._fetch is not None and not self._fetch.done():
-            self._fetch.cancel()
+class _Refused(Exception):
+    """sbatch answered, and not with a job id: its message."""
 
 
 def attempt_folder(shared_dir: str, job_id: str, attempt: int) -> Path:
@@ -278,7 +207,11 @@ class SlurmRunner:
         self.on_submitted, self.on_waiting = on_submitted, on_waiting
         self.on_started, self.on_exited = on_started, on_exited
         self.running: dict[tuple[str, int], str] = {}
-        self.squeue = Squeue(config.poll_s)
+        self.commands: Commands = (
+            RestCommands(config.rest_url, config.rest_user) if config.rest_url else CliCommands()
+        )
+        self.squeue = Squeue(config.poll_s, self.commands)
+        self.arrays = ArrayGroups(Path(config.shared_dir) / "attempts", self._submit_array)
         self._terminated: dict[str, str] = {}
         self._cancel_sent: set[str] = set()
 
@@ -287,17 +220,23 @@ class SlurmRunner:
 
     # -- the ComputeRunner protocol ---------------------------------------------------------
 
+    def expect(self, job_id: str, attempt: int) -> None:
+        """The scheduler placed this array child now: it is submitted with its siblings placed alike."""
+        self.arrays.expect(job_id, attempt)
+
     async def run(self, req: ContainerRequest) -> ContainerResult:
         """Submit one attempt and follow it to its end; see the module docstring."""
         folder = attempt_folder(self.config.shared_dir, req.job_id, req.attempt)
         self._prepare(folder, req)
-        code, out, err = await _tool(*sbatch_argv(self.config, req, folder))
-        slurm_id = out.strip().split(";")[0]
-        if code != 0 or not slurm_id.isdigit():
-            log.warning("job %s#%d: sbatch refused it: %s", req.job_id, req.attempt, err or out)
+        try:
+            if self.arrays.expecting(req):
+                slurm_id = await self.arrays.join(req, folder)
+            else:
+                slurm_id = (await self._sbatch(sbatch_argv(self.config, req, folder), [folder]))[0]
+        except _Refused as exc:
+            log.warning("job %s#%d: sbatch refused it: %s", req.job_id, req.attempt, exc)
             shutil.rmtree(folder, ignore_errors=True)
-            return ContainerResult(None, None, SBATCH_REFUSED.format(message=(err or out).strip()[:300]))
-        (folder / "slurm_job_id").write_text(slurm_id)
+            return ContainerResult(None, None, SBATCH_REFUSED.format(message=str(exc)[:300]))
         log.info("job %s#%d: submitted as Slurm job %s", req.job_id, req.attempt, slurm_id)
         if self.on_submitted is not None:
             await self.on_submitted(req, slurm_id)
@@ -316,8 +255,31 @@ class SlurmRunner:
         if handle in self._cancel_sent:
             return
         self._cancel_sent.add(handle)
-        code, _, err = await _tool("scancel", handle)
+        code, _, err = await self.commands.scancel(handle)
         log.info("Slurm job %s: scancel (%s)%s", handle, reason or "terminate", f": {err}" if code else "")
+
+    async def _sbatch(
+        self, argv: list[str], folders: list[Path], tasks: list[int] | None = None
+    ) -> list[str]:
+        """Submit; the handle of each folder's attempt (``A`` alone, or ``A_i`` per task), written there."""
+        code, out, err = await self.commands.sbatch(argv)
+        slurm_id = out.strip().split(";")[0]
+        if code != 0 or not slurm_id.isdigit():
+            raise _Refused((err or out).strip())
+        handles = [slurm_id] if tasks is None else [f"{slurm_id}_{i}" for i in tasks]
+        for folder, handle in zip(folders, handles, strict=True):
+            (folder / "slurm_job_id").write_text(handle)
+        return handles
+
+    async def _submit_array(
+        self, members: list[tuple[ContainerRequest, Path]], group: Path
+    ) -> dict[str, str]:
+        first, folder = members[0]
+        argv = array_argv(sbatch_argv(self.config, first, folder), members, group)
+        tasks = [int(req.env["SLUICE_ARRAY_INDEX"]) for req, _ in members]
+        handles = await self._sbatch(argv, [f for _, f in members], tasks)
+        log.info("Slurm array job %s: %d children in one sbatch", handles[0].split("_")[0], len(members))
+        return {req.job_id: h for (req, _), h in zip(members, handles, strict=True)}
 
     async def find_managed(self) -> list[dict[str, Any]]:
         """Sluice's jobs in Slurm (by their comment), and attempt folders Slurm has forgotten."""
@@ -331,16 +293,24 @@ class SlurmRunner:
             listed = {}
         for job in listed.values():
             m = _LABELS.fullmatch(job.comment)
-            if m is not None:
-                labels = {LABEL_JOB: m[1], LABEL_ATTEMPT: m[2]}
+            if m is not None and (INDEX_MARK in m[1]) == (job.task is not None and "_" in job.slurm_id):
+                child = m[1].replace(INDEX_MARK, str(job.task))
+                labels = {LABEL_JOB: child, LABEL_ATTEMPT: m[2]}
                 state = job.state.lower()
-                found[(m[1], m[2])] = {"id": job.slurm_id, "name": job.name, "labels": labels, "state": state}
+                found[(child, m[2])] = {
+                    "id": job.slurm_id,
+                    "name": job.name,
+                    "labels": labels,
+                    "state": state,
+                }
         for key, entry in _forgotten(Path(self.config.shared_dir) / "attempts").items():
             found.setdefault(key, entry)
         return list(found.values())
 
     async def aclose(self) -> None:
         self.squeue.aclose()
+        await self.arrays.aclose()
+        await self.commands.aclose()
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -377,6 +347,7 @@ class SlurmRunner:
             copier.copy()
             if self.on_exited is not None:
                 await self.on_exited(req, result)
+            forget(folder)
             shutil.rmtree(folder, ignore_errors=True)
             return result
         finally:
@@ -421,8 +392,9 @@ class SlurmRunner:
                 continue
             if job is None:
                 missing += 1
-                if missing >= MISSING_POLLS:
-                    return ContainerResult(None, None, SLURM_LOST.format(slurm_id=slurm_id))
+                if missing >= MISSING_POLLS:  # (a waiting array task that scancel took is just gone)
+                    why = self._terminated.get(slurm_id) or SLURM_LOST.format(slurm_id=slurm_id)
+                    return ContainerResult(None, None, why)
                 continue
             missing = 0
             if job.state not in ENDED:

@@ -15,15 +15,23 @@ Sluice turns into Batch's outcome. SIGTERM (``scancel``, Slurm's time limit, pre
 the container politely (``stop_grace_s``, then SIGKILL) before the result is written; the
 container runs under the runtime's daemon, not under this process, so it would outlive a
 script that just died. The attempt's own timeout is enforced here, to the second.
+
+With ``runtime: podman`` the container is ``podman create``-d, ``podman init``-ed (its cgroup
+exists, its command does not run yet), watched for OOM kills, then ``podman start --attach``-ed:
+Podman before 5.0 never sets ``State.OOMKilled``, so the script counts the kernel's OOM events
+in the container's memory cgroup itself, as the Podman compute environment does
+(``engine/executors/cgroup_oom.py``; this copy is stdlib-only and uses a thread).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +68,67 @@ def _docker_args(req: dict[str, Any], name: str, cidfile: Path) -> list[str]:
     return argv
 
 
+class _OomWatch:
+    """OOM events of one container's memory cgroup, counted by a thread until the cgroup goes."""
+
+    def __init__(self, pid: int, container_id: str) -> None:
+        self.events = 0
+        self._fd = self._event = -1
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if container_id[:12] in path and "memory" in controllers.split(","):
+                self._open(Path("/sys/fs/cgroup/memory") / path.lstrip("/"))
+            elif container_id[:12] in path and controllers == "":
+                self._open(Path("/sys/fs/cgroup") / path.lstrip("/"), v2=True)
+
+    def _open(self, folder: Path, v2: bool = False) -> None:
+        try:
+            self._fd = os.open(folder / ("memory.events" if v2 else "memory.oom_control"), os.O_RDONLY)
+            if not v2:
+                self._event = os.eventfd(0)
+                (folder / "cgroup.event_control").write_text(f"{self._event} {self._fd}")
+        except (OSError, AttributeError):  # no cgroup here, or a Python without os.eventfd
+            return
+        self._read()
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _read(self) -> bool:
+        try:
+            text = os.pread(self._fd, 4096, 0).decode()
+        except OSError:
+            return False  # the cgroup is gone
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("oom", "oom_kill") and value.strip().isdigit():
+                self.events = max(self.events, int(value))
+        return True
+
+    def _follow(self) -> None:
+        signals = 0
+        while True:
+            if self._event >= 0:
+                select.select([self._event], [], [])
+                got = int.from_bytes(os.read(self._event, 8), "little")
+                alive = self._read()
+                # a signal while the cgroup can be read is an OOM; its removal signals once
+                signals += got if alive else got - 1
+                self.events = max(self.events, signals)
+            else:
+                time.sleep(0.1)
+                alive = self._read()
+            if not alive:
+                return
+
+    def seen(self) -> bool:
+        if self._fd >= 0:
+            self._read()
+        return self.events > 0
+
+
 def _quiet(argv: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
 
@@ -71,6 +140,13 @@ def _pull(runtime: str, image: str, pull_timeout_s: float) -> bool:
         return False
 
 
+def _stop(runtime: str, name: str, grace: str) -> None:
+    # quiet: the job's output is the container's (podman warns on stderr when it has to SIGKILL)
+    subprocess.Popen(
+        [runtime, "stop", "-t", grace, name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 def _watch(
     proc: subprocess.Popen[bytes], runtime: str, name: str, grace: str, deadline: float | None
 ) -> tuple[int, bool]:
@@ -79,10 +155,10 @@ def _watch(
     while proc.poll() is None:
         if not stopping and deadline is not None and time.monotonic() >= deadline:
             timed_out = stopping = True
-            subprocess.Popen([runtime, "stop", "-t", grace, name], stdout=subprocess.DEVNULL)
+            _stop(runtime, name, grace)
         elif not stopping and _signalled:
             stopping = True
-            subprocess.Popen([runtime, "stop", "-t", grace, name], stdout=subprocess.DEVNULL)
+            _stop(runtime, name, grace)
         time.sleep(0.1)
     return proc.returncode, timed_out
 
@@ -91,6 +167,31 @@ def _write_result(folder: Path, result: dict[str, Any]) -> None:
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result))
     os.replace(tmp, folder / "result.json")
+
+
+def _start(
+    argv: list[str], env: dict[str, str], runtime: str, name: str, watches: list[_OomWatch]
+) -> subprocess.Popen[bytes] | int:
+    """The process to follow until the container ends, or the runtime's exit code if none started."""
+    if runtime != "podman":
+        return subprocess.Popen(argv, env=env)
+    made = subprocess.run(["podman", "create", *argv[2:]], env=env, stdout=subprocess.DEVNULL, check=False)
+    if made.returncode != 0:
+        return made.returncode
+    if _quiet(["podman", "init", name]).returncode == 0:
+        shown = _quiet(["podman", "inspect", "--format", "{{.State.Pid}} {{.Id}}", name])
+        pid, _, cid = shown.stdout.strip().partition(" ")
+        if shown.returncode == 0 and pid.isdigit():
+            watches.append(_OomWatch(int(pid), cid))
+    return subprocess.Popen(["podman", "start", "--attach", name], env=env)
+
+
+def _follow(
+    started: subprocess.Popen[bytes] | int, runtime: str, name: str, grace: str, deadline: float | None
+) -> tuple[int, bool]:
+    if isinstance(started, int):
+        return started, False
+    return _watch(started, runtime, name, grace, deadline)
 
 
 def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
@@ -109,12 +210,14 @@ def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
     timeout_s = req.get("timeout_s")
     argv = _docker_args(req, name, cidfile)
     deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
-    code, timed_out = _watch(subprocess.Popen(argv, env=env), runtime, name, grace, deadline)
+    watches: list[_OomWatch] = []
+    code, timed_out = _follow(_start(argv, env, runtime, name, watches), runtime, name, grace, deadline)
     missing = code == 125 and not cidfile.exists() and not _signalled  # nothing was created
     if missing and _quiet([runtime, "image", "inspect", req["image"]]).returncode != 0:
         if not _pull(runtime, req["image"], float(req.get("pull_timeout_s") or 60)):
             return {**result, "pull_failed": True}
-        code, timed_out = _watch(subprocess.Popen(argv, env=env), runtime, name, grace, deadline)
+        started = _start(argv, env, runtime, name, watches)
+        code, timed_out = _follow(started, runtime, name, grace, deadline)
     state: dict[str, Any] = {}
     shown = _quiet([runtime, "inspect", "--format", "{{json .State}}", name])
     if shown.returncode == 0:
@@ -123,7 +226,7 @@ def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
         container_id=cidfile.read_text().strip() if cidfile.exists() else None,
         created=shown.returncode == 0,
         exit_code=state.get("ExitCode", code),
-        oom_killed=bool(state.get("OOMKilled")),
+        oom_killed=bool(state.get("OOMKilled")) or any(w.seen() for w in watches),
         started=state.get("StartedAt"),
         finished=state.get("FinishedAt"),
         error=state.get("Error") or None,
@@ -134,7 +237,11 @@ def _run(folder: Path, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    folder = Path(sys.argv[1])
+    # slurmrestd passes no arguments: the folder comes in the job's environment then
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ["SLUICE_ATTEMPT_FOLDER"])
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task is not None and not (folder / "request.json").exists():
+        folder = folder / task  # an array's folder: one link per task to the child's own folder
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, _on_signal)
     req = json.loads((folder / "request.json").read_text())

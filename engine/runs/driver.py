@@ -338,6 +338,7 @@ class RunDriver:
         order, so the end can follow the start into the same or the next commit without a round
         trip through the event loop in between."""
         run_id = self.run.id
+        api = await self.services.api(run_id)  # before the attempt starts: it may wait for the bind
         self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
         log_path = str(self.services.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
@@ -361,7 +362,7 @@ class RunDriver:
             index=None if idx < 0 else idx,
             extra={"workflow": self.run.workflow},
             env=spec.env,
-            api=self.services.api(run_id),
+            api=api,
         )
         try:
             outcome = await self.services.functions.execute(call, started)

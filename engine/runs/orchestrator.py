@@ -73,8 +73,11 @@ class Orchestrator:
         self.keyed = KeyedGate(catalog)
         #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
         self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
-        #: where function handlers reach the engine's API (set by the HTTP service once bound)
+        #: where function handlers reach the engine's API (``set_api_url``, by the HTTP service once
+        #: bound); while ``api_expected`` and not yet bound, a function's attempt waits for it
         self.api_url: str | None = None
+        self.api_expected = False
+        self._api_bound = asyncio.Event()
         self.services = RunServices(
             store=store,
             bus=bus,
@@ -192,7 +195,15 @@ class Orchestrator:
             self._release(run_id)
         return status
 
-    def _api_for(self, run_id: str) -> dict[str, str] | None:
+    def set_api_url(self, url: str) -> None:
+        self.api_url = url
+        self._api_bound.set()
+
+    async def _api_for(self, run_id: str) -> dict[str, str] | None:
+        """The API for a function of ``run_id``. A step resumed by recovery starts before the HTTP
+        service binds (it is started last): its attempt waits those few milliseconds for it."""
+        if self.api_url is None and self.api_expected:
+            await self._api_bound.wait()
         if self.api_url is None:
             return None
         return {"url": self.api_url, "token": self.tokens.mint(run_id)}

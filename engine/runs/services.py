@@ -19,6 +19,10 @@ from engine.store.store import Store
 from engine.types import StepRunner
 
 
+async def _no_api(run_id: str) -> dict[str, str] | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RunServices:
     """What a run driver is given (by the orchestrator); it never sees its owner."""
@@ -33,7 +37,7 @@ class RunServices:
     containers: Callable[[], Awaitable[StepRunner | None]]  #: the container runtime, once attached
     cancel_reason: Callable[[str], str | None]  #: why the user cancelled a run (None: not cancelled)
     #: the engine's API for a function of this run (``context.sluice``): its URL and the run's token
-    api: Callable[[str], dict[str, str] | None] = lambda run_id: None
+    api: Callable[[str], Awaitable[dict[str, str] | None]] = _no_api
 
     @property
     def draining(self) -> bool:

@@ -39,9 +39,9 @@ class StoreKV:
         self.store = store
 
     async def get(self, key: str) -> Any | None:
-        query = "SELECT value FROM kv WHERE key=?"
-        row = await self.store.read(lambda c: c.execute(query, (key,)).fetchone())
-        return None if row is None else json.loads(row[0])
+        async with self.store.reader() as db:  # one statement, one hop to a read connection
+            rows = list(await db.execute_fetchall("SELECT value FROM kv WHERE key=?", (key,)))
+        return json.loads(rows[0][0]) if rows else None
 
     async def set(self, key: str, value: Any) -> None:
         text, now = dumps(value), time.time()
@@ -66,5 +66,6 @@ class StoreKV:
     async def prefixed(self, prefix: str) -> list[tuple[str, Any]]:
         """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
         query = "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key"
-        rows = await self.store.read(lambda c: c.execute(query, (prefix, prefix + "\uffff")).fetchall())
+        async with self.store.reader() as db:
+            rows = await db.execute_fetchall(query, (prefix, prefix + "\uffff"))
         return [(k, json.loads(v)) for k, v in rows]

@@ -207,12 +207,30 @@ async def test_state_changes_need_json_so_a_web_page_cannot_forge_them(
 async def test_a_method_no_route_has_is_405_not_a_content_type_error(
     open_server: Served, http: aiohttp.ClientSession
 ) -> None:
-    """Found by schemathesis: TRACE (which no browser can send) answered 415 json_required."""
-    for method in ("TRACE", "PUT", "DELETE"):
+    """Found by schemathesis: TRACE or PUT on a GET route answered 415 json_required. Nothing runs
+    for a 405, so there is nothing for the JSON rule to protect."""
+    for method in ("TRACE", "PUT", "DELETE", "POST"):
         async with http.request(method, f"{open_server.url}/api/v1/runs/r-x") as resp:
             answer = await resp.json()
-            want = 405 if method == "TRACE" else 415  # PUT/DELETE: a script could, so JSON still
-            assert resp.status == want, (method, answer)
+            assert resp.status == 405 and answer["error"]["code"] == "method_not_allowed", (method, answer)
+    async with http.put(f"{open_server.url}/api/v1/runs/r-x/cancel", data=b"x") as resp:
+        assert resp.status == 405
+    async with http.post(f"{open_server.url}/api/v1/runs/r-x/cancel", data=b"x") as resp:
+        assert resp.status == 415  # a route that takes the method: the JSON rule holds
+
+
+async def test_a_server_without_a_token_documents_no_security(
+    open_server: Served, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{open_server.url}/api/v1/openapi.json") as resp:
+        doc = await resp.json()
+    assert doc["security"] == [] and "401" not in doc["paths"]["/api/v1/runs"]["get"]["responses"]
+
+
+async def test_a_server_with_a_token_documents_it(locked: Served, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{locked.url}/api/v1/openapi.json", headers=bearer()) as resp:
+        doc = await resp.json()
+    assert doc["security"] == [{"bearer": []}] and "401" in doc["paths"]["/api/v1/runs"]["get"]["responses"]
 
 
 async def test_a_cross_origin_request_is_refused_even_as_json(

@@ -45,6 +45,12 @@ steps:
   again: {function: handlers:again}
 """
 
+RESUMED = """
+name: resumed
+steps:
+  ask: {function: handlers:ask, input: {gate: "{{ event.detail.gate }}"}, timeout: 60s}
+"""
+
 NAPPER = """
 name: napper
 steps:
@@ -58,10 +64,22 @@ import json, os, pathlib, time
 def nap(event, context):
     time.sleep(60)
 
+def ask(event, context):
+    while not pathlib.Path(event["gate"]).exists():
+        time.sleep(0.02)
+    return context.sluice.describe_run(context.run_id)["status"]
+
 def again(event, context):
     return context.sluice.start_run("loop")
 
 def go(event, context):
+    os.environ["http_proxy"] = "http://127.0.0.1:9"  # a proxy would see the token: it is not used
+    try:
+        return _go(event, context)
+    finally:
+        del os.environ["http_proxy"]
+
+def _go(event, context):
     c = context.sluice
     me = c.describe_run(context.run_id)
     job = c.submit_job("default", container={{**{BOX!r}, "command": ["sh", "-c", "echo from-the-job"]}})
@@ -84,24 +102,34 @@ def go(event, context):
 """
 
 
-@pytest.fixture
-async def served(
-    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
-) -> AsyncIterator[tuple[str, Engine]]:
-    """An engine as `sluice serve` composes it for jobs: the HTTP service (with a token) last."""
+def flows_dir(tmp_path: Path) -> Path:
     flows = tmp_path / "flows"
     write_flow(flows, FLOWS, HANDLERS)
     write_flow(flows, NAPPER, name="napper.yaml")
     write_flow(flows, LOOP, name="loop.yaml")
+    write_flow(flows, RESUMED, name="resumed.yaml")
+    return flows
+
+
+async def start_served(tmp_path: Path, label: str) -> tuple[str, Engine]:
+    """An engine as `sluice serve` composes it for jobs: the HTTP service (with a token) last."""
     settings = Settings(data_dir=tmp_path / "data", workers=2, grace_s=5, port=0)
-    engine = Engine(settings, load_dir(flows))
+    engine = Engine(settings, load_dir(flows_dir(tmp_path)))
     http = HttpService(engine, [batch_api.routes(engine)], auth=AuthPolicy("127.0.0.1", ADMIN))
     engine.add_service(http, closer=http.aclose)
     await engine.start()
     assert engine.batch is not None
-    engine.batch.labels[TEST_LABEL] = docker_test_label
+    engine.batch.labels[TEST_LABEL] = label
+    return f"http://127.0.0.1:{http.port}", engine
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> AsyncIterator[tuple[str, Engine]]:
+    base, engine = await start_served(tmp_path, docker_test_label)
     try:
-        yield f"http://127.0.0.1:{http.port}", engine
+        yield base, engine
     finally:
         await engine.stop(grace_s=0)
 
@@ -226,3 +254,29 @@ async def test_a_function_that_starts_its_own_workflow_stops_at_the_chain_limit(
     assert [status for _, _, status in runs] == ["SUCCEEDED"] * MAX_DEPTH + ["FAILED"]
     last = await engine.describe_run(runs[-1][0])
     assert last is not None and "chain_too_deep" in last["steps"]["again"]["error"]["errorMessage"]
+
+
+async def test_a_step_resumed_after_a_restart_reaches_the_api(
+    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    """Recovery resumes steps before the HTTP service binds (it starts last); they wait for it."""
+    gate = tmp_path / "gate"
+    _base, first = await start_served(tmp_path, docker_test_label)
+    try:
+        run_id = await first.start_run("resumed", {"gate": str(gate)})
+        deadline = time.monotonic() + 10
+        while (await first.describe_run(run_id) or {}).get("status") != "RUNNING":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the handler is in its loop
+    finally:
+        await first.stop(grace_s=0)  # the attempt is cut off; the run resumes on the next start
+    gate.touch()
+    _base, second = await start_served(tmp_path, docker_test_label)
+    try:
+        assert await second.orchestrator.wait(run_id, 30) == "SUCCEEDED"
+        summary = await second.describe_run(run_id)
+        assert summary is not None and summary["steps"]["ask"]["output"] == "RUNNING"
+        assert summary["steps"]["ask"]["attempts"] == 2
+    finally:
+        await second.stop(grace_s=0)

@@ -211,6 +211,8 @@ async def test_run_again_with_the_same_input_and_the_other_pages(served: Served,
     await page.goto(f"{served.url}/workflows")
     await expect(page.locator("#wf-greet")).to_contain_text("rate(1 day)")
     await expect(page.locator("#wf-greet")).to_contain_text("last run")
+    await expect(page.locator("#wf-greet .last-run")).to_contain_text("started by sluice.manual")
+    await expect(page.locator("#wf-greet .next-fire")).to_contain_text("next 20")  # rate(1 day): a date
     await shot(page, "workflows")
     await page.goto(f"{served.url}/events")
     await expect(page.locator("details.event").first).to_contain_text("greet")  # the run it started

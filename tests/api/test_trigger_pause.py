@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,11 @@ async def runs_of(engine: Engine, workflow: str) -> int:
     return int(await engine.store.read(lambda c: c.execute(sql, (workflow,)).fetchone()[0]))
 
 
+async def workflows(base: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(base + "/api/v1/workflows") as resp:
+        return {w["name"]: w for w in (await resp.json())["workflows"]}
+
+
 async def post(base: str, path: str) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.post(base + path, json={}) as resp:
         return resp.status, await resp.json()
@@ -99,6 +105,8 @@ async def post(base: str, path: str) -> tuple[int, dict[str, Any]]:
 async def test_a_paused_schedule_fires_nothing_across_a_restart_and_resumes(serve: Start) -> None:
     engine, base = await serve()
     await wait_until(lambda: runs_of(engine, "tick"), 10, what="a first fire")
+    trigger = (await workflows(base))["tick"]["triggers"][0]
+    assert time.time() - 0.5 < trigger["next_fire"] <= time.time() + 1.5, trigger  # rate(1 second)
     status, body = await post(base, "/api/v1/workflows/tick/triggers/every/pause")
     assert status == 200 and body["paused"] is True and body["changed"] is True, body
     assert body["kind"] == "schedule" and body["paused_at"] > 0
@@ -109,9 +117,8 @@ async def test_a_paused_schedule_fires_nothing_across_a_restart_and_resumes(serv
     assert await runs_of(engine, "tick") == count, "a paused schedule fired"
 
     engine, base = await serve()  # the pause is in the store: the restarted engine keeps it
-    async with aiohttp.ClientSession() as http, http.get(base + "/api/v1/workflows") as resp:
-        flows = {w["name"]: w for w in (await resp.json())["workflows"]}
-    assert flows["tick"]["triggers"][0]["paused"] is True
+    trigger = (await workflows(base))["tick"]["triggers"][0]
+    assert trigger["paused"] is True and trigger["next_fire"] is None  # a paused trigger fires never
     await asyncio.sleep(1.5)
     assert await runs_of(engine, "tick") == count, "a schedule paused before the restart fired"
 

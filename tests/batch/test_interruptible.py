@@ -9,13 +9,21 @@ without such a rule fails with that reason.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
 import pytest
 
-from engine.batch.jobs import JobError
+from engine.batch.jobs import Job, JobError, JobSpec
+from engine.executors.docker_api import DockerClient
 from tests.support.batch import MakeBatch, box
+from tests.support.docker import TEST_IMAGE, TEST_LABEL
 from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 FIRST_LONG = ["sh", "-c", '[ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && sleep 30; echo "ran in $AWS_BATCH_CE_NAME"']
 SPOT_RETRY = {
@@ -87,3 +95,62 @@ async def test_a_reclaimed_environment_stays_reclaimed_across_a_restart(batch: M
     assert await again.wait(out["job_id"], 30) == "SUCCEEDED"
     desc = await again.describe(out["job_id"])
     assert desc is not None and desc["environment"] == "local"
+
+
+class SocketProxy:
+    """A unix socket forwarding to the local dockerd: an engine that can be made to go away."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._handle, self.path)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_unix_connection(DOCKER_SOCKET)
+        self._writers += [writer, up_w]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    async def vanish(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.transport.abort()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+async def test_an_interruptible_environment_whose_engine_goes_away_is_reclaimed(
+    batch: MakeBatch, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    proxy = SocketProxy(str(tmp_path / "docker.sock"))
+    await proxy.start()
+    svc = await batch(vcpus=2)
+    env = {"name": "spot", "max_vcpus": 1, "max_memory": 1 << 30, "interruptible": True}
+    await svc.put_environment({**env, "endpoint": f"unix://{proxy.path}"}, create=True)
+    await svc.put_queue({"name": "cheap", "priority": 1, "environments": ["spot", "local"]}, create=True)
+    stand_in = Job("probe", "probe", "cheap", JobSpec(image=TEST_IMAGE), environment="spot")
+    svc.attempts.runner_for(stand_in).reconnect_s = 1.0  # give up on the vanished engine quickly
+    out = await svc.submit({"queue": "cheap", "container": box(FIRST_LONG, retry_strategy=SPOT_RETRY)})
+    job_id = out["job_id"]
+    await until(lambda: svc.jobs[job_id].status == "RUNNING", 30, what="running behind the proxy")
+    await proxy.vanish()
+    try:
+        assert await svc.wait(job_id, 60) == "SUCCEEDED"
+        desc = await svc.describe(job_id)
+        assert desc is not None and [a["environment"] for a in desc["attempts"]] == ["spot", "local"]
+        assert desc["attempts"][0]["reason"].startswith("Host EC2 (instance i-")
+        assert svc.envs["spot"].state == "DISABLED" and svc.envs["spot"].reclaimed_at is not None
+    finally:  # the "host" was only a proxy: its container is still on the local engine
+        for c in await docker_client.list({TEST_LABEL: docker_test_label}, all=True):
+            await docker_client.remove(c["Id"], force=True)

@@ -184,7 +184,9 @@ async def test_a_restart_during_a_preemption_loses_nothing_and_preempts_nothing_
     slow_exit = [
         "sh",
         "-c",
-        'trap "sleep 3; exit 143" TERM; [ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && { sleep 30 & wait; }; echo ok',
+        # the handler ignores the SIGTERM sent again after the restart (it would start over)
+        'trap "trap \\"\\" TERM; sleep 5; exit 143" TERM; '
+        '[ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && { sleep 30 & wait; }; echo ok',
     ]
     array = await svc.submit({"queue": "low", "array_size": 2, "container": box(slow_exit)})
     children = [f"{array['job_id']}:{i}" for i in range(2)]
@@ -200,6 +202,10 @@ async def test_a_restart_during_a_preemption_loses_nothing_and_preempts_nothing_
     await svc.store.close()
     again = await batch(vcpus=1)
     assert set(again.book.preempting) == set(children)
+    reason = again.waiting_reason(high["job_id"]) or ""
+    assert reason.startswith(
+        f"preempting {children[0]}, {children[1]} (lower priority)"
+    ) or reason.startswith(f"preempting {children[1]}, {children[0]} (lower priority)"), reason
     assert await again.wait(high["job_id"], 30) == "SUCCEEDED"
     assert await again.wait(array["job_id"], 30) == "SUCCEEDED"
     for child in children:

@@ -85,13 +85,20 @@ async def test_an_array_of_20_reads_its_index_from_slurm(slurm_batch: MakeSlurmB
     assert desc["status"] == "SUCCEEDED", desc
     children = await svc.list_jobs(parent=desc["job_id"], limit=50)
     assert len(children) == 20
+    tasks = set()
     for child in children:
         full = await svc.describe(child["job_id"])
         assert full is not None and full["status"] == "SUCCEEDED"
         i = full["array_index"]
         assert log_of(full) == f"{i} {i}\n"
-        shown = scontrol(full["attempts"][0]["slurm_job_id"])
-        assert shown["ArrayTaskId"] == str(i)  # submitted as --array=i: Slurm hands the index down
+        handle = full["attempts"][0]["slurm_job_id"]
+        tasks.add(handle.split("_")[0])
+        shown = scontrol(handle)
+        assert shown["ArrayTaskId"] == str(i) and handle.endswith(f"_{i}")  # Slurm hands the index down
+    # all 20 fit at once (0.5 vCPU of 16 each): one decision placed them, so one sbatch --array=0-19
+    assert len(tasks) == 1
+    shown = scontrol(tasks.pop())
+    assert shown["Comment"] == f"sluice.job-id={desc['job_id']}:%a"  # the attempt label follows a space
 
 
 async def test_a_dependency_chain_runs_in_order(slurm_batch: MakeSlurmBatch) -> None:
@@ -185,7 +192,7 @@ from engine.bus.bus import Bus
 from engine.executors.docker_api import DockerClient
 from engine.store.store import Store
 
-async def main(data, shared, label):
+async def main(data, shared, label, mode):
     store = Store(data + "/sluice.db")
     await store.open()
     svc = BatchService(store, Bus(store, {}), data, DockerClient(), stop_grace_s=1.0, tick_s=0.2)
@@ -198,6 +205,15 @@ async def main(data, shared, label):
     await svc.put_queue({"name": "hpc", "priority": 5, "environments": ["slurm"]}, create=True)
     box = {"image": "busybox:1.36", "vcpus": 0.5, "memory": 32 << 20, "network": "none"}
     ids = {}
+    if mode == "array":  # 4 children, 2 at a time on the 2-CPU node: 2 run, 2 wait in Slurm
+        cmd = 'sleep 3; echo "task $SLUICE_ARRAY_INDEX"'
+        ids["array"] = (await svc.submit({"queue": "hpc", "name": "fan", "array_size": 4,
+                                          "container": {**box, "command": ["sh", "-c", cmd]}}))["job_id"]
+        children = [f"{ids['array']}:{i}" for i in range(4)]
+        while sum(svc.jobs[c].status == "RUNNING" for c in children if c in svc.jobs) < 2:
+            await asyncio.sleep(0.1)
+        print(json.dumps(ids), flush=True)
+        await asyncio.sleep(3600)
     for name, cmd in (("long", "sleep 6; echo done"), ("short", "echo quick; exit 3")):
         ids[name] = (await svc.submit(
             {"queue": "hpc", "name": name, "container": {**box, "command": ["sh", "-c", cmd]}}))["job_id"]
@@ -216,7 +232,7 @@ async def test_kill_9_while_jobs_run_in_slurm_then_restart_submits_nothing_twice
     data, shared = tmp_path / "data", tmp_path / "shared"
     shared.mkdir(exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(data), str(shared), docker_test_label,
+        sys.executable, "-c", CHILD, str(data), str(shared), docker_test_label, "jobs",
         stdout=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
@@ -239,6 +255,66 @@ async def test_kill_9_while_jobs_run_in_slurm_then_restart_submits_nothing_twice
         assert len(submitted) == 1, submitted  # sbatch ran once for it, before and after the crash
 
 
+async def test_kill_9_under_an_array_then_restart_finds_its_tasks_and_submits_nothing_twice(
+    batch: MakeBatch, slurm_batch: MakeSlurmBatch, tmp_path: Path, docker_test_label: str
+) -> None:
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(data), str(shared), docker_test_label, "array",
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 90)  # type: ignore[union-attr]
+        parent = json.loads(line)["array"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    svc = await slurm_batch()  # recovery follows the 4 tasks: 2 running, 2 waiting in Slurm
+    assert await svc.wait(parent, 120) == "SUCCEEDED"
+    handles = set()
+    for i in range(4):
+        child = await svc.describe(f"{parent}:{i}")
+        assert child and child["status"] == "SUCCEEDED" and len(child["attempts"]) == 1
+        assert log_of(child) == f"task {i}\n"
+        handles.add(child["attempts"][0]["slurm_job_id"])
+    arrays = {h.split("_")[0] for h in handles}
+    assert len(handles) == 4 and len(arrays) == 1  # one task each, of one array job
+    mine = f"sluice.job-id={parent}:%a "
+    submitted = {j["array_job_id"] for j in sluice_slurm_jobs(parent) if j["comment"].startswith(mine)}
+    assert submitted == {int(a) for a in arrays}, submitted  # one sbatch, before the crash; none after
+
+
+async def test_podman_runs_the_containers_on_the_node(slurm_batch: MakeSlurmBatch) -> None:
+    svc = await slurm_batch(runtime="podman")
+    cmd = ["sh", "-c", 'echo "$SLUICE_ARRAY_INDEX on $(cat /run/.containerenv >/dev/null && echo podman)"']
+    desc = await run(svc, timeout_s=120, name="pods", array_size=3, container=box(cmd))
+    assert desc["status"] == "SUCCEEDED", desc
+    for i in range(3):
+        child = await svc.describe(f"{desc['job_id']}:{i}")
+        assert child is not None and log_of(child) == f"{i} on podman\n"
+
+
+async def test_through_slurmrestd_an_array_is_one_submission_and_terminate_works(
+    slurm_batch: MakeSlurmBatch, slurmrestd_ready: str
+) -> None:
+    svc = await slurm_batch(rest_url=slurmrestd_ready)
+    cmd = ["sh", "-c", 'echo "rest $SLUICE_ARRAY_INDEX"']
+    desc = await run(svc, timeout_s=120, name="rest", array_size=3, container=box(cmd))
+    assert desc["status"] == "SUCCEEDED", desc
+    handles = set()
+    for i in range(3):
+        child = await svc.describe(f"{desc['job_id']}:{i}")
+        assert child is not None and log_of(child) == f"rest {i}\n"
+        handles.add(child["attempts"][0]["slurm_job_id"].split("_")[0])
+    assert len(handles) == 1
+    stuck = await svc.submit({"queue": "hpc", "name": "stuck", "container": box(["sleep", "300"])})
+    await until(lambda: svc.jobs[stuck["job_id"]].status == "RUNNING", timeout_s=60, step_s=0.2)
+    await svc.terminate(stuck["job_id"], "enough")
+    assert await svc.wait(stuck["job_id"], 60) == "FAILED"
+    assert (await svc.describe(stuck["job_id"]) or {})["status_reason"].startswith("enough")
+
+
 async def test_environment_settings_are_checked(batch: MakeBatch, tmp_path: Path) -> None:
     svc = await batch()
     base = {"name": "s", "type": "slurm", "max_vcpus": 4, "max_memory": 1 << 30}
@@ -247,9 +323,10 @@ async def test_environment_settings_are_checked(batch: MakeBatch, tmp_path: Path
         ({"slurm": {"shared_dir": "relative"}}, "slurm.shared_dir: an absolute path"),
         ({"slurm": {"shared_dir": "/x", "partition": "a b"}}, "slurm.partition: a Slurm name"),
         ({"slurm": {"shared_dir": "/x", "runtime": "lxc"}}, "slurm.runtime: one of docker, podman"),
-        ({"slurm": {"shared_dir": "/x", "slurmrestd": "http://h"}}, "slurm.slurmrestd: not supported yet"),
+        ({"slurm": {"shared_dir": "/x", "slurmrestd": "http://h"}}, "slurm.slurmrestd: write rest_url"),
+        ({"slurm": {"shared_dir": "/x", "rest_url": "h:6820"}}, "slurm.rest_url: where slurmrestd listens"),
         ({"slurm": {"shared_dir": "/x", "nodes": 3}}, "slurm.nodes: unknown setting"),
-        ({"type": "k8s"}, "type: one of docker, slurm"),
+        ({"type": "k8s"}, "type: one of docker, podman, slurm"),
     ]
     for extra, message in cases:
         with pytest.raises(JobError) as err:

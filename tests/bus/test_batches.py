@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from engine.api.app import build_app
+from engine.bus import archive
 from engine.engine import Engine
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
@@ -73,6 +74,15 @@ async def test_a_batch_closes_at_max_or_when_its_window_ends(tmp_path: Path, mak
     assert outputs == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
     summary = await engine.describe_run(run_ids[0])
     assert summary["trigger"] == "event-1"
+    report = await archive.replay(engine.bus, 0.0)  # the 12 orders again, not their 3 batches
+    assert len(report["planned"]) == 12 and report["started"] == []
+    deadline = time.monotonic() + 10
+    while len(again := (await batch_runs(engine))[3:]) < 3:
+        assert time.monotonic() < deadline, "the replayed batches never closed"
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.gather(*(engine.orchestrator.wait(r) for r in again)), 20)
+    outputs = [(await engine.describe_run(r))["outputs"]["numbers"] for r in again]
+    assert outputs == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
 
 
 async def test_waiting_events_survive_a_stop_and_close_after_the_restart(
@@ -124,9 +134,12 @@ async def test_a_batched_webhook_acknowledges_each_post_and_runs_once_per_batch(
             for n in range(3):
                 async with http.post(server.make_url("/hooks/hooked/in"), json={"n": n}) as resp:
                     answers.append((resp.status, await resp.json()))
+            async with http.get(server.make_url("/api/v1/workflows")) as resp:
+                (listed,) = (await resp.json())["workflows"]
     finally:
         await server.close()
     assert [(status, body["run_ids"]) for status, body in answers] == [(202, [])] * 3
+    assert listed["triggers"][0]["batch"] == {"max": 3, "window_s": 60.0}
     deadline = time.monotonic() + 10
     while True:
         run_ids = await engine.store.read(
@@ -139,6 +152,8 @@ async def test_a_batched_webhook_acknowledges_each_post_and_runs_once_per_batch(
     assert await engine.orchestrator.wait(run_id, 10) == Status.SUCCEEDED
     summary = await engine.describe_run(run_id)
     assert summary["outputs"] == {"count": 3, "bodies": [0, 1, 2]}  # input renders once, per batch
+    report = await archive.replay(engine.bus, 0.0, force=True)
+    assert report["planned"] == []  # the batch is made of events, and is not itself replayed
 
 
 @pytest.mark.parametrize(

@@ -213,8 +213,8 @@ async def test_cancel_and_errors(live: Served) -> None:
 async def test_triggers_list_pause_and_resume(live: Served) -> None:
     code, out, err = await sluice("triggers", "list", server=live.url)
     assert code == 0, err
-    assert out.splitlines()[0].split() == ["TRIGGER", "KIND", "STATE"]
-    assert out.splitlines()[1].split() == ["greet/hook", "webhook", "active"]
+    assert out.splitlines()[0].split() == ["TRIGGER", "KIND", "STATE", "NEXT_FIRE"]
+    assert out.splitlines()[1].split() == ["greet/hook", "webhook", "active", "-"]
     code, out, err = await sluice("triggers", "pause", "greet/hook", server=live.url)
     assert (code, out.strip()) == (0, "trigger greet/hook paused"), err
     code, out, _ = await sluice("triggers", "pause", "greet/hook", server=live.url)

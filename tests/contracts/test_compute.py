@@ -1,8 +1,9 @@
-"""The compute contract: every backend behind ``ComputeRunner`` (Docker, Slurm) passes the same suite.
+"""The compute contract: every backend behind ``ComputeRunner`` (Docker, Podman, Slurm) passes one suite.
 
 Start, logs, exit code, OOM, timeout, terminate, labels and limits, and re-adoption after the
 engine that started an attempt was killed with SIGKILL. Each backend is real: the local dockerd,
-and the one-node Slurm cluster of ``.ci/slurm-setup.sh`` (whose nodes run the same dockerd).
+the Podman service of ``.ci/podman-setup.sh``, and the one-node Slurm cluster of
+``.ci/slurm-setup.sh`` (whose node runs the same dockerd).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from engine.executors.docker import (
     ContainerRunner,
 )
 from engine.executors.docker_api import DockerClient
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmRunner
 from tests.support.docker import TEST_LABEL
 from tests.support.paths import ROOT
-from tests.support.slurm import cancel_and_wait, sluice_slurm_jobs
+from tests.support.podman import remove_leftovers
+from tests.support.slurm import RESTD_URL, cancel_and_wait, sluice_slurm_jobs
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.docker
@@ -42,34 +45,50 @@ MakeRequest = Callable[..., ContainerRequest]
 
 @dataclass
 class Backend:
+    #: docker, podman, slurm (its node runs docker), slurm-podman (its node runs podman), slurm-rest
+    #: (through slurmrestd)
     kind: str
-    client: DockerClient
+    client: DockerClient  #: the engine the containers run on (Slurm's node: the local one)
     shared_dir: str
 
     def config(self) -> dict[str, Any]:
-        return {"shared_dir": self.shared_dir, "poll_s": 0.3}
+        runtime = "podman" if self.kind == "slurm-podman" else "docker"
+        rest = {"rest_url": RESTD_URL} if self.kind == "slurm-rest" else {}
+        return {"shared_dir": self.shared_dir, "poll_s": 0.3, "runtime": runtime, **rest}
 
     def make(self) -> ComputeRunner:
         """A runner as a freshly started engine has it: knowing nothing of earlier attempts."""
         if self.kind == "docker":
             return ContainerRunner(self.client, pull_timeout_s=10.0)
+        if self.kind == "podman":
+            return PodmanRunner(self.client, pull_timeout_s=10.0)
         return SlurmRunner(SlurmConfig.from_json(self.config()), pull_timeout_s=10.0)
 
 
-@pytest.fixture(params=["docker", "slurm"])
+@pytest.fixture(params=["docker", "podman", "slurm", "slurm-podman", "slurm-rest"])
 async def backend(
     request: pytest.FixtureRequest, docker_client: DockerClient, docker_test_label: str, tmp_path: Path
 ) -> AsyncIterator[Backend]:
-    if request.param == "slurm":
+    kind: str = request.param
+    if kind.startswith("slurm"):
         request.getfixturevalue("slurm_ready")
+    if kind.endswith("podman"):
+        request.getfixturevalue("podman_ready")
+    if kind == "slurm-rest":
+        request.getfixturevalue("slurmrestd_ready")
+    client = DockerClient(default_host()) if kind.endswith("podman") else docker_client
     shared = tmp_path / "shared"
     shared.mkdir()
-    yield Backend(request.param, docker_client, str(shared))
-    if request.param == "slurm":  # a failed test may leave its Slurm jobs: cancel them
-        mine = f"sluice.job-id={docker_test_label}"
-        await cancel_and_wait(
-            lambda j: str(j.get("comment")).startswith(mine), docker_client, docker_test_label
-        )
+    try:
+        yield Backend(kind, client, str(shared))
+        if kind.startswith("slurm"):  # a failed test may leave its Slurm jobs: cancel them
+            mine = f"sluice.job-id={docker_test_label}"
+            await cancel_and_wait(lambda j: str(j.get("comment")).startswith(mine), client, docker_test_label)
+        if kind.endswith("podman"):
+            await remove_leftovers(client, docker_test_label)
+    finally:
+        if client is not docker_client:
+            await client.aclose()
 
 
 def read(path: str) -> str:
@@ -177,13 +196,16 @@ _CRASHING_ENGINE = """
 import asyncio, json, sys
 from engine.executors.docker_api import DockerClient
 from engine.executors.docker import ContainerRequest, ContainerRunner
+from engine.executors.podman import PodmanRunner, default_host
 from engine.executors.slurm import SlurmConfig, SlurmRunner
 
 async def main(kind, config, body):
     req = ContainerRequest(**json.loads(body))
-    async with DockerClient() as client:
+    async with DockerClient(default_host() if kind == "podman" else None) as client:
         if kind == "docker":
             runner = ContainerRunner(client)
+        elif kind == "podman":
+            runner = PodmanRunner(client)
         else:
             runner = SlurmRunner(SlurmConfig.from_json(json.loads(config)))
         await runner.run(req)
@@ -217,6 +239,6 @@ async def test_readopted_after_kill_9_never_started_twice(
         return not await backend.client.list({"sluice.job-id": req.job_id}, all=True)
 
     await wait_until(removed, timeout_s=30, what="the container's removal", step_s=0.2)
-    if backend.kind == "slurm":
+    if backend.kind.startswith("slurm"):
         assert len(sluice_slurm_jobs(req.job_id)) == 1  # one sbatch, before the crash
     await runner.aclose()

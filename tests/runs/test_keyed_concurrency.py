@@ -1,11 +1,15 @@
 """A workflow's keyed ``concurrency``: at most N runs per key value, the rest PENDING in order,
-the same after a restart (real engines on one data dir, real worker processes)."""
+the same after a restart and after ``kill -9`` of a real ``sluice serve`` (real engines on one
+data dir, real worker processes)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +20,8 @@ from engine.api.app import build_app
 from engine.engine import Engine
 from engine.states import Status
 from tests.support.engines import MakeEngine, write_flow
+from tests.support.serving import free_port, healthy, serve, stop
+from tests.support.waiting import wait_until_sync
 from workflows.errors import SpecErrors
 from workflows.loader import load_file
 
@@ -96,11 +102,14 @@ async def test_at_most_two_runs_per_customer_the_rest_wait_in_order(
     server = TestServer(build_app(engine))
     await server.start_server()
     try:
-        url = server.make_url(f"/api/v1/runs/{ids['a4']}")
-        async with aiohttp.ClientSession() as http, http.get(url) as resp:
-            shown = await resp.json()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.make_url(f"/api/v1/runs/{ids['a4']}")) as resp:
+                shown = await resp.json()
+            async with http.get(server.make_url("/api/v1/workflows")) as resp:
+                (listed,) = (await resp.json())["workflows"]
     finally:
         await server.close()
+    assert listed["concurrency"] == {"limit": 2, "key": "{{ event.detail.customer }}"}
     assert shown["status"] == "PENDING"
     assert shown["reason"] == "waiting for concurrency key 'a': 2 runs running, 1 waiting ahead of it"
     gates["a2"].touch()  # one of customer a's ends: the oldest waiting one of a starts, not a4
@@ -165,3 +174,69 @@ def test_a_bad_concurrency_is_refused_at_load(tmp_path: Path, concurrency: str, 
     with pytest.raises(SpecErrors) as info:
         load_file(path)
     assert problem in str(info.value)
+
+
+# -- kill -9 of a real engine --------------------------------------------------------------------
+
+SERVED = """
+name: keyed
+concurrency: {key: "{{ event.detail.customer }}", limit: 2}
+triggers:
+  - event: {pattern: {source: [com.example.crm]}}
+steps:
+  work: {function: handlers:work}
+"""
+
+WORK = """
+import time
+
+def work(event, context):
+    time.sleep(0.4)
+    return event["detail"]["n"]
+"""
+
+
+def _put(base: str, customer: str, n: int) -> None:
+    entry = {"Source": "com.example.crm", "DetailType": "Sync", "Detail": {"customer": customer, "n": n}}
+    body = json.dumps({"Entries": [entry]}).encode()
+    req = urllib.request.Request(base + "/api/v1/events", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["FailedEntryCount"] == 0
+
+
+def test_kill_9_keeps_the_limit_per_key_and_loses_no_run(tmp_path: Path) -> None:
+    write_flow(tmp_path / "flows", SERVED, WORK)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp_path / ".sluice" / "sluice.db"
+    proc = serve(tmp_path, port)
+    try:
+        wait_until_sync(lambda: healthy(base), 30, what="the engine answering")
+        for n in range(8):
+            for customer in ("acme", "globex"):
+                _put(base, customer, n)
+        time.sleep(0.6)  # the first two of each customer run, the rest wait
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = serve(tmp_path, port)
+        wait_until_sync(lambda: healthy(base), 30, what="the engine back")
+
+        def done() -> bool:
+            with sqlite3.connect(db) as conn:
+                left = conn.execute("SELECT COUNT(*) FROM runs WHERE status IN ('PENDING','RUNNING')")
+                return bool(left.fetchone()[0] == 0)
+
+        wait_until_sync(done, 60, what="every run ended")
+    finally:
+        stop(proc, 30)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT e.body, r.status, r.started_at, r.ended_at FROM runs r "
+            "JOIN events e ON e.id = r.event_id WHERE r.workflow='keyed'"
+        ).fetchall()
+    assert len(rows) == 16 and {r[1] for r in rows} == {"SUCCEEDED"}
+    for customer in ("acme", "globex"):
+        mine = [r for r in rows if json.loads(r[0])["detail"]["customer"] == customer]
+        assert most_at_once([(r[2], r[3]) for r in mine]) == 2, customer
+        by_start = [json.loads(r[0])["detail"]["n"] for r in sorted(mine, key=lambda r: r[2])]
+        assert by_start == list(range(8)), customer  # in the order the events came

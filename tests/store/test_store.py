@@ -15,6 +15,7 @@ from engine.ids import event_id, ordered_id
 from engine.states import IllegalTransition, check
 from engine.store import queries
 from engine.store import store as store_module
+from engine.store.readers import READERS
 from engine.store.schema import MIGRATIONS
 from engine.store.store import LINGER_TURNS, Store, StoreClosed, StoreUnavailable
 from tests.support.waiting import wait_until as until
@@ -341,3 +342,48 @@ async def test_history_pages_are_newest_first_and_the_cursor_walks_back(store: S
         failed = await queries.list_runs(db, status="FAILED", workflow="wf0", limit=50) or []
         assert await queries.list_runs(db, before="r-no-such-run") is None  # a bad cursor, not a page
     assert [r["run_id"] for r in failed] == [r for i, r in enumerate(ids) if i % 6 == 0][::-1]
+
+
+async def test_a_cancelled_read_leaves_its_connection_usable(store: Store) -> None:
+    """A client that hangs up mid-read (its handler cancelled) must not leave a read transaction
+    open on a pooled connection, nor hand one on while a thread still uses it."""
+    release = threading.Event()
+    entered = asyncio.Event()
+
+    async def snapshot_then_cancelled() -> None:
+        async with store.snapshot() as db:
+            entered.set()
+            await db.execute_fetchall("SELECT count(*) FROM runs")
+            await asyncio.sleep(10)
+
+    for _ in range(READERS * 2):  # every connection of the pool, twice over
+        entered.clear()
+        task = asyncio.ensure_future(snapshot_then_cancelled())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(READERS):
+        async with store.snapshot() as db:  # BEGIN here would fail inside an open transaction
+            assert list(next(iter(await db.execute_fetchall("SELECT 1")))) == [1]
+
+    def held(conn: sqlite3.Connection) -> int:
+        release.wait(10)
+        return int(conn.execute("SELECT 1").fetchone()[0])
+
+    slow = asyncio.ensure_future(store.read(held))
+    await asyncio.sleep(0.05)
+    slow.cancel()  # the thread goes on: its connection stays out of the pool until it is done
+    borrowed = [store.reader() for _ in range(READERS - 1)]
+    conns = [await b.__aenter__() for b in borrowed]
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3), store.reader():
+                pass  # every other connection is out: this one waits
+        release.set()
+        async with asyncio.timeout(5), store.reader() as db:
+            assert db not in conns
+    finally:
+        release.set()
+        for b in borrowed:
+            await b.__aexit__(None, None, None)

@@ -55,6 +55,29 @@ def slurm_ready() -> None:
     pytest.skip(message)
 
 
+#: where .ci/slurm-setup.sh runs slurmrestd (rest_auth/local)
+RESTD_URL = "unix:/run/sluice-slurm/slurmrestd.sock"
+
+
+@pytest.fixture(scope="session")
+def slurmrestd_ready(slurm_ready: None) -> str:
+    """The ``rest_url`` of the cluster's slurmrestd; skips (locally) or fails (in CI) without one."""
+    try:
+        out = subprocess.run(
+            ["curl", "-sf", "--max-time", "5", "--unix-socket", RESTD_URL[5:], "http://x/slurm/v0.0.38/ping"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        problem = None if out.returncode == 0 else f"no answer on {RESTD_URL} (curl exit {out.returncode})"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problem = str(exc)
+    if problem is None:
+        return RESTD_URL
+    message = f"slurmrestd is not usable: {problem} (run .ci/slurm-setup.sh as root)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so slurmrestd tests may not skip. {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def sluice_slurm_jobs(job_id_prefix: str = "") -> list[dict[str, Any]]:
     """Every job Slurm still knows that Sluice submitted (by its comment), any state."""
     out = subprocess.run(["squeue", "--json", "--states=all"], capture_output=True, text=True, timeout=30)
@@ -78,9 +101,17 @@ async def slurm_batch(
     shared.mkdir(exist_ok=True)
     made: list[BatchService] = []
 
-    async def make(vcpus: float = 16, memory: int = 16 << 30, poll_s: float = 0.3) -> BatchService:
+    async def make(
+        vcpus: float = 16,
+        memory: int = 16 << 30,
+        poll_s: float = 0.3,
+        runtime: str = "docker",
+        rest_url: str | None = None,
+    ) -> BatchService:
         svc = await batch()
-        body = {"shared_dir": str(shared), "partition": "debug", "poll_s": poll_s}
+        body = {"shared_dir": str(shared), "partition": "debug", "poll_s": poll_s, "runtime": runtime}
+        if rest_url:
+            body["rest_url"] = rest_url
         if "slurm" in svc.envs:
             await svc.put_environment({"name": "slurm", "slurm": body}, create=False)
         else:
@@ -94,7 +125,7 @@ async def slurm_batch(
         return svc
 
     yield make
-    ids = {f"sluice.job-id={j}" for svc in made for j in svc.jobs}
+    ids = {f"sluice.job-id={j}{tail}" for svc in made for j in svc.jobs for tail in ("", ":%a")}
     await cancel_and_wait(
         lambda j: j.get("comment", "").rsplit(" ", 1)[0] in ids, docker_client, docker_test_label
     )
