@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -39,3 +40,37 @@ async def test_fan_out_progress_masked_yaml_and_html_errors(
         assert resp.status == 404 and resp.content_type == "text/html"
     async with http.get(f"{served.url}/api/v1/nothing", headers={"Accept": "text/html"}) as resp:
         assert resp.status == 404 and resp.content_type == "application/json"
+
+
+SINGLE = """
+name: single
+params: {s: {type: number}}
+steps:
+  only: {function: "handlers:nap", concurrency: 1, input: "{{ params.s }}"}
+"""
+NAP = "import time\ndef nap(event, context):\n    time.sleep(event)\n    return event\n"
+
+
+async def test_a_step_waiting_for_a_worker_shows_waiting_on_its_page_and_in_the_api(
+    serve: Serve, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    write_flow(tmp_path / "flows", SINGLE, NAP)
+    served = await serve(tmp_path / "flows")
+    first = await served.engine.start_run("single", {"s": 1.0})
+    second = await served.engine.start_run("single", {"s": 0.01})
+    for _ in range(500):
+        async with http.get(f"{served.url}/api/v1/runs/{second}") as resp:
+            run = await resp.json()
+        if run["steps"].get("only", {}).get("status") == "WAITING":
+            break
+        await asyncio.sleep(0.01)
+    assert run["steps"]["only"]["status"] == "WAITING" and run["steps"]["only"]["waiting_since"], run
+    async with http.get(f"{served.url}/runs/{second}") as resp:
+        page = await resp.text()
+    assert resp.status == 200 and '<span class="status WAITING">WAITING</span>' in page
+    assert "for a worker" in page
+    assert await served.engine.orchestrator.wait(second, 30) == "SUCCEEDED"
+    assert await served.engine.orchestrator.wait(first, 30) == "SUCCEEDED"
+    async with http.get(f"{served.url}/runs/{second}") as resp:
+        page = await resp.text()
+    assert "s for a worker" in page  # the attempt's line: waited 0.9xs for a worker
