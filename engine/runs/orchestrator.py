@@ -296,8 +296,8 @@ class Orchestrator:
                         continue
                     if wf.steps[name].kind == "function" and (idx >= 0 or wf.steps[name].for_each is None):
                         has_open = conn.execute(
-                            "SELECT 1 FROM attempts WHERE run_id=? AND step=? AND idx=? AND status=?",
-                            (run.id, name, idx, Status.RUNNING),
+                            "SELECT 1 FROM attempts WHERE run_id=? AND step=? AND idx=? AND status IN (?,?)",
+                            (run.id, name, idx, Status.RUNNING, Status.WAITING),  # WAITING: for a worker
                         ).fetchone()
                         if has_open:
                             records.note_interrupted(conn, run.id, name, idx, now)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,8 @@ from engine.executors.fairness import reserve_for_others
 from engine.states import Status
 from engine.store import queries
 from tests.support.engines import MakeEngine, write_flow
-from tests.support.waiting import wait_until
+from tests.support.serving import free_port, healthy, serve
+from tests.support.waiting import wait_until, wait_until_sync
 
 HANDLERS = """
 import time
@@ -186,3 +190,54 @@ async def test_a_stop_closes_a_waiting_attempt_and_the_restart_runs_the_step(
     assert await again.orchestrator.wait(first, 30) == Status.SUCCEEDED
     attempts = await attempts_of(again, second)
     assert [a["status"] for a in attempts] == [Status.CANCELLED, Status.SUCCEEDED], attempts
+
+
+HOOKED = """
+name: hooked
+triggers:
+  - webhook: {name: go, auth: none}
+steps:
+  only: {function: handlers:nap, concurrency: 1, input: "{{ event.detail.body.s }}"}
+"""
+
+
+def test_kill_9_while_a_step_waits_for_a_worker_loses_nothing(tmp_path: Path) -> None:
+    """The WAITING attempt is closed as interrupted on the restart, and the step runs to the end."""
+    write_flow(tmp_path / "flows", HOOKED, HANDLERS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(base + path, timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+
+    def post(seconds: float) -> str:
+        body = json.dumps({"s": seconds}).encode()
+        req = urllib.request.Request(base + "/hooks/hooked/go", data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return str(json.loads(resp.read())["run_ids"][0])
+
+    def step_status(run_id: str) -> str | None:
+        return get(f"/api/v1/runs/{run_id}")["steps"].get("only", {}).get("status")
+
+    proc = serve(tmp_path, port)
+    try:
+        wait_until_sync(lambda: healthy(base), 30, what="the server to start")
+        first = post(3.0)
+        wait_until_sync(lambda: step_status(first) == "RUNNING", 20, what="the first step to start")
+        waiting = post(0.01)
+        wait_until_sync(lambda: step_status(waiting) == "WAITING", 20, what="the second step to wait")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = serve(tmp_path, port)
+        wait_until_sync(lambda: healthy(base), 30, what="the server to start again")
+        ended = ("SUCCEEDED", "FAILED", "CANCELLED")
+        wait_until_sync(lambda: get(f"/api/v1/runs/{waiting}")["status"] in ended, 30, what="the run to end")
+        run = get(f"/api/v1/runs/{waiting}")
+        assert run["status"] == "SUCCEEDED", run
+        attempts = [(a["status"], (a["error"] or {}).get("errorType")) for a in run["attempts"]["only"]]
+        assert attempts == [("CANCELLED", "Sluice.EngineRestarted"), ("SUCCEEDED", None)], run["attempts"]
+    finally:
+        proc.kill()
+        proc.wait(10)
