@@ -130,7 +130,11 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
     if array is not None and body.get("for_each") is not None:
         ctx.err(f"{where}.for_each", "a step has either for_each or array, not both", "remove one of them")
     lanes = read_int(ctx, f"{where}.max_concurrency", body.get("max_concurrency"), 1, 10000, 10)
-    if lanes is not None and body.get("for_each") is None:
+    if lanes is not None and kind != "function":
+        ctx.err(
+            f"{where}.max_concurrency", "max_concurrency is for function steps with for_each", "remove it"
+        )
+    elif lanes is not None and body.get("for_each") is None:
         ctx.err(
             f"{where}.max_concurrency",
             "max_concurrency caps the items of a for_each in flight; this step has no for_each",

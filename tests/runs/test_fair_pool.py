@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.engine import Engine
 from engine.executors.fairness import reserve_for_others
 from engine.states import Status
@@ -17,6 +19,8 @@ from engine.store import queries
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.serving import free_port, healthy, serve
 from tests.support.waiting import wait_until, wait_until_sync
+from workflows.errors import SpecErrors
+from workflows.loader import load_dir
 
 HANDLERS = """
 import time
@@ -241,3 +245,23 @@ def test_kill_9_while_a_step_waits_for_a_worker_loses_nothing(tmp_path: Path) ->
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        ("{function: handlers:environ, max_concurrency: 2}", "this step has no for_each"),
+        ("{function: handlers:environ, for_each: [1], max_concurrency: 0}", "max_concurrency"),
+        (
+            "{container: {image: busybox:1.36}, array: 2, max_concurrency: 2}",
+            "for function steps with for_each",
+        ),
+    ],
+)
+def test_a_bad_max_concurrency_is_refused_at_load(tmp_path: Path, step: str, problem: str) -> None:
+    write_flow(
+        tmp_path, f"name: bad\nsteps:\n  s: {step}\n", HANDLERS + "\ndef environ(e, c):\n    return 1\n"
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_dir(tmp_path)
+    assert problem in str(info.value)
