@@ -27,9 +27,11 @@ BOX = {"image": "busybox:1.36", "command": ["true"], "vcpus": 1, "memory": 32 <<
 async def measure(size: int) -> dict[str, Any]:
     from engine.batch.service import BatchService
     from engine.bus.bus import Bus
+    from engine.engine import tune_gc
     from engine.executors.docker_api import DockerClient
     from engine.store.store import Store
 
+    tune_gc()  # as ``sluice serve`` does
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "arrays.db")
         await store.open()
@@ -37,10 +39,10 @@ async def measure(size: int) -> dict[str, Any]:
         cpu: list[float] = []
         apply = store._apply
 
-        def timed_apply(batch: Any) -> Any:
+        def timed_apply(batch: Any, **kw: Any) -> Any:  # kw: an older store's ``inline``
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                return apply(batch)
+                return apply(batch, **kw)
             finally:
                 holds.append((time.perf_counter() - t0) * 1000)
                 cpu.append((time.thread_time() - c0) * 1000)

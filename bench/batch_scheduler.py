@@ -5,7 +5,9 @@
 * decision: :func:`engine.batch.queues.decide` over ``--runnable`` RUNNABLE jobs kept in the
   BatchService's in-memory index, median and max of 200 decisions, in two shapes: the steady
   state (capacity full, mixed sizes) and the worst case (no job fits, yet the free room is above
-  the smallest request, so the scan runs to its ``max_scan`` bound);
+  the smallest request, so the scan runs to its ``max_scan`` bound); and two shapes of issue 17:
+  a fair-share queue (10 shares) with the capacity full, and a preempting queue's head job
+  choosing its victims among 200 RUNNING jobs;
 * overhead (needs dockerd): a ``true`` job from submit to SUCCEEDED, median of ``--overhead``
   sequential jobs, against bare create+start+wait+remove on the same client; the ratio;
 * throughput (needs dockerd): ``--jobs`` short jobs through an environment of 8 vCPUs (1 each).
@@ -55,6 +57,47 @@ def decision_times(runnable: int, worst: bool, rounds: int = 200) -> list[float]
         t0 = time.perf_counter()
         views = [index.view(q) for q in queues]
         decide(views, envs, time.time())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def fair_times(runnable: int, rounds: int = 200) -> list[float]:
+    from engine.batch.fairshare import FairView, SchedulingPolicy
+
+    policy = SchedulingPolicy("p", 3600, 0, tuple((f"s{i}", 1.0 + i) for i in range(10)))
+    queue = Queue("fair", 1, ("local",), policy="p")
+    env = Environment("local", 8, 32 << 30, used_vcpus=7.5)
+    index = RunnableIndex()
+    now = time.time()
+    for i in range(runnable):
+        index.add("fair", Slot(f"j{i}", i, 1.0 + (i % 4), 256 << 20, now, f"s{i % 10}"))
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        view = index.view(queue)
+        shares = index.shares("fair")
+        view.fair = FairView(policy, shares, {"s0": 4.0, "s1": 3.5}, {s: 100.0 for s in shares}, 8)
+        decide([view], {"local": env}, time.time())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def preempt_times(runnable: int, rounds: int = 200) -> list[float]:
+    from engine.batch.queues import Preemption, Running
+
+    low = Queue("low", 1, ("local",))
+    high = Queue("high", 10, ("local",), preemption=Preemption(True, 10))
+    env = Environment("local", 200, 1 << 40, used_vcpus=200)
+    index = RunnableIndex()
+    now = time.time()
+    for i in range(runnable):
+        index.add("low", Slot(f"l{i}", i, 1.0, 256 << 20, now))
+    index.add("high", Slot("h", runnable + 1, 4.0, 256 << 20, now))
+    running = [Running(f"r{i}", "local", 1, now - i, 1.0, 256 << 20) for i in range(200)]
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        decide([index.view(low), index.view(high)], {"local": env}, time.time(), running=running)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -117,6 +160,14 @@ def main() -> None:
     for worst in (False, True):
         times = decision_times(args.runnable, worst)
         label = "worst case" if worst else "steady state"
+        print(
+            f"decision ({label}, {args.runnable} RUNNABLE): median {statistics.median(times) * 1e3:.3f} ms, "
+            f"max {max(times) * 1e3:.3f} ms"
+        )
+    for label, times in (
+        ("fair share, 10 shares", fair_times(args.runnable)),
+        ("preempting, 200 RUNNING", preempt_times(args.runnable)),
+    ):
         print(
             f"decision ({label}, {args.runnable} RUNNABLE): median {statistics.median(times) * 1e3:.3f} ms, "
             f"max {max(times) * 1e3:.3f} ms"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .limits import _cpu_s
 from .sluice_workloads import _catalog, write_bench_workflows
 
 FLOW = """\
@@ -30,10 +32,23 @@ steps:
 """
 
 
-def write_files(inbox: Path, n: int) -> None:
+def write_files(inbox: Path, n: int, cpu: list[float]) -> None:
+    c0 = time.thread_time()
     for i in range(n):
         with open(inbox / f"f{i:06d}.txt", "w") as fh:
             fh.write("x\n")
+    cpu.append(time.thread_time() - c0)
+
+
+def workers_cpu_s(pid: int | None = None) -> float:
+    """CPU of this process's live descendants (the function workers and their fork server)."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid or os.getpid()}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    total += _cpu_s(int(child)) + workers_cpu_s(int(child))
+    return total
 
 
 async def measure(files: int, after: str) -> dict[str, Any]:
@@ -51,14 +66,17 @@ async def measure(files: int, after: str) -> dict[str, Any]:
             await asyncio.sleep(0.5)  # the start-up scan of the empty folder
             orch = engine.orchestrator
             base = orch.finished
-            t0 = time.perf_counter()
-            writer = threading.Thread(target=write_files, args=(inbox, files))
+            writer_cpu: list[float] = []
+            t0, c0, w0 = time.perf_counter(), time.process_time(), workers_cpu_s()
+            writer = threading.Thread(target=write_files, args=(inbox, files, writer_cpu))
             writer.start()
             deadline = t0 + 600
             while orch.finished - base < files and time.perf_counter() < deadline:  # noqa: ASYNC110 - polled
                 await asyncio.sleep(0.05)
             wall = time.perf_counter() - t0
             writer.join()
+            engine_cpu = time.process_time() - c0 - sum(writer_cpu)
+            workers_cpu = workers_cpu_s() - w0
             await asyncio.sleep(1.0)  # anything extra (a second run of a file) would show up now
 
             def counts(conn: Any) -> tuple[int, int, int]:
@@ -77,6 +95,10 @@ async def measure(files: int, after: str) -> dict[str, Any]:
                 "after": after,
                 "wall_s": round(wall, 2),
                 "runs_per_s": round(ok / wall),
+                # what the machine's load cannot change: CPU per run, the engine's and the workers'
+                "engine_cpu_us_per_run": round(engine_cpu / files * 1e6),
+                "workers_cpu_us_per_run": round(workers_cpu / files * 1e6),
+                "runs_per_engine_cpu_s": round(files / engine_cpu),
                 "runs": runs,
                 "succeeded": ok,
                 "distinct_files_emitted": keys,

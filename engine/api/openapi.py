@@ -307,6 +307,39 @@ def document() -> dict[str, Any]:
                 errors=("400", "404", "415", "503"),
             )
         }
+    paths["/api/v1/scheduling-policies"] = {
+        "get": _op("list fair-share scheduling policies", _answer("scheduling_policies"), errors=("503",)),
+        "post": _op(
+            "create a fair-share scheduling policy",
+            _answer("created"),
+            status="201",
+            body=_body(["name"], {"name": TEXT}),
+            errors=("400", "409", "415", "503"),
+        ),
+    }
+    paths["/api/v1/scheduling-policies/{name}"] = {
+        "patch": _op(
+            "change a scheduling policy (only what the body names)",
+            _answer("updated"),
+            body=OBJ,
+            params=[NAME],
+            errors=("400", "404", "415", "503"),
+        ),
+        "delete": _op(
+            "delete a scheduling policy no queue uses",
+            _answer("deleted"),
+            params=[NAME],
+            errors=("400", "404", "409", "503"),
+        ),
+    }
+    paths["/api/v1/queues/{name}/shares"] = {
+        "get": _op(
+            "a fair-share queue's shares: weight, running, usage",
+            _answer("shares"),
+            params=[NAME],
+            errors=("404", "503"),
+        )
+    }
     paths["/api/v1/environments/{name}/reclaim"] = {
         "post": _op(
             "take an interruptible environment's capacity back (its jobs fail as Spot's do)",

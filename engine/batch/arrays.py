@@ -10,6 +10,7 @@ always add up to the array's size.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import sqlite3
 from collections.abc import Callable
@@ -32,14 +33,18 @@ INTERRUPTED = "the engine stopped before this array child was stored; submit the
 Deps = dict[str, list[tuple[str, str]]]
 
 
-def expand(
+async def expand(
     job: Job, size: int | None, deps: list[tuple[str, str]]
 ) -> tuple[list[Job], list[tuple[str, str, str]]]:
-    """The job and its array children, and each one's dependency rows (N_TO_N, SEQUENTIAL spelled out)."""
+    """The job and its array children, and each one's dependency rows (N_TO_N, SEQUENTIAL spelled out).
+
+    10,000 children take ~30 ms to build: the loop gets a turn every ``ARRAY_CHUNK * 40`` of them."""
     if size is None:
         return [job], [(job.id, d, "ALL_DONE" if m == "ALL_DONE" else "STANDARD") for d, m in deps]
     jobs, out = [job], []
     for i in range(size):
+        if i and i % (ARRAY_CHUNK * 40) == 0:
+            await asyncio.sleep(0)
         child = child_of(job, i)
         jobs.append(child)
         for d, m in deps:

@@ -8,9 +8,9 @@ instead of FIFO: the next job comes from the share whose *weighted load* is lowe
 As in AWS, a **lower** ``weightFactor`` gets **more** capacity: shares weighted 1 and 3 end up
 using it 3:1. The decayed usage is an exponential average over ``shareDecaySeconds`` (0: only
 what runs now counts), so a share that ran a lot recently waits behind one that did not.
-Within a share, jobs keep their submission order. ``computeReservation`` (percent) keeps
-``(computeReservation/100) ** active_shares`` of the queue's vCPUs free for shares that have
-not run yet, AWS's formula.
+Within a share, a higher ``schedulingPriority`` goes first, then submission order.
+``computeReservation`` (percent) keeps ``(computeReservation/100) ** active_shares`` of the
+queue's vCPUs free for shares that have not run yet, AWS's formula.
 
 Everything here is pure: usage advances with an explicit ``now``; :func:`engine.batch.queues.decide`
 drives :class:`FairOrder`. Nothing is stored but the policies (engine/batch/policies.py): usage

@@ -237,7 +237,7 @@ class JobSpec:
     network: str | None = None
     definition: str | None = None  #: ``name:revision`` of the registered definition it came from
     tags: dict[str, str] = field(default_factory=dict)
-    scheduling_priority: int | None = None  #: kept for DescribeJobs; queues here are FIFO
+    scheduling_priority: int | None = None  #: higher first within its share on a fair-share queue
     #: False: never preempted for a higher-priority queue's job (engine/batch/queues.py)
     preemptible: bool = True
     share: str | None = None  #: ``shareIdentifier``, for a queue with a fair-share policy
@@ -437,6 +437,6 @@ def new_job_id() -> str:
 
 def slot_of(job: Job) -> Slot:
     """What the scheduler sees of a RUNNABLE job."""
-    return Slot(
-        job.id, job.seq, job.spec.vcpus, job.spec.memory, job.runnable_at or job.created_at, job.spec.share
-    )
+    spec = job.spec
+    since = job.runnable_at or job.created_at
+    return Slot(job.id, job.seq, spec.vcpus, spec.memory, since, spec.share, spec.scheduling_priority or 0)

@@ -165,6 +165,7 @@ class Slot:
     memory: int
     runnable_since: float
     share: str | None = None  #: its ``shareIdentifier`` (fair-share queues order by it)
+    priority: int = 0  #: ``schedulingPriority``: higher first within its share (fair-share queues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +436,8 @@ class RunnableIndex:
         self._shapes: dict[str, Counter[tuple[float, int]]] = {}
         self._last_seq: dict[str, int] = {}
         self._unsorted: set[str] = set()
+        self._share_last: dict[tuple[str, str], tuple[int, int]] = {}  #: (queue, share) -> last key
+        self._share_unsorted: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return sum(len(d) for d in self._jobs.values())
@@ -444,6 +447,10 @@ class RunnableIndex:
         jobs[slot.job_id] = slot
         if slot.share is not None:
             self._shares.setdefault(queue, {}).setdefault(slot.share, {})[slot.job_id] = slot
+            key, order = (queue, slot.share), (-slot.priority, slot.seq)
+            if order < self._share_last.get(key, order):
+                self._share_unsorted.add(key)
+            self._share_last[key] = max(order, self._share_last.get(key, order))
         self._shapes.setdefault(queue, Counter())[(slot.vcpus, slot.memory)] += 1
         if slot.seq < self._last_seq.get(queue, -1):
             self._unsorted.add(queue)
@@ -457,6 +464,7 @@ class RunnableIndex:
                 share.pop(job_id, None)
                 if not share:
                     del self._shares[queue][slot.share]
+                    self._share_last.pop((queue, slot.share), None)
             shapes = self._shapes[queue]
             key = (slot.vcpus, slot.memory)
             shapes[key] -= 1
@@ -484,6 +492,7 @@ class RunnableIndex:
                 if s.share is not None:
                     shares.setdefault(s.share, {})[s.job_id] = s
             self._shares[name] = shares
+            self._share_unsorted.update((name, share) for share in shares)
             self._unsorted.discard(name)
         jobs = self._jobs.get(name, {})
         shapes = self._shapes.get(name)
@@ -492,5 +501,12 @@ class RunnableIndex:
         return QueueView(queue, jobs.values(), min_v, min_m)
 
     def shares(self, queue: str) -> dict[str, Iterable[Slot]]:
-        """Each share's RUNNABLE slots in submission order (call after :meth:`view`)."""
-        return {share: slots.values() for share, slots in self._shares.get(queue, {}).items()}
+        """Each share's RUNNABLE slots: higher ``schedulingPriority`` first, then submission order."""
+        shares = self._shares.get(queue, {})
+        for key in [k for k in self._share_unsorted if k[0] == queue]:
+            self._share_unsorted.discard(key)
+            slots = shares.get(key[1])
+            if slots is not None:
+                ordered = sorted(slots.values(), key=lambda s: (-s.priority, s.seq))
+                shares[key[1]] = {s.job_id: s for s in ordered}
+        return {share: slots.values() for share, slots in shares.items()}

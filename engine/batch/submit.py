@@ -368,7 +368,7 @@ class Submitter:
             run_id=run_step[0] if run_step else None,
             step=run_step[1] if run_step else None,
         )
-        jobs, dep_rows = arrays.expand(job, size, deps)
+        jobs, dep_rows = await arrays.expand(job, size, deps)
         new_ids = {j.id for j in jobs}
         status = await self._dependency_states(sorted({d for _, d, _ in dep_rows} - new_ids))
         waiting: dict[str, dict[str, str]] = {}

@@ -32,7 +32,40 @@ RUN_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 # -- commands -------------------------------------------------------------------------------------
 
 
+#: how often ``runs list --follow`` asks the server (seconds)
+WATCH_POLL_S = 1.0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """``runs list --follow``: the newest runs, then one line per new run or change of state, as
+    ``kubectl get -w`` does, until Ctrl-C. Polls; watches the newest ``--limit`` runs."""
+    q = query(workflow=args.workflow, status=args.status, limit=args.limit)
+    seen: dict[str, str] = {}
+    while True:
+        runs = request(args.server, "GET", "/api/v1/runs" + q)["runs"]
+        for r in reversed(runs):  # oldest first, so lines come in the order things happened
+            if seen.get(r["run_id"]) == r["status"]:
+                continue
+            if args.json:
+                print(json.dumps(r, ensure_ascii=False), flush=True)
+            else:
+                cells = (
+                    time.strftime("%H:%M:%S"),
+                    r["run_id"],
+                    r["workflow"],
+                    r["status"],
+                    r["reason"] or "",
+                )
+                print("  ".join(cells).rstrip(), flush=True)
+        seen = {r["run_id"]: r["status"] for r in runs}
+        time.sleep(WATCH_POLL_S)
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
+    if args.follow:
+        if args.before:
+            raise RemoteError("--follow watches the newest runs; it does not take --before", 2)
+        return _watch(args)
     q = query(workflow=args.workflow, status=args.status, limit=args.limit, before=args.before)
     data = request(args.server, "GET", "/api/v1/runs" + q)
     rows = [
@@ -251,6 +284,10 @@ def register(sub: Any) -> None:
     p.add_argument("--status", type=str.upper, choices=RUN_STATES, help=", ".join(RUN_STATES))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--before", help="a run id: list runs older than it (paging)")
+    p.add_argument(
+        "--follow", "-f", action="store_true",
+        help="then keep printing a line per new run or change of state, until Ctrl-C",
+    )  # fmt: skip
     p.set_defaults(func=command(cmd_runs_list))
     for name, func, text in (
         ("show", cmd_runs_show, "one run with its steps"),

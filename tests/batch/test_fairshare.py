@@ -100,6 +100,18 @@ def test_decayed_usage_puts_a_share_that_ran_recently_behind() -> None:
     assert d.placements == [("i1", "local")]  # submitted later, but its share has not run
 
 
+def test_within_a_share_higher_scheduling_priority_goes_first_then_submission_order() -> None:
+    policy = SchedulingPolicy("p", 0, 0, ())
+    queue = Queue("q", 1, ("local",), policy="p")
+    index = RunnableIndex()
+    for i, prio in enumerate((0, 0, 5, 0, 5)):
+        index.add("q", Slot(f"a{i}", i, 1, 64 * MIB, 0, "A", prio))
+    view = index.view(queue)
+    view.fair = FairView(policy, index.shares("q"), {}, {}, 3)
+    d = decide([view], {"local": Environment("local", 3, 1024 * MIB)}, 0)
+    assert [j for j, _ in d.placements] == ["a2", "a4", "a0"]
+
+
 def test_compute_reservation_keeps_room_for_shares_that_have_not_run() -> None:
     # 50 %: with one active share, half the capacity waits for others (AWS: 0.5 ** 1)
     policy = SchedulingPolicy("p", 0, 50, ())

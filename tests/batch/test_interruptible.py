@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from engine.batch import rows
 from engine.batch.jobs import Job, JobError, JobSpec
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import MakeBatch, box
@@ -154,3 +156,25 @@ async def test_an_interruptible_environment_whose_engine_goes_away_is_reclaimed(
     finally:  # the "host" was only a proxy: its container is still on the local engine
         for c in await docker_client.list({TEST_LABEL: docker_test_label}, all=True):
             await docker_client.remove(c["Id"], force=True)
+
+
+async def test_a_restart_between_a_reclaim_and_its_kill_still_kills(batch: MakeBatch) -> None:
+    """The crash lands after the reclaim was written and before the attempt was killed: the next
+    start finds the attempt running in a reclaimed environment and ends it as a reclaim."""
+    svc = await batch(vcpus=2)
+    spot = {"name": "spot", "max_vcpus": 1, "max_memory": 1 << 30, "interruptible": True}
+    await svc.put_environment(spot, create=True)
+    await svc.put_queue({"name": "cheap", "priority": 1, "environments": ["spot", "local"]}, create=True)
+    out = await svc.submit({"queue": "cheap", "container": box(FIRST_LONG, retry_strategy=SPOT_RETRY)})
+    job_id = out["job_id"]
+    await until(lambda: svc.jobs[job_id].status == "RUNNING", 30, what="running on spot")
+    await svc.aclose()  # like a crash: the container keeps running
+    env = svc.envs["spot"]
+    env.state, env.reclaimed_at = "DISABLED", time.time()
+    await svc.store.write(lambda c: rows.save_environment(c, env, time.time()))  # the reclaim's own write
+    await svc.store.close()
+    again = await batch(vcpus=2)
+    assert await again.wait(job_id, 60) == "SUCCEEDED"
+    desc = await again.describe(job_id)
+    assert desc is not None and [a["environment"] for a in desc["attempts"]] == ["spot", "local"]
+    assert desc["attempts"][0]["reason"].startswith("Host EC2 (instance i-")

@@ -161,6 +161,40 @@ async def test_logs_follow_prints_a_running_step_live_and_each_line_once(
     assert out == "==> talk attempt 1 <==\nworking on it\ndone\n"
 
 
+async def test_runs_list_follow_prints_a_line_per_new_run_and_change(live: Served, tmp_path: Path) -> None:
+    done = await live.engine.run_to_end("greet", {"who": "Bo"}, timeout_s=20)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "runs", "list", "--follow", "--server", live.url,
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "SLUICE_SERVER"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out = proc.stdout
+    assert out is not None
+
+    async def line_with(*parts: str) -> str:
+        async with asyncio.timeout(20):
+            while True:
+                line = (await out.readline()).decode()
+                assert line, "runs list --follow ended"
+                if all(p in line for p in parts):
+                    return line
+
+    try:
+        first = await line_with(done["run_id"])  # what is there already, one line each
+        assert first.split()[1:] == [done["run_id"], "greet", "SUCCEEDED"]
+        gate = tmp_path / "gate"
+        run_id = await live.engine.start_run("chatty", {"gate": str(gate)})
+        await line_with(run_id, "chatty", "RUNNING")
+        gate.touch()
+        await line_with(run_id, "SUCCEEDED")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    code, _, err = await sluice("runs", "list", "--follow", "--before", run_id, server=live.url)
+    assert code == 2 and "--before" in err
+
+
 async def test_runs_show_follow_is_the_live_view_of_sluice_run(live: Served, tmp_path: Path) -> None:
     """Started, what the handler prints (while it runs), ended, the run's end; outputs; exit code."""
     gate = tmp_path / "gate"
