@@ -129,6 +129,16 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
         ctx.err(f"{where}.array", "array is for container steps only", "use for_each for other steps")
     if array is not None and body.get("for_each") is not None:
         ctx.err(f"{where}.for_each", "a step has either for_each or array, not both", "remove one of them")
+    elif body.get("for_each") is not None and kind != "function":  # the driver fans out functions only
+        per_item = "for_each runs a function step once per item"
+        if kind == "container":
+            ctx.err(
+                f"{where}.for_each",
+                f"{per_item}; a container step fans out with array: N",
+                "write array: N; each child reads SLUICE_ARRAY_INDEX",
+            )
+        else:
+            ctx.err(f"{where}.for_each", per_item, "make the step a function, or remove for_each")
     lanes = read_int(ctx, f"{where}.max_concurrency", body.get("max_concurrency"), 1, 10000, 10)
     if lanes is not None and kind != "function":
         ctx.err(

@@ -160,6 +160,12 @@ BROKEN: dict[str, list[str]] = {
         ' (write e.g. url: "http://127.0.0.1:9000/hook")',
         "notify[0].on: unknown run state 'DONE' (use RUNNING, SUCCEEDED, FAILED, CANCELLED)",
     ],
+    "for_each_not_a_function": [
+        "steps.resize.for_each: for_each runs a function step once per item; a container step fans out"
+        " with array: N (write array: N; each child reads SLUICE_ARRAY_INDEX)",
+        "steps.pause.for_each: for_each runs a function step once per item"
+        " (make the step a function, or remove for_each)",
+    ],
     "trigger_input_var": ["triggers[0].input: template uses unknown name 'params' (use one of event)"],
     "webhook_auth_mismatch": [
         'triggers[0].webhook.secret: auth: hmac needs a secret (add secret: "${env:HOOK_SECRET}")',
