@@ -350,7 +350,7 @@ class Store:
 
     def _checkpoint_due(self) -> bool:
         """The WAL is past WAL_RESTART_PAGES: the writer checkpoints now, between two batches."""
-        if not self._restart_due:
+        if not self._restart_due or self._closed:
             return False
         self._restart_due = False
         self.restarts += 1
@@ -377,6 +377,8 @@ class Store:
 
     def _checkpointed(self, job: Future[int]) -> None:
         self._checkpointing = False
+        if self._closed:  # the writer thread is (being) shut down: the next open goes on from here
+            return
         exc = job.exception()
         if exc is not None:  # the next one retries; commits go on meanwhile
             log.warning("store checkpoint failed: %s", exc)
