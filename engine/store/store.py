@@ -212,6 +212,7 @@ class Store:
 
         try:
             self._wconn = await loop.run_in_executor(self._writer, setup)
+            await loop.run_in_executor(self._checkpointer, self._open_checkpointer)
             await self.readers.open()
         except BaseException:
             self._unlock()
@@ -368,10 +369,14 @@ class Store:
         job = self._checkpointer.submit(self._checkpoint_beside)
         job.add_done_callback(lambda job: self._threadsafe(self._checkpointed, job))
 
+    def _open_checkpointer(self) -> None:
+        """The checkpointer's connection, opened with the store (before any write can compete):
+        none of ``_connect``'s settings, which would wait for the writer's lock to be set."""
+        self._cconn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
     def _checkpoint_beside(self) -> int:
         """On the checkpointer thread: copy the committed WAL pages; how many the WAL holds."""
-        if self._cconn is None:
-            self._cconn = _connect(self.path)
+        assert self._cconn is not None
         _busy, pages, _copied = self._cconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(pages)
 
