@@ -64,6 +64,17 @@ class _Snapshot(Collector):
             "sluice_runs_held", "Runs committed and waiting for admission", value=engine.orchestrator.held
         )
         yield from self._pool()
+        paused = GaugeMetricFamily(
+            "sluice_trigger_paused",
+            "1 for a trigger an operator paused, 0 for one that emits (engine/pauses.py)",
+            labels=["workflow", "trigger"],
+        )
+        for wf in sorted(engine.catalog.values(), key=lambda w: w.name):
+            for trigger in wf.triggers:
+                paused.add_metric(
+                    [wf.name, trigger.name], int(engine.pauses.is_paused(wf.name, trigger.name))
+                )
+        yield paused
         depth = GaugeMetricFamily(
             "sluice_queue_jobs", "Unfinished batch jobs by queue and state", labels=["queue", "state"]
         )

@@ -111,6 +111,10 @@ async def test_a_paused_schedule_fires_nothing_across_a_restart_and_resumes(serv
     assert status == 200 and body["paused"] is True and body["changed"] is True, body
     assert body["kind"] == "schedule" and body["paused_at"] > 0
     assert (await post(base, "/api/v1/workflows/tick/triggers/every/pause"))[1]["changed"] is False
+    async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+        text = await resp.text()
+    assert 'sluice_trigger_paused{trigger="every",workflow="tick"} 1.0' in text
+    assert 'sluice_trigger_paused{trigger="drops",workflow="ingest"} 0.0' in text
     await asyncio.sleep(0.3)  # a fire already being committed when the pause came may still land
     count = await runs_of(engine, "tick")
     await asyncio.sleep(2.2)
