@@ -96,13 +96,15 @@ class Readers:
     async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
         """A connection inside one read transaction: every statement sees the same commit."""
         async with self._borrow() as (db, _):
-            # queued on the connection's thread in order: even if the block is cancelled, COMMIT
-            # follows BEGIN before the next borrower's first statement
-            await db.execute("BEGIN")
+            # statements run on the connection's thread in the order they were queued, and a
+            # cancelled await does not take one back: so COMMIT is queued whatever happened (BEGIN
+            # itself cancelled included), and runs before the next borrower's first statement
             try:
+                await db.execute("BEGIN")
                 yield db
             finally:
-                await asyncio.shield(db.execute("COMMIT"))
+                with contextlib.suppress(sqlite3.OperationalError):  # BEGIN failed: nothing to end
+                    await asyncio.shield(db.execute("COMMIT"))
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(conn)`` in one read transaction, on a borrowed connection (one thread hop)."""
