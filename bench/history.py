@@ -3,8 +3,9 @@
 Fills a real store with N finished runs (plain SQL, in the store's own schema: the fixture, not
 the thing measured), then times through the store's read pool (aiosqlite, engine/store/queries.py)
 what ``GET /api/v1/runs`` and the dashboard ask: the first page, a page filtered by status and
-by workflow, the tenth page by cursor; and how long a one-row read waits while another client's
-long read is running (reads must not queue behind one another).
+by workflow, the tenth page by cursor; a ``/metrics`` scrape (it must not grow with the history);
+and how long a one-row read waits while another client's long read is running (reads must not
+queue behind one another).
 """
 
 from __future__ import annotations
@@ -124,9 +125,24 @@ async def measure(runs: int) -> dict[str, Any]:
             out["long_read_ms"] = round(
                 (time.perf_counter() - t0) * 1000 + out["small_read_beside_long_read_ms"], 1
             )
-            return out
         finally:
             await store.close()
+        out["metrics_scrape_ms"] = await scrape_ms(Path(tmp))
+        return out
+
+
+async def scrape_ms(data_dir: Path, reps: int = 7) -> float:
+    """Median milliseconds of a ``/metrics`` scrape (``metrics.scrape``) of an engine on this store."""
+    from engine.api import metrics
+    from engine.engine import Engine, Settings
+
+    samples = []
+    async with Engine(Settings(data_dir=data_dir, workers=1, grace_s=1, port=0), {}) as engine:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            await metrics.scrape(engine, None)
+            samples.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(samples), 2)
 
 
 def main() -> None:
