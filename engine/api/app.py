@@ -238,7 +238,8 @@ async def pause_trigger(request: web.Request) -> web.Response:
         raise ApiError(
             404, "unknown_trigger", f"workflow {name!r} has no trigger {trigger!r} (it has: {known})"
         )
-    await json_body(request, default={})  # no fields; a body, if sent, must still be JSON
+    if not isinstance(await json_body(request, default={}), dict):  # no fields; if sent, an object
+        raise ApiError(400, "bad_body", "send {} or no body")
     if request.path.endswith("/pause"):
         changed = await engine.pauses.pause(name, trigger)
     else:

@@ -102,7 +102,7 @@ def document() -> dict[str, Any]:
                 _answer("the event is committed", {"$ref": "#/components/schemas/Accepted"}),
                 status="202",
                 params=[_path("workflow", "workflow name"), _path("trigger", "trigger name")],
-                errors=("400", "401", "403", "404", "413", "415"),
+                errors=("400", "401", "403", "404", "413", "415", "429", "503"),  # 503: paused, disk full
                 open_route=True,
             )
         },

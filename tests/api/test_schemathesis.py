@@ -44,6 +44,19 @@ CHECKS = (
     "ignored_auth,use_after_free,ensure_resource_availability"
 )
 
+#: real names for the path parameters, so fuzzing reaches the webhook's body handling and the pause
+#: routes rather than their 404s. 503 is an answer here, not a server error (a paused webhook
+#: gives it, with Retry-After); status_code_conformance still holds it to the document
+CONFIG = """
+[parameters]
+"path.workflow" = "greet"
+"path.trigger" = "hook"
+"path.name" = "greet"
+
+[checks.not_a_server_error]
+expected-statuses = ["1XX", "2XX", "3XX", "4XX", "503"]
+"""
+
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 pytestmark = pytest.mark.skipif(
     not SCHEMATHESIS.exists() and not os.environ.get("CI"),
@@ -69,8 +82,10 @@ def test_the_live_api_keeps_its_document(
     proc = serve(tmp_path, port, env={"SLUICE_API_TOKEN": token} if token else {})
     try:
         wait_until_sync(lambda: healthy(base), 30, what="sluice serve")
+        (tmp_path / "schemathesis.toml").write_text(CONFIG)
         argv = [
-            str(SCHEMATHESIS), "run", f"{base}/api/v1/openapi.json",
+            str(SCHEMATHESIS), "--config-file", str(tmp_path / "schemathesis.toml"),
+            "run", f"{base}/api/v1/openapi.json",
             *(["--header", f"Authorization: Bearer {token}"] if token else []),
             "--checks", CHECKS, "--phases", phases,
             "--max-examples", examples, "--seed", "1", "--workers", "1",

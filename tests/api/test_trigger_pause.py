@@ -184,9 +184,13 @@ async def test_a_paused_webhook_answers_503_after_auth_and_a_paused_rule_starts_
 
 
 async def test_pausing_an_unknown_trigger_says_what_exists(serve: Start) -> None:
-    _, base = await serve()
+    engine, base = await serve()
     status, body = await post(base, "/api/v1/workflows/tick/triggers/nope/pause")
     assert status == 404 and body["error"]["code"] == "unknown_trigger"
     assert "every" in body["error"]["message"]
     status, body = await post(base, "/api/v1/workflows/nope/triggers/every/resume")
     assert status == 404 and body["error"]["code"] == "unknown_workflow"
+    pause = base + "/api/v1/workflows/tick/triggers/every/pause"
+    async with aiohttp.ClientSession() as http, http.post(pause, json=[None]) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_body"  # schemathesis
+    assert not engine.pauses.is_paused("tick", "every")
