@@ -152,9 +152,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: 503 with what is wrong while the store, its writer or a trigger is not well."""
-    ready, checks = await readiness(_engine(request))
+    engine = _engine(request)
+    ready, checks = await readiness(engine)
+    paused = sorted(f"{w}/{t}" for w, t in engine.pauses.paused)  # by choice: not a failure, but said
     return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+        {"status": "ready" if ready else "not_ready", "checks": checks, "paused_triggers": paused},
+        status=200 if ready else 503,
     )
 
 

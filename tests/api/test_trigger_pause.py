@@ -115,6 +115,9 @@ async def test_a_paused_schedule_fires_nothing_across_a_restart_and_resumes(serv
         text = await resp.text()
     assert 'sluice_trigger_paused{trigger="every",workflow="tick"} 1.0' in text
     assert 'sluice_trigger_paused{trigger="drops",workflow="ingest"} 0.0' in text
+    async with aiohttp.ClientSession() as http, http.get(base + "/readyz") as resp:
+        ready = await resp.json()
+    assert resp.status == 200 and ready["paused_triggers"] == ["tick/every"], ready  # said, not failed
     await asyncio.sleep(0.3)  # a fire already being committed when the pause came may still land
     count = await runs_of(engine, "tick")
     await asyncio.sleep(2.2)
