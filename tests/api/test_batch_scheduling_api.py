@@ -139,6 +139,8 @@ async def test_the_priorities_example_runs_as_documented(server: tuple[str, Any]
     assert "reclaimed (DISABLED); 2 job(s) interrupted" in text, text
     preempted = await engine.batch.recent_preemptions("low")
     assert len(preempted) == 1 and preempted[0]["preemptor_queue"] == "high"
+    status, html = await call(base, "GET", "/batch?queue=low")  # the queue page shows who preempted whom
+    assert status == 200 and preempted[0]["preempted_by"] in html and preempted[0]["job_id"] in html
     reclaimed = await engine.store.read(
         lambda c: c.execute("SELECT count(*) FROM job_attempts WHERE reason LIKE 'Host EC2%'").fetchone()[0]
     )
@@ -239,6 +241,8 @@ async def test_fair_share_policies_through_aws_http_cli_and_dashboard(server: tu
     assert code == 2 and "ID=WEIGHT" in err
     code, text, err = await cli(base, "queues", "shares", "shared")
     assert code == 0 and "beta" in text, (text, err)
+    status, html = await call(base, "GET", "/batch?queue=shared")
+    assert "fair share (teams)" in html and "Shares of shared" in html and "<td>beta</td>" in html
     code, text, err = await cli(base, "queues", "update", "shared", "--scheduling-policy", "none")
     assert code == 0 and json.loads(text)["scheduling_policy"] is None, err
     code, text, err = await cli(base, "policies", "delete", "teams")
