@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from engine.batch import rows
@@ -28,6 +29,7 @@ from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.jobs import RUNNING, STARTING, Job, JobError
 from engine.batch.queues import DISABLED, Environment
+from engine.events import iso_ms
 from engine.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,41 @@ def instance_id(env: Environment) -> str:
 def host_terminated(env: Environment) -> str:
     """The statusReason AWS gives an attempt whose Spot instance was taken back."""
     return f"Host EC2 (instance {instance_id(env)}) terminated."
+
+
+def preempt_marks(conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]) -> dict[str, str]:
+    """Of these (job, attempt) pairs, the jobs whose attempt a preemption is ending -> the preemptor."""
+    out: dict[str, str] = {}
+    for job_id, attempt in attempts:
+        row = conn.execute(
+            "SELECT preempted_by FROM job_attempts WHERE job_id=? AND attempt=? AND preempted_by IS NOT NULL",
+            (job_id, attempt),
+        ).fetchone()
+        if row is not None:
+            out[job_id] = str(row[0])
+    return out
+
+
+def recent_preemptions(conn: sqlite3.Connection, queue: str | None, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest preempted attempts, newest first: who was preempted, by whom, from which queues."""
+    where = "" if queue is None else " AND (v.queue = :q OR p.queue = :q)"
+    rows = conn.execute(
+        "SELECT a.job_id, a.attempt, a.preempted_by, a.stopped_at, a.started_at, v.queue, p.queue "
+        "FROM job_attempts a JOIN jobs v ON v.id = a.job_id LEFT JOIN jobs p ON p.id = a.preempted_by "
+        f"WHERE a.preempted_by IS NOT NULL{where} ORDER BY coalesce(a.stopped_at, 1e18) DESC LIMIT :n",
+        {"q": queue, "n": int(limit)},
+    ).fetchall()
+    return [
+        {
+            "job_id": r[0],
+            "attempt": r[1],
+            "preempted_by": r[2],
+            "stopped_at": iso_ms(r[3]),
+            "queue": r[5],
+            "preemptor_queue": r[6],
+        }
+        for r in rows
+    ]
 
 
 class Interrupts:
@@ -69,6 +106,8 @@ class Interrupts:
 
     async def _preempt(self, job: Job, by: str, grace_s: float) -> None:
         attempt, job_id = job.attempts, job.id
+        if job.status not in (STARTING, RUNNING):
+            return  # it ended on its own since the decision (its end took the marker back)
         text = self.reason(by)
         job.status_reason = f"being preempted: {text}; SIGTERM, then SIGKILL after {grace_s:g}s"
         note = job.status_reason

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from engine.batch import arrays, rows
+from engine.batch import arrays, interrupts, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.jobs import RUNNABLE, RUNNING, STARTING, Job, slot_of
@@ -77,7 +77,7 @@ class Recovery:
         recorded = await self.store.read(lambda c: rows.recorded_results(c, pairs))
         submitted = await self.store.read(lambda c: rows.slurm_ids(c, pairs))
         # attempts a preemption was ending: they end requeued, and nothing is preempted again
-        self.book.preempting.update(await self.store.read(lambda c: rows.preempt_marks(c, pairs)))
+        self.book.preempting.update(await self.store.read(lambda c: interrupts.preempt_marks(c, pairs)))
         # each backend answers for its own jobs; the local engine is asked even with none
         local = self.attempts.runner
         groups: dict[int, tuple[ComputeRunner, list[Job]]] = {id(local): (local, [])}

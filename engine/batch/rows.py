@@ -554,41 +554,15 @@ def unfinished_in_queue(conn: sqlite3.Connection, queue: str) -> int:
 
 
 def mark_preempted(conn: sqlite3.Connection, job_id: str, attempt: int, by: str, reason: str) -> None:
-    """The persistent marker: this attempt is being preempted by job ``by`` (a restart finishes it)."""
-    conn.execute("UPDATE job_attempts SET preempted_by=? WHERE job_id=? AND attempt=?", (by, job_id, attempt))
-    conn.execute("UPDATE jobs SET status_reason=? WHERE id=?", (reason, job_id))
+    """The persistent marker: this attempt is being preempted by job ``by`` (a restart finishes it).
 
-
-def preempt_marks(conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]) -> dict[str, str]:
-    """Of these (job, attempt) pairs, the jobs whose attempt a preemption is ending -> the preemptor."""
-    out: dict[str, str] = {}
-    for job_id, attempt in attempts:
-        row = conn.execute(
-            "SELECT preempted_by FROM job_attempts WHERE job_id=? AND attempt=? AND preempted_by IS NOT NULL",
-            (job_id, attempt),
-        ).fetchone()
-        if row is not None:
-            out[job_id] = str(row[0])
-    return out
-
-
-def recent_preemptions(conn: sqlite3.Connection, queue: str | None, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest preempted attempts, newest first: who was preempted, by whom, from which queues."""
-    where = "" if queue is None else " AND (v.queue = :q OR p.queue = :q)"
-    rows = conn.execute(
-        "SELECT a.job_id, a.attempt, a.preempted_by, a.stopped_at, a.started_at, v.queue, p.queue "
-        "FROM job_attempts a JOIN jobs v ON v.id = a.job_id LEFT JOIN jobs p ON p.id = a.preempted_by "
-        f"WHERE a.preempted_by IS NOT NULL{where} ORDER BY coalesce(a.stopped_at, 1e18) DESC LIMIT :n",
-        {"q": queue, "n": int(limit)},
-    ).fetchall()
-    return [
-        {
-            "job_id": r[0],
-            "attempt": r[1],
-            "preempted_by": r[2],
-            "stopped_at": iso_ms(r[3]),
-            "queue": r[5],
-            "preemptor_queue": r[6],
-        }
-        for r in rows
-    ]
+    Only while the attempt is still open: one that ended on its own meanwhile is left as it ended."""
+    cur = conn.execute(
+        "UPDATE job_attempts SET preempted_by=? WHERE job_id=? AND attempt=? AND reason IS NULL",
+        (by, job_id, attempt),
+    )
+    if cur.rowcount:
+        conn.execute(
+            "UPDATE jobs SET status_reason=? WHERE id=? AND attempts=? AND status IN ('STARTING', 'RUNNING')",
+            (reason, job_id, attempt),
+        )

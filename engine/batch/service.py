@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.batch import policies, rows
+from engine.batch import interrupts, policies, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.fairshare import FairView, Usage
@@ -338,7 +338,7 @@ class BatchService:
 
     async def recent_preemptions(self, queue: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest preempted attempts (of ``queue``'s jobs, or by its jobs), newest first."""
-        found = await self.store.read(lambda c: rows.recent_preemptions(c, queue, limit))
+        found = await self.store.read(lambda c: interrupts.recent_preemptions(c, queue, limit))
         for row in found:
             row["being_preempted"] = row["job_id"] in self.book.preempting
         return found

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from engine.batch import rows
 from engine.batch.queues import (
     Environment,
     Preemption,
@@ -214,3 +215,16 @@ async def test_a_restart_during_a_preemption_loses_nothing_and_preempts_nothing_
         assert rows[0][2] == 143  # left in its grace period (the queue's 8 s), not killed
     assert [r[:2] for r in await attempt_rows(again, high["job_id"])] == [(1, None)]
     assert await attempt_rows(again, array["job_id"]) == []  # the array parent is never run itself
+
+
+@pytest.mark.docker
+async def test_a_marker_for_an_attempt_that_already_ended_changes_nothing(batch: MakeBatch) -> None:
+    """The victim may end on its own between the decision and the marker's write: it stays as it ended."""
+    svc = await batch()
+    out = await svc.submit({"queue": "default", "container": box(["true"])})
+    assert await svc.wait(out["job_id"], 30) == "SUCCEEDED"
+    job_id = out["job_id"]
+    await svc.store.write(lambda c: rows.mark_preempted(c, job_id, 1, "j-other", "being preempted"))
+    desc = await svc.describe(job_id)
+    assert desc is not None and desc["status_reason"] == "Essential container in task exited"
+    assert await attempt_rows(svc, job_id) == [(1, None, 0)]
