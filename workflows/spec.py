@@ -100,6 +100,8 @@ class ContainerSpec:
     user: str | None = None
     network: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    preemptible: bool = True  #: False: a preempting queue never takes its capacity
+    share_identifier: str | None = None  #: its share on a fair-share queue
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from workflows.fields import (
     NAME,
     FileCtx,
     check_variables,
+    read_bool,
     read_choice,
     read_duration,
     read_int,
@@ -83,7 +84,10 @@ _CONTAINER_FIELDS = (
     "user",
     "network",
     "parameters",
+    "preemptible",
+    "share_identifier",
 )
+_SHARE = re.compile(r"[A-Za-z0-9_]{1,255}")
 _RETRY_FIELDS = ("attempts", "interval", "backoff_rate", "max_delay", "jitter", "errors", "evaluate_on_exit")
 _EXIT_FIELDS = ("on_exit_code", "on_reason", "on_status_reason", "action")
 
@@ -340,7 +344,17 @@ def _container(ctx: FileCtx, where: str, body: Any) -> ContainerSpec | None:
         ),
         network=read_str(ctx, f"{where}.network", body.get("network"), "none"),
         parameters=read_str_map(ctx, f"{where}.parameters", body.get("parameters")) or {},
+        preemptible=read_bool(ctx, f"{where}.preemptible", body.get("preemptible")) is not False,
+        share_identifier=_share(ctx, f"{where}.share_identifier", body.get("share_identifier")),
     )
+
+
+def _share(ctx: FileCtx, where: str, value: Any) -> str | None:
+    """A fair-share queue's ``shareIdentifier``, as AWS allows it: letters, digits and _."""
+    if value is None or (isinstance(value, str) and _SHARE.fullmatch(value)):
+        return value
+    ctx.err(where, f"must be up to 255 letters, digits and _, got {ctx.show(value)}", "write e.g. team_a")
+    return None
 
 
 def _command(ctx: FileCtx, where: str, value: Any) -> tuple[Renderable, ...] | None:

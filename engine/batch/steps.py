@@ -82,6 +82,8 @@ def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
         "user": c.user,
         "working_dir": c.working_dir,
         "network": c.network,
+        "preemptible": c.preemptible,
+        "share_identifier": c.share_identifier,
         "retry_strategy": RetryStrategy(
             max(1, min(spec.retry.attempts, 10)),
             spec.retry.evaluate_on_exit,

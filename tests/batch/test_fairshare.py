@@ -8,13 +8,20 @@ A real-container test checks the same order on a small scale.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.batch.fairshare import FairView, PolicyError, SchedulingPolicy, Usage
 from engine.batch.jobs import JobError
 from engine.batch.queues import Environment, Queue, RunnableIndex, Slot, decide
+from engine.executors.docker_api import DockerClient
 from tests.support.batch import MakeBatch, box
+from tests.support.docker import TEST_LABEL
+from tests.support.engines import MakeEngine, write_flow
 from tests.support.waiting import wait_until as until
+from workflows.errors import SpecErrors
+from workflows.loader import load_dir
 
 MIB = 1 << 20
 
@@ -184,3 +191,48 @@ async def test_a_fair_share_queue_on_real_containers_starts_shares_by_weight(bat
         assert await svc.wait(job_id, 60) == "SUCCEEDED"
     desc = await svc.describe(ids["beta"][0])
     assert desc is not None and desc["spec"]["share_identifier"] == "beta"
+
+
+STEP_FLOW = """\
+name: shared
+steps:
+  work:
+    container:
+      image: busybox:1.36
+      command: ["true"]
+      vcpus: 0.5
+      memory: 32MiB
+      network: none
+      queue: shared
+      share_identifier: team_a
+      preemptible: false
+"""
+
+
+@pytest.mark.docker
+async def test_a_container_step_runs_on_a_fair_share_queue_under_its_share(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    engine = await make_engine(write_flow(tmp_path / "flows", STEP_FLOW).parent)
+    assert engine.batch is not None
+    engine.batch.labels[TEST_LABEL] = docker_test_label
+    await engine.batch.policies.put({"name": "p"}, create=True)
+    queue = {"name": "shared", "priority": 1, "environments": ["local"], "scheduling_policy": "p"}
+    await engine.batch.put_queue(queue, create=True)
+    summary = await engine.run_to_end("shared", timeout_s=60)
+    assert summary["status"] == "SUCCEEDED", summary
+    run_id = summary["run_id"]
+    job_id = await engine.store.read(
+        lambda c: c.execute("SELECT job_id FROM steps WHERE run_id=? AND step='work'", (run_id,)).fetchone()[
+            0
+        ]
+    )
+    desc = await engine.batch.describe(job_id)
+    assert desc is not None and desc["spec"]["share_identifier"] == "team_a"
+    assert desc["spec"]["preemptible"] is False
+
+
+def test_a_step_share_identifier_is_checked_at_load(tmp_path: Path) -> None:
+    bad = STEP_FLOW.replace("share_identifier: team_a", 'share_identifier: "team a"')
+    with pytest.raises(SpecErrors, match=r"container.share_identifier: must be up to 255 letters"):
+        load_dir(write_flow(tmp_path / "flows", bad).parent)
