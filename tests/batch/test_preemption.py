@@ -9,6 +9,7 @@ across a restart without preempting anything twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -27,7 +28,9 @@ from engine.batch.queues import (
     decide,
 )
 from engine.batch.service import BatchService
+from engine.executors.docker_api import DockerClient, DockerError
 from tests.support.batch import MakeBatch, box
+from tests.support.docker import TEST_LABEL
 from tests.support.waiting import wait_until as until
 
 MIB = 1 << 20
@@ -228,3 +231,42 @@ async def test_a_marker_for_an_attempt_that_already_ended_changes_nothing(batch:
     desc = await svc.describe(job_id)
     assert desc is not None and desc["status_reason"] == "Essential container in task exited"
     assert await attempt_rows(svc, job_id) == [(1, None, 0)]
+
+
+@pytest.mark.docker
+async def test_victims_that_ended_while_the_engine_was_down_are_requeued_not_failed(
+    batch: MakeBatch, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    svc = await batch(vcpus=1)
+    await queues(svc, grace="8s")
+    array = await svc.submit({"queue": "low", "array_size": 2, "container": box([*FIRST_LONG, "30"])})
+    children = [f"{array['job_id']}:{i}" for i in range(2)]
+    await until(lambda: all(svc.jobs[c].status == "RUNNING" for c in children), 30, what="children running")
+    high = await svc.submit({"queue": "high", "container": box(["true"], vcpus=1)})
+
+    async def marked() -> bool:
+        firsts = [(await attempt_rows(svc, c))[:1] for c in children]
+        return all(f == [(1, high["job_id"], None)] for f in firsts)
+
+    await until(marked, 10, what="both victims marked")
+    await svc.aclose()
+    await svc.store.close()
+
+    async def all_exited() -> bool:
+        found = await docker_client.list({TEST_LABEL: docker_test_label}, all=True)
+        return bool(found) and all(c["State"] == "exited" for c in found)
+
+    # the marker is written before the SIGTERM: if the crash came in between, send it ourselves
+    for c in await docker_client.list({TEST_LABEL: docker_test_label}, all=True):
+        if c["State"] == "running":
+            with contextlib.suppress(DockerError):  # 409: it has exited since the list
+                await docker_client.kill(c["Id"], "SIGTERM")
+    await until(all_exited, 20, what="the victims' containers exited while no engine ran")
+    again = await batch(vcpus=1)
+    assert await again.wait(array["job_id"], 60) == "SUCCEEDED"
+    assert await again.wait(high["job_id"], 30) == "SUCCEEDED"
+    for child in children:
+        rows_ = await attempt_rows(again, child)
+        assert [r[:2] for r in rows_] == [(1, high["job_id"]), (2, None)], rows_
+        desc = await again.describe(child)
+        assert desc is not None and desc["preemptions"] == 1
