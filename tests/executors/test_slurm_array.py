@@ -118,3 +118,37 @@ async def test_terminating_a_task_that_waits_with_its_siblings_ends_it_alone(
             docker_test_label,
         )
         await runner.aclose()
+
+
+@pytest.mark.docker
+@pytest.mark.slurm
+async def test_an_array_slurm_refuses_as_a_whole_is_submitted_child_by_child(
+    slurm_ready: None,
+    make_container_request: Callable[..., ContainerRequest],
+    tmp_path: Path,
+    docker_client: DockerClient,
+    docker_test_label: str,
+) -> None:
+    """Slurm's MaxArraySize (1001 by default, and here) refuses ``--array=1000-1001`` whole; as
+    one sbatch per child did, index 1000 runs and 1001 alone is refused."""
+    config = SlurmConfig.from_json({"shared_dir": str(tmp_path / "shared"), "poll_s": 0.3})
+    runner = SlurmRunner(config, pull_timeout_s=10.0)
+    parent = f"{docker_test_label}-big"
+    reqs = [
+        make_container_request(job_id=f"{parent}:{i}", command=["true"], env={"SLUICE_ARRAY_INDEX": str(i)})
+        for i in (1000, 1001)
+    ]
+    for req in reqs:
+        runner.expect(req.job_id, req.attempt)
+    try:
+        done, refused = await asyncio.wait_for(asyncio.gather(*(runner.run(r) for r in reqs)), 120)
+        assert (done.exit_code, done.status_reason) == (0, EXITED)
+        assert refused.exit_code is None and "Invalid job array specification" in refused.status_reason
+        assert not list((tmp_path / "shared" / "attempts").iterdir())  # folders and links removed
+    finally:
+        await cancel_and_wait(
+            lambda j: str(j.get("comment")).startswith(f"sluice.job-id={parent}"),
+            docker_client,
+            docker_test_label,
+        )
+        await runner.aclose()
