@@ -321,7 +321,7 @@ class SlurmRunner:
         return list(found.values())
 
     async def aclose(self) -> None:
-        self.squeue.aclose()
+        await self.squeue.aclose()
         await self.arrays.aclose()
         await self.commands.aclose()
 
