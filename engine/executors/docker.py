@@ -449,13 +449,21 @@ class ContainerRunner:
         log.info("container %s: SIGTERM sent (%s); waiting up to %gs", cid[:12], why, grace_s)
         try:
             async with asyncio.timeout(grace_s):
-                await self.client.wait(cid)
+                await self._wait_ended(cid)
             return
         except TimeoutError:
             pass
         log.info("container %s: still running after %gs; SIGKILL", cid[:12], grace_s)
         if await self._signal(cid, "SIGKILL"):
+            await self._wait_ended(cid)
+
+    async def _wait_ended(self, cid: str) -> None:
+        # the attempt that owns the container may remove it the moment it ends: gone is ended
+        try:
             await self.client.wait(cid)
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
 
     async def _signal(self, cid: str, signal: str) -> bool:
         """Send ``signal``; False when the container is already gone or stopped."""

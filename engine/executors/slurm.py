@@ -235,6 +235,7 @@ class SlurmRunner:
                 slurm_id = (await self._sbatch(sbatch_argv(self.config, req, folder), [folder]))[0]
         except _Refused as exc:
             log.warning("job %s#%d: sbatch refused it: %s", req.job_id, req.attempt, exc)
+            forget(folder)
             shutil.rmtree(folder, ignore_errors=True)
             return ContainerResult(None, None, SBATCH_REFUSED.format(message=str(exc)[:300]))
         log.info("job %s#%d: submitted as Slurm job %s", req.job_id, req.attempt, slurm_id)
@@ -273,11 +274,23 @@ class SlurmRunner:
 
     async def _submit_array(
         self, members: list[tuple[ContainerRequest, Path]], group: Path
-    ) -> dict[str, str]:
+    ) -> dict[str, str | Exception]:
         first, folder = members[0]
         argv = array_argv(sbatch_argv(self.config, first, folder), members, group)
         tasks = [int(req.env["SLUICE_ARRAY_INDEX"]) for req, _ in members]
-        handles = await self._sbatch(argv, [f for _, f in members], tasks)
+        try:
+            handles = await self._sbatch(argv, [f for _, f in members], tasks)
+        except _Refused as exc:
+            # refused as a whole (e.g. an index past MaxArraySize): each child gets its own answer,
+            # as before arrays were batched; refused means nothing was submitted
+            log.warning("sbatch refused an array of %d (%s); submitting them one by one", len(members), exc)
+            out: dict[str, str | Exception] = {}
+            for req, folder in members:
+                try:
+                    out[req.job_id] = (await self._sbatch(sbatch_argv(self.config, req, folder), [folder]))[0]
+                except _Refused as one:
+                    out[req.job_id] = one
+            return out
         log.info("Slurm array job %s: %d children in one sbatch", handles[0].split("_")[0], len(members))
         return {req.job_id: h for (req, _), h in zip(members, handles, strict=True)}
 
@@ -308,7 +321,7 @@ class SlurmRunner:
         return list(found.values())
 
     async def aclose(self) -> None:
-        self.squeue.aclose()
+        await self.squeue.aclose()
         await self.arrays.aclose()
         await self.commands.aclose()
 

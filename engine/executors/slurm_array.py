@@ -97,14 +97,14 @@ class _Group:
     timer: asyncio.TimerHandle | None = None
 
 
-Submit = Callable[[list[tuple[ContainerRequest, Path]], Path], Awaitable[dict[str, str]]]
+Submit = Callable[[list[tuple[ContainerRequest, Path]], Path], Awaitable[dict[str, str | Exception]]]
 
 
 class ArrayGroups:
     """The open groups of one Slurm environment; ``submit`` is its runner's one ``sbatch`` per group.
 
-    ``submit(members, group_folder)`` answers each member's handle (``A_i``) by job id, or
-    raises (every member's ``join`` then raises the same)."""
+    ``submit(members, group_folder)`` answers each member's handle (``A_i``), or what refused
+    it, by job id; or raises (every member's ``join`` then raises the same)."""
 
     def __init__(self, root: Path, submit: Submit) -> None:
         self.root, self.submit = root, submit
@@ -198,7 +198,11 @@ class ArrayGroups:
                 raise
             return
         for m in members:
-            m.handle.set_result(handles[m.req.job_id])
+            answer = handles[m.req.job_id]
+            if isinstance(answer, Exception):
+                m.handle.set_exception(answer)
+            else:
+                m.handle.set_result(answer)
 
     async def aclose(self) -> None:
         if self._tasks:

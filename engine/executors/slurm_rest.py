@@ -105,15 +105,13 @@ class RestCommands:
                 text = await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SlurmError(f"slurmrestd at {self.url} did not answer: {exc or type(exc).__name__}") from exc
-        try:
-            data = dict(json.loads(text))
-        except ValueError:
-            raise SlurmError(
-                f"slurmrestd at {self.url} answered {resp.status}: {text.strip()[:200]}"
-            ) from None
-        if resp.status in (401, 403):
+        if resp.status in (401, 403):  # whatever the body (slurmrestd's is not always JSON)
             raise SlurmError(f"slurmrestd at {self.url} refused our credentials ({resp.status})")
-        return data
+        try:
+            return dict(json.loads(text))
+        except ValueError:
+            why = f"slurmrestd at {self.url} answered {resp.status}: {text.strip()[:200]}"
+            raise SlurmError(why) from None
 
     @staticmethod
     def _errors(data: dict[str, Any]) -> str:

@@ -132,6 +132,8 @@ class Squeue:
             raise SlurmError(f"squeue failed (exit {code}): {err or out[:300]}")
         return parse_squeue_json(out)
 
-    def aclose(self) -> None:
+    async def aclose(self) -> None:
+        """Cancel a listing under way and wait for it (its slurmrestd connection goes back first)."""
         if self._fetch is not None and not self._fetch.done():
             self._fetch.cancel()
+            await asyncio.gather(self._fetch, return_exceptions=True)

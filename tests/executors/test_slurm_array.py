@@ -78,3 +78,77 @@ async def test_children_placed_together_are_one_array_found_again_by_a_fresh_run
             docker_test_label,
         )
         await runner.aclose()
+
+
+@pytest.mark.docker
+@pytest.mark.slurm
+async def test_terminating_a_task_that_waits_with_its_siblings_ends_it_alone(
+    slurm_ready: None,
+    make_container_request: Callable[..., ContainerRequest],
+    tmp_path: Path,
+    docker_client: DockerClient,
+    docker_test_label: str,
+) -> None:
+    """Two CPUs each: one task runs, the others wait in one squeue record; scancel A_2 takes task 2
+    out of it without a trace in squeue (Slurm 22.05), so the reason must come from Sluice."""
+    config = SlurmConfig.from_json({"shared_dir": str(tmp_path / "shared"), "poll_s": 0.3})
+    runner = SlurmRunner(config, pull_timeout_s=10.0)
+    parent = f"{docker_test_label}-wait"
+    reqs = [
+        make_container_request(
+            job_id=f"{parent}:{i}", command=["sleep", "2"], env={"SLUICE_ARRAY_INDEX": str(i)}, vcpus=2.0
+        )
+        for i in range(3)
+    ]
+    for req in reqs:
+        runner.expect(req.job_id, req.attempt)
+    tasks = [asyncio.create_task(runner.run(req)) for req in reqs]
+    try:
+        await until(lambda: len(runner.running) == 3, timeout_s=60, what="three handles", step_s=0.05)
+        await runner.terminate(runner.running[(reqs[2].job_id, 1)], grace_s=1.0, reason="Terminated by user")
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        assert [r.status_reason for r in results] == [EXITED, EXITED, "Terminated by user"]
+        assert results[2].exit_code is None  # it never ran
+    finally:
+        for task in tasks:
+            task.cancel()
+        await cancel_and_wait(
+            lambda j: str(j.get("comment")).startswith(f"sluice.job-id={parent}"),
+            docker_client,
+            docker_test_label,
+        )
+        await runner.aclose()
+
+
+@pytest.mark.docker
+@pytest.mark.slurm
+async def test_an_array_slurm_refuses_as_a_whole_is_submitted_child_by_child(
+    slurm_ready: None,
+    make_container_request: Callable[..., ContainerRequest],
+    tmp_path: Path,
+    docker_client: DockerClient,
+    docker_test_label: str,
+) -> None:
+    """Slurm's MaxArraySize (1001 by default, and here) refuses ``--array=1000-1001`` whole; as
+    one sbatch per child did, index 1000 runs and 1001 alone is refused."""
+    config = SlurmConfig.from_json({"shared_dir": str(tmp_path / "shared"), "poll_s": 0.3})
+    runner = SlurmRunner(config, pull_timeout_s=10.0)
+    parent = f"{docker_test_label}-big"
+    reqs = [
+        make_container_request(job_id=f"{parent}:{i}", command=["true"], env={"SLUICE_ARRAY_INDEX": str(i)})
+        for i in (1000, 1001)
+    ]
+    for req in reqs:
+        runner.expect(req.job_id, req.attempt)
+    try:
+        done, refused = await asyncio.wait_for(asyncio.gather(*(runner.run(r) for r in reqs)), 120)
+        assert (done.exit_code, done.status_reason) == (0, EXITED)
+        assert refused.exit_code is None and "Invalid job array specification" in refused.status_reason
+        assert not list((tmp_path / "shared" / "attempts").iterdir())  # folders and links removed
+    finally:
+        await cancel_and_wait(
+            lambda j: str(j.get("comment")).startswith(f"sluice.job-id={parent}"),
+            docker_client,
+            docker_test_label,
+        )
+        await runner.aclose()
