@@ -60,7 +60,7 @@ from engine.executors.docker import (
     ContainerResult,
     _epoch,
 )
-from engine.executors.slurm_array import INDEX_MARK, ArrayGroups, array_argv, forget
+from engine.executors.slurm_array import INDEX_MARK, ArrayGroups, array_argv, forget, split_child
 from engine.executors.slurm_rest import RestCommands, check_url
 from engine.executors.slurm_squeue import CliCommands, Commands, SlurmError, SlurmJob, Squeue
 
@@ -277,7 +277,7 @@ class SlurmRunner:
     ) -> dict[str, str | Exception]:
         first, folder = members[0]
         argv = array_argv(sbatch_argv(self.config, first, folder), members, group)
-        tasks = [int(req.env["SLUICE_ARRAY_INDEX"]) for req, _ in members]
+        tasks = [(split_child(req.job_id) or ("", -1))[1] for req, _ in members]  # as array_argv has them
         try:
             handles = await self._sbatch(argv, [f for _, f in members], tasks)
         except _Refused as exc:
