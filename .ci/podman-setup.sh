@@ -16,9 +16,10 @@
 #     short name finds it.
 #   * Where this process may not raise its resource limits (no CAP_SYS_RESOURCE: sandboxes,
 #     some CI runners), rootful Podman's own defaults (nofile 1048576, nproc 4194304) make runc
-#     fail with "error setting rlimit type 7: operation not permitted". Only then,
-#     /etc/containers/containers.conf gets default_ulimits no higher than the limits Podman
-#     runs under (its nproc is capped at 32768).
+#     fail with "error setting rlimit type 7: operation not permitted". Only then, a drop-in
+#     /etc/containers/containers.conf.d/sluice-ulimits.conf sets default_ulimits no higher than
+#     the limits Podman runs under (its nproc is capped at 32768); the site's own
+#     containers.conf is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +27,7 @@ RUN_DIR=/run/sluice-podman
 SOCKET=/run/podman/podman.sock
 LOG="${SLUICE_PODMAN_LOG:-/tmp/sluice-podman.log}"
 IMAGE="busybox:1.36"
-CONF=/etc/containers/containers.conf
+CONF=/etc/containers/containers.conf.d/sluice-ulimits.conf
 
 log() { printf '[podman-setup] %s\n' "$*" >&2; }
 
@@ -70,14 +71,14 @@ fi
 
 probe() { as_root podman run --rm --network none "$IMAGE" true 2>&1; }
 if ! out="$(probe)"; then
-    if [[ "$out" == *"error setting rlimit"* ]] && ! grep -qs default_ulimits "$CONF"; then
+    if [[ "$out" == *"error setting rlimit"* ]] && [ ! -f "$CONF" ]; then
         nofile="$(ulimit -Hn)"
         nproc="$(ulimit -Hu)"
         [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
         log "this process may not raise rlimits; writing default_ulimits (nofile=$nofile, nproc=$nproc) to $CONF"
         as_root mkdir -p "$(dirname "$CONF")"
         printf '# Written by sluice .ci/podman-setup.sh: limits this machine lets runc set\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n' \
-            "$nofile" "$nofile" "$nproc" "$nproc" | as_root tee -a "$CONF" >/dev/null
+            "$nofile" "$nofile" "$nproc" "$nproc" | as_root tee "$CONF" >/dev/null
         out="$(probe)" || { log "ERROR: podman run still fails: $out"; exit 1; }
     else
         log "ERROR: podman run fails: $out"
