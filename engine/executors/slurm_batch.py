@@ -78,12 +78,12 @@ class _OomWatch:
             lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
         except OSError:
             return
-        for line in lines:
+        for line in lines:  # v1's memory line comes before a hybrid host's unified "0::" one
             _, controllers, path = line.split(":", 2)
             if container_id[:12] in path and "memory" in controllers.split(","):
-                self._open(Path("/sys/fs/cgroup/memory") / path.lstrip("/"))
-            elif container_id[:12] in path and controllers == "":
-                self._open(Path("/sys/fs/cgroup") / path.lstrip("/"), v2=True)
+                return self._open(Path("/sys/fs/cgroup/memory") / path.lstrip("/"))
+            if container_id[:12] in path and controllers == "":
+                return self._open(Path("/sys/fs/cgroup") / path.lstrip("/"), v2=True)
 
     def _open(self, folder: Path, v2: bool = False) -> None:
         try:
