@@ -98,10 +98,11 @@ class Sluice:
         if session is not None:
             await session.close()
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
+    async def request(self, method: str, path: str, body: Any = None, *, text: bool = False) -> Any:
+        """JSON in and out (``text``: the answer as text, for logs)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "text/plain" if text else "application/json"}
         token = self._sync._token
         if token:
             headers["Authorization"] = "Bearer " + token
@@ -111,6 +112,8 @@ class Sluice:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise error_of(resp.status, raw, url)
+                if text:
+                    return raw.decode("utf-8", "replace")
                 return await resp.json(content_type=None) if raw else None
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
@@ -147,6 +150,13 @@ class Sluice:
     async def wait_job(self, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job is SUCCEEDED or FAILED; answers its description."""
         return await _wait(f"job {job_id}", lambda: self.describe_job(job_id), JOB_DONE, timeout_s)
+
+    async def job_logs(self, job_id: str, attempt: int | None = None) -> str:
+        """What the job's attempt (default: its latest) printed, up to 1 MiB."""
+        query = "" if attempt is None else f"?attempt={int(attempt)}"
+        return str(
+            await self.request("GET", "/api/v1/jobs/" + quote(job_id, safe=":") + "/logs" + query, text=True)
+        )
 
     async def cancel_job(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         path = "/api/v1/jobs/" + quote(job_id, safe=":") + "/cancel"

@@ -120,7 +120,9 @@ class Engine:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.crashed = False  #: a component failed and stopped the engine (``serve`` returns 1)
-        if self.bus.batched:  # a trigger with ``batch:``: its events wait for their batch's run
+        # a trigger with ``batch:``: its events wait for their batch's run. Not in a one-shot
+        # ``sluice run`` (recover off): it leaves other runs, and batches, to ``sluice serve``
+        if self.bus.batched and settings.recover:
             from engine.bus.batches import BatchWindows
 
             self.add_service(BatchWindows(self.store, self.bus))

@@ -95,9 +95,10 @@ class Client:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, text: bool = False) -> Any:
+        """JSON in and out (``text``: the answer as text, for logs)."""
         url = self.url + path
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "text/plain" if text else "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -113,6 +114,8 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SluiceError(0, "unreachable", f"cannot reach the engine at {self.url}: {reason}") from None
+        if text:
+            return raw.decode("utf-8", "replace")
         return json.loads(raw) if raw else None
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -145,6 +148,13 @@ class Client:
     def wait_job(self, job_id: str, timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job is SUCCEEDED or FAILED; answers its description (raises WaitTimeout)."""
         return self._wait(f"job {job_id}", lambda: self.describe_job(job_id), JOB_DONE, timeout_s)
+
+    def job_logs(self, job_id: str, attempt: int | None = None) -> str:
+        """What the job's attempt (default: its latest) printed, up to 1 MiB (an array child:
+        ``"j-…:3"``)."""
+        query = "" if attempt is None else f"?attempt={int(attempt)}"
+        path = "/api/v1/jobs/" + urllib.parse.quote(job_id, safe=":") + "/logs" + query
+        return str(self.request("GET", path, text=True))
 
     def cancel_job(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         path = "/api/v1/jobs/" + urllib.parse.quote(job_id, safe=":") + "/cancel"

@@ -87,9 +87,10 @@ def _go(event, context):
     arr = c.submit_job("default", container={{**{BOX!r}, "command": ["true"]}}, array_size=2)
     arr_done = c.wait_job(arr["job_id"], timeout_s=90)
     child = c.describe_job(arr["job_id"] + ":1")["status"]
+    logs = c.job_logs(job["job_id"])
     event_id = c.put_event("com.example.fn", "Job Done", {{"job": job["job_id"]}})
     out = {{"me": me["status"], "job": job["job_id"], "status": done["status"], "array": arr_done["status"],
-           "child": child, "event": event_id, "client": repr(c)}}
+           "child": child, "event": event_id, "logs": logs, "client": repr(c)}}
     # for the test alone: what a leaked token could do after the run (the test tries it)
     pathlib.Path(event["detail"]["leak"]).write_text(json.dumps({{"token": c._token, "url": c.url}}))
     if event["detail"].get("peek"):
@@ -159,11 +160,7 @@ async def test_a_function_submits_a_container_job_and_waits_for_it(
         job = await admin.describe_job(out["job"])
         assert job["status"] == "SUCCEEDED"
         assert job["spec"]["tags"]["sluice:run"] == summary["run_id"]  # submitted on behalf of that run
-        async with aiohttp.ClientSession() as s:
-            logs = await s.get(
-                f"{base}/api/v1/jobs/{out['job']}/logs", headers={"Authorization": f"Bearer {ADMIN}"}
-            )
-            assert await logs.text() == "from-the-job\n"
+        assert await admin.job_logs(out["job"]) == out["logs"] == "from-the-job\n"
     # the token is in no event and no answer about the run
     leaked = json.loads(leak.read_text())
     token = leaked["token"]
