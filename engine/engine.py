@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.bus.bus import Bus, Target
+from engine.catalog import LiveCatalog
 from engine.events import MANUAL_DETAIL_TYPE, MANUAL_SOURCE, envelope
 from engine.executors.base import Executor
 from engine.pauses import TriggerPauses
@@ -86,7 +87,8 @@ class Engine:
         self, settings: Settings, catalog: Mapping[str, Workflow], *, functions: Executor | None = None
     ) -> None:
         self.settings = settings
-        self.catalog = catalog
+        #: one object everyone holds: a hot reload (engine/reload.py) swaps what it serves
+        self.catalog = catalog = LiveCatalog(catalog)
         # before anything is stored, answered or logged: the catalog's ${env:...} values are secret
         secrets.register(name for wf in catalog.values() for name in wf.secrets)
         self.store = Store(settings.data_dir / "sluice.db")

@@ -37,6 +37,7 @@ from engine.notify.subscribers import (
     url_subscribers,
 )
 from engine.pauses import TriggerPauses
+from engine.reload import WorkflowReloader
 from engine.store import audit
 from engine.store.kv import StoreKV
 from engine.store.retention import (
@@ -50,8 +51,9 @@ from engine.store.retention import (
 )
 from engine.store.store import Store
 from triggers.base import Emit, Trigger
+from workflows.hostpaths import volume_roots
 from workflows.loader import Catalog
-from workflows.spec import FileTrigger, ScheduleTrigger
+from workflows.spec import FileTrigger, ScheduleTrigger, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,12 @@ class TriggerService:
 
 def trigger_services(engine: Engine) -> list[TriggerService]:
     """One service per file and schedule trigger of every loaded workflow."""
+    make = trigger_factory(engine)
+    return [service for wf in engine.catalog.values() for service in make(wf)]
+
+
+def trigger_factory(engine: Engine) -> Callable[[Workflow], list[TriggerService]]:
+    """Makes one service per file and schedule trigger of a workflow (at start, and at a reload)."""
     kv = StoreKV(engine.store)
 
     async def record(kind: str, workflow: str, trigger: str, scheduled: datetime, reason: str) -> None:
@@ -153,8 +161,8 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
     async def file_audit(kind: str, subject: str, detail: Mapping[str, object]) -> None:
         await audit.record(engine.store, kind, subject, detail)
 
-    services: list[TriggerService] = []
-    for wf in engine.catalog.values():
+    def services(wf: Workflow) -> list[TriggerService]:
+        made: list[TriggerService] = []
         for spec in wf.triggers:
             make: Callable[[], Trigger]
             if isinstance(spec, FileTrigger):  # imported only when used: watchdog's observer is not free
@@ -169,9 +177,11 @@ def trigger_services(engine: Engine) -> list[TriggerService]:
                 continue
             emit = engine.bus.emitter(wf.name, spec.name)
             name = f"trigger {wf.name}/{spec.name}"
-            services.append(
+            made.append(
                 TriggerService(make, emit, name, engine.store, pauses=engine.pauses, key=(wf.name, spec.name))
             )
+        return made
+
     return services
 
 
@@ -213,9 +223,14 @@ class Server:
     http: HttpService
 
 
-def compose(engine: Engine, config: ServerConfig) -> Server:
-    for service in trigger_services(engine):
-        engine.add_service(service)
+def compose(engine: Engine, config: ServerConfig, *, watch: Path | None = None) -> Server:
+    """``watch``: the workflow folder to hot-reload (engine/reload.py), which then owns the triggers."""
+    if watch is None:
+        for service in trigger_services(engine):
+            engine.add_service(service)
+    else:
+        roots = volume_roots(engine.settings.data_dir)
+        engine.add_service(WorkflowReloader(engine, watch, trigger_factory(engine), volume_roots=roots))
     rules = aws.EventRules(engine)  # EventBridge rules made through the AWS API, kept in the store;
     engine.add_service(rules)  # started before the sender, which then has their webhook targets
     sender = rules.notify = add_notifications(engine, subscribers_from_config(config.subscribers))
@@ -240,9 +255,15 @@ def compose(engine: Engine, config: ServerConfig) -> Server:
 
 
 def build_server(
-    settings: Settings, catalog: Catalog, workflows_dir: Path, *, config: ServerConfig | None = None
+    settings: Settings,
+    catalog: Catalog,
+    workflows_dir: Path,
+    *,
+    config: ServerConfig | None = None,
+    watch: bool = True,
 ) -> Engine:
-    """What ``sluice serve DIR`` runs (``config`` defaults to the file named by ``$SLUICE_CONFIG``)."""
+    """What ``sluice serve DIR`` runs (``config`` defaults to the file named by ``$SLUICE_CONFIG``);
+    ``watch``: reload the workflows when their files change."""
     engine = Engine(settings, catalog)
-    compose(engine, load_config() if config is None else config)
+    compose(engine, load_config() if config is None else config, watch=workflows_dir if watch else None)
     return engine

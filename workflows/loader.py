@@ -11,7 +11,9 @@ Each problem is one SpecError rendered as ``file: field.path: what is wrong (wha
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -145,7 +147,8 @@ def _load(
     """One file: ``(workflow or None, its problems, schema files it uses)``."""
     ctx = FileCtx(file=shown, dir=path.resolve().parent, volume_roots=volume_roots)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=YamlLoader)
     except OSError as exc:
         return None, [SpecError(shown, "", f"cannot read the file: {exc.strerror}")], []
     except yaml.YAMLError as exc:
@@ -160,7 +163,15 @@ def _load(
     names: set[str] = set()
     raw = _substitute_env(ctx, raw, "", names)
     workflow = _build(ctx, path, raw, frozenset(names))
+    if workflow is not None:
+        workflow = dataclasses.replace(workflow, version=file_version(text))
     return (workflow if not ctx.errors else None), ctx.errors, ctx.schema_files
+
+
+def file_version(text: str) -> str:
+    """A workflow's version: the first 12 hex digits of its file's SHA-256 (git-like, and stable
+    across restarts, so the same file is the same version in every run's record)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:

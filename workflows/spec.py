@@ -268,3 +268,5 @@ class Workflow:
     #: the variables its ``${env:NAME}`` values came from: secrets wherever they go (secrets.py)
     secrets: frozenset[str] = frozenset()
     concurrency: ConcurrencySpec | None = None
+    #: a hash of the file's text: which version of the workflow a run was made with
+    version: str = ""

@@ -72,6 +72,7 @@ def build_app(
     )
     app[ENGINE] = engine
     app[HOOKS] = webhook_endpoints(engine)
+    engine.catalog.on_swap(functools.partial(_follow_catalog, engine, app[HOOKS]))
     app.router.add_route("*", "/hooks/{workflow}/{trigger}", hook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -117,6 +118,16 @@ def webhook_endpoints(engine: Engine) -> dict[tuple[str, str], WebhookEndpoint]:
     return endpoints
 
 
+def _follow_catalog(engine: Engine, hooks: dict[Any, Any], touched: frozenset[str]) -> None:
+    """After a hot reload: the webhooks of added and changed workflows are new, removed ones go;
+    the others keep their endpoint (and its state)."""
+    fresh = webhook_endpoints(engine)
+    for key in [k for k in hooks if k not in fresh or k[0] in touched]:
+        del hooks[key]
+    for key, endpoint in fresh.items():
+        hooks.setdefault(key, endpoint)
+
+
 async def hook(request: web.Request) -> web.StreamResponse:
     wf, trigger = request.match_info["workflow"], request.match_info["trigger"]
     endpoint = request.app[HOOKS].get((wf, trigger))
@@ -155,10 +166,10 @@ async def readyz(request: web.Request) -> web.Response:
     engine = _engine(request)
     ready, checks = await readiness(engine)
     paused = sorted(f"{w}/{t}" for w, t in engine.pauses.paused)  # by choice: not a failure, but said
-    return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks, "paused_triggers": paused},
-        status=200 if ready else 503,
-    )
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "paused_triggers": paused}
+    # a workflow file that failed to reload: the previous versions serve, so still ready, but said
+    body["reload_errors"] = list(engine.catalog.errors)
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -280,9 +280,10 @@ class Pages:
                     "last": last.get(wf.name),
                     "yaml": _read_text(Path(wf.file)),
                     "steps": len(wf.steps),
+                    "version": wf.version,
                 }
             )
-        return self.page("workflows.html", workflows=flows)
+        return self.page("workflows.html", workflows=flows, reload_errors=self.engine.catalog.errors)
 
     async def batch(self, request: web.Request) -> web.Response:
         service = self.engine.batch

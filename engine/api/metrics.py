@@ -189,7 +189,8 @@ async def readiness(engine: Engine) -> tuple[bool, dict[str, Any]]:
     if getattr(engine.store, "full_since", None) is not None:
         checks["disk"] = "full: intake answers 503 until space returns"
     failed: dict[str, str] = {}
-    for service in engine.services:  # the trigger services of engine/server.py say why they failed
+    # the trigger services of engine/server.py say why they failed (owned by the reloader, if any)
+    for service in [*engine.services, *(c for s in engine.services for c in getattr(s, "children", ()))]:
         why = getattr(cast(Any, service), "failed", None)
         if isinstance(why, str):
             failed[service.name] = why

@@ -407,6 +407,7 @@ def _schemas() -> dict[str, Any]:
                 "workflow": text,
                 "status": {"enum": ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]},
                 "trigger": maybe("string"),
+                "workflow_version": maybe("string"),
                 "created_at": num,
                 "started_at": maybe("number"),
                 "ended_at": maybe("number"),

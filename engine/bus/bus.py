@@ -97,27 +97,35 @@ class Bus:
         #: the (workflow, trigger) pairs paused now (engine/pauses.py): their rules start nothing
         self.paused: Callable[[], frozenset[tuple[str, str]]] = frozenset
         self._arrivals: deque[float] = deque(maxlen=FLOOD_EVENTS)  #: monotonic times of the last puts
-        self._compile_rules()
-        self._destinations = workflow_targets(catalog)
-        #: triggers whose events wait for a batch (engine/bus/batches.py closes them into runs)
-        self.batched: dict[tuple[str, str], BatchSpec] = {
-            (wf.name, t.name): t.batch
-            for wf in catalog.values()
-            for t in wf.triggers
-            if not isinstance(t, ScheduleTrigger) and t.batch is not None
-        }
+        self.batched: dict[tuple[str, str], BatchSpec] = {}
+        self.recompile()
         store.linger = self.flooding  # a flood's webhooks then share their commits (engine/store.py)
 
-    def _compile_rules(self) -> None:
+    def recompile(self) -> None:
+        """Build the rules, destinations and batch triggers from the catalog as it is now.
+
+        Called once at load and again after a hot reload (engine/reload.py) swapped the catalog.
+        Each is built aside and then assigned whole, so the writer thread, which reads them
+        while it routes, sees either the old set or the new one, never a mix."""
+        rules: RuleIndex[Rule] = RuleIndex()
         for wf in self._catalog.values():
             for trig in wf.triggers:
                 if not isinstance(trig, EventTrigger):
                     continue
-                self._rules.add(Rule(wf.name, trig.name, trig.compiled, trig.input), trig.pattern)
+                rules.add(Rule(wf.name, trig.name, trig.compiled, trig.input), trig.pattern)
+        self._rules = rules
+        self._destinations = workflow_targets(self._catalog)
+        #: triggers whose events wait for a batch (engine/bus/batches.py closes them into runs)
+        self.batched = {
+            (wf.name, t.name): t.batch
+            for wf in self._catalog.values()
+            for t in wf.triggers
+            if not isinstance(t, ScheduleTrigger) and t.batch is not None
+        }
 
     @property
     def catalog(self) -> Mapping[str, Workflow]:
-        """The workflows this bus routes to (read-only after load)."""
+        """The workflows this bus routes to (swapped whole by a hot reload, then :meth:`recompile`)."""
         return self._catalog
 
     @property
@@ -299,7 +307,7 @@ class Bus:
         if input_tpl is None and trigger is not None and params is None:
             input_tpl = _trigger_input(wf, trigger)
         now = self.clock()
-        run = RunRecord(new_run_id(), workflow, env, {}, now, depth, trigger)
+        run = RunRecord(new_run_id(), workflow, env, {}, now, depth, trigger, version=wf.version, spec=wf)
         try:
             data = (
                 dict(params)

@@ -138,7 +138,8 @@ class FunctionExecutor:
         self._started = False
         self._closed = False
         self._closed_event = asyncio.Event()
-        self._calls = self._failures = self._timeouts = self._replaced = 0
+        #: counters; ``_generation`` is bumped by ``recycle`` (an older worker retires after its call)
+        self._calls = self._failures = self._timeouts = self._replaced = self._generation = 0
         self._live: dict[str, str] = {}  #: an attempt's log_path -> the scratch file of its worker
         self._scratch: str | None = None  #: the workers' HOME and TMPDIR live here (clean_environ)
         self._environ: dict[str, str] = {}
@@ -293,7 +294,8 @@ class FunctionExecutor:
             proc.kill()
             await proc.wait()
             raise WorkerStartError(f"function worker sent {hello!r} instead of a ready frame")
-        worker = Worker(proc, out=scratch_path(proc.pid, self._environ["TMPDIR"]))
+        out = scratch_path(proc.pid, self._environ["TMPDIR"])
+        worker = Worker(proc, out=out, generation=self._generation)
         self._workers.add(worker)
         self._own(self._tasks, self._watch(worker))
         return worker
@@ -452,6 +454,12 @@ class FunctionExecutor:
                     "scaled in: retired %d idle function workers (%d left)", len(stale), len(self._workers)
                 )
 
+    def recycle(self) -> None:
+        """Replace every worker (idle now, busy after its call): each imported handlers once."""
+        self._generation += 1
+        while self._turns.free:
+            self._retire(self._turns.free.pop(), kill=False)
+
     async def _acquire(self, share: str, hook: StartHook | None, queued: bool) -> Worker:
         while True:
             worker = self._turns.take(share)
@@ -520,8 +528,8 @@ class FunctionExecutor:
         duration = time.perf_counter() - started
         worker.busy = False
         self._last_done = time.monotonic()
-        limit = self.max_calls_per_worker
-        if reply.get("retire") or (limit is not None and worker.calls >= limit):
+        limit, stale = self.max_calls_per_worker, worker.generation < self._generation  # recycled
+        if reply.get("retire") or stale or (limit is not None and worker.calls >= limit):
             self._retire(worker, kill=False)  # else the caller gives it back to the pool
         if reply.get("ok"):
             return Outcome(ok=True, output=reply.get("output"), duration_s=duration, log_path=call.log_path)
@@ -587,7 +595,6 @@ class FunctionExecutor:
         state = "closed" if self._closed else "running" if self._started else "new"
         return (
             f"<FunctionExecutor {state} workers={len(self._workers)} ({self.size}..{self.max_workers}) "
-            f"busy={busy} "
-            f"calls={self._calls} failures={self._failures} timeouts={self._timeouts} "
+            f"busy={busy} calls={self._calls} failures={self._failures} timeouts={self._timeouts} "
             f"replaced={self._replaced}>"
         )

@@ -158,6 +158,7 @@ class Worker:
     #: (busy_since, monotonic time, CPU seconds) at the first probe that saw the current call
     cpu_mark: tuple[float, float, float] | None = None
     dead: bool = False  #: retired by the pool: never handed out again
+    generation: int = 0  #: the pool's generation it was started in (FunctionExecutor.recycle)
 
     def asleep_twice(self) -> bool:
         """Asleep in the kernel now and at the previous probe, in the same call.

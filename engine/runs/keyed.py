@@ -58,7 +58,7 @@ class KeyedGate:
 
     def bucket(self, run: RunRecord) -> Bucket | None:
         """The run's (workflow, key), or None when its workflow has no ``concurrency``."""
-        wf = self.catalog.get(run.workflow)
+        wf = run.spec or self.catalog.get(run.workflow)  # the run's own version (a hot reload)
         spec = None if wf is None else wf.concurrency
         if spec is None:
             return None
@@ -79,7 +79,7 @@ class KeyedGate:
         bucket = self.bucket(run)
         if bucket is None:
             return True
-        wf = self.catalog[run.workflow]
+        wf = run.spec or self.catalog[run.workflow]
         assert wf.concurrency is not None
         running = self._running.setdefault(bucket, set())
         self._bucket_of[run.id] = bucket

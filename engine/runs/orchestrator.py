@@ -139,7 +139,7 @@ class Orchestrator:
                 continue
             if run.id in self._tasks or run.id in self.admission.held:
                 continue
-            if run.workflow not in self.catalog:
+            if run.spec is None and run.workflow not in self.catalog:
                 log.error(
                     "run %s: workflow %s is no longer loaded; leaving it for later", run.id, run.workflow
                 )
@@ -156,7 +156,8 @@ class Orchestrator:
             self.admission.offer(run)
 
     def _start(self, run: RunRecord) -> None:
-        driver = RunDriver(self.services, run, self.catalog[run.workflow])
+        # the version the run was made with: a hot reload since changes only runs made after it
+        driver = RunDriver(self.services, run, run.spec or self.catalog[run.workflow])
         self.admission.work_started()  # handed over to the driver's first commit (RunChanges.starting)
         driver.changes.starting = True
         self._drivers[run.id] = driver
@@ -262,7 +263,7 @@ class Orchestrator:
         """Cancel a running or held run; False when it is neither here."""
         held = self.keyed.withdraw(run_id) or self.admission.withdraw(run_id)
         if held is not None:  # never started: end it CANCELLED from PENDING, nothing ran
-            driver = RunDriver(self.services, held, self.catalog[held.workflow])
+            driver = RunDriver(self.services, held, held.spec or self.catalog[held.workflow])
             await driver.cancel_steps_and_run(reason)
             self.finished += 1
             self._resolve(run_id, Status.CANCELLED, driver.end)

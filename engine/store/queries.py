@@ -64,6 +64,7 @@ async def run_summary(db: aiosqlite.Connection, run_id: str) -> dict[str, Any] |
         "status": row["status"],
         "trigger": row["trigger"],
         "event_id": row["event_id"],
+        "workflow_version": row["workflow_version"],
         "params": loads(row["params"]),
         "outputs": loads(row["outputs"]),
         "error": loads(row["error"]),

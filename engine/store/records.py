@@ -17,6 +17,7 @@ from typing import Any
 from engine.errors import ENGINE_RESTARTED, ENGINE_SHUTDOWN, error_record
 from engine.states import Status, check
 from workflows.secrets import hide_json
+from workflows.spec import Workflow
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -45,13 +46,17 @@ class RunRecord:
     started_at: float | None = None
     error: dict[str, Any] | None = None
     steps: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  #: recovery only
+    #: the workflow version it was created with (a hash of the file: engine/reload.py) and that
+    #: version's spec, so a reload swapping the catalog never changes a run already made
+    version: str | None = None
+    spec: Workflow | None = field(default=None, repr=False, compare=False)
 
 
 def insert_run(conn: sqlite3.Connection, run: RunRecord, origin_id: str) -> bool:
     """Insert a run; False when the (event, workflow) pair already has one (idempotent routing)."""
     cur = conn.execute(
         "INSERT OR IGNORE INTO runs (id, workflow, event_id, origin_id, trigger, status, params, error, "
-        "reason, depth, created_at, ended_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "reason, depth, created_at, ended_at, workflow_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             run.id,
             run.workflow,
@@ -65,6 +70,7 @@ def insert_run(conn: sqlite3.Connection, run: RunRecord, origin_id: str) -> bool
             run.depth,
             run.created_at,
             run.created_at if run.status != Status.PENDING else None,
+            run.version,
         ),
     )
     return cur.rowcount == 1

@@ -244,4 +244,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN queued_at REAL;
     """,
+    # 9: the workflow version a run was created with (a hash of its file; engine/reload.py)
+    """
+    ALTER TABLE runs ADD COLUMN workflow_version TEXT;
+    """,
 ]
