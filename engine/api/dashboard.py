@@ -248,6 +248,8 @@ class Pages:
         for att, path, tail in zip(attempts, paths, tails, strict=True):
             att["tail"] = live.get(path or "", tail) if att["status"] == "RUNNING" else tail
         wf = self.engine.catalog.get(run["workflow"])
+        if wf is not None and run.get("workflow_version") not in (None, wf.version):
+            wf = None  # made with a version replaced since (a hot reload): not drawn from the new one
         dag = dag_layout(wf, run["steps"]) if wf is not None else None
         if wf is not None:  # the steps table in the DAG's order, not the store's
             rank = {n: i for i, n in enumerate(n for level in wf.dag.levels for n in level)}

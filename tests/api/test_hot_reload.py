@@ -115,7 +115,8 @@ async def test_a_changed_file_serves_new_runs_and_a_running_run_keeps_its_versio
     assert set(old["steps"]) == {"w", "old_step"} and old["workflow_version"] == v1, old
     assert set(new["steps"]) == {"new_step"} and new["workflow_version"] == v2, new
     _, page = await served.get(f"/runs/{first}")
-    assert v1 in page
+    assert v1 in page and "old_step" in page
+    assert "new_step" not in page  # its DAG is not drawn from the version it did not run
     _, page = await served.get("/workflows")
     assert v2 in page
 
