@@ -139,25 +139,33 @@ class Interrupts:
             )
         if env.reclaimed_at is None:
             env.state, env.reclaimed_at = DISABLED, time.time()
-            now = env.reclaimed_at
-            await self.store.write(lambda c: rows.save_environment(c, env, now))
-            log.warning("compute environment %s reclaimed (%s)", name, instance_id(env))
+            await self._save_reclaimed(env)
         stopped = self.stop_reclaimed(env)
         self.wake()
         return {**env.public(), "interrupted_jobs": stopped}
 
+    async def _save_reclaimed(self, env: Environment) -> None:
+        now = env.reclaimed_at or time.time()
+        await self.store.write(lambda c: rows.save_environment(c, env, now))
+        log.warning("compute environment %s reclaimed (%s)", env.name, instance_id(env))
+
     def host_lost(self, name: str) -> str:
         """An interruptible environment's engine went away under an attempt: reclaim it all.
 
-        Called by the attempt that noticed; returns the reason that attempt ends with."""
+        Called by the attempt that noticed; returns the reason that attempt ends with. The
+        environment is disabled here, before that attempt ends: its retry must not be placed on
+        the engine that just went away (the write and the other attempts' kills follow)."""
         env = self.book.envs[name]
         if env.reclaimed_at is None:
             log.warning("compute environment %s: its engine went away; reclaiming it", name)
-            self._spawn(self._reclaim_quietly(name), f"reclaim {name}")
+            env.state, env.reclaimed_at = DISABLED, time.time()
+            self._spawn(self._reclaim_after_loss(env), f"reclaim {name}")
         return host_terminated(env)
 
-    async def _reclaim_quietly(self, name: str) -> None:
-        await self.reclaim(name)
+    async def _reclaim_after_loss(self, env: Environment) -> None:
+        await self._save_reclaimed(env)
+        self.stop_reclaimed(env)
+        self.wake()
 
     def stop_reclaimed(self, env: Environment) -> list[str]:
         """Kill every attempt still holding capacity in reclaimed ``env``; their ids."""
