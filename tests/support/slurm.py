@@ -146,4 +146,5 @@ async def cancel_and_wait(
     async def gone() -> bool:
         return not await docker_client.list({TEST_LABEL: docker_test_label}, all=True)
 
-    await until(gone, timeout_s=30, what="the Slurm jobs' containers to go", step_s=0.3)
+    # 90 s: a batch script's `podman rm -f` once took over 30 s in a fresh-clone CI run
+    await until(gone, timeout_s=90, what="the Slurm jobs' containers to go", step_s=0.3)
