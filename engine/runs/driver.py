@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 #: items of one ``for_each`` in flight at once: enough to keep every worker of the pool busy,
 #: few enough that a fan-out over 100,000 items holds a few hundred attempts, not all of them
 FAN_OUT_LANES = 256
-_NOT_RUN = Outcome(False, error={"errorType": "Sluice.NotRun", "errorMessage": "the item did not run"})
 
 Write = Callable[[sqlite3.Connection], Any]
 
@@ -341,7 +341,9 @@ class RunDriver:
         api = await self.services.api(run_id)  # before the attempt starts: it may wait for the bind
         self.attempts_total += 1
         suffix = "" if idx < 0 else f".{idx}"
-        log_path = str(self.services.logs_dir / run_id / f"{name}{suffix}.{attempt}.log")
+        # plain strings, not a Path per attempt: pathlib interns each new name it parses, and a
+        # 100,000-item fan-out's names stayed in the interpreter's table (bench/RESULTS.md)
+        log_path = f"{self.services.logs_dir}{os.sep}{run_id}{os.sep}{name}{suffix}.{attempt}.log"
         started = AttemptStart(
             self.changes, run_id, name, idx, attempt, log_path, first=first, event=self.step_event,
             progress=lambda step, status, info: self.progress("step", step, status, info),
@@ -424,13 +426,20 @@ class RunDriver:
             )
             self.progress("step", name, Status.RUNNING, {"items": len(items)})
         prior = {idx: row for (step, idx), row in self.run.steps.items() if step == name and idx >= 0}
-        outcomes: list[Outcome] = [_NOT_RUN] * len(items)
+        # only what the step's end needs is kept per item (its output, and the failures), not
+        # each Outcome: a 100,000-item fan-out holds its items and outputs, nothing more
+        outputs: list[Any] = [None] * len(items)
+        failed: dict[int, dict[str, Any] | None] = {}
         queue, done = iter(enumerate(items)), 0
 
         async def lane() -> None:  # an item's end is progress too: `sluice run` counts `work 37/120`
             nonlocal done
             for i, item in queue:  # the lanes share one iterator: each takes the next item
-                outcome = outcomes[i] = await self._item(name, spec, i, item, prior.get(i))
+                outcome = await self._item(name, spec, i, item, prior.get(i))
+                if outcome.ok:
+                    outputs[i] = outcome.output
+                else:
+                    failed[i] = outcome.error
                 done += 1
                 info = dict(index=i, done=done, items=len(items), error=outcome.error)
                 status = Status.SUCCEEDED if outcome.ok else Status.FAILED
@@ -438,16 +447,15 @@ class RunDriver:
 
         lanes = min(FAN_OUT_LANES, len(items), spec.max_concurrency or FAN_OUT_LANES)
         await asyncio.gather(*(lane() for _ in range(lanes)))
-        failed = [(i, o) for i, o in enumerate(outcomes) if not o.ok]
         if failed:
-            i, first = failed[0]
-            error = dict(first.error or {})
+            i = min(failed)
+            error = dict(failed[i] or {})
             error["errorMessage"] = (
                 f"{len(failed)} of {len(items)} items failed; item {i}: {error.get('errorMessage')}"
             )
             await self._finish_step(name, Status.FAILED, error=error)
         else:
-            await self._finish_step(name, Status.SUCCEEDED, output=[o.output for o in outcomes])
+            await self._finish_step(name, Status.SUCCEEDED, output=outputs)
 
     async def _item(
         self, name: str, spec: StepSpec, idx: int, item: Any, prior: dict[str, Any] | None
