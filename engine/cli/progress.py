@@ -189,7 +189,7 @@ class ProgressPrinter:
             extra = f" ({info['items']} items)" if "items" in info else ""
             if info.get("attempt", 1) > 1:
                 extra = f" (attempt {info['attempt']})"
-            if info.get("waited_s"):
+            if (info.get("waited_s") or 0) >= 0.05:  # a shorter wait is the dispatch itself, not news
                 extra += f" after waiting {info['waited_s']:.2f}s for a worker"
             return f"{glyph} {name} started{extra}"
         if status == "WAITING":

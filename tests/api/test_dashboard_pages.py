@@ -74,3 +74,27 @@ async def test_a_step_waiting_for_a_worker_shows_waiting_on_its_page_and_in_the_
     async with http.get(f"{served.url}/runs/{second}") as resp:
         page = await resp.text()
     assert "s for a worker" in page  # the attempt's line: waited 0.9xs for a worker
+
+
+FANNED = """
+name: fanned
+steps:
+  each: {function: "handlers:nap", for_each: "{{ [0.0] * 40 }}", input: "{{ item }}"}
+"""
+
+
+async def test_a_few_ms_in_the_queue_is_not_drawn_as_waiting_for_a_worker(
+    serve: Serve, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Items of a fan-out queue a few ms each for the warm workers: that is the dispatch itself,
+    and a run page saying "waited 0.00s for a worker" forty times is noise."""
+    write_flow(tmp_path / "flows", FANNED, NAP)
+    served = await serve(tmp_path / "flows")
+    run_id = await served.engine.start_run("fanned", {})
+    assert await served.engine.orchestrator.wait(run_id, 30) == "SUCCEEDED"
+    async with http.get(f"{served.url}/api/v1/runs/{run_id}") as resp:
+        attempts = (await resp.json())["attempts"]["each"]
+    assert any(0 < (a["waited_s"] or 0) < 0.05 for a in attempts), attempts  # the case at hand
+    async with http.get(f"{served.url}/runs/{run_id}") as resp:
+        page = await resp.text()
+    assert resp.status == 200 and "for a worker" not in page, page
