@@ -16,6 +16,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,7 +45,7 @@ from engine.aws.protocol import (
 )
 from engine.batch import rows
 from engine.batch.detail import job_detail, ms, names
-from engine.batch.jobs import RUNNABLE, RUNNING, STATES, JobError
+from engine.batch.jobs import RUNNABLE, RUNNING, STATES, SUBMITTED, JobError
 from engine.batch.service import BatchService
 from engine.engine import Engine
 
@@ -186,6 +187,11 @@ class BatchApi:
             return out
 
         found = await batch.store.read(read)
+        stored = {d["jobId"] for d in found}
+        for job_id in ids:  # an array child whose chunk is still queued: SUBMITTED, as AWS has it
+            job = batch.jobs.get(job_id)
+            if job_id not in stored and job is not None and job.parent_id is not None:
+                found.append(job_detail(replace(job, status=SUBMITTED, status_reason=None)))
         for detail in found:
             if detail["status"] == RUNNABLE:
                 detail["statusReason"] = batch.waiting_reason(detail["jobId"]) or detail.get(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +23,8 @@ from engine.batch.book import Book, Change
 from engine.batch.detail import job_event
 from engine.batch.jobs import FAILED, PENDING, SUBMITTED, Job
 from engine.bus.bus import Bus
+from engine.events import iso_ms
+from engine.store.records import dumps
 from engine.store.store import Store
 
 #: children per transaction of a big array: ~0.1 ms of SQLite work each (a row and three events),
@@ -55,6 +58,34 @@ async def expand(
                 dep = f"{d}:{i}" if m == "N_TO_N" else d
                 out.append((child.id, dep, "ALL_DONE" if m == "ALL_DONE" else "STANDARD"))
     return jobs, out
+
+
+def describe_unwritten(job: Job) -> dict[str, Any]:
+    """A child whose chunk is still queued, as the API shows a stored one: SUBMITTED (as the
+    parent's ``statusSummary`` counts it), with its spec and no attempts yet. AWS answers
+    DescribeJobs for ``parent:N`` as soon as SubmitJob has returned, and scripts poll at once."""
+    return {
+        "job_id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "status": SUBMITTED,
+        "status_reason": None,
+        "parent_id": job.parent_id,
+        "array_size": None,
+        "array_index": job.array_index,
+        "attempt_count": 0,
+        "preemptions": 0,
+        "environment": None,
+        "exit_code": None,
+        "run_id": job.run_id,
+        "step": job.step,
+        "created_at": iso_ms(job.created_at),
+        "started_at": None,
+        "stopped_at": None,
+        "spec": json.loads(dumps(job.spec.to_json())),
+        "attempts": [],
+        "depends_on": [],
+    }
 
 
 def child_of(parent: Job, index: int) -> Job:

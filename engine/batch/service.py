@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.batch import interrupts, policies, rows
+from engine.batch import arrays, interrupts, policies, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.fairshare import FairView, Usage
@@ -348,6 +348,9 @@ class BatchService:
 
     async def describe(self, job_id: str) -> dict[str, Any] | None:
         out = await self.store.read(lambda c: rows.describe_rows(c, job_id))
+        if out is None:  # in the book but not the store: an array child whose chunk is queued
+            job = self.book.jobs.get(job_id)
+            return None if job is None or job.parent_id is None else arrays.describe_unwritten(job)
         if out is not None and out["status"] == RUNNABLE:
             out["status_reason"] = self.book.waiting_reason(job_id) or out["status_reason"]
         return out

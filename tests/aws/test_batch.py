@@ -6,6 +6,7 @@ every request it sends.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,28 @@ async def test_terminate_running_cancel_pending_and_errors(server: AwsServer) ->
         assert err.value.response["Error"]["Message"]
     assert server.engine.batch is not None
     assert len(await server.engine.batch.list_jobs()) == 2
+
+
+async def test_describe_jobs_answers_for_a_child_whose_chunk_is_still_queued(server: AwsServer) -> None:
+    """A listener that sees the parent's SUBMITTED event may describe ``parent:N`` before the
+    submission has written that child: it is SUBMITTED, not missing from the answer."""
+    svc = server.engine.batch
+    assert svc is not None
+    await svc.put_environment({"name": "local", "state": "DISABLED"}, create=False)  # nothing runs
+    batch = server.client("batch")
+    await register(batch, "idle", ["true"])
+    size = 4_000
+    sub = aws(batch.submit_job, jobName="big", jobQueue="default", jobDefinition="idle",
+              arrayProperties={"size": size})  # fmt: skip
+    task = asyncio.ensure_future(sub)
+    await wait_until(lambda: any(j.is_parent for j in svc.jobs.values()), 30, step_s=0.001)
+    parent = next(j.id for j in svc.jobs.values() if j.is_parent)
+    last = f"{parent}:{size - 1}"
+    seen = []
+    while not task.done():
+        jobs = (await aws(batch.describe_jobs, jobs=[last]))["jobs"]
+        assert [j["jobId"] for j in jobs] == [last], "DescribeJobs left out a child being stored"
+        seen.append(jobs[0]["status"])
+        assert jobs[0]["arrayProperties"] == {"index": size - 1}
+    assert (await task)["jobId"] == parent
+    assert "SUBMITTED" in seen, "every read came after the last chunk"

@@ -115,3 +115,23 @@ async def test_a_restart_in_the_middle_of_a_submission_fails_the_children_never_
     await again.cancel(parent)
     assert await again.wait(parent, 10) == "FAILED"
     assert again.jobs == {} and again.book.array_left == {}
+
+
+async def test_a_child_not_stored_yet_is_described_as_submitted_not_unknown(batch: MakeBatch) -> None:
+    """AWS answers DescribeJobs for ``parent:N`` as soon as SubmitJob returns; a script that polls
+    the last child right away must not be told there is no such job while its chunk is queued."""
+    svc = await idle_batch(batch)
+    sub = submit(svc)
+    parent = await parent_of(svc)
+    last = f"{parent}:{SIZE - 1}"
+    seen = []
+    while not sub.done():
+        desc = await svc.describe(last)
+        assert desc is not None, "the last child is unknown while its chunk waits to be written"
+        seen.append(desc["status"])
+        assert desc["job_id"] == last and desc["parent_id"] == parent and desc["array_index"] == SIZE - 1
+        assert desc["spec"]["image"] == "busybox:1.36" and desc["attempts"] == []
+    await sub
+    assert "SUBMITTED" in seen, "every read came after the last chunk"
+    assert (await svc.describe(last) or {})["status"] == "RUNNABLE"
+    assert await svc.describe(f"{parent}:{SIZE}") is None  # past the array's end
