@@ -32,8 +32,7 @@ from engine.events import iso_ms
 from engine.executors.base import FunctionCall, Outcome
 from engine.runs import changes
 from engine.runs.services import RunServices
-from engine.runs.starts import AttemptStart, WaitWatch
-from engine.runs.step_keys import Calls
+from engine.runs.starts import AttemptStart, Calls, WaitWatch
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 FAN_OUT_LANES = 256
 
 Write = Callable[[sqlite3.Connection], Any]
-
 
 #: jitter only needs to be spread, not secret; one generator (seeding one per run cost ~10 us)
 _RNG = random.Random()

@@ -16,8 +16,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from engine.executors.base import FunctionCall, Outcome
 from engine.runs.changes import RunChanges
 from engine.states import Status
 from engine.store import records
@@ -141,3 +142,10 @@ class AttemptStart:
         """Wait until this attempt's start writes are durable (raising what a write raised)."""
         for fut in self._writes:
             await fut
+
+
+class Calls(Protocol):
+    """What the driver hands an attempt to: the function pool, or the pool behind a step's key
+    (step_keys.py); either tells the attempt's :class:`AttemptStart` when it waits and starts."""
+
+    async def execute(self, call: FunctionCall, hook: AttemptStart) -> Outcome: ...

@@ -29,11 +29,11 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from engine.errors import ENGINE_RESTARTED, ENGINE_SHUTDOWN
 from engine.executors.base import Executor, FunctionCall, Outcome
-from engine.runs.starts import AttemptStart
+from engine.runs.starts import AttemptStart, Calls
 from engine.states import Status
 from workflows.spec import StepSpec
 
@@ -44,12 +44,6 @@ ROSTER_WAIT_S = 30.0
 
 Bucket = tuple[str, str, str]  #: (workflow, step, key value: the rendered string, else its JSON)
 Ident = tuple[str, str, int]  #: (run id, step, fan-out index or -1)
-
-
-class Calls(Protocol):
-    """What the driver hands an attempt to: the function pool itself, or the pool behind a key."""
-
-    async def execute(self, call: FunctionCall, hook: AttemptStart) -> Outcome: ...
 
 
 @dataclass(eq=False, slots=True)
