@@ -267,6 +267,9 @@ class Engine:
             summary = await queries.run_summary(db, run_id)
         if summary is not None and summary["status"] == "PENDING" and summary.get("reason") is None:
             summary["reason"] = self.orchestrator.keyed.reason(run_id)  # waiting for its key, and why
+        elif summary is not None and summary["status"] == "RUNNING":
+            for name, step in summary["steps"].items():  # a step (or its items) waiting for its key
+                step["reason"] = self.orchestrator.keys.reason(run_id, name) or step["reason"]
         return summary
 
     async def run_to_end(

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from workflows import secrets
-from workflows.concurrency import parse_concurrency
+from workflows.concurrency import check_step_keys, parse_concurrency
 from workflows.dag import Dag, find_problems
 from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
@@ -219,6 +219,7 @@ def _build(ctx: FileCtx, path: Path, raw: dict[str, Any], secret_names: frozense
     if dag is None:
         return None
     check_templates(ctx, steps, dag, params, outputs)
+    check_step_keys(ctx, steps, dag, params)
     return Workflow(
         name=name,
         description=str(description),

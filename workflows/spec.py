@@ -123,10 +123,11 @@ class FailSpec:
 @dataclass(frozen=True, slots=True)
 class ConcurrencySpec:
     """A workflow's ``concurrency``: at most ``limit`` runs at once per value of ``key`` (one
-    bucket for the whole workflow when there is no key); the rest wait PENDING, in order."""
+    bucket for the whole workflow when there is no key); the rest wait PENDING, in order. A
+    function step's keyed ``concurrency``: at most ``limit`` attempts per key value, the rest WAITING."""
 
     limit: int
-    key: Renderable | None = None  #: renders from ``event`` and ``params``
+    key: Renderable | None = None  #: a workflow's renders from ``event`` and ``params``
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,8 @@ class StepSpec:
     fail: FailSpec | None = None
     timeout_s: float | None = None
     memory_bytes: int | None = None
-    concurrency: int | None = None
+    concurrency: int | None = None  #: attempts of its function at once (the pool's, per handler)
+    keyed: ConcurrencySpec | None = None  #: ``concurrency: {key, limit}``: attempts per key value
     retry: RetrySpec = field(default_factory=RetrySpec)
     on_failure: Literal["fail", "continue"] = "fail"
     for_each: Renderable | None = None

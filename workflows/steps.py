@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from workflows.concurrency import parse_step_concurrency
 from workflows.dag import Dag
 from workflows.fields import (
     NAME,
@@ -171,7 +172,7 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
         fail=_fail(ctx, f"{where}.fail", body.get("fail")) if kind == "fail" else None,
         timeout_s=read_duration(ctx, f"{where}.timeout", body.get("timeout"), "30s"),
         memory_bytes=read_size(ctx, f"{where}.memory", body.get("memory"), "256MiB"),
-        concurrency=read_int(ctx, f"{where}.concurrency", body.get("concurrency"), 1, 10000, 4),
+        **parse_step_concurrency(ctx, where, kind, body.get("concurrency")),
         retry=_retry(ctx, f"{where}.retry", body.get("retry"), kind == "container"),
         on_failure=read_choice(ctx, f"{where}.on_failure", body.get("on_failure"), ("fail", "continue"))
         or "fail",  # type: ignore[arg-type]

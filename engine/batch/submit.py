@@ -355,7 +355,11 @@ class Submitter:
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not MIN_ARRAY <= size <= MAX_ARRAY
         ):
-            raise JobError(f"array_size: an integer {MIN_ARRAY}..{MAX_ARRAY}, got {size!r}", "array_size")
+            raise JobError(
+                f"array_size: an integer {MIN_ARRAY}..{MAX_ARRAY} (as on AWS Batch), got {size!r}; "
+                "leave it out for a single job",
+                "array_size",
+            )
         deps = await self._dependencies(req, size)
         now = time.time()
         job = Job(

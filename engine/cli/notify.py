@@ -56,7 +56,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             ) from None
     data = request(args.server, "POST", "/api/v1/events/replay", body)
     verb = "would start" if data["dry_run"] else "started"
-    lines = [f"replay {data['replay_name']}: {data['events']} events, {verb} {len(data['planned'])} runs"]
+    skipped = f", skipped {len(data['skipped'])} that already ran" if data["skipped"] else ""
+    lines = [
+        f"replay {data['replay_name']}: {data['events']} events to re-deliver, {verb} "
+        f"{len(data['planned'])} runs{skipped}"
+    ]
     lines += [f"  {p['workflow']:<20} from {p['event_id']} ({p['via']})" for p in data["planned"]]
     lines += [f"  skipped {s['workflow']} for {s['event_id']}: {s['reason']}" for s in data["skipped"]]
     return emit(args, data, "\n".join(lines))

@@ -190,10 +190,10 @@ class ProgressPrinter:
             if info.get("attempt", 1) > 1:
                 extra = f" (attempt {info['attempt']})"
             if (info.get("waited_s") or 0) >= 0.05:  # a shorter wait is the dispatch itself, not news
-                extra += f" after waiting {info['waited_s']:.2f}s for a worker"
+                extra += f" after waiting {info['waited_s']:.2f}s"  # for a worker, or its concurrency key
             return f"{glyph} {name} started{extra}"
         if status == "WAITING":
-            return f"{glyph} {name} waiting for a function worker"
+            return f"{glyph} {name} {info.get('reason') or 'waiting for a function worker'}"
         if status == "SKIPPED":
             return f"{glyph} {name} skipped: {info.get('reason')}"
         if status == "FAILED":

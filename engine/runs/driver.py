@@ -32,7 +32,7 @@ from engine.events import iso_ms
 from engine.executors.base import FunctionCall, Outcome
 from engine.runs import changes
 from engine.runs.services import RunServices
-from engine.runs.starts import AttemptStart, WaitWatch
+from engine.runs.starts import AttemptStart, Calls, WaitWatch
 from engine.states import TERMINAL, Status
 from engine.store import records
 from engine.store.records import RunRecord
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 FAN_OUT_LANES = 256
 
 Write = Callable[[sqlite3.Connection], Any]
-
 
 #: jitter only needs to be spread, not secret; one generator (seeding one per run cost ~10 us)
 _RNG = random.Random()
@@ -289,6 +288,7 @@ class RunDriver:
             await self.sleep_until(resume["wake_at"])
         try:
             event = self.run.event if spec.input is None else spec.input.render(ctx)
+            calls = self.services.keys.calls(self.services.functions, self.run.workflow, spec, ctx)
         except SluiceError as exc:
             outcome = Outcome(False, error=error_record(TEMPLATE_ERROR, str(exc)))
             await self._final_write(name, idx, attempt, outcome, started=attempt > 0)
@@ -297,7 +297,7 @@ class RunDriver:
         while True:
             attempt += 1
             outcome, started = await self._one_attempt(
-                name, spec, idx, attempt, event, first=attempt == 1 and not resume
+                name, spec, idx, attempt, event, calls, first=attempt == 1 and not resume
             )
             try:
                 if outcome.ok or attempt >= budget or not is_retryable(spec.retry, outcome.error_type):
@@ -330,7 +330,7 @@ class RunDriver:
             await self.sleep_until(retry_at)
 
     async def _one_attempt(
-        self, name: str, spec: StepSpec, idx: int, attempt: int, event: Any, *, first: bool
+        self, name: str, spec: StepSpec, idx: int, attempt: int, event: Any, calls: Calls, *, first: bool
     ) -> tuple[Outcome, AttemptStart]:
         """Run an attempt (its start is queued when a worker takes it, not awaited): (outcome, start).
 
@@ -367,7 +367,7 @@ class RunDriver:
             api=api,
         )
         try:
-            outcome = await self.services.functions.execute(call, started)
+            outcome = await calls.execute(call, started)
         except ValueError as exc:  # the rendered input is not JSON (e.g. a template made a range)
             outcome = Outcome(False, error=error_record(INVALID_INPUT, str(exc)))
         except BaseException:  # a WAITING attempt stays so until a cancel or recovery closes it

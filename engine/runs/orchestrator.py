@@ -27,6 +27,7 @@ from engine.runs.admission import Admission, AdmissionSettings
 from engine.runs.driver import RunDriver
 from engine.runs.keyed import KeyedGate
 from engine.runs.services import RunServices
+from engine.runs.step_keys import StepKeys, interrupted_ticket
 from engine.runtokens import RunTokens
 from engine.states import TERMINAL, Status
 from engine.store import audit, records
@@ -71,6 +72,8 @@ class Orchestrator:
         self.admission = Admission(bus, self._start, admission or AdmissionSettings())
         #: a workflow's ``concurrency``: runs over their key's limit wait here, PENDING, in order
         self.keyed = KeyedGate(catalog)
+        #: a function step's keyed ``concurrency``: its attempts over their key's limit wait here
+        self.keys = StepKeys()
         #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
         self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
         #: where function handlers reach the engine's API (``set_api_url``, by the HTTP service once
@@ -89,6 +92,7 @@ class Orchestrator:
             containers=self.container_runner,
             cancel_reason=self._cancel_reasons.get,
             api=self._api_for,
+            keys=self.keys,
         )
         self.finished = 0
         bus.on_runs(self.accept)
@@ -190,6 +194,7 @@ class Orchestrator:
             self._tasks.pop(run_id, None)
             self._drivers.pop(run_id, None)
             self.tokens.forget(run_id)
+            self.keys.forget(run_id)
         if status in TERMINAL:
             self.finished += 1
             self._resolve(run_id, status, driver.end)
@@ -283,6 +288,7 @@ class Orchestrator:
         """Resume every run the store says is unfinished; returns how many."""
         now = time.time()
         catalog = self.catalog
+        cut: list[tuple[str, tuple[str, str, int], float]] = []  #: keyed steps' places (step_keys.py)
 
         def load(conn: sqlite3.Connection) -> list[RunRecord]:
             runs = records.load_active_runs(conn)
@@ -296,6 +302,10 @@ class Orchestrator:
                     if row["status"] != Status.RUNNING or wf is None or name not in wf.steps:
                         continue
                     if wf.steps[name].kind == "function" and (idx >= 0 or wf.steps[name].for_each is None):
+                        keyed = wf.steps[name].keyed is not None
+                        ticket = interrupted_ticket(conn, run.id, name, idx) if keyed else None
+                        if ticket is not None:
+                            cut.append((run.workflow, (run.id, name, idx), ticket))
                         has_open = conn.execute(
                             "SELECT 1 FROM attempts WHERE run_id=? AND step=? AND idx=? AND status IN (?,?)",
                             (run.id, name, idx, Status.RUNNING, Status.WAITING),  # WAITING: for a worker
@@ -308,6 +318,7 @@ class Orchestrator:
         runs = await self.store.write(load, heavy=True)
         if runs:
             log.info("recovering %d unfinished runs", len(runs))
+        self.keys.seed(sorted(cut, key=lambda c: c[2]))
         self.accept(runs)
         return len(runs)
 

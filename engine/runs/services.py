@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.bus.bus import Bus
 from engine.executors.base import Executor
 from engine.runs.admission import Admission
+from engine.runs.step_keys import StepKeys
 from engine.store.records import RunRecord
 from engine.store.store import Store
 from engine.types import StepRunner
@@ -38,6 +39,8 @@ class RunServices:
     cancel_reason: Callable[[str], str | None]  #: why the user cancelled a run (None: not cancelled)
     #: the engine's API for a function of this run (``context.sluice``): its URL and the run's token
     api: Callable[[str], Awaitable[dict[str, str] | None]] = _no_api
+    #: the slots of function steps with a keyed ``concurrency``, shared by every run's driver
+    keys: StepKeys = field(default_factory=StepKeys)
 
     @property
     def draining(self) -> bool:

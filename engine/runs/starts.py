@@ -3,7 +3,8 @@
 The driver gives the function pool an :class:`AttemptStart` with each call (the pool's
 :class:`~engine.executors.base.StartHook`; the pool knows nothing of runs). A call that gets a
 worker at once is recorded RUNNING from that moment, in the one write it always had. A call that
-has to wait (its function's ``concurrency``, or every worker busy) is recorded WAITING first,
+has to wait (its function's ``concurrency``, its step's concurrency key (step_keys.py), or every
+worker busy) is recorded WAITING first,
 with the time it began to wait, and RUNNING when a worker takes it: the attempt's ``started_at``
 is then, the step's ``sluice.step`` RUNNING event says how long it waited (``waited_s``), and
 the API and the dashboard show the step WAITING meanwhile (queries.run_summary).
@@ -15,8 +16,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from engine.executors.base import FunctionCall, Outcome
 from engine.runs.changes import RunChanges
 from engine.states import Status
 from engine.store import records
@@ -79,6 +81,8 @@ class AttemptStart:
         self.taken_at: float | None = None
         self.recorded = False  #: its WAITING row was written
         self.gave_up = False  #: the call ended without a worker (cancelled, the pool closed)
+        #: why it waits, when something other than the pool holds it (a step's concurrency key)
+        self.why: Callable[[], str | None] | None = None
         self._writes: list[asyncio.Future[None]] = []
 
     def queued(self, at: float) -> None:
@@ -99,8 +103,9 @@ class AttemptStart:
             c, run_id, name, idx, attempt, at, log_path, first=first, waiting=True
         )
         self._writes.append(self.changes.enqueue([write], []))
+        reason = None if self.why is None else self.why()
         if idx < 0:
-            self.progress(name, Status.WAITING, {"attempt": attempt})
+            self.progress(name, Status.WAITING, {"attempt": attempt, "reason": reason})
 
     def taken(self, at: float) -> None:
         if self.taken_at is not None:
@@ -137,3 +142,10 @@ class AttemptStart:
         """Wait until this attempt's start writes are durable (raising what a write raised)."""
         for fut in self._writes:
             await fut
+
+
+class Calls(Protocol):
+    """What the driver hands an attempt to: the function pool, or the pool behind a step's key
+    (step_keys.py); either tells the attempt's :class:`AttemptStart` when it waits and starts."""
+
+    async def execute(self, call: FunctionCall, hook: AttemptStart) -> Outcome: ...
