@@ -28,6 +28,7 @@ from engine.executors.base import Executor
 from engine.pauses import TriggerPauses
 from engine.runs.admission import AdmissionSettings
 from engine.runs.orchestrator import Orchestrator
+from engine.runtokens import RUN_TAG
 from engine.store import queries
 from engine.store.kv import StoreKV
 from engine.store.store import Store
@@ -246,19 +247,26 @@ class Engine:
         log.info("engine stopped")
 
     async def start_run(
-        self, workflow: str, params: Mapping[str, Any] | None = None, *, depth: int = 0
+        self,
+        workflow: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        depth: int = 0,
+        started_by: str | None = None,
     ) -> str:
         """Start one run of ``workflow`` by hand (a ``sluice.manual`` event); returns the run id.
 
         Raises ``KeyError`` for an unknown workflow and ``InputError`` for params that do not
         fit the workflow; either way nothing is stored. ``depth``: how deep in a chain of runs
-        starting runs it is (a function's ``context.sluice`` passes its run's depth + 1).
+        starting runs it is (a function's ``context.sluice`` passes its run's depth + 1, and its run
+        as ``started_by``).
         """
         wf = self.catalog[workflow]
         resolved = resolve_input(wf, dict(params or {}))
-        event = envelope(
-            MANUAL_SOURCE, MANUAL_DETAIL_TYPE, dict(params or {}), resources=[f"workflow/{workflow}"]
-        )
+        resources = [f"workflow/{workflow}"]
+        if started_by is not None:  # the run is that run's own, across restarts (engine/runtokens.py)
+            resources.append(f"{RUN_TAG}/{started_by}")
+        event = envelope(MANUAL_SOURCE, MANUAL_DETAIL_TYPE, dict(params or {}), resources=resources)
         result = await self.bus.put(event, target=Target(workflow, None, resolved), depth=depth)
         return result.run_ids[0]
 

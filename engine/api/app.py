@@ -21,7 +21,7 @@ from aiohttp import web
 
 from engine import __version__
 from engine.api import attempt_logs
-from engine.api.auth import ON_BEHALF_OF, RUN_TAG, AuthPolicy, add_login, guard
+from engine.api.auth import ON_BEHALF_OF, AuthPolicy, add_login, guard
 from engine.api.dashboard import add_dashboard
 from engine.api.http import (
     MAX_BODY_BYTES,
@@ -40,6 +40,7 @@ from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import MAX_DEPTH, Target
 from engine.engine import Engine
 from engine.events import MANUAL_SOURCE, envelope, iso
+from engine.runtokens import RUN_TAG
 from engine.store import queries, records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
 from workflows import jsontext
@@ -281,7 +282,7 @@ async def start_run(request: web.Request) -> web.Response:
                 "(check for a workflow that starts itself)",
             )
     try:
-        run_id = await engine.start_run(name, params, depth=depth)
+        run_id = await engine.start_run(name, params, depth=depth, started_by=parent)
     except InputError as exc:
         raise ApiError(400, "bad_input", str(exc)) from None
     return web.json_response({"run_id": run_id, "status_url": f"/api/v1/runs/{run_id}"}, status=201)

@@ -274,8 +274,6 @@ _RUN_ROUTES: tuple[tuple[str, re.Pattern[str], str | None], ...] = (
 
 #: the request key holding the run a run token speaks for (engine/api/batch.py, app.py read it)
 ON_BEHALF_OF = web.RequestKey("sluice_run", str)
-#: the tag a job submitted by a run carries, and the resource its events carry
-RUN_TAG = "sluice:run"
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -302,7 +300,7 @@ async def _as_run(
         if request.method != method or match is None:
             continue
         thing = match.groupdict().get("id")
-        if scope == "own" and thing is not None and not tokens.owns(run_id, thing):
+        if scope == "own" and thing is not None and not await tokens.owns(run_id, thing):
             return json_error(
                 403,
                 "not_this_runs",

@@ -28,11 +28,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from engine.api.auth import ON_BEHALF_OF, RUN_TAG
+from engine.api.auth import ON_BEHALF_OF
 from engine.api.http import ApiError, json_object
 from engine.batch.jobs import DONE, JobError
 from engine.batch.service import BatchService
 from engine.engine import Engine
+from engine.runtokens import RUN_TAG
 
 MAX_LOG_CHUNK = 1 << 20
 

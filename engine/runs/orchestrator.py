@@ -28,9 +28,9 @@ from engine.runs.driver import RunDriver
 from engine.runs.keyed import KeyedGate
 from engine.runs.services import RunServices
 from engine.runs.step_keys import StepKeys, interrupted_ticket
-from engine.runtokens import RunTokens
+from engine.runtokens import RUN_TAG, RunTokens
 from engine.states import TERMINAL, Status
-from engine.store import audit, records
+from engine.store import audit, queries, records
 from engine.store.records import RunRecord
 from engine.store.store import Store
 from engine.types import Progress, StepRunner
@@ -75,7 +75,7 @@ class Orchestrator:
         #: a function step's keyed ``concurrency``: its attempts over their key's limit wait here
         self.keys = StepKeys()
         #: the run-scoped tokens of ``context.sluice``; good while the run's driver is here
-        self.tokens = RunTokens(lambda run_id: run_id in self._tasks)
+        self.tokens = RunTokens(lambda run_id: run_id in self._tasks, self._made_by)
         #: where function handlers reach the engine's API (``set_api_url``, by the HTTP service once
         #: bound); while ``api_expected`` and not yet bound, a function's attempt waits for it
         self.api_url: str | None = None
@@ -259,6 +259,13 @@ class Orchestrator:
         """How deep a running run is in a chain of runs starting runs (0 when not running here)."""
         driver = self._drivers.get(run_id)
         return 0 if driver is None else driver.run.depth
+
+    async def _made_by(self, run_id: str, thing: str) -> bool:
+        """The store says run ``run_id`` made job or run ``thing`` (in this process or before)."""
+        async with self.store.reader() as db:
+            if await queries.job_tag(db, thing, RUN_TAG) == run_id:
+                return True
+            return f"{RUN_TAG}/{run_id}" in await queries.run_event_resources(db, thing)
 
     def _here(self, run_id: str) -> bool:
         """Driven, held by admission, or waiting for its concurrency key."""

@@ -204,3 +204,22 @@ async def list_events(
     sql = "SELECT body, received_at FROM events" + (" WHERE " + " AND ".join(where) if where else "")
     rows = await db.execute_fetchall(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
     return [{**json.loads(r["body"]), "received_at": r["received_at"]} for r in rows]
+
+
+async def job_tag(db: aiosqlite.Connection, job_id: str, tag: str) -> str | None:
+    """The value of one of a job's tags, or None (no such job, or no such tag)."""
+    rows = list(await db.execute_fetchall("SELECT spec FROM jobs WHERE id=?", (job_id,)))
+    if not rows:
+        return None
+    tags = (loads(rows[0][0]) or {}).get("tags") or {}
+    value = tags.get(tag) if isinstance(tags, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def run_event_resources(db: aiosqlite.Connection, run_id: str) -> list[str]:
+    """The ``resources`` of the event that made a run ([] for no such run, or an event pruned)."""
+    sql = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id=?"
+    rows = list(await db.execute_fetchall(sql, (run_id,)))
+    body = loads(rows[0][0]) if rows else None
+    resources = body.get("resources") if isinstance(body, dict) else None
+    return [r for r in resources if isinstance(r, str)] if isinstance(resources, list) else []

@@ -51,6 +51,20 @@ steps:
   ask: {function: handlers:ask, input: {gate: "{{ event.detail.gate }}"}, timeout: 60s}
 """
 
+HANDOFF = """
+name: handoff
+steps:
+  make: {function: handlers:make, timeout: 60s}
+  pause: {needs: [make], wait: {seconds: 2}}
+  use: {needs: [pause], function: handlers:use, input: "{{ steps.make.output }}", timeout: 90s}
+"""
+
+QUICK = """
+name: quick
+steps:
+  one: {function: handlers:one}
+"""
+
 NAPPER = """
 name: napper
 steps:
@@ -60,6 +74,20 @@ steps:
 
 HANDLERS = f"""
 import json, os, pathlib, time
+
+def one(event, context):
+    return 1
+
+def make(event, context):
+    c = context.sluice
+    job = c.submit_job("default", container={{**{BOX!r}, "command": ["true"]}}, array_size=2)
+    return {{"job": job["job_id"], "run": c.start_run("quick")}}
+
+def use(event, context):
+    c = context.sluice
+    return {{"job": c.wait_job(event["job"], timeout_s=60)["status"],
+            "child": c.describe_job(event["job"] + ":1")["status"],
+            "run": c.wait_run(event["run"], timeout_s=30)["status"]}}
 
 def nap(event, context):
     time.sleep(60)
@@ -109,6 +137,8 @@ def flows_dir(tmp_path: Path) -> Path:
     write_flow(flows, NAPPER, name="napper.yaml")
     write_flow(flows, LOOP, name="loop.yaml")
     write_flow(flows, RESUMED, name="resumed.yaml")
+    write_flow(flows, HANDOFF, name="handoff.yaml")
+    write_flow(flows, QUICK, name="quick.yaml")
     return flows
 
 
@@ -275,5 +305,32 @@ async def test_a_step_resumed_after_a_restart_reaches_the_api(
         summary = await second.describe_run(run_id)
         assert summary is not None and summary["steps"]["ask"]["output"] == "RUNNING"
         assert summary["steps"]["ask"]["attempts"] == 2
+    finally:
+        await second.stop(grace_s=0)
+
+
+async def test_what_a_run_made_is_still_its_own_after_a_restart(
+    tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    """Step ``make`` submits a job and starts a run; the engine restarts while the run waits; step
+    ``use`` (a new attempt, with a new token) still reaches both: what a run made is its own for
+    the run's whole life, not only for the engine process that saw it being made."""
+    _base, first = await start_served(tmp_path, docker_test_label)
+    try:
+        run_id = await first.start_run("handoff", {})
+        deadline = time.monotonic() + 60
+        while (await first.describe_run(run_id) or {})["steps"].get("pause", {}).get("status") != "RUNNING":
+            assert time.monotonic() < deadline, await first.describe_run(run_id)
+            await asyncio.sleep(0.02)
+    finally:
+        await first.stop(grace_s=0)
+    _base, second = await start_served(tmp_path, docker_test_label)
+    try:
+        status = await second.orchestrator.wait(run_id, 90)
+        assert status == "SUCCEEDED", json.dumps(await second.describe_run(run_id), indent=1)
+        summary = await second.describe_run(run_id)
+        assert summary is not None
+        done = {"job": "SUCCEEDED", "child": "SUCCEEDED", "run": "SUCCEEDED"}
+        assert summary["steps"]["use"]["output"] == done
     finally:
         await second.stop(grace_s=0)
