@@ -35,7 +35,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.batch import hosts as hosting
 from engine.batch.fairshare import FairOrder, FairView
+from engine.batch.hosts import Host
 
 ENABLED, DISABLED = "ENABLED", "DISABLED"
 DEFAULT_QUEUE, DEFAULT_ENVIRONMENT = "default", "local"
@@ -68,14 +70,31 @@ class Environment:
     desired_vcpus: float = (
         0.0  #: what the RUNNABLE demand asks for, between min and max (the service sets it)
     )
+    #: several Docker daemons instead of one endpoint (engine/batch/hosts.py); a job fits on one
+    hosts: list[Host] = field(default_factory=list)
 
     @property
     def free_vcpus(self) -> float:
-        return self.max_vcpus - self.used_vcpus
+        free = self.max_vcpus - self.used_vcpus
+        if self.hosts:
+            free = min(free, sum(h.vcpus - h.used_vcpus for h in self.hosts if h.takes_jobs))
+        return free
 
     @property
     def free_memory(self) -> int:
-        return self.max_memory - self.used_memory
+        free = self.max_memory - self.used_memory
+        if self.hosts:
+            free = min(free, sum(h.memory - h.used_memory for h in self.hosts if h.takes_jobs))
+        return free
+
+    def holds(self, vcpus: float, memory: int) -> bool:
+        """Could it ever run a job this size (on one of its hosts, within its max)?"""
+        if vcpus > self.max_vcpus + _EPS or memory > self.max_memory:
+            return False
+        return not self.hosts or any(vcpus <= h.vcpus + _EPS and memory <= h.memory for h in self.hosts)
+
+    def host(self, name: str | None) -> Host | None:
+        return next((h for h in self.hosts if h.name == name), None)
 
     def take(self, vcpus: float, memory: int) -> None:
         self.used_vcpus += vcpus
@@ -99,7 +118,8 @@ class Environment:
             "desired_vcpus": round(self.desired_vcpus, 6),
             "interruptible": self.interruptible,
             "reclaimed_at": self.reclaimed_at,
-            **({self.type: dict(self.config)} if self.config else {}),
+            **({"hosts": [h.public() for h in self.hosts]} if self.hosts else {}),
+            **({self.type: own} if (own := {k: v for k, v in self.config.items() if k != "hosts"}) else {}),
         }
 
     def capacity(self) -> dict[str, Any]:
@@ -107,6 +127,8 @@ class Environment:
         out: dict[str, Any] = {"interruptible": self.interruptible, "min_vcpus": self.min_vcpus}
         if self.reclaimed_at is not None:
             out["reclaimed_at"] = self.reclaimed_at
+        if self.hosts:
+            out["hosts"] = {h.name: h.state_json() for h in self.hosts}
         return out
 
 
@@ -194,6 +216,7 @@ class QueueView:
 @dataclass(slots=True)
 class Decision:
     placements: list[tuple[str, str]] = field(default_factory=list)  #: (job id, environment)
+    hosts: dict[str, str] = field(default_factory=dict)  #: job id -> host, in environments with hosts
     reservations: dict[str, str] = field(default_factory=dict)  #: environment -> job id
     preemptions: list[tuple[str, str]] = field(default_factory=list)  #: (victim, preemptor)
     examined: int = 0
@@ -216,6 +239,9 @@ def decide(
     free = {
         name: [env.free_vcpus, env.free_memory] for name, env in environments.items() if env.state == ENABLED
     }
+    rooms = {
+        name: hosting.rooms(env.hosts) for name, env in environments.items() if env.hosts and name in free
+    }
     out = Decision()
     reserved = out.reservations
     ordered = sorted(views, key=lambda v: (-v.queue.priority, v.queue.name))
@@ -235,7 +261,7 @@ def decide(
             scanned += 1
             if fair is not None and not fair.allows(slot):
                 continue
-            placed = _place(slot, names, free, reserved)
+            placed = _place(slot, names, free, reserved, rooms, out.hosts)
             if placed is not None:
                 out.placements.append((slot.job_id, placed))
                 if fair is not None:
@@ -332,7 +358,12 @@ def _room_left(
 
 
 def _place(
-    slot: Slot, names: list[str], free: dict[str, list[float]], reserved: dict[str, str]
+    slot: Slot,
+    names: list[str],
+    free: dict[str, list[float]],
+    reserved: dict[str, str],
+    rooms: Mapping[str, dict[str, list[float]]],
+    placed_on: dict[str, str],
 ) -> str | None:
     for name in names:
         holder = reserved.get(name)
@@ -340,6 +371,11 @@ def _place(
             continue
         room = free[name]
         if slot.vcpus <= room[0] + _EPS and slot.memory <= room[1]:
+            if name in rooms:  # the sum is not enough: one host must have the room
+                host = hosting.place(rooms[name], slot.vcpus, slot.memory)
+                if host is None:
+                    continue
+                placed_on[slot.job_id] = host
             room[0] -= slot.vcpus
             room[1] -= slot.memory
             return name
@@ -353,7 +389,7 @@ def _reserve(
         return
     for name in names:
         env = environments[name]
-        if name not in reserved and slot.vcpus <= env.max_vcpus + _EPS and slot.memory <= env.max_memory:
+        if name not in reserved and env.holds(slot.vcpus, slot.memory):
             reserved[name] = slot.job_id
             return
 
@@ -399,13 +435,20 @@ def explain(
             parts.append(f"{name} is reserved for {holder}, which has waited longest")
             continue
         if slot.vcpus > env.free_vcpus + _EPS:
-            parts.append(f"{_num(env.free_vcpus)} free in {name}")
+            parts.append(f"{_num(env.free_vcpus)} free in {name}" + _coming(env))
         elif slot.memory > env.free_memory:
             parts.append(f"{size_text(env.free_memory)} memory free in {name}")
+        elif env.hosts and hosting.place(hosting.rooms(env.hosts), slot.vcpus, slot.memory) is None:
+            parts.append(f"no host of {name} in service has room for it alone")
         else:
             parts.append(f"{name} has room; starting at the next decision")
     need = f"waiting for {_num(slot.vcpus)} vCPU{'s' if slot.vcpus != 1 else ''}, {size_text(slot.memory)}"
     return f"{need}; {'; '.join(parts) or 'no environment'}"
+
+
+def _coming(env: Environment) -> str:
+    joining = [h.name for h in env.hosts if h.state == hosting.JOINING]
+    return f" (host {', '.join(joining)} joining)" if joining else ""
 
 
 def _num(value: float) -> str:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.batch import hosts as hosting
 from engine.batch.jobs import (
     FAILED,
     PENDING,
@@ -94,8 +95,9 @@ def insert_dependencies(conn: sqlite3.Connection, rows: Iterable[tuple[str, str,
 
 def start_attempt_row(conn: sqlite3.Connection, job: Job, log_path: str) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path) VALUES (?,?,?,?)",
-        (job.id, job.attempts, job.environment, log_path),
+        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path, host) "
+        "VALUES (?,?,?,?,?)",
+        (job.id, job.attempts, job.environment, log_path, job.host),
     )
 
 
@@ -135,6 +137,7 @@ def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
         array_index=row["array_index"],
         attempts=row["attempts"],
         environment=row["environment"],
+        host=row["host"] if "host" in row.keys() else None,  # noqa: SIM118 (a Row has no __contains__ of keys)
         exit_code=row["exit_code"],
         run_id=row["run_id"],
         step=row["step"],
@@ -157,6 +160,7 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
         {
             "attempt": a["attempt"],
             "environment": a["environment"],
+            **({"host": a["host"]} if a["host"] else {}),
             "container_id": a["container_id"],
             "exit_code": a["exit_code"],
             "reason": a["reason"],
@@ -232,6 +236,7 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
             interruptible=bool(capacity.get("interruptible", False)),
             reclaimed_at=capacity.get("reclaimed_at"),
             min_vcpus=float(capacity.get("min_vcpus", 0.0)),
+            hosts=hosting.from_config(json.loads(r["config"]), capacity.get("hosts") or {}),
         )
     queues = {}
     for r in conn.execute("SELECT * FROM job_queues"):
@@ -254,7 +259,10 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
 def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str, list[str]]]:
     """Unfinished jobs, the dependencies of PENDING ones, failed children of unfinished arrays."""
     jobs = conn.execute(
-        "SELECT * FROM jobs WHERE status NOT IN (?, ?) ORDER BY seq", (SUCCEEDED, FAILED)
+        "SELECT j.*, a.host FROM jobs j "
+        "LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts "
+        "WHERE j.status NOT IN (?, ?) ORDER BY j.seq",
+        (SUCCEEDED, FAILED),
     ).fetchall()
     deps = [
         tuple(r)
@@ -334,6 +342,11 @@ def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> N
             dumps(env.capacity()),
         ),
     )
+
+
+def save_capacity(conn: sqlite3.Connection, name: str, capacity: dict[str, Any]) -> None:
+    """An environment's scaling state only (which hosts are in service), as the scaler changes it."""
+    conn.execute("UPDATE compute_environments SET capacity=? WHERE name=?", (dumps(capacity), name))
 
 
 def save_queue(conn: sqlite3.Connection, queue: Queue, at: float) -> None:
