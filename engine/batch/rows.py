@@ -176,6 +176,8 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
         {"job_id": d[0], "mode": d[1]}
         for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
     ]
+    if out["attempts"] and out["attempts"][-1].get("host"):
+        out["host"] = out["attempts"][-1]["host"]  #: the host of its environment it runs (ran) on
     if row["array_size"] is not None and row["array_index"] is None:
         counts = array_summary(conn, job_id, row["array_size"])
         out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
@@ -492,7 +494,11 @@ def jobs_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row
     found = {}
     for at in range(0, len(ids), 500):
         part = list(ids[at : at + 500])
-        sql = f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+        sql = (
+            "SELECT j.*, a.host FROM jobs j "
+            "LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts "
+            f"WHERE j.id IN ({','.join('?' * len(part))})"
+        )
         found.update({r["id"]: r for r in conn.execute(sql, part)})
     return [found[i] for i in ids if i in found]
 

@@ -226,10 +226,12 @@ def cmd_environments_list(args: argparse.Namespace) -> int:
             f"{e['used_vcpus']:g}",
             f"{e.get('min_vcpus', 0):g}/{e.get('desired_vcpus', 0):g}/{e['max_vcpus']:g}",
             e["max_memory"],
+            " ".join(f"{h['name']}:{h['state']}" for h in e.get("hosts", [])) or "-",
         )
         for e in data["environments"]
     ]
-    heads = ("environment", "endpoint", "state", "capacity", "vcpus used", "min/desired/max", "max_memory")
+    heads: tuple[str, ...] = ("environment", "endpoint", "state", "capacity", "vcpus used")
+    heads += ("min/desired/max", "max_memory", "hosts")
     return emit(args, data, table(rows, heads))
 
 

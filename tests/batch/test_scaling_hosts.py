@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host, plan
 from engine.batch.jobs import JobError
 from engine.batch.queues import Environment, Queue, QueueView, Slot, decide
 from engine.batch.scaling import SCALING_DETAIL_TYPE
 from engine.batch.service import BatchService
-from engine.executors.docker_api import DockerClient, DockerError
+from engine.executors.docker_api import DockerClient
 from tests.support.batch import MIB, MakeBatch, box
-from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.docker import TEST_LABEL
+from tests.support.docker_b import B
 from tests.support.waiting import wait_until as until
 
-SOCK_B = os.environ.get("SLUICE_DOCKER_B_SOCK", "/run/docker-b.sock")
-B = f"unix://{SOCK_B}"
 GIB = 1 << 30
 
 
@@ -81,31 +77,6 @@ def test_decide_places_a_job_on_one_host_never_on_the_sum() -> None:
 
 
 # -- on real daemons ------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def docker_b(docker_client: DockerClient, docker_test_label: str) -> AsyncIterator[DockerClient]:
-    """The second daemon (skips locally, fails in CI, when it is not there); removes the test's
-    leftover containers there and fails the test if there were any."""
-    client = DockerClient(B, call_timeout_s=5.0)
-    try:
-        await client.ping()
-        if not await client.image_exists(TEST_IMAGE):
-            raise DockerError(404, f"image {TEST_IMAGE} is missing there")
-    except DockerError as exc:
-        await client.aclose()
-        message = f"the second Docker daemon at {B} is not usable: {exc} (run .ci/docker-b-setup.sh as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        yield client
-        left = await client.list({TEST_LABEL: docker_test_label}, all=True)
-        for container in left:
-            await client.remove(container["Id"], force=True)
-        assert not left, f"containers left on {B}: {[c['Names'] for c in left]}"
-    finally:
-        await client.aclose()
 
 
 async def pair(svc: BatchService, *, second: str = B, min_vcpus: float = 0) -> None:
