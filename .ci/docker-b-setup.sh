@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # A second, real Docker daemon on this machine, for the tests of environments with several
 # Docker hosts (tests/batch/test_scaling_hosts.py): its own socket, data root, exec root (and
-# so its own containerd) and pid file, the same cgroup driver as the main one, no bridge and no
-# iptables rules (the tests' containers use `network: none`). The busybox:1.36 image is
-# imported into it from the same busybox-static rootfs as .ci/docker-setup.sh builds.
+# so its own containerd) and pid file, the same cgroup driver as the main one, and no iptables
+# rules (the tests' containers use `network: none`). The busybox:1.36 image is imported into it
+# from the same busybox-static rootfs as .ci/docker-setup.sh builds.
+#
+# Its default bridge is its own, docker-b0, made here: never `--bridge=none`, because a dockerd
+# started that way deletes the docker0 interface, which is the MAIN daemon's bridge (its
+# containers then fail with "could not find bridge docker0").
 #
 # Idempotent: a daemon that answers is left alone.
 #
@@ -17,6 +21,8 @@ LOG="${SLUICE_DOCKER_B_LOG:-/tmp/sluice-dockerd-b.log}"
 PIDFILE=/run/docker-b.pid
 IMAGE="busybox:1.36"
 WAIT_S="${SLUICE_DOCKER_WAIT_S:-60}"
+BRIDGE=docker-b0
+BRIDGE_CIDR="${SLUICE_DOCKER_B_BRIDGE:-172.30.213.1/24}"  # on this machine only, no NAT
 
 log() { printf '[docker-b-setup] %s\n' "$*" >&2; }
 answers() { docker -H "unix://$SOCK" info >/dev/null 2>&1; }
@@ -32,6 +38,7 @@ stop() {
             sleep 0.5
         done
     fi
+    ip link del "$BRIDGE" 2>/dev/null || true
     return 0
 }
 
@@ -40,6 +47,7 @@ if [ "${1:-}" = stop ]; then
     exit 0
 fi
 
+command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
 if answers; then
     log "dockerd at $SOCK already answers"
 else
@@ -47,11 +55,16 @@ else
         rm -f "$PIDFILE"
     fi
     mkdir -p /var/lib/docker-b /run/docker-b
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link add "$BRIDGE" type bridge
+        ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"
+        ip link set "$BRIDGE" up
+    fi
     # the main daemon's cgroup driver, so limits and OOM kills behave the same on both
     driver="$(docker info --format '{{.CgroupDriver}}' 2>/dev/null || echo cgroupfs)"
     log "starting dockerd at $SOCK (cgroup driver $driver; log: $LOG)"
     setsid nohup dockerd --host "unix://$SOCK" --data-root /var/lib/docker-b --exec-root /run/docker-b \
-        --pidfile "$PIDFILE" --bridge=none --iptables=false --ip6tables=false \
+        --pidfile "$PIDFILE" --bridge="$BRIDGE" --iptables=false --ip6tables=false \
         --exec-opt "native.cgroupdriver=$driver" >>"$LOG" 2>&1 </dev/null &
     deadline=$((SECONDS + WAIT_S))
     until answers; do

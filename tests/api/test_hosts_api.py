@@ -96,6 +96,15 @@ async def test_hosts_and_their_states_through_every_surface(
     pair = next(e for e in listing["environments"] if e["name"] == "pair")
     assert pair["endpoint"] == "hosts" and pair["hosts"][1]["state"] == "DRAINING"
     assert "vCPUs are covered without it; takes no new job" in pair["hosts"][1]["reason"]
+    code, out, err = await cli(
+        base, "environments", "create", "by-cli", "--host", "local,vcpus=1,memory=256MiB,name=a",
+        "--host", f"{B},vcpus=0.5,memory=128MiB",
+    )  # fmt: skip
+    assert code == 0, err
+    made = json.loads(out)
+    assert [(h["name"], h["vcpus"]) for h in made["hosts"]] == [("a", 1), ("host-2", 0.5)], made
+    code, _, err = await cli(base, "environments", "create", "bad", "--host", "local,cpus=1")
+    assert code == 2 and "write ENDPOINT,vcpus=N,memory=SIZE" in err
     code, out, err = await cli(base, "environments", "list")
     assert code == 0 and "a:DRAINING b:DRAINING" in out, (out, err)
     wanted = {"computeEnvironments": ["pair"]}
