@@ -108,7 +108,13 @@ class Book:
                 continue
             out.append(
                 Running(
-                    job_id, job.environment or "", queue.priority, placed_at, job.spec.vcpus, job.spec.memory
+                    job_id,
+                    job.environment or "",
+                    queue.priority,
+                    placed_at,
+                    job.spec.vcpus,
+                    job.spec.memory,
+                    job.host,
                 )
             )
         return out

@@ -103,11 +103,12 @@ def from_config(config: Mapping[str, Any], stored: Mapping[str, Any]) -> list[Ho
 
 
 def carry(old: Sequence[Host], new: Sequence[Host]) -> None:
-    """An environment rewritten (an update): each host keeps its state and what runs there."""
+    """An environment rewritten (an update): each host keeps its state and what runs there,
+    unless its definition changed (another daemon, other files): that one is checked anew."""
     known = {h.name: h for h in old}
     for host in new:
         was = known.get(host.name)
-        if was is not None:
+        if was is not None and was.spec() == host.spec():
             host.state, host.reason, host.since = was.state, was.reason, was.since
             host.idle_since = was.idle_since
             host.used_vcpus, host.used_memory = was.used_vcpus, was.used_memory

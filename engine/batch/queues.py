@@ -200,6 +200,7 @@ class Running:
     started_at: float  #: when this attempt was placed
     vcpus: float
     memory: int
+    host: str | None = None  #: its host, in an environment with several
 
 
 @dataclass(slots=True)
@@ -273,7 +274,9 @@ def decide(
                     _reserve(slot, names, environments, reserved)
         out.examined += scanned
         if head is not None and view.queue.preemption.enabled:
-            preempt(head, view.queue, names, free, reserved, running, preempting or {}, out.preemptions)
+            preempt(
+                head, view.queue, names, free, reserved, running, preempting or {}, out.preemptions, rooms
+            )
     return out
 
 
@@ -286,6 +289,7 @@ def preempt(
     running: Sequence[Running],
     preempting: Mapping[str, str],
     out: list[tuple[str, str]],
+    rooms: Mapping[str, dict[str, list[float]]] | None = None,
 ) -> None:
     """Make room for a preempting queue's head job, which did not fit anywhere.
 
@@ -294,22 +298,26 @@ def preempt(
     lost), until the head fits; any taken then found unneeded is spared. Capacity already
     being freed for this head (victims still in their grace period, also after a restart)
     counts first, so a job is never preempted twice for the same need. The environment is
-    reserved for the head, so the freed capacity is not backfilled by anyone else.
+    reserved for the head, so the freed capacity is not backfilled by anyone else. In an
+    environment with several hosts (``rooms``: the free room of each host in service) the head
+    must fit on one, so each host is a candidate of its own, with the victims running there.
     """
-    pending: dict[str, list[float]] = {}
+    rooms = rooms or {}
+    pending: dict[tuple[str, str | None], list[float]] = {}
     for r in running:
         if preempting.get(r.job_id) == head.job_id:
-            room = pending.setdefault(r.environment, [0.0, 0])
+            room = pending.setdefault((r.environment, r.host if r.environment in rooms else None), [0.0, 0])
             room[0] += r.vcpus
             room[1] += r.memory
-    for name in sorted(names, key=lambda n: n not in pending):
+    units = [(n, h) for n in names for h in (list(rooms[n]) if n in rooms else [None])]
+    for name, host in sorted(units, key=lambda u: u not in pending):
         if reserved.get(name, head.job_id) != head.job_id:
             continue
-        fv, fm = free[name]
-        pv, pm = pending.get(name, (0.0, 0))
+        fv, fm = free[name] if host is None else rooms[name][host]
+        pv, pm = pending.get((name, host), (0.0, 0))
         have = [fv + pv, fm + pm]
         if _fits(head, have):
-            if name in pending:
+            if (name, host) in pending:
                 reserved[name] = head.job_id
                 return
             continue  # fits without anyone leaving: an ordinary wait (a reservation elsewhere)
@@ -317,7 +325,10 @@ def preempt(
             (
                 r
                 for r in running
-                if r.environment == name and r.priority < queue.priority and r.job_id not in preempting
+                if r.environment == name
+                and (host is None or r.host == host)
+                and r.priority < queue.priority
+                and r.job_id not in preempting
             ),
             key=lambda r: (r.priority, -r.started_at),
         )

@@ -15,7 +15,7 @@ import pytest
 
 from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host, plan
 from engine.batch.jobs import JobError
-from engine.batch.queues import Environment, Queue, QueueView, Slot, decide
+from engine.batch.queues import Environment, Preemption, Queue, QueueView, Running, Slot, decide
 from engine.batch.scaling import SCALING_DETAIL_TYPE
 from engine.batch.service import BatchService
 from engine.executors.docker_api import DockerClient
@@ -74,6 +74,21 @@ def test_decide_places_a_job_on_one_host_never_on_the_sum() -> None:
     env.hosts[1].state = DRAINING  # takes no new job
     out = decide([QueueView(queue, slots[1:])], {"pair": env}, 1.0)
     assert out.hosts == {"small": "h0"}
+
+
+def test_preemption_frees_one_host_where_the_sum_would_already_fit() -> None:
+    env = Environment("pair", 2, 2 * GIB, hosts=hosts(IN_SERVICE, IN_SERVICE))
+    for h in env.hosts:
+        h.used_vcpus, h.used_memory = 0.5, MIB
+    env.used_vcpus, env.used_memory = 1.0, 2 * MIB
+    low, high = Queue("low", 1, ("pair",)), Queue("high", 9, ("pair",), preemption=Preemption(True))
+    running = [Running("v0", "pair", 1, 10.0, 0.5, MIB, "h0"), Running("v1", "pair", 1, 20.0, 0.5, MIB, "h1")]
+    head = [Slot("head", 1, 1.0, MIB, 0.0)]
+    out = decide([QueueView(high, head), QueueView(low, [])], {"pair": env}, 30.0, running=running)
+    # 1 vCPU is free in all, on no one host (the sum alone would wait forever): the first host
+    # that one victim can free is freed, and only that victim goes
+    assert out.placements == [] and out.preemptions == [("v0", "head")]
+    assert out.reservations == {"pair": "head"}
 
 
 # -- on real daemons ------------------------------------------------------------------------------
