@@ -11,7 +11,8 @@ Policy, in order:
 
 1. Queues by ``priority`` (higher first, then name); within a queue, submission order.
 2. A job is placed in the first of its queue's environments (tried in order, spill-over)
-   whose free vCPUs and memory both fit it.
+   whose free vCPUs and memory both fit it; in one with several hosts, on one host in service
+   (the first in list order with the room: the snapshot carries each host's room).
 3. Backfilling: a job that does not fit does not block the smaller ones behind it...
 4. ...unless it has been RUNNABLE for ``reserve_after_s``: then it *reserves* the first
    environment of its queue that could ever hold it, and no later job (of this or a lower
