@@ -60,12 +60,14 @@ else
         ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"
         ip link set "$BRIDGE" up
     fi
-    # the main daemon's cgroup driver, so limits and OOM kills behave the same on both
+    # the main daemon's cgroup and storage drivers (.ci/docker-setup.sh may have fallen back to
+    # vfs), so limits, OOM kills and layers behave the same on both
     driver="$(docker info --format '{{.CgroupDriver}}' 2>/dev/null || echo cgroupfs)"
-    log "starting dockerd at $SOCK (cgroup driver $driver; log: $LOG)"
+    storage="$(docker info --format '{{.Driver}}' 2>/dev/null || echo overlay2)"
+    log "starting dockerd at $SOCK (cgroup driver $driver, storage $storage; log: $LOG)"
     setsid nohup dockerd --host "unix://$SOCK" --data-root /var/lib/docker-b --exec-root /run/docker-b \
         --pidfile "$PIDFILE" --bridge="$BRIDGE" --iptables=false --ip6tables=false \
-        --exec-opt "native.cgroupdriver=$driver" >>"$LOG" 2>&1 </dev/null &
+        --exec-opt "native.cgroupdriver=$driver" --storage-driver="$storage" >>"$LOG" 2>&1 </dev/null &
     deadline=$((SECONDS + WAIT_S))
     until answers; do
         if [ "$SECONDS" -ge "$deadline" ]; then
