@@ -257,3 +257,25 @@ async def test_a_restart_mid_scale_loses_nothing(
     assert unknown == 0
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="scaled in after the restart")
     await asyncio.sleep(0)
+
+
+@pytest.mark.docker
+async def test_a_draining_host_is_still_draining_after_a_restart(
+    batch: MakeBatch, docker_b: DockerClient
+) -> None:
+    svc = await batch()
+    await pair(svc)
+    svc.scaler.cooldown_s = 3600.0
+    ids = [
+        (await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)}))["job_id"] for _ in range(2)
+    ]
+    for job_id in ids:
+        assert await svc.wait(job_id, 60) == "SUCCEEDED"
+    await until(lambda: states(svc) == {"a": DRAINING, "b": DRAINING}, 20, what="both draining")
+    await svc.aclose()
+    await svc.store.close()
+
+    again = await batch()
+    assert states(again) == {"a": DRAINING, "b": DRAINING}  # not back in service, not lost
+    again.scaler.cooldown_s = 0.5
+    await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="out after the restart")
