@@ -258,7 +258,7 @@ def decide(
         fair = FairOrder(view.fair) if view.fair is not None else None
         for slot in view.runnable if fair is None else fair:
             # the head is always looked at (it may reserve); then stop once nothing fits
-            if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view)):
+            if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view, rooms)):
                 break
             scanned += 1
             if fair is not None and not fair.allows(slot):
@@ -357,16 +357,33 @@ def _fits(slot: Slot, room: list[float]) -> bool:
 
 
 def _room_left(
-    names: list[str], free: dict[str, list[float]], reserved: dict[str, str], v: QueueView
+    names: list[str],
+    free: dict[str, list[float]],
+    reserved: dict[str, str],
+    v: QueueView,
+    rooms: Mapping[str, dict[str, list[float]]],
 ) -> bool:
-    """False when no environment of the queue can take even its smallest job (stop scanning)."""
+    """False when no environment of the queue can take even its smallest job (stop scanning);
+    in one with several hosts, when no one host can (room in the sum alone places nothing)."""
     for name in names:
         if name in reserved:
             return True  # the reserving job itself may still come along; keep looking
         fv, fm = free[name]
-        if fv + _EPS >= v.min_vcpus and fm >= v.min_memory and fv > _EPS and fm > 0:
+        if (
+            fv + _EPS >= v.min_vcpus
+            and fm >= v.min_memory
+            and fv > _EPS
+            and fm > 0
+            and _a_host_fits(name, v, rooms)
+        ):
             return True
     return False
+
+
+def _a_host_fits(name: str, v: QueueView, rooms: Mapping[str, dict[str, list[float]]]) -> bool:
+    return name not in rooms or any(
+        r[0] + _EPS >= v.min_vcpus and r[1] >= v.min_memory and r[0] > _EPS for r in rooms[name].values()
+    )
 
 
 def _place(
