@@ -7,7 +7,8 @@
   state (capacity full, mixed sizes) and the worst case (no job fits, yet the free room is above
   the smallest request, so the scan runs to its ``max_scan`` bound); and two shapes of issue 17:
   a fair-share queue (10 shares) with the capacity full, and a preempting queue's head job
-  choosing its victims among 200 RUNNING jobs;
+  choosing its victims among 200 RUNNING jobs; and an environment of 64 Docker hosts whose free
+  vCPUs add up to room for many jobs while no one host has room for any;
 * overhead (needs dockerd): a ``true`` job from submit to SUCCEEDED, median of ``--overhead``
   sequential jobs, against bare create+start+wait+remove on the same client; the ratio;
 * throughput (needs dockerd): ``--jobs`` short jobs through an environment of 8 vCPUs (1 each).
@@ -102,6 +103,28 @@ def preempt_times(runnable: int, rounds: int = 200) -> list[float]:
     return times
 
 
+def hosts_times(runnable: int, n_hosts: int = 64, rounds: int = 200) -> list[float]:
+    """An environment of ``n_hosts`` Docker hosts, 0.5 vCPU free on each (32 in all), 1-vCPU jobs:
+    the sum has room, no host does (the worst case of per-host placement)."""
+    from engine.batch.hosts import IN_SERVICE, Host
+
+    hosts = [
+        Host(f"h{i}", f"unix:///h{i}", 2, 4 << 30, state=IN_SERVICE, used_vcpus=1.5) for i in range(n_hosts)
+    ]
+    env = Environment("fleet", 2 * n_hosts, (4 << 30) * n_hosts, used_vcpus=1.5 * n_hosts, hosts=hosts)
+    queue = Queue("default", 1, ("fleet",))
+    index = RunnableIndex()
+    now = time.time()
+    for i in range(runnable):
+        index.add("default", Slot(f"j{i}", i, 1.0, 256 << 20, now))
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        decide([index.view(queue)], {"fleet": env}, time.time())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 async def docker_part(n_overhead: int, n_jobs: int) -> None:
     from engine.batch.service import BatchService
     from engine.bus.bus import Bus
@@ -167,6 +190,7 @@ def main() -> None:
     for label, times in (
         ("fair share, 10 shares", fair_times(args.runnable)),
         ("preempting, 200 RUNNING", preempt_times(args.runnable)),
+        ("64 hosts, room in the sum only", hosts_times(args.runnable)),
     ):
         print(
             f"decision ({label}, {args.runnable} RUNNABLE): median {statistics.median(times) * 1e3:.3f} ms, "

@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.engines",
     "tests.support.docker",
+    "tests.support.docker_b",
     "tests.support.podman",
     "tests.support.http",
     "tests.support.batch",

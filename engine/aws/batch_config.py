@@ -24,6 +24,8 @@ from engine.store.kv import StoreKV
 MIN_TIMEOUT_S = 60
 #: tags that configure what AWS has no member for (docs/aws.md)
 ENDPOINT_TAG, MEMORY_TAG = "sluice:endpoint", "sluice:memory-mib"
+#: an environment with several Docker hosts: each host's state (``a=IN_SERVICE,b=OUT``)
+HOSTS_TAG = "sluice:hosts"
 #: ``"false"`` on a job or definition: never preempted; a grace (``"10s"``) or ``"on"`` on a queue
 PREEMPTIBLE_TAG, PREEMPTION_TAG = "sluice:preemptible", "sluice:preemption"
 
@@ -346,6 +348,11 @@ class BatchConfig:
                         **await self._tags(arn),
                         MEMORY_TAG: str(env.max_memory // MIB),
                         ENDPOINT_TAG: env.endpoint,
+                        **(
+                            {HOSTS_TAG: ",".join(f"{h.name}={h.state}" for h in env.hosts)}
+                            if env.hosts
+                            else {}
+                        ),
                     },
                     "containerOrchestrationType": "ECS",
                 }

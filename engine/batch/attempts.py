@@ -81,15 +81,24 @@ class Attempts:
         if env is not None and env.type == "slurm":
             return self._slurm_runner(env.name, SlurmConfig.from_json(env.config))
         endpoint = env.endpoint if env is not None else "local"
+        config: dict[str, Any] = env.config if env is not None else {}
+        host = env.host(job.host) if env is not None else None
+        if host is not None:  # one of the environment's hosts: the one its attempt was placed on
+            endpoint, config = host.endpoint, host.config
         if env is not None and env.type == "podman":
-            host = default_host() if endpoint == "local" else endpoint
-            if f"podman {host}" not in self._runners:
-                self._runners[f"podman {host}"] = self._make_runner(DockerClient(host), PodmanRunner)
-            return self._runners[f"podman {host}"]
+            sock = default_host() if endpoint == "local" else endpoint
+            if f"podman {sock}" not in self._runners:
+                self._runners[f"podman {sock}"] = self._make_runner(DockerClient(sock), PodmanRunner)
+            return self._runners[f"podman {sock}"]
         if endpoint == "local":
             return self.runner
-        tls = tls_files(env.config) if env is not None else None
-        ssh = ssh_options(env.config) if env is not None else None
+        return self.docker_runner(endpoint, config)
+
+    def docker_runner(self, endpoint: str, config: dict[str, Any]) -> ContainerRunner:
+        """The runner of one Docker daemon (made once, shared by every environment naming it)."""
+        if endpoint == "local":
+            return self.runner
+        tls, ssh = tls_files(config), ssh_options(config)
         key = f"{endpoint} {tls} {ssh}"
         if key not in self._runners:
             self._runners[key] = self._make_runner(DockerClient(endpoint, tls=tls, ssh=ssh))
@@ -145,7 +154,7 @@ class Attempts:
 
     async def remove_unstarted(self, job: Job, container_id: str) -> None:
         """A container created but never started before a crash: remove it (it is started anew)."""
-        await self.runner.adopt(container_id, self.request(job, self.log_path(job, job.attempts)))
+        await self.runner_for(job).adopt(container_id, self.request(job, self.log_path(job, job.attempts)))
 
     def _spawn(self, job: Job, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -272,7 +281,9 @@ class Attempts:
 
     def _mark_running(self, job: Job, container_id: str, at: float) -> None:
         job.status, job.container_id, job.started_at = RUNNING, container_id, job.started_at or at
-        job.status_reason = f"container {container_id[:12]} running in {job.environment}"
+        job.status_reason = f"container {container_id[:12]} running in {job.environment}" + (
+            f" (host {job.host})" if job.host else ""
+        )
         attempt, job_id = job.attempts, job.id
 
         def extra(conn: sqlite3.Connection) -> None:

@@ -63,20 +63,30 @@ class Book:
             if job.status == RUNNABLE:
                 runnable.append(job)
             elif job.status in (STARTING, RUNNING) and job.environment in self.envs:
-                self.envs[job.environment].take(job.spec.vcpus, job.spec.memory)
+                env = self.envs[job.environment]
+                env.take(job.spec.vcpus, job.spec.memory)
+                host = env.host(job.host)
+                if host is not None:
+                    host.take(job.spec.vcpus, job.spec.memory)
                 self.started[job.id] = job.started_at or job.created_at
         self.array_failed.update(failed_children)
         return runnable
 
     # -- capacity -----------------------------------------------------------------------------
 
-    def place(self, job: Job, env_name: str) -> list[Change]:
-        """The scheduler placed ``job``: take its capacity, start its next attempt (STARTING)."""
-        self.envs[env_name].take(job.spec.vcpus, job.spec.memory)
+    def place(self, job: Job, env_name: str, host_name: str | None = None) -> list[Change]:
+        """The scheduler placed ``job`` (on one of the environment's hosts, if it has them): take
+        its capacity, start its next attempt (STARTING)."""
+        env = self.envs[env_name]
+        env.take(job.spec.vcpus, job.spec.memory)
+        host = env.host(host_name)
+        if host is not None:
+            host.take(job.spec.vcpus, job.spec.memory)
         self.started[job.id] = time.time()
-        job.status, job.environment = STARTING, env_name
+        job.status, job.environment, job.host = STARTING, env_name, host_name
         job.attempts += 1
-        job.status_reason = f"placed in {env_name}; starting attempt {job.attempts}"
+        where = env_name if host is None else f"{env_name} (host {host_name})"
+        job.status_reason = f"placed in {where}; starting attempt {job.attempts}"
         return [(job, RUNNABLE), *self._parent_running(job)]
 
     def release(self, job: Job) -> None:
@@ -84,6 +94,9 @@ class Book:
         env = self.envs.get(job.environment or "")
         if env is not None and self.started.pop(job.id, None) is not None:
             env.give(job.spec.vcpus, job.spec.memory)
+            host = env.host(job.host)
+            if host is not None:
+                host.give(job.spec.vcpus, job.spec.memory, time.time())
 
     def victims(self) -> list[Running]:
         """The RUNNING jobs a preempting queue may take capacity from (``preemptible`` ones)."""
@@ -95,7 +108,13 @@ class Book:
                 continue
             out.append(
                 Running(
-                    job_id, job.environment or "", queue.priority, placed_at, job.spec.vcpus, job.spec.memory
+                    job_id,
+                    job.environment or "",
+                    queue.priority,
+                    placed_at,
+                    job.spec.vcpus,
+                    job.spec.memory,
+                    job.host,
                 )
             )
         return out

@@ -171,22 +171,30 @@ def job_detail(
     if spec.timeout_s is not None:
         out["timeout"] = {"attemptDurationSeconds": int(spec.timeout_s)}
     if not job.is_parent:
-        container = container_shape(spec, substituted=True)
-        if job.exit_code is not None:
-            container["exitCode"] = job.exit_code
-        last = attempts[-1] if attempts else None
-        if last is not None:
-            container["logStreamName"] = last[6] or ""
-            reason = split_reasons(last[3])[1]
-            if reason:
-                container["reason"] = reason
-        out["container"] = container
+        out["container"] = _container(job, attempts)
     if job.is_parent:
         counts = {s: int((summary or {}).get(s, 0)) for s in STATES}
         out["arrayProperties"] = {"statusSummary": counts, "size": job.array_size}
     elif job.array_index is not None:
         out["arrayProperties"] = {"index": job.array_index}
     return out
+
+
+def _container(job: Job, attempts: Sequence[AttemptRow]) -> dict[str, Any]:
+    container = container_shape(job.spec, substituted=True)
+    if job.exit_code is not None:
+        container["exitCode"] = job.exit_code
+    if job.host is not None:  # the ECS container instance an attempt ran on, as AWS names it
+        container["containerInstanceArn"] = names().arn(
+            "ecs", f"container-instance/{job.environment}/{job.host}"
+        )
+    last = attempts[-1] if attempts else None
+    if last is not None:
+        container["logStreamName"] = last[6] or ""
+        reason = split_reasons(last[3])[1]
+        if reason:
+            container["reason"] = reason
+    return container
 
 
 def job_event(

@@ -411,6 +411,7 @@ class Job:
     array_index: int | None = None
     attempts: int = 0
     environment: str | None = None
+    host: str | None = None  #: the host of its environment its current attempt runs on (``hosts:``)
     exit_code: int | None = None
     run_id: str | None = None
     step: str | None = None

@@ -11,7 +11,8 @@ Policy, in order:
 
 1. Queues by ``priority`` (higher first, then name); within a queue, submission order.
 2. A job is placed in the first of its queue's environments (tried in order, spill-over)
-   whose free vCPUs and memory both fit it.
+   whose free vCPUs and memory both fit it; in one with several hosts, on one host in service
+   (the first in list order with the room: the snapshot carries each host's room).
 3. Backfilling: a job that does not fit does not block the smaller ones behind it...
 4. ...unless it has been RUNNABLE for ``reserve_after_s``: then it *reserves* the first
    environment of its queue that could ever hold it, and no later job (of this or a lower
@@ -35,7 +36,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.batch import hosts as hosting
 from engine.batch.fairshare import FairOrder, FairView
+from engine.batch.hosts import Host
 
 ENABLED, DISABLED = "ENABLED", "DISABLED"
 DEFAULT_QUEUE, DEFAULT_ENVIRONMENT = "default", "local"
@@ -68,14 +71,31 @@ class Environment:
     desired_vcpus: float = (
         0.0  #: what the RUNNABLE demand asks for, between min and max (the service sets it)
     )
+    #: several Docker daemons instead of one endpoint (engine/batch/hosts.py); a job fits on one
+    hosts: list[Host] = field(default_factory=list)
 
     @property
     def free_vcpus(self) -> float:
-        return self.max_vcpus - self.used_vcpus
+        free = self.max_vcpus - self.used_vcpus
+        if self.hosts:
+            free = min(free, sum(h.vcpus - h.used_vcpus for h in self.hosts if h.takes_jobs))
+        return free
 
     @property
     def free_memory(self) -> int:
-        return self.max_memory - self.used_memory
+        free = self.max_memory - self.used_memory
+        if self.hosts:
+            free = min(free, sum(h.memory - h.used_memory for h in self.hosts if h.takes_jobs))
+        return free
+
+    def holds(self, vcpus: float, memory: int) -> bool:
+        """Could it ever run a job this size (on one of its hosts, within its max)?"""
+        if vcpus > self.max_vcpus + _EPS or memory > self.max_memory:
+            return False
+        return not self.hosts or any(vcpus <= h.vcpus + _EPS and memory <= h.memory for h in self.hosts)
+
+    def host(self, name: str | None) -> Host | None:
+        return next((h for h in self.hosts if h.name == name), None)
 
     def take(self, vcpus: float, memory: int) -> None:
         self.used_vcpus += vcpus
@@ -99,7 +119,8 @@ class Environment:
             "desired_vcpus": round(self.desired_vcpus, 6),
             "interruptible": self.interruptible,
             "reclaimed_at": self.reclaimed_at,
-            **({self.type: dict(self.config)} if self.config else {}),
+            **({"hosts": [h.public() for h in self.hosts]} if self.hosts else {}),
+            **({self.type: own} if (own := {k: v for k, v in self.config.items() if k != "hosts"}) else {}),
         }
 
     def capacity(self) -> dict[str, Any]:
@@ -107,6 +128,8 @@ class Environment:
         out: dict[str, Any] = {"interruptible": self.interruptible, "min_vcpus": self.min_vcpus}
         if self.reclaimed_at is not None:
             out["reclaimed_at"] = self.reclaimed_at
+        if self.hosts:
+            out["hosts"] = {h.name: h.state_json() for h in self.hosts}
         return out
 
 
@@ -178,6 +201,7 @@ class Running:
     started_at: float  #: when this attempt was placed
     vcpus: float
     memory: int
+    host: str | None = None  #: its host, in an environment with several
 
 
 @dataclass(slots=True)
@@ -194,6 +218,7 @@ class QueueView:
 @dataclass(slots=True)
 class Decision:
     placements: list[tuple[str, str]] = field(default_factory=list)  #: (job id, environment)
+    hosts: dict[str, str] = field(default_factory=dict)  #: job id -> host, in environments with hosts
     reservations: dict[str, str] = field(default_factory=dict)  #: environment -> job id
     preemptions: list[tuple[str, str]] = field(default_factory=list)  #: (victim, preemptor)
     examined: int = 0
@@ -216,6 +241,9 @@ def decide(
     free = {
         name: [env.free_vcpus, env.free_memory] for name, env in environments.items() if env.state == ENABLED
     }
+    rooms = {
+        name: hosting.rooms(env.hosts) for name, env in environments.items() if env.hosts and name in free
+    }
     out = Decision()
     reserved = out.reservations
     ordered = sorted(views, key=lambda v: (-v.queue.priority, v.queue.name))
@@ -230,12 +258,12 @@ def decide(
         fair = FairOrder(view.fair) if view.fair is not None else None
         for slot in view.runnable if fair is None else fair:
             # the head is always looked at (it may reserve); then stop once nothing fits
-            if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view)):
+            if scanned >= max_scan or (scanned and not _room_left(names, free, reserved, view, rooms)):
                 break
             scanned += 1
             if fair is not None and not fair.allows(slot):
                 continue
-            placed = _place(slot, names, free, reserved)
+            placed = _place(slot, names, free, reserved, rooms, out.hosts)
             if placed is not None:
                 out.placements.append((slot.job_id, placed))
                 if fair is not None:
@@ -247,7 +275,9 @@ def decide(
                     _reserve(slot, names, environments, reserved)
         out.examined += scanned
         if head is not None and view.queue.preemption.enabled:
-            preempt(head, view.queue, names, free, reserved, running, preempting or {}, out.preemptions)
+            preempt(
+                head, view.queue, names, free, reserved, running, preempting or {}, out.preemptions, rooms
+            )
     return out
 
 
@@ -260,6 +290,7 @@ def preempt(
     running: Sequence[Running],
     preempting: Mapping[str, str],
     out: list[tuple[str, str]],
+    rooms: Mapping[str, dict[str, list[float]]] | None = None,
 ) -> None:
     """Make room for a preempting queue's head job, which did not fit anywhere.
 
@@ -268,22 +299,26 @@ def preempt(
     lost), until the head fits; any taken then found unneeded is spared. Capacity already
     being freed for this head (victims still in their grace period, also after a restart)
     counts first, so a job is never preempted twice for the same need. The environment is
-    reserved for the head, so the freed capacity is not backfilled by anyone else.
+    reserved for the head, so the freed capacity is not backfilled by anyone else. In an
+    environment with several hosts (``rooms``: the free room of each host in service) the head
+    must fit on one, so each host is a candidate of its own, with the victims running there.
     """
-    pending: dict[str, list[float]] = {}
+    rooms = rooms or {}
+    pending: dict[tuple[str, str | None], list[float]] = {}
     for r in running:
         if preempting.get(r.job_id) == head.job_id:
-            room = pending.setdefault(r.environment, [0.0, 0])
+            room = pending.setdefault((r.environment, r.host if r.environment in rooms else None), [0.0, 0])
             room[0] += r.vcpus
             room[1] += r.memory
-    for name in sorted(names, key=lambda n: n not in pending):
+    units = [(n, h) for n in names for h in (list(rooms[n]) if n in rooms else [None])]
+    for name, host in sorted(units, key=lambda u: u not in pending):
         if reserved.get(name, head.job_id) != head.job_id:
             continue
-        fv, fm = free[name]
-        pv, pm = pending.get(name, (0.0, 0))
+        fv, fm = free[name] if host is None else rooms[name][host]
+        pv, pm = pending.get((name, host), (0.0, 0))
         have = [fv + pv, fm + pm]
         if _fits(head, have):
-            if name in pending:
+            if (name, host) in pending:
                 reserved[name] = head.job_id
                 return
             continue  # fits without anyone leaving: an ordinary wait (a reservation elsewhere)
@@ -291,7 +326,10 @@ def preempt(
             (
                 r
                 for r in running
-                if r.environment == name and r.priority < queue.priority and r.job_id not in preempting
+                if r.environment == name
+                and (host is None or r.host == host)
+                and r.priority < queue.priority
+                and r.job_id not in preempting
             ),
             key=lambda r: (r.priority, -r.started_at),
         )
@@ -319,20 +357,42 @@ def _fits(slot: Slot, room: list[float]) -> bool:
 
 
 def _room_left(
-    names: list[str], free: dict[str, list[float]], reserved: dict[str, str], v: QueueView
+    names: list[str],
+    free: dict[str, list[float]],
+    reserved: dict[str, str],
+    v: QueueView,
+    rooms: Mapping[str, dict[str, list[float]]],
 ) -> bool:
-    """False when no environment of the queue can take even its smallest job (stop scanning)."""
+    """False when no environment of the queue can take even its smallest job (stop scanning);
+    in one with several hosts, when no one host can (room in the sum alone places nothing)."""
     for name in names:
         if name in reserved:
             return True  # the reserving job itself may still come along; keep looking
         fv, fm = free[name]
-        if fv + _EPS >= v.min_vcpus and fm >= v.min_memory and fv > _EPS and fm > 0:
+        if (
+            fv + _EPS >= v.min_vcpus
+            and fm >= v.min_memory
+            and fv > _EPS
+            and fm > 0
+            and _a_host_fits(name, v, rooms)
+        ):
             return True
     return False
 
 
+def _a_host_fits(name: str, v: QueueView, rooms: Mapping[str, dict[str, list[float]]]) -> bool:
+    return name not in rooms or any(
+        r[0] + _EPS >= v.min_vcpus and r[1] >= v.min_memory and r[0] > _EPS for r in rooms[name].values()
+    )
+
+
 def _place(
-    slot: Slot, names: list[str], free: dict[str, list[float]], reserved: dict[str, str]
+    slot: Slot,
+    names: list[str],
+    free: dict[str, list[float]],
+    reserved: dict[str, str],
+    rooms: Mapping[str, dict[str, list[float]]],
+    placed_on: dict[str, str],
 ) -> str | None:
     for name in names:
         holder = reserved.get(name)
@@ -340,6 +400,11 @@ def _place(
             continue
         room = free[name]
         if slot.vcpus <= room[0] + _EPS and slot.memory <= room[1]:
+            if name in rooms:  # the sum is not enough: one host must have the room
+                host = hosting.place(rooms[name], slot.vcpus, slot.memory)
+                if host is None:
+                    continue
+                placed_on[slot.job_id] = host
             room[0] -= slot.vcpus
             room[1] -= slot.memory
             return name
@@ -353,7 +418,7 @@ def _reserve(
         return
     for name in names:
         env = environments[name]
-        if name not in reserved and slot.vcpus <= env.max_vcpus + _EPS and slot.memory <= env.max_memory:
+        if name not in reserved and env.holds(slot.vcpus, slot.memory):
             reserved[name] = slot.job_id
             return
 
@@ -399,13 +464,20 @@ def explain(
             parts.append(f"{name} is reserved for {holder}, which has waited longest")
             continue
         if slot.vcpus > env.free_vcpus + _EPS:
-            parts.append(f"{_num(env.free_vcpus)} free in {name}")
+            parts.append(f"{_num(env.free_vcpus)} free in {name}" + _coming(env))
         elif slot.memory > env.free_memory:
             parts.append(f"{size_text(env.free_memory)} memory free in {name}")
+        elif env.hosts and hosting.place(hosting.rooms(env.hosts), slot.vcpus, slot.memory) is None:
+            parts.append(f"no host of {name} in service has room for it alone")
         else:
             parts.append(f"{name} has room; starting at the next decision")
     need = f"waiting for {_num(slot.vcpus)} vCPU{'s' if slot.vcpus != 1 else ''}, {size_text(slot.memory)}"
     return f"{need}; {'; '.join(parts) or 'no environment'}"
+
+
+def _coming(env: Environment) -> str:
+    joining = [h.name for h in env.hosts if h.state == hosting.JOINING]
+    return f" (host {', '.join(joining)} joining)" if joining else ""
 
 
 def _num(value: float) -> str:

@@ -84,6 +84,8 @@ class Recovery:
         for job in open_jobs:
             runner = self.attempts.runner_for(job)
             groups.setdefault(id(runner), (runner, []))[1].append(job)
+        claimed = {(j.id, str(j.attempts)) for j in open_jobs}
+        strangers: dict[str, dict[str, Any]] = {}
         for runner, jobs in groups.values():
             try:
                 managed = await runner.find_managed()
@@ -108,7 +110,11 @@ class Recovery:
                     if result.status_reason != LOST:
                         log.info("job %s: its attempt ended before the restart; recording its result", job.id)
                     self.attempts.finish_lost(job, result)
-            await self._report_unknown(list(by_job.values()))
+            # two runners may reach one daemon (local and its socket): report each container once
+            for labels, c in by_job.items():
+                if labels not in claimed:
+                    strangers[c["id"]] = c
+        await self._report_unknown(list(strangers.values()))
 
     async def _restart_attempt(self, job: Job) -> None:
         self.book.release(job)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engine.batch import hosts as hosting
 from engine.batch.jobs import (
     FAILED,
     PENDING,
@@ -94,8 +95,9 @@ def insert_dependencies(conn: sqlite3.Connection, rows: Iterable[tuple[str, str,
 
 def start_attempt_row(conn: sqlite3.Connection, job: Job, log_path: str) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path) VALUES (?,?,?,?)",
-        (job.id, job.attempts, job.environment, log_path),
+        "INSERT OR REPLACE INTO job_attempts (job_id, attempt, environment, log_path, host) "
+        "VALUES (?,?,?,?,?)",
+        (job.id, job.attempts, job.environment, log_path, job.host),
     )
 
 
@@ -135,6 +137,7 @@ def job_from_row(row: sqlite3.Row, allowed_roots: Sequence[Path]) -> Job:
         array_index=row["array_index"],
         attempts=row["attempts"],
         environment=row["environment"],
+        host=row["host"] if "host" in row.keys() else None,  # noqa: SIM118 (a Row has no __contains__ of keys)
         exit_code=row["exit_code"],
         run_id=row["run_id"],
         step=row["step"],
@@ -157,6 +160,7 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
         {
             "attempt": a["attempt"],
             "environment": a["environment"],
+            **({"host": a["host"]} if a["host"] else {}),
             "container_id": a["container_id"],
             "exit_code": a["exit_code"],
             "reason": a["reason"],
@@ -172,6 +176,8 @@ def describe_rows(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | Non
         {"job_id": d[0], "mode": d[1]}
         for d in conn.execute("SELECT dep_id, mode FROM job_dependencies WHERE job_id=?", (job_id,))
     ]
+    if out["attempts"] and out["attempts"][-1].get("host"):
+        out["host"] = out["attempts"][-1]["host"]  #: the host of its environment it runs (ran) on
     if row["array_size"] is not None and row["array_index"] is None:
         counts = array_summary(conn, job_id, row["array_size"])
         out["array_status_summary"] = {s: counts.get(s, 0) for s in STATES}
@@ -232,6 +238,7 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
             interruptible=bool(capacity.get("interruptible", False)),
             reclaimed_at=capacity.get("reclaimed_at"),
             min_vcpus=float(capacity.get("min_vcpus", 0.0)),
+            hosts=hosting.from_config(json.loads(r["config"]), capacity.get("hosts") or {}),
         )
     queues = {}
     for r in conn.execute("SELECT * FROM job_queues"):
@@ -254,7 +261,10 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
 def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str, list[str]]]:
     """Unfinished jobs, the dependencies of PENDING ones, failed children of unfinished arrays."""
     jobs = conn.execute(
-        "SELECT * FROM jobs WHERE status NOT IN (?, ?) ORDER BY seq", (SUCCEEDED, FAILED)
+        "SELECT j.*, a.host FROM jobs j "
+        "LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts "
+        "WHERE j.status NOT IN (?, ?) ORDER BY j.seq",
+        (SUCCEEDED, FAILED),
     ).fetchall()
     deps = [
         tuple(r)
@@ -334,6 +344,11 @@ def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> N
             dumps(env.capacity()),
         ),
     )
+
+
+def save_capacity(conn: sqlite3.Connection, name: str, capacity: dict[str, Any]) -> None:
+    """An environment's scaling state only (which hosts are in service), as the scaler changes it."""
+    conn.execute("UPDATE compute_environments SET capacity=? WHERE name=?", (dumps(capacity), name))
 
 
 def save_queue(conn: sqlite3.Connection, queue: Queue, at: float) -> None:
@@ -479,7 +494,11 @@ def jobs_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> list[sqlite3.Row
     found = {}
     for at in range(0, len(ids), 500):
         part = list(ids[at : at + 500])
-        sql = f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+        sql = (
+            "SELECT j.*, a.host FROM jobs j "
+            "LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts "
+            f"WHERE j.id IN ({','.join('?' * len(part))})"
+        )
         found.update({r["id"]: r for r in conn.execute(sql, part)})
     return [found[i] for i in ids if i in found]
 

@@ -7,7 +7,8 @@ It is a thin composition of parts that each own one concern and receive what the
 - :class:`~engine.batch.attempts.Attempts`: containers started, adopted and finished;
 - :class:`~engine.batch.submit.Submitter`: submit, cancel, terminate, definitions, queues;
 - :class:`~engine.batch.recovery.Recovery`: what a restart finds;
-- :class:`~engine.batch.steps.ContainerSteps`: workflow ``container:`` steps as jobs.
+- :class:`~engine.batch.steps.ContainerSteps`: workflow ``container:`` steps as jobs;
+- :class:`~engine.batch.scaling.Scaler`: the hosts in service of environments with several.
 
 The service itself owns the lifecycle and the scheduling loop: it runs the pure scheduler of
 :mod:`engine.batch.queues` whenever something changes (and once a second, so waiting jobs age
@@ -29,6 +30,7 @@ from engine.batch import arrays, interrupts, policies, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.fairshare import FairView, Usage
+from engine.batch.hosts import DEFAULT_COOLDOWN_S
 from engine.batch.interrupts import Interrupts
 from engine.batch.jobs import RUNNABLE, Job, slot_of
 from engine.batch.ledger import Ledger
@@ -43,6 +45,7 @@ from engine.batch.queues import (
     desired_vcpus,
 )
 from engine.batch.recovery import Recovery
+from engine.batch.scaling import Scaler
 from engine.batch.steps import ContainerSteps
 from engine.batch.submit import BeforeCommit, Submitter
 from engine.bus.bus import Bus
@@ -72,6 +75,7 @@ class BatchService:
         reserve_after_s: float = DEFAULT_RESERVE_AFTER_S,
         pull_timeout_s: float = 60.0,
         tick_s: float = 1.0,
+        scale_in_cooldown_s: float = DEFAULT_COOLDOWN_S,
     ) -> None:
         self.store = store
         self.data_dir = Path(data_dir)
@@ -95,6 +99,7 @@ class BatchService:
         self.interrupts = Interrupts(store, self.book, self.attempts, self.wake, stop_grace_s)
         self.attempts.host_lost = self.interrupts.host_lost
         self.policies = Policies(store, self.book, self.wake)
+        self.scaler = Scaler(store, bus, self.book, self.attempts, self.wake, cooldown_s=scale_in_cooldown_s)
         self.usage = Usage()  #: each fair-share queue's decayed usage per share
         self._fair_running: dict[tuple[str, str], float] = {}
         self.steps = ContainerSteps(self.submitter, self.ledger, self.describe)
@@ -177,6 +182,7 @@ class BatchService:
         for timer in self._retry_timers.values():
             timer.cancel()
         await self.interrupts.aclose()
+        await self.scaler.aclose()
         await self.attempts.aclose()
         await self.submitter.aclose()
 
@@ -214,7 +220,7 @@ class BatchService:
         for job_id, env_name in decision.placements:
             job = book.jobs[job_id]
             book.index.remove(job.queue, job_id)
-            self.attempts.launch(job, book.place(job, env_name))
+            self.attempts.launch(job, book.place(job, env_name, decision.hosts.get(job_id)))
             if job.spec.share is not None:
                 key = (job.queue, job.spec.share)
                 running[key] = running.get(key, 0.0) + job.spec.vcpus
@@ -222,6 +228,7 @@ class BatchService:
         wanted = desired_vcpus(book.envs, ((q, book.index.demand(q.name)) for q in book.queues.values()))
         for name, vcpus in wanted.items():
             book.envs[name].desired_vcpus = vcpus
+        self.scaler.follow(now)
         return len(decision.placements)
 
     def _fair_views(self, views: list[QueueView], now: float) -> None:

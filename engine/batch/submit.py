@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.batch import arrays, environments, rows, settings
+from engine.batch import hosts as hosting
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import job_event
@@ -148,6 +149,7 @@ class Submitter:
         old = self.book.envs.get(name)
         _create_or_update("environment", name, old, create)
         kind, endpoint, config = environments.settle(body, old)
+        body = environments.bounds(body, old, config)
         env = Environment(
             name,
             _positive(body.get("max_vcpus", old.max_vcpus if old else None), "max_vcpus"),
@@ -156,12 +158,14 @@ class Submitter:
             endpoint,
             type=kind,
             config=config,
+            hosts=hosting.from_config(config, old.capacity().get("hosts", {}) if old is not None else {}),
         )
         settings.environment_capacity(body, old, env)
         now = time.time()
         await self.store.write(lambda c: rows.save_environment(c, env, now))
         if old is not None:
             env.used_vcpus, env.used_memory = old.used_vcpus, old.used_memory
+            hosting.carry(old.hosts, env.hosts)
         self.book.envs[name] = env
         self.wake()
         return env.public()
@@ -270,13 +274,16 @@ class Submitter:
 
     def _check_fits(self, queue: Queue, spec: JobSpec) -> None:
         envs = [self.book.envs[e] for e in queue.environments if e in self.book.envs]
-        if any(spec.vcpus <= e.max_vcpus + 1e-9 and spec.memory <= e.max_memory for e in envs):
+        if any(e.holds(spec.vcpus, spec.memory) for e in envs):
             return
         big = max(envs, key=lambda e: (e.max_vcpus, e.max_memory), default=None)
         where = "no environment"
         if big is not None:
             where = f"the largest available is {big.name} with {big.max_vcpus:g} vCPUs"
             where += f" and {size_text(big.max_memory)}"
+            if big.hosts:
+                most = max(big.hosts, key=lambda h: (h.vcpus, h.memory))
+                where += f"; a job runs on one host, the largest {most.name} with {most.vcpus:g} vCPUs"
         raise JobError(
             f"resources: the job asks for {spec.vcpus:g} vCPUs and {size_text(spec.memory)}, more than any "
             f"compute environment of queue {queue.name} has; {where}",

@@ -183,6 +183,21 @@ def cmd_definitions_list(args: argparse.Namespace) -> int:
     return emit(args, data, table(rows, ("name", "revision", "status", "image", "vcpus", "memory")))
 
 
+def _host_arg(text: str) -> dict[str, Any]:
+    """``unix:///run/docker-b.sock,vcpus=2,memory=2GiB,name=b`` -> one entry of ``hosts``."""
+    endpoint, *pairs = text.split(",")
+    host: dict[str, Any] = {"endpoint": endpoint}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in ("vcpus", "memory", "name"):
+            raise argparse.ArgumentTypeError(f"write ENDPOINT,vcpus=N,memory=SIZE[,name=NAME], got {text!r}")
+        try:
+            host[key] = float(value) if key == "vcpus" else value
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"vcpus: a number, got {value!r}") from None
+    return host
+
+
 def _put(kind: str, fields: tuple[str, ...], nested: tuple[str, ...] = ()) -> Any:
     def cmd(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
@@ -226,10 +241,12 @@ def cmd_environments_list(args: argparse.Namespace) -> int:
             f"{e['used_vcpus']:g}",
             f"{e.get('min_vcpus', 0):g}/{e.get('desired_vcpus', 0):g}/{e['max_vcpus']:g}",
             e["max_memory"],
+            " ".join(f"{h['name']}:{h['state']}" for h in e.get("hosts", [])) or "-",
         )
         for e in data["environments"]
     ]
-    heads = ("environment", "endpoint", "state", "capacity", "vcpus used", "min/desired/max", "max_memory")
+    heads: tuple[str, ...] = ("environment", "endpoint", "state", "capacity", "vcpus used")
+    heads += ("min/desired/max", "max_memory", "hosts")
     return emit(args, data, table(rows, heads))
 
 
@@ -426,7 +443,7 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--insecure", action="store_const", const=True, default=None, help="allow plain tcp://"
         )
-        fields = (
+        fields: tuple[str, ...] = (
             "max_vcpus",
             "max_memory",
             "endpoint",
@@ -451,6 +468,16 @@ def register(sub: Any) -> None:
         p.add_argument("--min-vcpus", dest="min_vcpus", type=float, default=None)
         p.add_argument("--ssh-identity", default=None, help="for ssh://: the private key file")
         p.add_argument("--ssh-known-hosts", default=None, help="for ssh://: the host keys to trust")
+        p.add_argument(
+            "--host",
+            dest="hosts",
+            action="append",
+            type=_host_arg,
+            default=None,
+            help="one of several Docker hosts, in order: ENDPOINT,vcpus=N,memory=SIZE[,name=NAME] "
+            "(repeat it; instead of --endpoint)",
+        )
+        fields = (*fields, "hosts")
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))

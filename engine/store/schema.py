@@ -248,4 +248,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN workflow_version TEXT;
     """,
+    # 10: the host of its environment an attempt ran on (an environment with several Docker hosts)
+    """
+    ALTER TABLE job_attempts ADD COLUMN host TEXT;
+    """,
 ]

@@ -1,0 +1,182 @@
+"""Managed scaling: environments with several Docker hosts follow their desired vCPUs.
+
+After each decision the service calls :meth:`Scaler.follow`, which applies the pure
+:func:`~engine.batch.hosts.plan` to every environment that lists hosts: a host to bring in is
+health-checked first (``/_ping``, then ``/version``, in a task of its own, so a slow daemon
+never holds the scheduler up); draining, resuming and leaving happen at once. Every change is
+committed with one ``aws.batch`` / :data:`SCALING_DETAIL_TYPE` event per host that changed, in
+the same transaction as the environment's new state (``compute_environments.capacity``), so a
+restart comes back with the same hosts in service and a rule on the bus sees every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from engine.batch import hosts as hosting
+from engine.batch import rows
+from engine.batch.attempts import Attempts
+from engine.batch.book import Book
+from engine.batch.detail import names
+from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host
+from engine.batch.queues import Environment
+from engine.bus.bus import Bus
+from engine.events import JOB_SOURCE, envelope
+from engine.executors.docker_api import DockerError
+from engine.store.records import RunRecord
+from engine.store.store import Store
+
+log = logging.getLogger(__name__)
+
+#: the detail-type of a host's change of state (docs/batch.md); AWS Batch has no such event
+SCALING_DETAIL_TYPE = "Batch Compute Environment Scaling"
+#: a health check that takes longer has failed
+CHECK_TIMEOUT_S = 5.0
+
+
+def scaling_event(env: Environment, host: Host, previous: str, now: float) -> dict[str, Any]:
+    """One host's change of state, with the environment's min, desired and max vCPUs."""
+    arn = names().environment(env.name)
+    detail = {
+        "computeEnvironmentName": env.name,
+        "computeEnvironmentArn": arn,
+        "host": host.name,
+        "endpoint": host.endpoint,
+        "state": host.state,
+        "previousState": previous,
+        "reason": host.reason,
+        "minvCpus": env.min_vcpus,
+        "desiredvCpus": round(env.desired_vcpus, 6),
+        "maxvCpus": env.max_vcpus,
+        "inServicevCpus": sum(h.vcpus for h in env.hosts if h.serving),
+    }
+    event = envelope(JOB_SOURCE, SCALING_DETAIL_TYPE, detail, resources=[arn], at=now)
+    event["account"], event["region"] = names().account, names().region
+    return event
+
+
+class Scaler:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        book: Book,
+        attempts: Attempts,
+        wake: Callable[[], None],
+        *,
+        cooldown_s: float = hosting.DEFAULT_COOLDOWN_S,
+    ) -> None:
+        self.store, self.bus, self.book, self.attempts, self.wake = store, bus, book, attempts, wake
+        self.cooldown_s = cooldown_s  #: a draining host leaves after this long without a job
+        self.check_timeout_s = CHECK_TIMEOUT_S
+        self._checks: dict[tuple[str, str], asyncio.Task[None]] = {}  #: (environment, host) -> check
+        self._writes: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def __repr__(self) -> str:
+        return f"<Scaler checking={len(self._checks)}>"
+
+    def follow(self, now: float) -> None:
+        """Bring each environment's hosts in line with its desired vCPUs (the service set them)."""
+        if self.closing:
+            return
+        for env in self.book.envs.values():
+            if not env.hosts:
+                continue
+            plan = hosting.plan(env.hosts, env.desired_vcpus, now, self.cooldown_s)
+            if not plan:
+                continue
+            changed: list[tuple[Host, str]] = []
+            for host in env.hosts:
+                if host.name in plan.resume:
+                    changed.append(self._move(host, IN_SERVICE, "demand came back while it drained", now))
+                elif host.name in plan.drain:
+                    why = f"desired {env.desired_vcpus:g} vCPUs are covered without it; takes no new job"
+                    changed.append(self._move(host, DRAINING, why, now))
+                    if host.used_vcpus <= 0:
+                        host.idle_since = now
+                elif host.name in plan.leave:
+                    changed.append(self._move(host, OUT, f"drained; no job for {self.cooldown_s:g}s", now))
+                elif host.name in plan.check and (env.name, host.name) not in self._checks:
+                    changed.append(self._move(host, JOINING, "health check (docker _ping, version)", now))
+                    self._start_check(env, host)
+            self._record(env, changed, now)
+
+    def _move(self, host: Host, state: str, reason: str, now: float) -> tuple[Host, str]:
+        previous = host.state
+        host.state, host.reason, host.since = state, reason, now
+        log.info("host %s: %s -> %s (%s)", host.name, previous, state, reason)
+        return host, previous
+
+    def _start_check(self, env: Environment, host: Host) -> None:
+        key = (env.name, host.name)
+        task = asyncio.create_task(self._check(env.name, host.name), name=f"check {env.name}/{host.name}")
+        self._checks[key] = task
+        task.add_done_callback(lambda t: self._checks.pop(key, None))
+
+    async def _check(self, env_name: str, host_name: str) -> None:
+        env = self.book.envs.get(env_name)
+        host = env.host(host_name) if env is not None else None
+        if host is None:
+            return
+        client = self.attempts.docker_runner(host.endpoint, host.config).client
+        try:
+            async with asyncio.timeout(self.check_timeout_s):
+                await client.ping()
+                version = await client.version()
+            ok, why = True, f"health check passed (Docker {version.get('Version', '?')})"
+        except (DockerError, OSError, TimeoutError) as exc:
+            text = str(exc) or f"no answer within {self.check_timeout_s:g}s"
+            ok, why = False, f"health check failed: {text}"
+        if self.closing:
+            return
+        # the environment may have been rewritten meanwhile: act on its host of that name now
+        env = self.book.envs.get(env_name)
+        host = env.host(host_name) if env is not None else None
+        if env is None or host is None or host.state != JOINING:
+            return
+        now = time.time()
+        if not ok:
+            log.warning("host %s of %s skipped: %s", host_name, env_name, why)
+        self._record(env, [self._move(host, IN_SERVICE if ok else UNHEALTHY, why, now)], now)
+        self.wake()  # a new host takes jobs; or the next one is to be checked
+
+    def _record(self, env: Environment, changed: list[tuple[Host, str]], now: float) -> None:
+        if not changed:
+            return
+        name, capacity = env.name, env.capacity()
+        events = [scaling_event(env, host, previous, now) for host, previous in changed]
+        bus = self.bus
+
+        def tx(conn: sqlite3.Connection) -> list[RunRecord]:
+            rows.save_capacity(conn, name, capacity)
+            started: list[RunRecord] = []
+            for event in events:
+                started.extend(bus.publish(conn, event, 0))
+            return started
+
+        self._spawn(self._commit(self.store.write_nowait(tx)))
+
+    async def _commit(self, write: asyncio.Future[list[RunRecord]]) -> None:
+        try:
+            self.bus.deliver(await write)
+        except Exception:
+            log.exception("recording a scaling change failed")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def aclose(self) -> None:
+        """Stop checking (a check under way is redone after a restart); let queued writes land."""
+        self.closing = True
+        checks = list(self._checks.values())
+        for task in checks:
+            task.cancel(msg="engine stopping")
+        await asyncio.gather(*checks, *self._writes, return_exceptions=True)
