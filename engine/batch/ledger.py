@@ -16,7 +16,7 @@ from typing import Any
 from engine.batch import rows
 from engine.batch.book import Book, Change
 from engine.batch.detail import job_event
-from engine.batch.jobs import DONE
+from engine.batch.jobs import DONE, Job
 from engine.bus.bus import Bus
 from engine.store.records import RunRecord
 from engine.store.store import Store
@@ -33,6 +33,7 @@ class Ledger:
         self.store, self.bus, self.book = store, bus, book
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._ended: dict[str, str] = {}  #: recently ended jobs (committed), for wait() races
+        self._children: dict[str, Callable[[Job], None]] = {}  #: array parent -> told of each child's end
 
     def tx(self, changes: Iterable[Change], extra: Extra | None = None) -> WriteFn[list[RunRecord]]:
         """A write function committing ``changes`` and their events (snapshotted now)."""
@@ -66,12 +67,23 @@ class Ledger:
         """Commit ``changes``; then wake whoever waits on a job that ended in them."""
         changes = list(changes)
         ended = [(job.id, job.status) for job, _ in changes if job.status in DONE]
+        children = [j for j, _ in changes if j.status in DONE and j.parent_id in self._children]
         self.bus.deliver(await self.store.write(self.tx(changes, extra)))
+        for child in children:
+            told = self._children.get(child.parent_id or "")
+            if told is not None:
+                told(child)
         for job_id, status in ended:
             self._ended[job_id] = status
             self._resolve(job_id, status)
         while len(self._ended) > ENDED_KEPT:
             self._ended.pop(next(iter(self._ended)))
+
+    def watch_children(self, parent_id: str, told: Callable[[Job], None]) -> Callable[[], None]:
+        """Call ``told(child)`` once each child of this array has ended and been committed (a
+        container ``for_each`` counts them for the run's progress); returns the way to stop."""
+        self._children[parent_id] = told
+        return lambda: self._children.pop(parent_id, None) and None
 
     def _resolve(self, job_id: str, status: str) -> None:
         for fut in self._waiters.pop(job_id, []):

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from engine.batch import rows
-from engine.batch.jobs import SUCCEEDED, JobError, RetryStrategy
+from engine.batch import fanout, rows
+from engine.batch.jobs import SUCCEEDED, Job, JobError, RetryStrategy
 from engine.batch.ledger import Ledger
 from engine.batch.submit import Submitter
 from engine.errors import INVALID_JOB, TEMPLATE_ERROR, TIMEOUT
@@ -43,12 +43,18 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
-    """The inline definition of a container step, rendered against the run's context."""
+def step_body(
+    host: StepHost, name: str, spec: StepSpec, fan: fanout.PerChild | None = None
+) -> dict[str, Any]:
+    """The inline definition of a container step, rendered against the run's context.
+
+    With ``fan`` (a ``for_each``), the parts reading ``item``/``index`` are left to each child."""
     c = spec.container
     assert c is not None, name
     ctx = host.ctx
     command = None if c.command is None else [_text(part.render(ctx)) for part in c.command]
+    if fan is not None and fan.command is not None:
+        command = None  # the array's own spec never runs; each child renders its command
     for i, part in enumerate([*(command or ()), *c.parameters.values()]):
         if secrets.holds_secret(part):
             where = f"command[{i}]" if i < len(command or ()) else "parameters"
@@ -59,6 +65,8 @@ def step_body(host: StepHost, name: str, spec: StepSpec) -> dict[str, Any]:
     env: dict[str, str] = {}
     sealed: dict[str, str] = {}
     for key, value in c.env.items():
+        if fan is not None and key in fan.env:
+            continue
         text = _text(value.render(ctx))
         ref = secrets.seal(text)
         if ref is None:
@@ -116,9 +124,13 @@ class ContainerSteps:
     ) -> Outcome:
         t0 = time.monotonic()
         job_id = (resume or {}).get("job_id")
+        size: int | None = (resume or {}).get("items")
         if job_id is None:
             try:
-                job_id = await self._submit_step(host, name, spec)
+                if spec.for_each is not None:
+                    job_id, size = await self._submit_fan_out(host, name, spec)
+                else:
+                    job_id = await self._submit_step(host, name, spec)
             except (SluiceError, JobError) as exc:
                 kind = INVALID_JOB if isinstance(exc, JobError) else TEMPLATE_ERROR
                 return await self._end_step(
@@ -127,6 +139,9 @@ class ContainerSteps:
                     Outcome(False, error={"errorType": kind, "errorMessage": str(exc)}),
                     previous=Status.PENDING,
                 )
+            if job_id is None:  # an empty for_each: done, as a Map state over []
+                return Outcome(True, [], duration_s=time.monotonic() - t0)
+        unwatch = None if spec.for_each is None else await self._count_children(host, name, job_id, size)
         try:
             await self.ledger.wait(job_id)
         except asyncio.CancelledError:
@@ -137,6 +152,11 @@ class ContainerSteps:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stopping)
             raise
+        finally:
+            if unwatch is not None:
+                unwatch()
+        if spec.for_each is not None:
+            return await self._end_fan_out(host, name, job_id, size or 0, t0)
         desc = await self.describe(job_id) or {}
         attempts = desc.get("attempts") or []
         output = {
@@ -157,26 +177,98 @@ class ContainerSteps:
 
     async def _submit_step(self, host: StepHost, name: str, spec: StepSpec) -> str:
         assert spec.container is not None
-        body = step_body(host, name, spec)
+        return await self._submit(host, name, spec, step_body(host, name, spec), spec.array, None)
+
+    async def _submit_fan_out(self, host: StepHost, name: str, spec: StepSpec) -> tuple[str | None, int]:
+        """One array job of a child per item (None: no items, and the step has succeeded)."""
+        items = fanout.render_items(name, spec, host.ctx)
+        if not items:
+            run_id, now = host.run.id, time.time()
+            await host.commit(
+                [
+                    lambda c: records.begin_step(c, run_id, name, -1, now, items=0),
+                    lambda c: records.finish_step(
+                        c, run_id, name, -1, Status.RUNNING, Status.SUCCEEDED, now, output=[]
+                    ),
+                ],
+                [
+                    host.step_event(name, Status.RUNNING, Status.PENDING, items=0),
+                    host.step_event(name, Status.SUCCEEDED, Status.RUNNING, items=0, output=[]),
+                ],
+            )
+            host.progress("step", name, Status.RUNNING, {"items": 0})
+            return None, 0
+        fan = fanout.per_child(name, spec, host.ctx, items)
+        body = step_body(host, name, spec, fan)
+        return await self._submit(host, name, spec, body, len(items), fan), len(items)
+
+    async def _submit(
+        self,
+        host: StepHost,
+        name: str,
+        spec: StepSpec,
+        body: dict[str, Any],
+        size: int | None,
+        fan: fanout.PerChild | None,
+    ) -> str:
+        assert spec.container is not None
         run_id, now = host.run.id, time.time()
         req = {
             "name": f"{host.run.workflow}-{name}",
             "queue": spec.container.queue,
             "container": body,
-            "array_size": spec.array,
+            "array_size": size,
         }
         events: list[dict[str, Any]] = []
         bus, depth = self.ledger.bus, host.run.depth
+        items = {} if fan is None else {"items": size}
 
         def before(conn: sqlite3.Connection, job: Any) -> list[Any]:
-            records.begin_job_step(conn, run_id, name, now, job.id, spec.array)
-            event = host.step_event(name, Status.RUNNING, Status.PENDING, job_id=job.id)
+            records.begin_job_step(conn, run_id, name, now, job.id, size)
+            event = host.step_event(name, Status.RUNNING, Status.PENDING, job_id=job.id, **items)
             events.append(event)
             return bus.publish(conn, event, depth)
 
-        out = await self.submitter.submit(req, run_step=(run_id, name), before_commit=before)
-        host.progress("step", name, Status.RUNNING, {"job_id": out["job_id"]})
+        out = await self.submitter.submit(req, run_step=(run_id, name), before_commit=before, per_child=fan)
+        host.progress("step", name, Status.RUNNING, {"job_id": out["job_id"], **items})
         return str(out["job_id"])
+
+    async def _count_children(
+        self, host: StepHost, name: str, job_id: str, size: int | None
+    ) -> Callable[[], None]:
+        """Tell the run's progress of each child's end (``sluice run`` shows ``fan 37/120``)."""
+        total = size or 0
+        log_path = self.submitter.attempts.log_path
+        done = 0
+
+        def told(child: Job) -> None:
+            nonlocal done
+            done = min(done + 1, total)
+            ok = child.status == SUCCEEDED
+            reason = child.status_reason
+            info = {
+                "index": child.array_index,
+                "done": done,
+                "items": total,
+                "error": None if ok else {"errorType": error_type(reason), "errorMessage": reason},
+                "log_path": log_path(child, child.attempts) if child.attempts else None,
+            }
+            host.progress("item", name, Status.SUCCEEDED if ok else Status.FAILED, info)
+
+        unwatch = self.ledger.watch_children(job_id, told)
+        done = await self.ledger.store.read(lambda c: fanout.children_done(c, job_id))
+        return unwatch
+
+    async def _end_fan_out(self, host: StepHost, name: str, job_id: str, size: int, t0: float) -> Outcome:
+        outputs = await self.ledger.store.read(lambda c: fanout.child_outputs(c, job_id))
+        message = fanout.failure(outputs, size)
+        if message is None:
+            outcome = Outcome(True, outputs, None, time.monotonic() - t0)
+        else:
+            first = next((o for o in outputs if o["status"] != SUCCEEDED), {})
+            error = {"errorType": error_type(first.get("status_reason")), "errorMessage": message}
+            outcome = Outcome(False, None, error, time.monotonic() - t0, first.get("log_path"))
+        return await self._end_step(host, name, outcome, job_id=job_id, items=size)
 
     async def _end_step(
         self,
@@ -185,15 +277,20 @@ class ContainerSteps:
         outcome: Outcome,
         previous: str = Status.RUNNING,
         job_id: str | None = None,
+        items: int | None = None,
     ) -> Outcome:
+        """Commit the step's end; a for_each's (``items``) event carries the count, not the list
+        (as a function for_each's does: a 10,000-child list would ride on every subscriber's copy)."""
         run_id, now = host.run.id, time.time()
         writes = [] if job_id is None else [lambda c: link_attempts(c, run_id, name, job_id, now)]
         status = Status.SUCCEEDED if outcome.ok else Status.FAILED
         reason = None if outcome.error is None else str(outcome.error.get("errorMessage"))[:500]
         extra: dict[str, Any] = {"statusReason": reason}
-        if outcome.ok:
+        if items is not None:
+            extra["items"] = items
+        elif outcome.ok:
             extra["output"] = outcome.output
-        else:
+        if not outcome.ok:
             extra["error"] = outcome.error
         await host.commit(
             [

@@ -348,8 +348,12 @@ class Submitter:
         *,
         run_step: tuple[str, str] | None = None,
         before_commit: BeforeCommit | None = None,
+        per_child: Callable[[JobSpec, int], JobSpec] | None = None,
     ) -> dict[str, Any]:
-        """Validate, then write the job (and children, dependencies, events) in one transaction."""
+        """Validate, then write the job (and children, dependencies, events) in one transaction.
+
+        ``per_child(spec, i)`` gives array child *i* its own spec (a container step's
+        ``for_each``, whose array may have a single child); its JobError writes nothing."""
         if not isinstance(req, Mapping):
             raise JobError("a job submission must be a JSON object")
         if run_step is None and isinstance(req.get("container"), Mapping) and "secrets" in req["container"]:
@@ -359,11 +363,12 @@ class Submitter:
         self._check_fits(queue, spec)
         settings.check_share(queue, spec.share)
         size = req.get("array_size")
+        low = 1 if per_child is not None else MIN_ARRAY
         if size is not None and (
-            isinstance(size, bool) or not isinstance(size, int) or not MIN_ARRAY <= size <= MAX_ARRAY
+            isinstance(size, bool) or not isinstance(size, int) or not low <= size <= MAX_ARRAY
         ):
             raise JobError(
-                f"array_size: an integer {MIN_ARRAY}..{MAX_ARRAY} (as on AWS Batch), got {size!r}; "
+                f"array_size: an integer {low}..{MAX_ARRAY} (as on AWS Batch), got {size!r}; "
                 "leave it out for a single job",
                 "array_size",
             )
@@ -379,7 +384,7 @@ class Submitter:
             run_id=run_step[0] if run_step else None,
             step=run_step[1] if run_step else None,
         )
-        jobs, dep_rows = await arrays.expand(job, size, deps)
+        jobs, dep_rows = await arrays.expand(job, size, deps, per_child)
         new_ids = {j.id for j in jobs}
         status = await self._dependency_states(sorted({d for _, d, _ in dep_rows} - new_ids))
         waiting: dict[str, dict[str, str]] = {}

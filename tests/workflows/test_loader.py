@@ -160,11 +160,18 @@ BROKEN: dict[str, list[str]] = {
         ' (write e.g. url: "http://127.0.0.1:9000/hook")',
         "notify[0].on: unknown run state 'DONE' (use RUNNING, SUCCEEDED, FAILED, CANCELLED)",
     ],
-    "for_each_not_a_function": [
-        "steps.resize.for_each: for_each runs a function step once per item; a container step fans out"
-        " with array: N (write array: N; each child reads SLUICE_ARRAY_INDEX)",
-        "steps.pause.for_each: for_each runs a function step once per item"
-        " (make the step a function, or remove for_each)",
+    "for_each_kinds": [
+        "steps.capped.max_concurrency: a container step's for_each is one array job; its children run"
+        " as the queue's compute environments have room, not in lanes (remove it; to cap the children"
+        " running at once, give the step a queue of its own whose environment's max_vcpus allows only"
+        " that many)",
+        "steps.both.for_each: a step has either for_each or array, not both (keep for_each for one child"
+        " per item, each reading SLUICE_ITEM; or array: N for N children)",
+        "steps.scripted.container.command[2]: a shell script cannot hold {{ }} or Ref:: (the value would"
+        ' run as shell code) (pass the value through env, e.g. env: {V: "{{ params.v }}"} and "$V" in the'
+        """ script, or as an argument after the script: [sh, -c, 'echo "$1"', sh, "{{ params.v }}"])""",
+        "steps.pause.for_each: for_each runs a function or container step once per item"
+        " (make the step a function or a container, or remove for_each)",
     ],
     "trigger_input_var": ["triggers[0].input: template uses unknown name 'params' (use one of event)"],
     "webhook_auth_mismatch": [
@@ -374,6 +381,20 @@ def test_kitchen_sink_fields(catalog: Catalog) -> None:
         "label": "L",
     }
     assert wf.dag.next_actions({"list": "SUCCEEDED", "each": "FAILED"}) == (["dump", "pause", "until"], {})
+
+
+def test_a_container_step_fans_out_with_for_each(tmp_path: Path) -> None:
+    """As DESIGN's example has it: a container's for_each reads item and index in its env."""
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nsteps:\n  tiles: {function: 'json:dumps'}\n"
+        "  cut:\n    needs: [tiles]\n    for_each: '{{ steps.tiles.output }}'\n"
+        "    container: {image: busybox:1.36, command: [sh, -c, 'echo \"$T\"', sh, '{{ item }}'],"
+        " env: {T: '{{ item.t }}', I: '{{ index }}'}}\n"
+    )
+    cut = load_file(tmp_path / "w.yaml").steps["cut"]
+    assert cut.kind == "container" and cut.for_each is not None and cut.container is not None
+    assert cut.container.env["T"].render({"item": {"t": "a b"}}) == "a b"
+    assert cut.container.env["I"].render({"index": 3}) == 3
 
 
 def test_function_check_does_not_import_user_code(catalog: Catalog) -> None:

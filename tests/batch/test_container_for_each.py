@@ -1,0 +1,212 @@
+"""A container step's ``for_each``: one Batch array job, child *i* running with item *i*.
+
+Real containers (busybox on the local dockerd) through a real engine: the items come from a
+function step, reach each child as data (``SLUICE_ITEM``, ``{{ item.x }}`` in ``env``), and the
+step's output is each child's, in item order, for the steps downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.executors.docker_api import DockerClient
+from tests.support.docker import TEST_LABEL
+from tests.support.engines import MakeEngine, write_flow
+
+pytestmark = pytest.mark.docker
+
+HANDLERS = """
+import json
+
+def items(event, context):
+    return event["items"]
+
+def codes(event, context):
+    return [child["exit_code"] for child in event]
+"""
+
+#: the items a function step gives, quotes and shell syntax among them: all of it stays data
+ITEMS: list[Any] = [
+    {"name": "ada"},
+    {"name": "$(touch /tmp/x)"},
+    {"name": 'it\'s "quoted"; echo pwned `id`'},
+    {"name": "b c", "flaky": "yes"},
+    {"name": "e"},
+]
+
+FLOW = """\
+name: fan
+params:
+  items: {type: array}
+steps:
+  list:
+    function: handlers:items
+    input: {items: "{{ params.items }}"}
+  each:
+    needs: [list]
+    for_each: "{{ steps.list.output }}"
+    container:
+      image: busybox:1.36
+      command:
+        - sh
+        - -c
+        - |
+          printf '%s|%s|%s|%s\\n' "$SLUICE_ARRAY_INDEX" "$POS" "$NAME" "$SLUICE_ITEM"
+          [ -e /tmp/x ] && echo TOUCHED
+          [ "$FLAKY" = yes ] && [ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && exit 3
+          exit 0
+      env: {NAME: "{{ item.name }}", POS: "{{ index }}", FLAKY: "{{ item.flaky | default('no') }}"}
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+    retry:
+      attempts: 2
+      evaluate_on_exit: [{on_exit_code: "3", action: retry}, {on_reason: "*", action: exit}]
+    timeout: 30s
+  after:
+    needs: [each]
+    function: handlers:codes
+    input: "{{ steps.each.output }}"
+"""
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()
+
+
+async def _engine(make_engine: MakeEngine, tmp_path: Path, flow: str, label: str) -> Any:
+    engine = await make_engine(write_flow(tmp_path / "flows", flow, HANDLERS).parent)
+    engine.batch.labels[TEST_LABEL] = label
+    return engine
+
+
+async def _step(engine: Any, run_id: str, step: str) -> dict[str, Any]:
+    def read(conn: Any) -> dict[str, Any]:
+        row = conn.execute(
+            "SELECT status, output, error, items, job_id FROM steps WHERE run_id=? AND step=? AND idx=-1",
+            (run_id, step),
+        ).fetchone()
+        status, output, error, items, job_id = tuple(row)
+        return {
+            "status": status,
+            "output": None if output is None else json.loads(output),
+            "error": None if error is None else json.loads(error),
+            "items": items,
+            "job_id": job_id,
+        }
+
+    return await engine.store.read(read)
+
+
+async def test_each_item_runs_as_one_child_of_one_array_job_and_stays_data(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    engine = await _engine(make_engine, tmp_path, FLOW, docker_test_label)
+    seen: list[tuple[str, str | None, str, dict[str, Any]]] = []
+    engine.orchestrator.listeners.append(
+        lambda kind, run, step, status, info: seen.append((kind, step, status, info))
+    )
+    summary = await engine.run_to_end("fan", {"items": ITEMS}, timeout_s=90)
+    assert summary["status"] == "SUCCEEDED", summary
+    each = await _step(engine, summary["run_id"], "each")
+    parent = await engine.batch.describe(each["job_id"])
+    assert parent is not None and parent["array_size"] == 5  # one array job, a child per item
+    assert parent["array_status_summary"]["SUCCEEDED"] == 5
+    assert "SLUICE_ITEM" not in parent["spec"]["environment"]  # the items are in the children's rows
+    output = each["output"]
+    assert [o["index"] for o in output] == [0, 1, 2, 3, 4]
+    assert [o["job_id"] for o in output] == [f"{each['job_id']}:{i}" for i in range(5)]
+    assert [o["attempts"] for o in output] == [1, 1, 1, 2, 1]  # the flaky child retried once
+    assert {o["status"] for o in output} == {"SUCCEEDED"} and each["items"] == 5
+    for i, (item, child) in enumerate(zip(ITEMS, output, strict=True)):
+        text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        log = _read(child["log_path"])
+        assert log == f"{i}|{i}|{item['name']}|{text}\n", log  # no TOUCHED, no pwned, no uid
+    ended = await _step(engine, summary["run_id"], "after")
+    assert ended["output"] == [0, 0, 0, 0, 0]  # downstream reads the list like a function for_each's
+    counts = [info["done"] for kind, step, _, info in seen if kind == "item" and step == "each"]
+    assert sorted(counts) == [1, 2, 3, 4, 5]  # the live view's `each 3/5`
+    started = [
+        info for kind, step, status, info in seen if (kind, step, status) == ("step", "each", "RUNNING")
+    ]
+    assert started and started[0]["items"] == 5
+
+
+FAILING = """\
+name: fails
+steps:
+  each:
+    for_each: [0, 1, 2]
+    container:
+      image: busybox:1.36
+      command: [sh, -c, 'echo "item $SLUICE_ITEM"; [ "$SLUICE_ITEM" = 1 ] && exit 4; exit 0']
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+async def test_a_child_failing_for_good_fails_the_step_naming_the_item(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    engine = await _engine(make_engine, tmp_path, FAILING, docker_test_label)
+    summary = await engine.run_to_end("fails", timeout_s=60)
+    assert summary["status"] == "FAILED"
+    each = await _step(engine, summary["run_id"], "each")
+    assert each["status"] == "FAILED" and each["output"] is None
+    message = each["error"]["errorMessage"]
+    assert message.startswith(f"1 of 3 items failed; item 1: job {each['job_id']}:1: "), message
+    assert "exit code 4" in message
+    parent = await engine.batch.describe(each["job_id"])
+    assert parent is not None and parent["array_status_summary"]["FAILED"] == 1
+
+
+EDGES = """\
+name: edges
+params:
+  box: {type: object, default: {items: []}}
+steps:
+  list:
+    function: handlers:items
+    input: "{{ params.box }}"
+  each:
+    needs: [list]
+    for_each: "{{ steps.list.output }}"
+    container: {image: "busybox:1.36", command: [echo, hi], vcpus: 0.25, memory: 32MiB}
+  after:
+    needs: [each]
+    function: handlers:items
+    input: {items: "{{ steps.each.output }}"}
+"""
+
+
+async def test_an_empty_list_succeeds_with_no_job_and_a_bad_one_fails_clearly(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    engine = await make_engine(write_flow(tmp_path / "flows", EDGES, HANDLERS).parent)
+    empty = await engine.run_to_end("edges", timeout_s=30)
+    assert empty["status"] == "SUCCEEDED", empty
+    each = await _step(engine, empty["run_id"], "each")
+    assert (each["status"], each["output"], each["items"], each["job_id"]) == ("SUCCEEDED", [], 0, None)
+    assert (await _step(engine, empty["run_id"], "after"))["output"] == []  # as a Map state over []
+
+    bad = await engine.run_to_end("edges", {"box": {"items": {"not": "a list"}}}, timeout_s=30)
+    assert bad["status"] == "FAILED"
+    error = (await _step(engine, bad["run_id"], "each"))["error"]
+    assert error["errorType"] == "Sluice.TemplateError"
+    assert error["errorMessage"].startswith("steps.each.for_each must render to a list, got dict")
+
+    many = await engine.run_to_end("edges", {"box": {"items": list(range(10_001))}}, timeout_s=30)
+    assert many["status"] == "FAILED"
+    error = (await _step(engine, many["run_id"], "each"))["error"]
+    assert "gave 10001 items; a container step runs at most 10000" in error["errorMessage"]
+
+    big = await engine.run_to_end("edges", {"box": {"items": ["x" * 40_000]}}, timeout_s=30)
+    error = (await _step(engine, big["run_id"], "each"))["error"]
+    assert "item 0 is 40002 bytes as JSON; a container's item is at most 32768" in error["errorMessage"]
+    jobs = await engine.store.read(lambda c: c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    assert jobs == 0  # nothing was submitted for any of them
