@@ -366,12 +366,20 @@ async def _runs_of_events(db: aiosqlite.Connection, ids: list[str]) -> dict[str,
 
 
 async def _children_done(db: aiosqlite.Connection, run_id: str) -> dict[str, int]:
+    """Per step, the fan-out items that ended: a function's in ``steps``, an array's (``array:``
+    or a container's ``for_each``) as its child jobs."""
     rows = await db.execute_fetchall(
         "SELECT step, COUNT(*) FROM steps WHERE run_id=? AND idx>=0"
-        " AND status IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') GROUP BY step",
-        (run_id,),
+        " AND status IN ('SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED') GROUP BY step"
+        " UNION ALL SELECT s.step, COUNT(*) FROM steps s JOIN jobs j ON j.parent_id = s.job_id"
+        " WHERE s.run_id=? AND s.idx=-1 AND s.items IS NOT NULL AND j.status IN ('SUCCEEDED', 'FAILED')"
+        " GROUP BY s.step",
+        (run_id, run_id),
     )
-    return {r[0]: r[1] for r in rows}
+    done: dict[str, int] = {}
+    for step, count in rows:
+        done[step] = done.get(step, 0) + count
+    return done
 
 
 async def _last_runs(db: aiosqlite.Connection) -> dict[str, dict[str, Any]]:

@@ -11,11 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from engine.executors.docker_api import DockerClient
 from tests.support.docker import TEST_LABEL
 from tests.support.engines import MakeEngine, write_flow
+from tests.support.http import Serve
+from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
 
@@ -103,9 +106,15 @@ async def _step(engine: Any, run_id: str, step: str) -> dict[str, Any]:
 
 
 async def test_each_item_runs_as_one_child_of_one_array_job_and_stays_data(
-    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    docker_client: DockerClient,
+    docker_test_label: str,
 ) -> None:
-    engine = await _engine(make_engine, tmp_path, FLOW, docker_test_label)
+    served = await serve(write_flow(tmp_path / "flows", FLOW, HANDLERS).parent)
+    engine = served.engine
+    engine.batch.labels[TEST_LABEL] = docker_test_label
     seen: list[tuple[str, str | None, str, dict[str, Any]]] = []
     engine.orchestrator.listeners.append(
         lambda kind, run, step, status, info: seen.append((kind, step, status, info))
@@ -210,3 +219,42 @@ async def test_an_empty_list_succeeds_with_no_job_and_a_bad_one_fails_clearly(
     assert "item 0 is 40002 bytes as JSON; a container's item is at most 32768" in error["errorMessage"]
     jobs = await engine.store.read(lambda c: c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
     assert jobs == 0  # nothing was submitted for any of them
+
+
+LONG = """\
+name: long
+params:
+  items: {type: array, default: [a]}
+steps:
+  each:
+    for_each: "{{ params.items }}"
+    container:
+      image: busybox:1.36
+      command: [sh, -c, 'echo "got $SLUICE_ITEM"; sleep "$NAP"']
+      env: {NAP: "{{ 30 if index > 0 else 0 }}"}
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+async def test_one_item_is_an_array_of_one_and_a_cancel_terminates_every_child(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    engine = await _engine(make_engine, tmp_path, LONG, docker_test_label)
+    engine.batch.stop_grace_s = 1.0
+    solo = await engine.run_to_end("long", timeout_s=60)  # AWS refuses an array of 1; a Map has one
+    assert solo["status"] == "SUCCEEDED", solo
+    (child,) = (await _step(engine, solo["run_id"], "each"))["output"]
+    assert child["index"] == 0 and _read(child["log_path"]) == 'got "a"\n'
+
+    run_id = await engine.start_run("long", {"items": ["a", "b", "c"]})
+    sleeping = lambda: [j for j in engine.batch.jobs.values() if (j.array_index or 0) > 0]  # noqa: E731
+    await until(lambda: len(sleeping()) == 2 and all(j.status == "RUNNING" for j in sleeping()), 60)
+    await engine.orchestrator.cancel(run_id, "enough")
+    await engine.orchestrator.wait(run_id, 30)
+    each = await _step(engine, run_id, "each")
+    parent = await engine.batch.describe(each["job_id"])
+    assert parent is not None and parent["status"] == "FAILED"
+    assert parent["array_status_summary"]["FAILED"] == 2  # the sleeping ones, terminated
+    assert await docker_client.list({TEST_LABEL: docker_test_label}) == []
