@@ -265,8 +265,10 @@ def check_variables(
 
 
 def _name_hint(name: str, allowed: Collection[str]) -> str:
-    if name in ("item", "index"):
-        return "item and index exist only in steps with for_each or array"
+    if name == "item":
+        return "item exists only in steps with for_each; an array: N child has index"
+    if name == "index":
+        return "index exists only in steps with for_each or array"
     close = difflib.get_close_matches(name, list(allowed), n=1)
     return f"did you mean {close[0]}?" if close else f"use one of {', '.join(sorted(allowed))}"
 

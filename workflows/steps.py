@@ -569,8 +569,9 @@ def check_templates(
 ) -> None:
     """Check every name a template reads: context names, declared params, upstream steps."""
     for step in steps.values():
-        fan_out = step.for_each is not None or step.array is not None
-        allowed = CONTEXT_NAMES if fan_out else CONTEXT_NAMES - {"item", "index"}
+        allowed = CONTEXT_NAMES  # an array: N child has an index; only a for_each gives items
+        if step.for_each is None:
+            allowed = allowed - {"item"} if step.array is not None else allowed - {"item", "index"}
         for where, renderable in _step_templates(step):
             check_variables(
                 ctx, where, renderable, allowed, params, steps, dag.upstream(step.name), step.name

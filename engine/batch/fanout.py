@@ -71,13 +71,15 @@ class PerChild:
 
     name: str
     ctx: Mapping[str, Any]
-    items: list[str]
+    items: list[str] | None  #: None for ``array: N``, whose children have an index and no item
     env: dict[str, Renderable]  #: container.env values that read ``item`` or ``index``
     command: tuple[Renderable, ...] | None  #: the command, when one of its arguments reads them
 
     def __call__(self, base: JobSpec, index: int) -> JobSpec:
-        text = self.items[index]
-        ctx = {**self.ctx, "item": json.loads(text), "index": index}
+        text = None if self.items is None else self.items[index]
+        ctx = {**self.ctx, "index": index}
+        if text is not None:
+            ctx["item"] = json.loads(text)
         env, sealed = dict(base.environment), dict(base.secrets)
         try:
             for key, value in self.env.items():
@@ -102,13 +104,16 @@ class PerChild:
             raise JobError(f"item {index}: {exc}") from exc
         except SluiceError as exc:  # a template of the step that does not fit this item
             raise SluiceError(f"item {index}: {exc}") from exc
-        env[ITEM_ENV] = text  # set last: the item is Sluice's to give, as the index is
+        if text is not None:
+            env[ITEM_ENV] = text  # set last: the item is Sluice's to give, as the index is
         child = replace(base, environment=env, secrets=sealed, command=command)
         check_command(child)
         return child
 
 
-def per_child(name: str, spec: StepSpec, ctx: Mapping[str, Any], items: list[str]) -> PerChild:
+def per_child(name: str, spec: StepSpec, ctx: Mapping[str, Any], items: list[str] | None) -> PerChild:
+    """What each child renders itself: with ``items`` a ``for_each``'s, without an ``array: N``'s
+    (its templates may read ``{{ index }}``)."""
     c = spec.container
     assert c is not None, name
     reads_item = {"item", "index"}.intersection

@@ -178,8 +178,11 @@ class ContainerSteps:
         return await self._end_step(host, name, outcome, job_id=job_id)
 
     async def _submit_step(self, host: StepHost, name: str, spec: StepSpec) -> str:
-        assert spec.container is not None
-        return await self._submit(host, name, spec, step_body(host, name, spec), spec.array, None)
+        fan = None
+        if spec.array is not None:  # `{{ index }}` in its env or command: rendered per child
+            fan = fanout.per_child(name, spec, host.ctx, None)
+            fan = fan if fan.env or fan.command is not None else None
+        return await self._submit(host, name, spec, step_body(host, name, spec, fan), spec.array, fan)
 
     async def _submit_fan_out(self, host: StepHost, name: str, spec: StepSpec) -> tuple[str | None, int]:
         """One array job of a child per item (None: no items, and the step has succeeded)."""
@@ -223,7 +226,7 @@ class ContainerSteps:
         }
         events: list[dict[str, Any]] = []
         bus, depth = self.ledger.bus, host.run.depth
-        items = {} if fan is None else {"items": size}
+        items = {} if spec.for_each is None else {"items": size}
 
         def before(conn: sqlite3.Connection, job: Any) -> list[Any]:
             records.begin_job_step(conn, run_id, name, now, job.id, size)

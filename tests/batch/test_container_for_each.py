@@ -260,3 +260,32 @@ async def test_one_item_is_an_array_of_one_and_a_cancel_terminates_every_child(
     summary = parent["array_status_summary"]
     assert (summary["SUCCEEDED"], summary["FAILED"]) == (1, 2)  # the sleeping ones, terminated
     assert await docker_client.list({TEST_LABEL: docker_test_label}) == []
+
+
+ARRAY = """\
+name: arr
+steps:
+  each:
+    array: 3
+    container:
+      image: busybox:1.36
+      command: [sh, -c, 'echo "$I $N $SLUICE_ARRAY_INDEX ${SLUICE_ITEM-none}"']
+      env: {I: "{{ index * 10 }}", N: 7}
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+async def test_an_array_step_renders_index_per_child(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    """The loader let ``{{ index }}`` into an ``array: N`` step's env, which then failed every run."""
+    engine = await _engine(make_engine, tmp_path, ARRAY, docker_test_label)
+    summary = await engine.run_to_end("arr", timeout_s=60)
+    assert summary["status"] == "SUCCEEDED", summary
+    each = await _step(engine, summary["run_id"], "each")
+    assert each["output"]["array_size"] == 3  # an array step's output, as before
+    for i in range(3):
+        child = await engine.batch.describe(f"{each['job_id']}:{i}")
+        assert child is not None and _read(child["attempts"][0]["log_path"]) == f"{i * 10} 7 {i} none\n"

@@ -127,7 +127,7 @@ async def test_an_attempt_over_its_key_waits_shown_waiting_with_the_key(
     [
         ("{limit: 2}", "concurrency.key: is required"),
         ('{key: "{{ item.x }}"}', "concurrency.limit: is required"),
-        ('{key: "{{ item.x }}", limit: 2}', "item and index exist only in steps with for_each"),
+        ('{key: "{{ item.x }}", limit: 2}', "item exists only in steps with for_each"),
         ('{key: "{{ steps.b.output }}", limit: 2}', "which is not upstream of a"),
         ('{key: "{{ params.nope }}", limit: 2}', "params.nope, which is not declared"),
         ("{key: [1], limit: 2}", "must be a string template"),

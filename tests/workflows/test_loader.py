@@ -95,7 +95,9 @@ BROKEN: dict[str, list[str]] = {
     ],
     "item_without_for_each": [
         "steps.a.input: template uses unknown name 'item'"
-        " (item and index exist only in steps with for_each or array)"
+        " (item exists only in steps with for_each; an array: N child has index)",
+        "steps.b.container.env.X: template uses unknown name 'item'"
+        " (item exists only in steps with for_each; an array: N child has index)",
     ],
     "unknown_param_ref": [
         "steps.a.when: template uses params.sise, which is not declared"
