@@ -7,7 +7,9 @@ step's output is each child's, in item order, for the steps downstream.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,12 @@ steps:
     function: handlers:codes
     input: "{{ steps.each.output }}"
 """
+
+
+def _step_status(data: Path, run_id: str, step: str) -> str:
+    with contextlib.closing(sqlite3.connect(data / "sluice.db")) as conn:
+        sql = "SELECT status FROM steps WHERE run_id=? AND step=? AND idx=-1"
+        return str(conn.execute(sql, (run_id, step)).fetchone()[0])
 
 
 def _read(path: str) -> str:
@@ -289,3 +297,72 @@ async def test_an_array_step_renders_index_per_child(
     for i in range(3):
         child = await engine.batch.describe(f"{each['job_id']}:{i}")
         assert child is not None and _read(child["attempts"][0]["log_path"]) == f"{i * 10} 7 {i} none\n"
+
+
+NAPS = """\
+name: naps
+steps:
+  each:
+    for_each: ["x", "y", "z"]
+    container:
+      image: busybox:1.36
+      command: [sh, -c, 'sleep 1.5; echo "done $SLUICE_ITEM"']
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+async def test_a_restart_mid_fan_out_resumes_the_array_and_ends_the_step_with_every_output(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    flows, data = write_flow(tmp_path / "flows", NAPS).parent, tmp_path / "data"
+    first = await make_engine(flows, data_dir=data)
+    first.batch.labels[TEST_LABEL] = docker_test_label
+    run_id = await first.start_run("naps")
+    await until(lambda: sum(j.status == "RUNNING" for j in first.batch.jobs.values() if j.parent_id) == 3)
+    await first.stop(grace_s=0)  # the containers run on; the step resumes by waiting on its job
+    assert _step_status(data, run_id, "each") == "RUNNING"
+    again = await make_engine(flows, data_dir=data)
+    again.batch.labels[TEST_LABEL] = docker_test_label
+    await again.orchestrator.wait(run_id, 60)
+    summary = await again.describe_run(run_id)
+    assert summary is not None and summary["status"] == "SUCCEEDED", summary
+    each = await _step(again, run_id, "each")
+    assert [o["index"] for o in each["output"]] == [0, 1, 2] and each["items"] == 3
+    assert [_read(o["log_path"]) for o in each["output"]] == ['done "x"\n', 'done "y"\n', 'done "z"\n']
+
+
+SECRET = """\
+name: sealed
+steps:
+  each:
+    for_each: [a, b]
+    container:
+      image: busybox:1.36
+      command: [sh, -c, '[ "${#TOKEN}" = 13 ] && [ "${TOKEN#s3cret}" = -cfe-42 ] && echo "ok $TAG"']
+      env: {TOKEN: "${env:SLUICE_CFE_TOKEN}", TAG: "{{ item }}-{{ index }}"}
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+async def test_a_secret_in_a_fan_out_env_stays_sealed_in_every_child(
+    make_engine: MakeEngine,
+    tmp_path: Path,
+    docker_client: DockerClient,
+    docker_test_label: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLUICE_CFE_TOKEN", "s3cret-cfe-42")
+    engine = await _engine(make_engine, tmp_path, SECRET, docker_test_label)
+    summary = await engine.run_to_end("sealed", timeout_s=60)
+    assert summary["status"] == "SUCCEEDED", summary
+    each = await _step(engine, summary["run_id"], "each")
+    assert [_read(o["log_path"]) for o in each["output"]] == ["ok a-0\n", "ok b-1\n"]
+    for i in range(2):
+        child = await engine.batch.describe(f"{each['job_id']}:{i}")
+        assert child is not None and "TOKEN" in child["spec"]["secrets"]
+        assert "s3cret-cfe-42" not in json.dumps(child["spec"]["secrets"])
+        assert "TOKEN" not in child["spec"]["environment"]
