@@ -169,6 +169,13 @@ def _fan_out(ctx: FileCtx, where: str, kind: str, body: dict[str, Any]) -> tuple
             "a step has either for_each or array, not both",
             "keep for_each for one child per item, each reading SLUICE_ITEM; or array: N for N children",
         )
+    elif kind == "container" and isinstance(body.get("for_each"), list) and len(body["for_each"]) > 10000:
+        ctx.err(
+            f"{where}.for_each",
+            f"a container step's for_each is one array job of at most 10000 children, got "
+            f"{len(body['for_each'])} items",
+            "split the list over several steps",
+        )
     elif body.get("for_each") is not None and kind not in ("function", "container"):
         ctx.err(
             f"{where}.for_each",

@@ -399,6 +399,18 @@ def test_a_container_step_fans_out_with_for_each(tmp_path: Path) -> None:
     assert cut.container.env["I"].render({"index": 3}) == 3
 
 
+def test_a_container_for_each_over_more_than_an_array_holds_is_refused_at_load(tmp_path: Path) -> None:
+    items = json.dumps(list(range(10_001)))
+    (tmp_path / "w.yaml").write_text(
+        f"name: w\nsteps:\n  cut:\n    for_each: {items}\n    container: {{image: busybox:1.36}}\n"
+    )
+    (line,) = [str(e).split(": ", 1)[1] for e in validate(tmp_path)]
+    assert line == (
+        "steps.cut.for_each: a container step's for_each is one array job of at most 10000 children,"
+        " got 10001 items (split the list over several steps)"
+    )
+
+
 def test_function_check_does_not_import_user_code(catalog: Catalog) -> None:
     # images.py raises at import: loading succeeded, so it was parsed, not imported.
     assert catalog["thumbnails"].steps["probe"].function == "images:probe"
