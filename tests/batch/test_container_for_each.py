@@ -16,11 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+from engine.batch import fanout
 from engine.executors.docker_api import DockerClient
+from tests.support.batch import box
 from tests.support.docker import TEST_LABEL
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.http import Serve
+from tests.support.slurm import MakeSlurmBatch
 from tests.support.waiting import wait_until as until
+from workflows.spec import ContainerSpec, StepSpec
+from workflows.templating import compile_value
 
 pytestmark = pytest.mark.docker
 
@@ -366,3 +371,30 @@ async def test_a_secret_in_a_fan_out_env_stays_sealed_in_every_child(
         assert child is not None and "TOKEN" in child["spec"]["secrets"]
         assert "s3cret-cfe-42" not in json.dumps(child["spec"]["secrets"])
         assert "TOKEN" not in child["spec"]["environment"]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+async def test_through_slurm_each_child_of_one_sbatch_array_gets_its_own_item(
+    slurm_batch: MakeSlurmBatch,
+) -> None:
+    """On Slurm the children one decision placed go out as one ``sbatch --array``; each child's
+    item still reaches it alone (every child has its own request file on the shared dir)."""
+    svc = await slurm_batch()
+    items = [{"k": "a b"}, {"k": "$(touch /x)"}, {"k": "c"}]
+    env = {"K": compile_value("{{ item.k }}", "env")}
+    container = ContainerSpec(image="busybox:1.36", env=env)
+    spec = StepSpec("fe", "container", container=container, for_each=compile_value(items, "for_each"))
+    fan = fanout.per_child("fe", spec, {}, fanout.render_items("fe", spec, {}))
+    cmd = ["sh", "-c", 'echo "$SLUICE_ARRAY_INDEX $K $SLUICE_ITEM"']
+    req = {"queue": "hpc", "name": "fe", "container": box(cmd), "array_size": 3}
+    out = await svc.submitter.submit(req, run_step=("r-slurm", "fe"), per_child=fan)
+    assert await svc.wait(out["job_id"], 150) == "SUCCEEDED"
+    handles = set()
+    for i, item in enumerate(items):
+        child = await svc.describe(f"{out['job_id']}:{i}")
+        assert child is not None
+        text = json.dumps(item, separators=(",", ":"))
+        assert _read(child["attempts"][0]["log_path"]) == f"{i} {item['k']} {text}\n"
+        handles.add(child["attempts"][0]["slurm_job_id"].split("_")[0])
+    assert len(handles) == 1  # one sbatch --array for the three
