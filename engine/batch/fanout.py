@@ -83,7 +83,7 @@ class PerChild:
         env, sealed = dict(base.environment), dict(base.secrets)
         try:
             for key, value in self.env.items():
-                rendered = _text(value.render(ctx))
+                rendered = env_text(value.render(ctx))
                 if "\0" in rendered:
                     raise JobError(f"steps.{self.name}.container.env.{key}: item {index} puts a NUL in it")
                 ref = secrets.seal(rendered)
@@ -94,7 +94,7 @@ class PerChild:
                     sealed[key] = ref
             command = base.command
             if self.command is not None:
-                command = tuple(_text(part.render(ctx)) for part in self.command)
+                command = tuple(env_text(part.render(ctx)) for part in self.command)
                 if any(secrets.holds_secret(part) for part in command):
                     raise JobError(
                         f"steps.{self.name}.container.command: holds a value from ${{env:...}}, which "
@@ -163,8 +163,12 @@ def failure(outputs: list[dict[str, Any]], size: int) -> str | None:
     )
 
 
-def _text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+def env_text(value: Any) -> str:
+    """A rendered value as an argument or environment text: JSON unless it is a string or number
+    (``true``, not Python's ``True``, as a literal ``FLAG: true`` in the file gives)."""
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return str(value)
+    return json.dumps(value)
 
 
 def _preview(value: Any) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -41,10 +40,6 @@ from workflows.spec import StepSpec
 Describe = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
-def _text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
-
-
 def step_body(
     host: StepHost, name: str, spec: StepSpec, fan: fanout.PerChild | None = None
 ) -> dict[str, Any]:
@@ -54,7 +49,7 @@ def step_body(
     c = spec.container
     assert c is not None, name
     ctx = host.ctx
-    command = None if c.command is None else [_text(part.render(ctx)) for part in c.command]
+    command = None if c.command is None else [fanout.env_text(part.render(ctx)) for part in c.command]
     if fan is not None and fan.command is not None:
         command = None  # the array's own spec never runs; each child renders its command
     for i, part in enumerate([*(command or ()), *c.parameters.values()]):
@@ -69,7 +64,7 @@ def step_body(
     for key, value in c.env.items():
         if fan is not None and key in fan.env:
             continue
-        text = _text(value.render(ctx))
+        text = fanout.env_text(value.render(ctx))
         ref = secrets.seal(text)
         if ref is None:
             env[key] = text

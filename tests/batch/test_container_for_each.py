@@ -44,7 +44,7 @@ ITEMS: list[Any] = [
     {"name": "ada"},
     {"name": "$(touch /tmp/x)"},
     {"name": 'it\'s "quoted"; echo pwned `id`'},
-    {"name": "b c", "flaky": "yes"},
+    {"name": "b c", "flaky": True},
     {"name": "e"},
 ]
 
@@ -67,9 +67,9 @@ steps:
         - |
           printf '%s|%s|%s|%s\\n' "$SLUICE_ARRAY_INDEX" "$POS" "$NAME" "$SLUICE_ITEM"
           [ -e /tmp/x ] && echo TOUCHED
-          [ "$FLAKY" = yes ] && [ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && exit 3
+          [ "$FLAKY" = true ] && [ "$AWS_BATCH_JOB_ATTEMPT" = 1 ] && exit 3
           exit 0
-      env: {NAME: "{{ item.name }}", POS: "{{ index }}", FLAKY: "{{ item.flaky | default('no') }}"}
+      env: {NAME: "{{ item.name }}", POS: "{{ index }}", FLAKY: "{{ item.flaky | default(false) }}"}
       vcpus: 0.25
       memory: 32MiB
       network: none
