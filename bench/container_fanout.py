@@ -22,7 +22,7 @@ from typing import Any
 BOX = {"image": "busybox:1.36", "command": ["true"], "vcpus": 1, "memory": 32 << 20, "network": "none"}
 
 
-async def measure(size: int) -> dict[str, Any]:
+async def measure(size: int, item_bytes: int = 0) -> dict[str, Any]:
     from engine.batch import fanout, rows
     from engine.batch.service import BatchService
     from engine.batch.steps import link_in_chunks
@@ -62,7 +62,8 @@ async def measure(size: int) -> dict[str, Any]:
                 waits.append((time.perf_counter() - t0) * 1000)
                 await asyncio.sleep(0.001)
 
-        items = [{"key": f"tiles/{i:05d}.png", "size": [256, 256]} for i in range(size)]
+        pad = "x" * item_bytes  # an item near the 32 KiB bound rides in its child's row and 3 events
+        items = [{"key": f"tiles/{i:05d}.png", "size": [256, 256], "pad": pad} for i in range(size)]
         container = ContainerSpec(image="busybox:1.36", env={"KEY": compile_value("{{ item.key }}", "env")})
         spec = StepSpec("fan", "container", container=container, for_each=compile_value(items, "for_each"))
         texts = fanout.render_items("fan", spec, {})
@@ -110,6 +111,7 @@ async def measure(size: int) -> dict[str, Any]:
         waits.sort()
         return {
             "size": size,
+            "item_bytes": len(texts[0]),
             "submit_s": round(submit_s, 3),
             "submit_transactions": len(submit_holds),
             "submit_max_hold_ms": round(max(submit_holds), 2),
@@ -127,8 +129,9 @@ async def measure(size: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--item-bytes", type=int, default=0, help="padding in each item")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.size))))
+    print(json.dumps(asyncio.run(measure(args.size, args.item_bytes))))
 
 
 if __name__ == "__main__":
