@@ -476,8 +476,13 @@ def explain(
 
 
 def _coming(env: Environment) -> str:
-    joining = [h.name for h in env.hosts if h.state == hosting.JOINING]
-    return f" (host {', '.join(joining)} joining)" if joining else ""
+    """What the hosts not taking jobs are doing about it (joining, or skipped as unhealthy)."""
+    notes = [
+        f"host {h.name} {h.state.lower()}"
+        for h in env.hosts
+        if h.state in (hosting.JOINING, hosting.UNHEALTHY)
+    ]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _num(value: float) -> str:

@@ -98,7 +98,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
     job = request(args.server, "GET", f"/api/v1/jobs/{quote(args.job)}")
     head = f"job {job['job_id']}  queue {job['queue']}  {job['status']}  ({job['status_reason']})"
     rows = [
-        (a["attempt"], a["environment"], (a["container_id"] or "")[:12] or None, a["exit_code"], a["reason"])
+        (
+            a["attempt"],
+            a["environment"] + (f" (host {a['host']})" if a.get("host") else ""),
+            (a["container_id"] or "")[:12] or None,
+            a["exit_code"],
+            a["reason"],
+        )
         for a in job["attempts"]
     ]
     human = head + "\n" + table(rows, ("attempt", "environment", "container", "exit", "reason"))

@@ -222,8 +222,15 @@ async def test_a_host_that_is_down_is_skipped_with_the_reason(batch: MakeBatch, 
         },
         create=False,
     )
-    out = await svc.submit({"queue": "p", "container": box(["echo", "hi"], vcpus=1)})
+    out = await svc.submit({"queue": "p", "container": box(["sleep", "2"], vcpus=1)})
+    await until(lambda: svc.jobs[out["job_id"]].status == "RUNNING", 30, what="the job running on a")
+    # a second job waits for a: the skipped host is not retried before its recheck is due
+    later = await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)})
+    svc.schedule()
+    reason = svc.waiting_reason(later["job_id"])
+    assert reason is not None and "0 free in pair (host gone unhealthy)" in reason, reason
     assert await svc.wait(out["job_id"], 30) == "SUCCEEDED"
+    assert await svc.wait(later["job_id"], 30) == "SUCCEEDED"
     gone = svc.envs["pair"].hosts[0]
     assert gone.state == UNHEALTHY  # a, in service for the job, may be draining already
     assert gone.reason is not None and gone.reason.startswith("health check failed: ")
