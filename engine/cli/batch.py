@@ -483,7 +483,13 @@ def register(sub: Any) -> None:
             help="one of several Docker hosts, in order: ENDPOINT,vcpus=N,memory=SIZE[,name=NAME] "
             "(repeat it; instead of --endpoint)",
         )
-        fields = (*fields, "hosts")
+        p.add_argument(
+            "--scale-in-cooldown",
+            dest="scale_in_cooldown",
+            default=None,
+            help="with --host: a draining host leaves after this long idle (30s, 5m; default 60s)",
+        )
+        fields = (*fields, "hosts", "scale_in_cooldown")
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))

@@ -105,7 +105,6 @@ def test_preemption_frees_one_host_where_the_sum_would_already_fit() -> None:
 
 
 async def pair(svc: BatchService, *, first: str = "local", second: str = B, min_vcpus: float = 0) -> None:
-    svc.scaler.cooldown_s = 1.0
     await svc.put_environment(
         {
             "name": "pair",
@@ -114,6 +113,7 @@ async def pair(svc: BatchService, *, first: str = "local", second: str = B, min_
                 {"name": "b", "endpoint": second, "vcpus": 1, "memory": "512MiB"},
             ],
             "min_vcpus": min_vcpus,
+            "scale_in_cooldown": "1s",
         },
         create=True,
     )
@@ -149,6 +149,8 @@ async def test_hosts_are_validated_and_max_is_their_sum(batch: MakeBatch) -> Non
         ({"hosts": [one], "max_vcpus": 3}, "max_vcpus: at most the hosts' 1 vCPUs together"),
         ({"hosts": [one], "type": "slurm", "slurm": {}}, "slurm"),
         ({"hosts": [{**one, "where": 1}]}, r"hosts\[0\]: unknown field\(s\) where"),
+        ({"hosts": [one], "scale_in_cooldown": "soon"}, "scale_in_cooldown: expected a duration"),
+        ({"hosts": [one], "scale_in_cooldown": 7200}, "scale_in_cooldown: seconds from 0 to 3600"),
     ]:
         with pytest.raises(JobError, match=problem):
             await svc.put_environment({"name": "bad", **body}, create=True)
@@ -265,7 +267,6 @@ async def test_a_restart_mid_scale_loses_nothing(
     await svc.store.close()
 
     again = await batch()
-    again.scaler.cooldown_s = 1.0
     assert states(again) == {"a": IN_SERVICE, "b": IN_SERVICE}  # as they were
     b = again.envs["pair"].host("b")
     assert b is not None and b.used_vcpus == 1  # its job was re-adopted there, not started again
@@ -290,7 +291,7 @@ async def test_a_draining_host_is_still_draining_after_a_restart(
 ) -> None:
     svc = await batch()
     await pair(svc)
-    svc.scaler.cooldown_s = 3600.0
+    await svc.put_environment({"name": "pair", "scale_in_cooldown": "1h"}, create=False)
     ids = [
         (await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)}))["job_id"] for _ in range(2)
     ]
@@ -302,5 +303,6 @@ async def test_a_draining_host_is_still_draining_after_a_restart(
 
     again = await batch()
     assert states(again) == {"a": DRAINING, "b": DRAINING}  # not back in service, not lost
-    again.scaler.cooldown_s = 0.5
+    assert again.envs["pair"].scale_in_cooldown_s == 3600  # kept, as the hosts' states are
+    await again.put_environment({"name": "pair", "scale_in_cooldown": 0.5}, create=False)
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="out after the restart")
