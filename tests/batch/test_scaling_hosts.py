@@ -163,6 +163,8 @@ async def test_hosts_are_validated_and_max_is_their_sum(batch: MakeBatch) -> Non
     await svc.put_queue({"name": "t", "priority": 1, "environments": ["two"]}, create=True)
     with pytest.raises(JobError, match="a job runs on one host, the largest host-2 with 2 vCPUs"):
         await svc.submit({"queue": "t", "container": box(["true"], vcpus=2.5)})
+    back = await svc.put_environment({"name": "two", "endpoint": "local"}, create=False)
+    assert back["endpoint"] == "local" and "hosts" not in back and not svc.envs["two"].hosts
 
 
 @pytest.mark.docker
