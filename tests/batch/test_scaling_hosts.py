@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from engine.batch.jobs import JobError
 from engine.batch.queues import Environment, Preemption, Queue, QueueView, Running, Slot, decide
 from engine.batch.scaling import SCALING_DETAIL_TYPE
 from engine.batch.service import BatchService
+from engine.executors.docker import TIMED_OUT
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import MIB, MakeBatch, box
 from tests.support.docker import TEST_LABEL
@@ -284,7 +286,6 @@ async def test_a_restart_mid_scale_loses_nothing(
     mine = [r for r in reported if json.loads(r[0])["labels"].get(TEST_LABEL) == docker_test_label]
     assert mine == []
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="scaled in after the restart")
-    await asyncio.sleep(0)
 
 
 @pytest.mark.docker
@@ -308,3 +309,32 @@ async def test_a_draining_host_is_still_draining_after_a_restart(
     assert again.envs["pair"].scale_in_cooldown_s == 3600  # kept, as the hosts' states are
     await again.put_environment({"name": "pair", "scale_in_cooldown": 0.5}, create=False)
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="out after the restart")
+
+
+@pytest.mark.docker
+async def test_logs_timeouts_and_terminate_reach_the_host_the_job_runs_on(
+    batch: MakeBatch, docker_b: DockerClient, docker_test_label: str
+) -> None:
+    svc = await batch()
+    await svc.put_environment(
+        {"name": "far", "hosts": [{"name": "b", "endpoint": B, "vcpus": 2, "memory": "512MiB"}]}, create=True
+    )
+    await svc.put_queue({"name": "f", "priority": 1, "environments": ["far"]}, create=True)
+    said = await svc.submit({"queue": "f", "container": box(["sh", "-c", "echo hello from b"])})
+    slow = await svc.submit({"queue": "f", "container": box(["sleep", "60"], timeout=1)})
+    stuck = await svc.submit({"queue": "f", "container": box(["sleep", "60"])})
+    await until(lambda: svc.jobs[stuck["job_id"]].status == "RUNNING", 30, what="the long job running")
+    assert stuck["job_id"] in await on_daemon(docker_b, docker_test_label)  # on b, not on local
+    await svc.terminate(stuck["job_id"], "stopped by the test")
+    assert await svc.wait(stuck["job_id"], 30) == "FAILED"
+    assert await svc.wait(said["job_id"], 30) == "SUCCEEDED"
+    assert await svc.wait(slow["job_id"], 30) == "FAILED"
+    desc = await svc.describe(said["job_id"])
+    assert desc is not None and desc["host"] == "b"
+    text = await asyncio.to_thread(Path(desc["attempts"][0]["log_path"]).read_text)
+    assert text.strip() == "hello from b"
+    timed = await svc.describe(slow["job_id"])
+    assert timed is not None and timed["attempts"][0]["reason"] == TIMED_OUT
+    ended = await svc.describe(stuck["job_id"])
+    assert ended is not None and ended["status_reason"] == "stopped by the test"
+    assert await on_daemon(docker_b, docker_test_label) == set()  # every container removed from b
