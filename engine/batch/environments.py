@@ -47,6 +47,10 @@ def settle(body: Mapping[str, Any], old: Environment | None) -> tuple[str, str, 
         raise JobError("slurm: settings for a Slurm environment; add type: slurm, or leave slurm out")
     if body.get("hosts") is not None or (old is not None and old.hosts and "endpoint" not in body):
         return kind, HOSTS, {"hosts": _hosts(body, old, kind)}
+    if old is not None and old.hosts and old.used_vcpus > 0:
+        raise JobError(
+            f"endpoint: environment {old.name} runs jobs on its hosts; change it once they have ended"
+        )
     endpoint = str(body.get("endpoint", "local" if old is None or old.hosts else old.endpoint))
     if kind == "podman" and endpoint.startswith("ssh://"):
         raise JobError(
@@ -168,7 +172,7 @@ def _slurm(body: Mapping[str, Any], old: Environment | None) -> dict[str, Any]:
 
 
 def _docker(body: Mapping[str, Any], old: Environment | None, endpoint: str) -> dict[str, Any]:
-    config = dict(old.config) if old is not None else {}
+    config = {k: v for k, v in old.config.items() if k != "hosts"} if old is not None else {}
     config.update({k: body[k] for k in (*TLS_KEYS, *SSH_KEYS, "insecure") if k in body})
     config = {k: v for k, v in config.items() if v is not None}
     given = [k for k in TLS_KEYS if config.get(k)]

@@ -73,6 +73,7 @@ class Environment:
     )
     #: several Docker daemons instead of one endpoint (engine/batch/hosts.py); a job fits on one
     hosts: list[Host] = field(default_factory=list)
+    scale_in_cooldown_s: float | None = None  #: a draining host leaves after this idle (None: default)
 
     @property
     def free_vcpus(self) -> float:
@@ -120,6 +121,11 @@ class Environment:
             "interruptible": self.interruptible,
             "reclaimed_at": self.reclaimed_at,
             **({"hosts": [h.public() for h in self.hosts]} if self.hosts else {}),
+            **(
+                {"scale_in_cooldown_s": self.scale_in_cooldown_s}
+                if self.scale_in_cooldown_s is not None
+                else {}
+            ),
             **({self.type: own} if (own := {k: v for k, v in self.config.items() if k != "hosts"}) else {}),
         }
 
@@ -130,6 +136,8 @@ class Environment:
             out["reclaimed_at"] = self.reclaimed_at
         if self.hosts:
             out["hosts"] = {h.name: h.state_json() for h in self.hosts}
+        if self.scale_in_cooldown_s is not None:
+            out["scale_in_cooldown_s"] = self.scale_in_cooldown_s
         return out
 
 
@@ -476,8 +484,13 @@ def explain(
 
 
 def _coming(env: Environment) -> str:
-    joining = [h.name for h in env.hosts if h.state == hosting.JOINING]
-    return f" (host {', '.join(joining)} joining)" if joining else ""
+    """What the hosts not taking jobs are doing about it (joining, or skipped as unhealthy)."""
+    notes = [
+        f"host {h.name} {h.state.lower()}"
+        for h in env.hosts
+        if h.state in (hosting.JOINING, hosting.UNHEALTHY)
+    ]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _num(value: float) -> str:

@@ -239,6 +239,7 @@ def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[
             reclaimed_at=capacity.get("reclaimed_at"),
             min_vcpus=float(capacity.get("min_vcpus", 0.0)),
             hosts=hosting.from_config(json.loads(r["config"]), capacity.get("hosts") or {}),
+            scale_in_cooldown_s=capacity.get("scale_in_cooldown_s"),
         )
     queues = {}
     for r in conn.execute("SELECT * FROM job_queues"):

@@ -88,7 +88,8 @@ class Scaler:
         for env in self.book.envs.values():
             if not env.hosts:
                 continue
-            plan = hosting.plan(env.hosts, env.desired_vcpus, now, self.cooldown_s)
+            cooldown = self.cooldown_s if env.scale_in_cooldown_s is None else env.scale_in_cooldown_s
+            plan = hosting.plan(env.hosts, env.desired_vcpus, now, cooldown)
             if not plan:
                 continue
             changed: list[tuple[Host, str]] = []
@@ -101,7 +102,7 @@ class Scaler:
                     if host.used_vcpus <= 0:
                         host.idle_since = now
                 elif host.name in plan.leave:
-                    changed.append(self._move(host, OUT, f"drained; no job for {self.cooldown_s:g}s", now))
+                    changed.append(self._move(host, OUT, f"drained; no job for {cooldown:g}s", now))
                 elif host.name in plan.check and (env.name, host.name) not in self._checks:
                     changed.append(self._move(host, JOINING, "health check (docker _ping, version)", now))
                     self._start_check(env, host)

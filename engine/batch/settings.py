@@ -1,8 +1,8 @@
 """The scheduling settings of queues and environments, checked when they are written.
 
-A queue's ``preemption`` and ``scheduling_policy``; an environment's ``interruptible`` and
-``min_vcpus``. A change names only what changes; what it leaves out stays as it was. Nothing
-here does I/O: the submitter writes what these return.
+A queue's ``preemption`` and ``scheduling_policy``; an environment's ``interruptible``,
+``min_vcpus`` and ``scale_in_cooldown``. A change names only what changes; what it leaves out
+stays as it was. Nothing here does I/O: the submitter writes what these return.
 """
 
 from __future__ import annotations
@@ -72,11 +72,29 @@ def environment_capacity(body: Mapping[str, Any], old: Environment | None, env: 
     if isinstance(low, bool) or not isinstance(low, int | float) or not 0 <= low <= env.max_vcpus:
         raise JobError(f"min_vcpus: a number from 0 to max_vcpus ({env.max_vcpus:g}), got {low!r}")
     env.interruptible, env.min_vcpus = interruptible, float(low)
+    env.scale_in_cooldown_s = _cooldown(body, old)
     # what the scheduler will say at its next decision; until then, the old figure within bounds
     env.desired_vcpus = min(env.max_vcpus, max(env.min_vcpus, old.desired_vcpus if old is not None else 0.0))
     # a reclaimed environment stays reclaimed (DISABLED) until someone enables it again
     if old is not None and old.reclaimed_at is not None and env.state != ENABLED:
         env.reclaimed_at = old.reclaimed_at
+
+
+def _cooldown(body: Mapping[str, Any], old: Environment | None) -> float | None:
+    """``scale_in_cooldown: 5m`` (or seconds): how long a draining host waits idle before it leaves."""
+    if "scale_in_cooldown" not in body:
+        return old.scale_in_cooldown_s if old is not None else None
+    raw = body["scale_in_cooldown"]
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = parse_duration(raw)
+        except UnitError as exc:
+            raise JobError(f"scale_in_cooldown: {exc}") from None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_GRACE_S:
+        raise JobError(f"scale_in_cooldown: seconds from 0 to {MAX_GRACE_S:g} (or 30s, 5m), got {raw!r}")
+    return float(raw)
 
 
 def check_share(queue: Queue, share: str | None) -> None:

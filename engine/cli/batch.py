@@ -98,7 +98,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
     job = request(args.server, "GET", f"/api/v1/jobs/{quote(args.job)}")
     head = f"job {job['job_id']}  queue {job['queue']}  {job['status']}  ({job['status_reason']})"
     rows = [
-        (a["attempt"], a["environment"], (a["container_id"] or "")[:12] or None, a["exit_code"], a["reason"])
+        (
+            a["attempt"],
+            a["environment"] + (f" (host {a['host']})" if a.get("host") else ""),
+            (a["container_id"] or "")[:12] or None,
+            a["exit_code"],
+            a["reason"],
+        )
         for a in job["attempts"]
     ]
     human = head + "\n" + table(rows, ("attempt", "environment", "container", "exit", "reason"))
@@ -477,7 +483,13 @@ def register(sub: Any) -> None:
             help="one of several Docker hosts, in order: ENDPOINT,vcpus=N,memory=SIZE[,name=NAME] "
             "(repeat it; instead of --endpoint)",
         )
-        fields = (*fields, "hosts")
+        p.add_argument(
+            "--scale-in-cooldown",
+            dest="scale_in_cooldown",
+            default=None,
+            help="with --host: a draining host leaves after this long idle (30s, 5m; default 60s)",
+        )
+        fields = (*fields, "hosts", "scale_in_cooldown")
         p.set_defaults(func=command(_put("environments", fields, nested=("slurm",))))
     p = common_options(queues.add_parser("list", help="queues by name"))
     p.set_defaults(func=command(cmd_queues_list))

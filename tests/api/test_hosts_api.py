@@ -64,15 +64,17 @@ async def test_hosts_and_their_states_through_every_surface(
     docker_b: DockerClient,
 ) -> None:
     base, engine = server
-    engine.batch.scaler.cooldown_s = 3600.0  # stay DRAINING, so every surface can be read in it
     hosts = [
         {"name": "a", "endpoint": "local", "vcpus": 1, "memory": "256MiB"},
         {"name": "b", "endpoint": B, "vcpus": 1, "memory": "256MiB"},
     ]
     status, err = await call(base, "POST", "/api/v1/environments", {"name": "pair", "hosts": hosts[:1] * 2})
     assert status == 400 and "hosts[1]" in err["error"]["message"], err
-    status, env = await call(base, "POST", "/api/v1/environments", {"name": "pair", "hosts": hosts})
+    # a long cooldown: the hosts stay DRAINING, so every surface can be read in that state
+    body = {"name": "pair", "hosts": hosts, "scale_in_cooldown": "1h"}
+    status, env = await call(base, "POST", "/api/v1/environments", body)
     assert status == 201 and env["max_vcpus"] == 2 and [h["state"] for h in env["hosts"]] == ["OUT", "OUT"]
+    assert env["scale_in_cooldown_s"] == 3600
     queue = {"name": "p", "priority": 1, "environments": ["pair"]}
     status, _ = await call(base, "POST", "/api/v1/queues", queue)
     assert status == 201

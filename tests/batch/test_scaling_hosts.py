@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from engine.batch.jobs import JobError
 from engine.batch.queues import Environment, Preemption, Queue, QueueView, Running, Slot, decide
 from engine.batch.scaling import SCALING_DETAIL_TYPE
 from engine.batch.service import BatchService
+from engine.executors.docker import TIMED_OUT
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import MIB, MakeBatch, box
 from tests.support.docker import TEST_LABEL
@@ -105,7 +107,6 @@ def test_preemption_frees_one_host_where_the_sum_would_already_fit() -> None:
 
 
 async def pair(svc: BatchService, *, first: str = "local", second: str = B, min_vcpus: float = 0) -> None:
-    svc.scaler.cooldown_s = 1.0
     await svc.put_environment(
         {
             "name": "pair",
@@ -114,6 +115,7 @@ async def pair(svc: BatchService, *, first: str = "local", second: str = B, min_
                 {"name": "b", "endpoint": second, "vcpus": 1, "memory": "512MiB"},
             ],
             "min_vcpus": min_vcpus,
+            "scale_in_cooldown": "1s",
         },
         create=True,
     )
@@ -149,6 +151,8 @@ async def test_hosts_are_validated_and_max_is_their_sum(batch: MakeBatch) -> Non
         ({"hosts": [one], "max_vcpus": 3}, "max_vcpus: at most the hosts' 1 vCPUs together"),
         ({"hosts": [one], "type": "slurm", "slurm": {}}, "slurm"),
         ({"hosts": [{**one, "where": 1}]}, r"hosts\[0\]: unknown field\(s\) where"),
+        ({"hosts": [one], "scale_in_cooldown": "soon"}, "scale_in_cooldown: expected a duration"),
+        ({"hosts": [one], "scale_in_cooldown": 7200}, "scale_in_cooldown: seconds from 0 to 3600"),
     ]:
         with pytest.raises(JobError, match=problem):
             await svc.put_environment({"name": "bad", **body}, create=True)
@@ -161,6 +165,8 @@ async def test_hosts_are_validated_and_max_is_their_sum(batch: MakeBatch) -> Non
     await svc.put_queue({"name": "t", "priority": 1, "environments": ["two"]}, create=True)
     with pytest.raises(JobError, match="a job runs on one host, the largest host-2 with 2 vCPUs"):
         await svc.submit({"queue": "t", "container": box(["true"], vcpus=2.5)})
+    back = await svc.put_environment({"name": "two", "endpoint": "local"}, create=False)
+    assert back["endpoint"] == "local" and "hosts" not in back and not svc.envs["two"].hosts
 
 
 @pytest.mark.docker
@@ -222,8 +228,15 @@ async def test_a_host_that_is_down_is_skipped_with_the_reason(batch: MakeBatch, 
         },
         create=False,
     )
-    out = await svc.submit({"queue": "p", "container": box(["echo", "hi"], vcpus=1)})
+    out = await svc.submit({"queue": "p", "container": box(["sleep", "2"], vcpus=1)})
+    await until(lambda: svc.jobs[out["job_id"]].status == "RUNNING", 30, what="the job running on a")
+    # a second job waits for a: the skipped host is not retried before its recheck is due
+    later = await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)})
+    svc.schedule()
+    reason = svc.waiting_reason(later["job_id"])
+    assert reason is not None and "0 free in pair (host gone unhealthy)" in reason, reason
     assert await svc.wait(out["job_id"], 30) == "SUCCEEDED"
+    assert await svc.wait(later["job_id"], 30) == "SUCCEEDED"
     gone = svc.envs["pair"].hosts[0]
     assert gone.state == UNHEALTHY  # a, in service for the job, may be draining already
     assert gone.reason is not None and gone.reason.startswith("health check failed: ")
@@ -258,7 +271,6 @@ async def test_a_restart_mid_scale_loses_nothing(
     await svc.store.close()
 
     again = await batch()
-    again.scaler.cooldown_s = 1.0
     assert states(again) == {"a": IN_SERVICE, "b": IN_SERVICE}  # as they were
     b = again.envs["pair"].host("b")
     assert b is not None and b.used_vcpus == 1  # its job was re-adopted there, not started again
@@ -274,7 +286,6 @@ async def test_a_restart_mid_scale_loses_nothing(
     mine = [r for r in reported if json.loads(r[0])["labels"].get(TEST_LABEL) == docker_test_label]
     assert mine == []
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="scaled in after the restart")
-    await asyncio.sleep(0)
 
 
 @pytest.mark.docker
@@ -283,7 +294,7 @@ async def test_a_draining_host_is_still_draining_after_a_restart(
 ) -> None:
     svc = await batch()
     await pair(svc)
-    svc.scaler.cooldown_s = 3600.0
+    await svc.put_environment({"name": "pair", "scale_in_cooldown": "1h"}, create=False)
     ids = [
         (await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)}))["job_id"] for _ in range(2)
     ]
@@ -295,5 +306,35 @@ async def test_a_draining_host_is_still_draining_after_a_restart(
 
     again = await batch()
     assert states(again) == {"a": DRAINING, "b": DRAINING}  # not back in service, not lost
-    again.scaler.cooldown_s = 0.5
+    assert again.envs["pair"].scale_in_cooldown_s == 3600  # kept, as the hosts' states are
+    await again.put_environment({"name": "pair", "scale_in_cooldown": 0.5}, create=False)
     await until(lambda: states(again) == {"a": OUT, "b": OUT}, 20, what="out after the restart")
+
+
+@pytest.mark.docker
+async def test_logs_timeouts_and_terminate_reach_the_host_the_job_runs_on(
+    batch: MakeBatch, docker_b: DockerClient, docker_test_label: str
+) -> None:
+    svc = await batch()
+    await svc.put_environment(
+        {"name": "far", "hosts": [{"name": "b", "endpoint": B, "vcpus": 2, "memory": "512MiB"}]}, create=True
+    )
+    await svc.put_queue({"name": "f", "priority": 1, "environments": ["far"]}, create=True)
+    said = await svc.submit({"queue": "f", "container": box(["sh", "-c", "echo hello from b"])})
+    slow = await svc.submit({"queue": "f", "container": box(["sleep", "60"], timeout=1)})
+    stuck = await svc.submit({"queue": "f", "container": box(["sleep", "60"])})
+    await until(lambda: svc.jobs[stuck["job_id"]].status == "RUNNING", 30, what="the long job running")
+    assert stuck["job_id"] in await on_daemon(docker_b, docker_test_label)  # on b, not on local
+    await svc.terminate(stuck["job_id"], "stopped by the test")
+    assert await svc.wait(stuck["job_id"], 30) == "FAILED"
+    assert await svc.wait(said["job_id"], 30) == "SUCCEEDED"
+    assert await svc.wait(slow["job_id"], 30) == "FAILED"
+    desc = await svc.describe(said["job_id"])
+    assert desc is not None and desc["host"] == "b"
+    text = await asyncio.to_thread(Path(desc["attempts"][0]["log_path"]).read_text)
+    assert text.strip() == "hello from b"
+    timed = await svc.describe(slow["job_id"])
+    assert timed is not None and timed["attempts"][0]["reason"] == TIMED_OUT
+    ended = await svc.describe(stuck["job_id"])
+    assert ended is not None and ended["status_reason"] == "stopped by the test"
+    assert await on_daemon(docker_b, docker_test_label) == set()  # every container removed from b
