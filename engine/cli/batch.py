@@ -383,8 +383,8 @@ def register(sub: Any) -> None:
     p = common_options(defs.add_parser("list", help="every revision of every definition"))
     p.set_defaults(func=command(cmd_definitions_list))
 
-    queues = _actions(sub, "queues", "create, update or list job queues")
-    environments = _actions(sub, "environments", "create, update or list compute environments")
+    queues = _actions(sub, "queues", "create, update or list job queues; their fair-share usage")
+    environments = _actions(sub, "environments", "create, update, list or reclaim compute environments")
     for action in ("create", "update"):
         p = common_options(queues.add_parser(action, help=f"{action} a job queue"))
         p.add_argument("name")
