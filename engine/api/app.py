@@ -374,7 +374,7 @@ def _kept_steps(wf: Any, summary: dict[str, Any]) -> dict[str, Any]:
             409,
             "not_failed",
             f"run {summary['run_id']} is {summary['status']}: only a FAILED or CANCELLED run is retried "
-            "from its failed steps (POST {} to start it over)",
+            'from its failed steps (a retry without "from" starts it over)',
         )
     steps = summary["steps"]
     ok = {name for name in wf.steps if steps.get(name, {}).get("status") == "SUCCEEDED"}

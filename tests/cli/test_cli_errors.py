@@ -135,3 +135,6 @@ def test_hints_name_cli_commands_not_http_routes() -> None:
 
     message = cli_hints("no run 'r-x'; list runs with GET /api/v1/runs")
     assert message == "no run 'r-x'; list runs with `sluice runs list`"
+    message = cli_hints("run r-x is SUCCEEDED: only a FAILED run is retried from its failed steps "
+                        "(a retry without \"from\" starts it over)")  # fmt: skip
+    assert message.endswith("(`sluice runs retry RUN` without --from-failed starts it over)")
