@@ -123,7 +123,7 @@ async def test_runs_logs_and_workflows(live: Served) -> None:
     code, out, _ = await sluice("workflows", "list", server=live.url)
     assert code == 0 and "webhook:hook" in out and "Say hello." in out
     code, out, _ = await sluice("workflows", "list", "--json", server=live.url)
-    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy", "chatty"}
+    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy", "chatty", "keyed"}
 
     code, out, _ = await sluice("runs", "retry", run_id, "--json", server=live.url)
     assert code == 0 and json.loads(out)["retry_of"] == run_id
