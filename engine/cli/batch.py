@@ -43,6 +43,12 @@ def _dependency(text: str) -> dict[str, str]:
     job, sep, mode = text.rpartition(":")
     if sep and mode.upper() in ("N_TO_N", "SEQUENTIAL", "ALL_DONE", "STANDARD"):
         return {"job_id": job, "type": mode.upper()}
+    if sep and not mode.isdigit():  # JOB:3 is an array child; JOB:BOGUS is a mistyped type
+        raise RemoteError(
+            f"--depends-on {text}: {mode!r} is not a dependency type; write JOB, JOB:N_TO_N, "
+            "JOB:SEQUENTIAL, JOB:ALL_DONE, or JOB:INDEX for an array child",
+            2,
+        )
     return {"job_id": text, "type": "STANDARD"}
 
 

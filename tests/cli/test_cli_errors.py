@@ -67,6 +67,20 @@ def here(tmp_path: Path) -> Path:
             {},
             "sluice: error: --max-workers 1 must be at least --workers 2",
         ),
+        (  # refused before any request: no server is needed to say so
+            [
+                "jobs",
+                "submit",
+                "--definition",
+                "d",
+                "--depends-on",
+                "j-1:BOGUS",
+                "--server",
+                "http://127.0.0.1:9",
+            ],
+            {},
+            "sluice: error: --depends-on j-1:BOGUS: 'BOGUS' is not a dependency type; write JOB, JOB:N_TO_N",
+        ),
     ],
 )
 def test_operational_errors_are_one_line(here: Path, args: list[str], env: dict[str, str], line: str) -> None:
