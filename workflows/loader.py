@@ -10,6 +10,7 @@ Each problem is one SpecError rendered as ``file: field.path: what is wrong (wha
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -79,10 +80,17 @@ def load_dir(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | Non
     if not errors:
         from workflows.chains import find_chain_cycles
 
-        errors = find_chain_cycles({w.name: w for w in workflows})
+        errors = [_as_walked(e, Path(path)) for e in find_chain_cycles({w.name: w for w in workflows})]
     if errors:
         raise SpecErrors(errors)
     return Catalog({w.name: w for w in workflows})
+
+
+def _as_walked(err: SpecError, root: Path) -> SpecError:
+    """A problem across files names its file as the walk did (``flows/a.yaml``), as a file's own do."""
+    with contextlib.suppress(ValueError):  # not under the folder (a symlink): its real path, then
+        err.file = str(root / Path(err.file).relative_to(root.resolve()))
+    return err
 
 
 def validate(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | None = None) -> list[SpecError]:
