@@ -183,6 +183,7 @@ async def health(request: web.Request) -> web.Response:
             "active_runs": engine.orchestrator.active,
             "held_runs": engine.orchestrator.held,
             "runs_waiting_for_key": engine.orchestrator.keyed.waiting,
+            "attempts_waiting_for_key": engine.orchestrator.keys.waiting,  #: a step's keyed concurrency
             "events_accepted": engine.bus.events_accepted,
         }
     )
