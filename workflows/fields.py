@@ -214,9 +214,11 @@ def read_str_list(ctx: FileCtx, where: str, value: Any, example: str) -> tuple[s
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    ctx.err(
-        where, f"must be a list of strings, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}"
-    )
+    got = f"got {ctx.show(value)}"
+    if isinstance(value, list):  # "got a list" would not say what is wrong with it
+        i, bad = next((i, v) for i, v in enumerate(value) if not isinstance(v, str))
+        got = f"but item {i} is {ctx.show(bad)}"
+    ctx.err(where, f"must be a list of strings, {got}", f"write e.g. {_leaf(where)}: {example}")
     return None
 
 

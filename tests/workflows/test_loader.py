@@ -431,3 +431,15 @@ def test_resolve_input_default_is_a_copy(tmp_path: Path) -> None:
     resolve_input(wf, {})["tags"].append("b")
     assert resolve_input(wf, None) == {"tags": ["a"]}
     assert json.dumps(resolve_input(wf, {}))
+
+
+def test_a_list_with_a_wrong_item_says_which(tmp_path: Path) -> None:
+    text = (
+        "name: v\nsteps:\n  c:\n    container:\n      image: busybox:1.36\n      command: [true]\n"
+        "      volumes: [./a:/a, {host: /etc, container: /data}]\n"
+    )
+    path = tmp_path / "v.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert "steps.c.container.volumes: must be a list of strings, but item 1 is a mapping" in str(info.value)
