@@ -227,10 +227,12 @@ def read_str_map(ctx: FileCtx, where: str, value: Any) -> dict[str, str] | None:
         return None
     if isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values()):
         return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+    got = f"got {ctx.show(value)}"
+    if isinstance(value, dict):  # "got a mapping" would not say what is wrong with it
+        name, bad = next((k, v) for k, v in value.items() if not isinstance(v, str | int | float))
+        got = f"but {name} is {ctx.show(bad)}"
     ctx.err(
-        where,
-        f"must be a mapping of names to strings, got {ctx.show(value)}",
-        f"write e.g. {_leaf(where)}: {{NAME: value}}",
+        where, f"must be a mapping of names to strings, {got}", f"write e.g. {_leaf(where)}: {{NAME: value}}"
     )
     return None
 

@@ -443,3 +443,15 @@ def test_a_list_with_a_wrong_item_says_which(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as info:
         load_file(path)
     assert "steps.c.container.volumes: must be a list of strings, but item 1 is a mapping" in str(info.value)
+
+
+def test_a_mapping_with_a_wrong_value_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text(
+        "name: v\nsteps:\n  c:\n    container: {image: busybox:1.36, parameters: {who: [a, b]}}\n"
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert "steps.c.container.parameters: must be a mapping of names to strings, but who is a list" in str(
+        info.value
+    )
