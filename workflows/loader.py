@@ -28,7 +28,14 @@ from workflows.dag import Dag, find_problems
 from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
 from workflows.fields import NAME, FileCtx, type_ok
-from workflows.sections import YamlLoader, parse_destination, parse_notify, parse_params, parse_triggers
+from workflows.sections import (
+    DuplicateKey,
+    YamlLoader,
+    parse_destination,
+    parse_notify,
+    parse_params,
+    parse_triggers,
+)
 from workflows.spec import Workflow
 from workflows.steps import check_templates, parse_steps
 
@@ -187,9 +194,10 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     what = " ".join((f"{context}, {problem}" if context else problem).split())  # one line per problem
+    hint = "keep one of them" if isinstance(exc, DuplicateKey) else "fix the YAML syntax"
     if mark is None:
-        return SpecError(shown, "", f"invalid YAML: {what}", "fix the YAML syntax")
-    return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", "fix the YAML syntax")
+        return SpecError(shown, "", f"invalid YAML: {what}", hint)
+    return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", hint)
 
 
 def _value_error(shown: str, exc: ValueError) -> SpecError:

@@ -455,3 +455,17 @@ def test_a_mapping_with_a_wrong_value_says_which(tmp_path: Path) -> None:
     assert "steps.c.container.parameters: must be a mapping of names to strings, but who is a list" in str(
         info.value
     )
+
+
+def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: twice\nsteps:\n  x: {wait: 1s}\n  y: {wait: 2s}\n  x: {wait: 3s}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert str(info.value).endswith(
+        "twice.yaml: line 5: invalid YAML: while reading a mapping, 'x' is written twice (first on line 3)"
+        " (keep one of them)"
+    )
+    merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: that is no duplicate
+    merged.write_text("name: m\nsteps:\n  x: &d {wait: 1s}\n  y: {<<: *d, wait: 2s, needs: [x]}\n")
+    assert load_file(merged).steps["y"].wait is not None
