@@ -17,6 +17,8 @@ MANUAL_SOURCE, MANUAL_DETAIL_TYPE = "sluice.manual", "Manual Run"
 #: the trigger event of a batched trigger's run, listing the batch's events (engine/bus/batches.py)
 BATCH_SOURCE, BATCH_DETAIL_TYPE = "sluice.batch", "Event Batch"
 NOTIFY_SOURCE, SUBSCRIBER_DETAIL_TYPE = "sluice.notify", "Subscriber State Change"
+#: the sources only the engine (and its AWS Batch) may put: no caller may forge a state change
+RESERVED_SOURCES = ("aws.", "sluice.")
 
 ENVELOPE_KEYS = frozenset(
     {

@@ -214,9 +214,11 @@ def read_str_list(ctx: FileCtx, where: str, value: Any, example: str) -> tuple[s
         value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    ctx.err(
-        where, f"must be a list of strings, got {ctx.show(value)}", f"write e.g. {_leaf(where)}: {example}"
-    )
+    got = f"got {ctx.show(value)}"
+    if isinstance(value, list):  # "got a list" would not say what is wrong with it
+        i, bad = next((i, v) for i, v in enumerate(value) if not isinstance(v, str))
+        got = f"but item {i} is {ctx.show(bad)}"
+    ctx.err(where, f"must be a list of strings, {got}", f"write e.g. {_leaf(where)}: {example}")
     return None
 
 
@@ -225,10 +227,12 @@ def read_str_map(ctx: FileCtx, where: str, value: Any) -> dict[str, str] | None:
         return None
     if isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values()):
         return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+    got = f"got {ctx.show(value)}"
+    if isinstance(value, dict):  # "got a mapping" would not say what is wrong with it
+        name, bad = next((k, v) for k, v in value.items() if not isinstance(v, str | int | float))
+        got = f"but {name} is {ctx.show(bad)}"
     ctx.err(
-        where,
-        f"must be a mapping of names to strings, got {ctx.show(value)}",
-        f"write e.g. {_leaf(where)}: {{NAME: value}}",
+        where, f"must be a mapping of names to strings, {got}", f"write e.g. {_leaf(where)}: {{NAME: value}}"
     )
     return None
 

@@ -10,6 +10,7 @@ Each problem is one SpecError rendered as ``file: field.path: what is wrong (wha
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -27,7 +28,14 @@ from workflows.dag import Dag, find_problems
 from workflows.document import screen_document
 from workflows.errors import InputError, SpecError, SpecErrors
 from workflows.fields import NAME, FileCtx, type_ok
-from workflows.sections import YamlLoader, parse_destination, parse_notify, parse_params, parse_triggers
+from workflows.sections import (
+    DuplicateKey,
+    YamlLoader,
+    parse_destination,
+    parse_notify,
+    parse_params,
+    parse_triggers,
+)
 from workflows.spec import Workflow
 from workflows.steps import check_templates, parse_steps
 
@@ -79,10 +87,17 @@ def load_dir(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | Non
     if not errors:
         from workflows.chains import find_chain_cycles
 
-        errors = find_chain_cycles({w.name: w for w in workflows})
+        errors = [_as_walked(e, Path(path)) for e in find_chain_cycles({w.name: w for w in workflows})]
     if errors:
         raise SpecErrors(errors)
     return Catalog({w.name: w for w in workflows})
+
+
+def _as_walked(err: SpecError, root: Path) -> SpecError:
+    """A problem across files names its file as the walk did (``flows/a.yaml``), as a file's own do."""
+    with contextlib.suppress(ValueError):  # not under the folder (a symlink): its real path, then
+        err.file = str(root / Path(err.file).relative_to(root.resolve()))
+    return err
 
 
 def validate(path: str | os.PathLike[str], *, volume_roots: Sequence[Path] | None = None) -> list[SpecError]:
@@ -179,9 +194,10 @@ def _yaml_error(shown: str, exc: yaml.YAMLError) -> SpecError:
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     what = " ".join((f"{context}, {problem}" if context else problem).split())  # one line per problem
+    hint = "keep one of them" if isinstance(exc, DuplicateKey) else "fix the YAML syntax"
     if mark is None:
-        return SpecError(shown, "", f"invalid YAML: {what}", "fix the YAML syntax")
-    return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", "fix the YAML syntax")
+        return SpecError(shown, "", f"invalid YAML: {what}", hint)
+    return SpecError(shown, f"line {mark.line + 1}", f"invalid YAML: {what}", hint)
 
 
 def _value_error(shown: str, exc: ValueError) -> SpecError:

@@ -57,6 +57,32 @@ YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A key written twice in one mapping: YAML keeps the last without a word (a step pasted
+    twice under one name would vanish), so the loader refuses it instead."""
+
+
+def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+            continue
+        try:
+            key = loader.construct_object(key_node, deep=True)
+            first = seen.setdefault(key, key_node.start_mark)
+        except TypeError:  # an unhashable key: the constructor says so itself
+            continue
+        if first is not key_node.start_mark:
+            raise DuplicateKey(
+                "while reading a mapping", node.start_mark,
+                f"{key!r} is written twice (first on line {first.line + 1})", key_node.start_mark,
+            )  # fmt: skip
+    return dict(yaml.SafeLoader.construct_mapping(loader, node, deep))
+
+
+YamlLoader.construct_mapping = _construct_mapping
+
 # --- params ----------------------------------------------------------------------------------------
 
 

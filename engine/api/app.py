@@ -39,7 +39,7 @@ from engine.api.openapi import serve_document
 from engine.api.wire import JsonErrorsRunner
 from engine.bus.bus import MAX_DEPTH, Target
 from engine.engine import Engine
-from engine.events import MANUAL_SOURCE, envelope, iso
+from engine.events import MANUAL_SOURCE, RESERVED_SOURCES, envelope, iso
 from engine.runtokens import RUN_TAG
 from engine.store import queries, records
 from triggers.webhook import RAW_BODIES, WebhookEndpoint
@@ -183,6 +183,7 @@ async def health(request: web.Request) -> web.Response:
             "active_runs": engine.orchestrator.active,
             "held_runs": engine.orchestrator.held,
             "runs_waiting_for_key": engine.orchestrator.keyed.waiting,
+            "attempts_waiting_for_key": engine.orchestrator.keys.waiting,  #: a step's keyed concurrency
             "events_accepted": engine.bus.events_accepted,
         }
     )
@@ -374,7 +375,7 @@ def _kept_steps(wf: Any, summary: dict[str, Any]) -> dict[str, Any]:
             409,
             "not_failed",
             f"run {summary['run_id']} is {summary['status']}: only a FAILED or CANCELLED run is retried "
-            "from its failed steps (POST {} to start it over)",
+            'from its failed steps (a retry without "from" starts it over)',
         )
     steps = summary["steps"]
     ok = {name for name in wf.steps if steps.get(name, {}).get("status") == "SUCCEEDED"}
@@ -420,6 +421,10 @@ async def run_logs(request: web.Request) -> web.Response:
     )
 
 
+class ReservedSource(ValueError):
+    """An entry whose source is the engine's own (EventBridge refuses ``aws.*`` the same way)."""
+
+
 def _entry_event(entry: Any) -> dict[str, Any]:
     """One PutEvents entry as an envelope; raises ValueError with the reason."""
     if not isinstance(entry, dict):
@@ -427,6 +432,9 @@ def _entry_event(entry: Any) -> dict[str, Any]:
     source, detail_type = entry.get("Source"), entry.get("DetailType")
     if not isinstance(source, str) or not source:
         raise ValueError("Source is required (a non-empty string, e.g. com.example.orders)")
+    if source.startswith(RESERVED_SOURCES):
+        raise ReservedSource(f"Source {source} is reserved (aws.* and sluice.* events come from the engine); "
+                             "use your own, e.g. com.example.orders")  # fmt: skip
     if not isinstance(detail_type, str) or not detail_type:
         raise ValueError("DetailType is required (a non-empty string, e.g. Order Placed)")
     detail = entry.get("Detail", {})
@@ -465,7 +473,8 @@ async def put_events(request: web.Request) -> web.Response:
             good.append((i, event))
             answers.append({})
         except ValueError as exc:
-            answers.append({"ErrorCode": "InvalidArgument", "ErrorMessage": str(exc)})
+            code = "NotAuthorizedForSource" if isinstance(exc, ReservedSource) else "InvalidArgument"
+            answers.append({"ErrorCode": code, "ErrorMessage": str(exc)})
     if good:
         depth = 0 if run_id is None else _engine(request).orchestrator.depth_of(run_id)
         results = await _engine(request).bus.put_many([(ev, None, None) for _, ev in good], depth=depth)

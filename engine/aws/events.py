@@ -28,13 +28,11 @@ from engine.aws.rules import (
     target_kind,
 )
 from engine.batch.detail import names
-from engine.events import envelope, iso
+from engine.events import RESERVED_SOURCES, envelope, iso
 
 MAX_ENTRIES = 10
 MAX_ENTRY_BYTES = 256 * 1024
 _RULE_NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
-#: the sources only AWS and the engine itself may put (EventBridge refuses ``aws.*`` in PutEvents)
-RESERVED_SOURCES = ("aws.", "sluice.")
 _TEST_EVENT_FIELDS = ("id", "account", "source", "time", "region", "resources", "detail-type")
 
 

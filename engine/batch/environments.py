@@ -184,7 +184,9 @@ def _docker(body: Mapping[str, Any], old: Environment | None, endpoint: str) -> 
     for key in given:
         path = config[key]
         if not isinstance(path, str) or not path.startswith("/") or not Path(path).is_file():
-            raise JobError(f"{key}: an absolute path to a PEM file on this machine, got {path!r}")
+            raise JobError(
+                f"{key}: an absolute path to a PEM file on this machine, got {path!r}: {_not_pem(path)}"
+            )
     if given and not endpoint.startswith("tcp://"):
         raise JobError(f"tls_ca: TLS is for a tcp:// endpoint, and this one is {endpoint}")
     for key in SSH_KEYS:
@@ -217,3 +219,7 @@ def _loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _not_pem(path: object) -> str:
+    return "no such file" if isinstance(path, str) and path.startswith("/") else "not an absolute path"

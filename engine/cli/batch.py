@@ -43,6 +43,12 @@ def _dependency(text: str) -> dict[str, str]:
     job, sep, mode = text.rpartition(":")
     if sep and mode.upper() in ("N_TO_N", "SEQUENTIAL", "ALL_DONE", "STANDARD"):
         return {"job_id": job, "type": mode.upper()}
+    if sep and not mode.isdigit():  # JOB:3 is an array child; JOB:BOGUS is a mistyped type
+        raise RemoteError(
+            f"--depends-on {text}: {mode!r} is not a dependency type; write JOB, JOB:N_TO_N, "
+            "JOB:SEQUENTIAL, JOB:ALL_DONE, or JOB:INDEX for an array child",
+            2,
+        )
     return {"job_id": text, "type": "STANDARD"}
 
 
@@ -389,8 +395,8 @@ def register(sub: Any) -> None:
     p = common_options(defs.add_parser("list", help="every revision of every definition"))
     p.set_defaults(func=command(cmd_definitions_list))
 
-    queues = _actions(sub, "queues", "create, update or list job queues")
-    environments = _actions(sub, "environments", "create, update or list compute environments")
+    queues = _actions(sub, "queues", "create, update or list job queues; their fair-share usage")
+    environments = _actions(sub, "environments", "create, update, list or reclaim compute environments")
     for action in ("create", "update"):
         p = common_options(queues.add_parser(action, help=f"{action} a job queue"))
         p.add_argument("name")

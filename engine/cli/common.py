@@ -129,6 +129,7 @@ CLI_HINTS = {
     "GET /api/v1/runs": "`sluice runs list`",
     "GET /api/v1/workflows": "`sluice workflows list`",
     "GET /api/v1/jobs": "`sluice jobs list`",
+    'a retry without "from"': "`sluice runs retry RUN` without --from-failed",
 }
 
 

@@ -283,14 +283,19 @@ class RunFollower:
 
     def _step(self, ref: RemoteRun, name: str, step: dict[str, Any], lines: list[tuple[str, str]]) -> None:
         status, attempts = step["status"], int(step.get("attempts") or 0)
-        if name not in self.seen:
+        if status == "WAITING" and self.seen.get(name, ("", 0))[0] != "WAITING":  # as `sluice run` says
+            self.seen[name] = ("WAITING", max(attempts, 1))
+            self.printer("step", ref, name, "WAITING", {"attempt": attempts, "reason": step.get("reason")})
+        elif name not in self.seen:
             self.seen[name] = ("RUNNING", max(attempts, 1))
             info: dict[str, Any] = {"attempt": max(attempts, 1)}
             if step.get("items") is not None:
                 info = {"items": step["items"]}
             if status != "SKIPPED":
                 self.printer("step", ref, name, "RUNNING", info)
-        elif status == "RUNNING" and attempts > self.seen[name][1]:
+        elif status != "WAITING" and (
+            self.seen[name][0] == "WAITING" or (status == "RUNNING" and attempts > self.seen[name][1])
+        ):
             self.seen[name] = ("RUNNING", attempts)
             self.printer("step", ref, name, "RUNNING", {"attempt": attempts})
         for label, line in lines:

@@ -319,9 +319,9 @@ def register(sub: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     p.set_defaults(func=command(cmd_logs))
 
-    events = sub.add_parser("events", help="put events on the bus or list stored ones").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
+    events = sub.add_parser(
+        "events", help="put events on the bus, list stored ones, or replay them"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = common_options(events.add_parser("put", help="put one custom event on the bus"))
     p.add_argument("--source", required=True)
     p.add_argument("--detail-type", required=True)

@@ -33,7 +33,8 @@ class SluiceError(Exception):
     be reached (``status`` 0, ``code`` ``unreachable``); ``message`` says what to do."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}" if status else message)
+        said = message if message.startswith(f"{code}:") else f"{code}: {message}"  # not "field: field:"
+        super().__init__(f"{status} {said}" if status else message)
         self.status, self.code, self.message = status, code, message
 
 

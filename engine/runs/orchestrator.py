@@ -352,13 +352,15 @@ class Orchestrator:
             for task in pending:
                 task.cancel(msg="engine shutdown: grace period exceeded")
             await asyncio.gather(*pending, return_exceptions=True)
+        cut = [t for t in done if t.cancelled()]  # a forced exit (aclose) cancelled them meanwhile
+        if pending or cut:
             await self._record_interrupted()
         ended = sum(1 for t in done if not t.cancelled() and t.exception() is None and t.result() in TERMINAL)
         log.info(
             "drained: %d runs ended, %d paused between steps, %d interrupted (both resume on restart)",
             ended,
-            len(done) - ended,
-            len(pending),
+            len(done) - ended - len(cut),
+            len(pending) + len(cut),
         )
 
     async def _record_interrupted(self) -> None:

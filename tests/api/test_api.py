@@ -344,3 +344,20 @@ async def test_a_running_function_attempts_output_is_readable_before_it_ends(
     assert (status, text) == (200, "done\n")
     status, body = await call(http, "GET", f"{logs}&after=bm90LWEtY3Vyc29y")
     assert status == 400 and body["error"]["code"] == "bad_cursor"
+
+
+async def test_put_events_refuses_the_engines_own_sources(api: Served, http: aiohttp.ClientSession) -> None:
+    """A caller cannot forge a run's or a job's state change (a pattern on ``sluice.run`` SUCCEEDED
+    would start the next workflow of a chain): ``sluice.*`` and ``aws.*`` are refused, as the AWS
+    endpoint refuses them, and nothing is stored."""
+    forged = [
+        {"Source": "sluice.run", "DetailType": "Run State Change", "Detail": {"status": "SUCCEEDED"}},
+        {"Source": "aws.batch", "DetailType": "Batch Job State Change", "Detail": {}},
+    ]
+    status, body = await call(http, "POST", f"{api.url}/api/v1/events", {"Entries": forged})
+    assert status == 200 and body["FailedEntryCount"] == 2, body
+    for answer, source in zip(body["Entries"], ("sluice.run", "aws.batch"), strict=True):
+        assert answer["ErrorCode"] == "NotAuthorizedForSource"
+        assert answer["ErrorMessage"].startswith(f"Source {source} is reserved"), answer
+    status, listed = await call(http, "GET", f"{api.url}/api/v1/events?detail_type=Batch Job State Change")
+    assert listed["events"] == []

@@ -240,6 +240,9 @@ async def test_the_script_clients_say_what_went_wrong(served: tuple[str, Engine]
         with pytest.raises(SluiceError) as info:
             await sluice.start_run("no-such-flow")
         assert info.value.status == 404 and "GET /api/v1/workflows" in info.value.message
+        with pytest.raises(SluiceError) as info:
+            await sluice.submit_job("default", container=BOX, array_size=1)
+        assert str(info.value).startswith("400 array_size: an integer 2..10000"), str(info.value)  # once
         job = await sluice.submit_job("default", container={**BOX, "command": ["sleep", "5"]})
         with pytest.raises(WaitTimeout) as waited:
             await sluice.wait_job(job["job_id"], timeout_s=0.5)

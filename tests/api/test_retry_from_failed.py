@@ -74,5 +74,6 @@ async def test_retry_from_failed_keeps_what_succeeded(
 
     status, answer = await post(http, f"{api.url}/api/v1/runs/{answer['run_id']}/retry", {"from": "failed"})
     assert status == 409 and answer["error"]["code"] == "not_failed"
+    assert answer["error"]["message"].endswith('(a retry without "from" starts it over)')
     status, answer = await post(http, f"{api.url}/api/v1/runs/{first}/retry", {"from": "middle"})
     assert status == 400 and "from must be" in answer["error"]["message"]

@@ -76,8 +76,9 @@ async def test_plain_tcp_to_another_machine_needs_tls_or_insecure(
         ),
         (
             {"endpoint": docker_tls.url, **files, "tls_key": str(tmp_path / "nope.pem")},
-            "tls_key: an absolute path",
+            f"got '{tmp_path / 'nope.pem'}': no such file",  # it is absolute: say what is wrong
         ),
+        ({"endpoint": docker_tls.url, **files, "tls_ca": "ca.pem"}, "got 'ca.pem': not an absolute path"),
         ({"endpoint": "unix:///var/run/docker.sock", **files}, "TLS is for a tcp:// endpoint"),
         ({"endpoint": "tcp://192.0.2.10:2375", "insecure": "yes"}, "insecure: true or false"),
     ]

@@ -55,6 +55,15 @@ def test_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert any(line.startswith("flows/b.yaml: steps.y.needs") and "z" in line for line in lines)
 
 
+def test_validate_names_files_the_same_way_for_problems_across_files(tmp_path: Path) -> None:
+    write_flow(tmp_path / "flows", "name: a\non_failure: {workflow: gone}\nsteps:\n  x: {wait: 1s}\n")
+    result = sluice("validate", "flows", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("flows/flow.yaml: on_failure.workflow: no workflow named 'gone'"), (
+        result.stderr
+    )
+
+
 def test_run_prints_progress_and_outputs(tmp_path: Path) -> None:
     result = sluice(
         "run",

@@ -67,6 +67,20 @@ def here(tmp_path: Path) -> Path:
             {},
             "sluice: error: --max-workers 1 must be at least --workers 2",
         ),
+        (  # refused before any request: no server is needed to say so
+            [
+                "jobs",
+                "submit",
+                "--definition",
+                "d",
+                "--depends-on",
+                "j-1:BOGUS",
+                "--server",
+                "http://127.0.0.1:9",
+            ],
+            {},
+            "sluice: error: --depends-on j-1:BOGUS: 'BOGUS' is not a dependency type; write JOB, JOB:N_TO_N",
+        ),
     ],
 )
 def test_operational_errors_are_one_line(here: Path, args: list[str], env: dict[str, str], line: str) -> None:
@@ -135,3 +149,6 @@ def test_hints_name_cli_commands_not_http_routes() -> None:
 
     message = cli_hints("no run 'r-x'; list runs with GET /api/v1/runs")
     assert message == "no run 'r-x'; list runs with `sluice runs list`"
+    message = cli_hints("run r-x is SUCCEEDED: only a FAILED run is retried from its failed steps "
+                        "(a retry without \"from\" starts it over)")  # fmt: skip
+    assert message.endswith("(`sluice runs retry RUN` without --from-failed starts it over)")

@@ -60,6 +60,16 @@ steps:
   talk: {function: "handlers:chatty", input: {gate: "{{ params.gate }}"}}
 """
 
+KEYED = """
+name: keyed
+params: {gate: {type: string}}
+steps:
+  talk:
+    function: "handlers:chatty"
+    input: {gate: "{{ params.gate }}"}
+    concurrency: {key: one, limit: 1}
+"""
+
 
 async def sluice(*args: str, server: str | None = None) -> tuple[int, str, str]:
     """Run the CLI in a fresh interpreter (as a user would) and collect its output."""
@@ -87,6 +97,7 @@ async def live(serve: Serve, tmp_path: Path) -> Served:
     write_flow(flows, FLOW, HANDLERS)
     write_flow(flows, SLEEPY, name="sleepy.yaml")
     write_flow(flows, CHATTY, name="chatty.yaml")
+    write_flow(flows, KEYED, name="keyed.yaml")
     return await serve(flows)
 
 
@@ -112,7 +123,7 @@ async def test_runs_logs_and_workflows(live: Served) -> None:
     code, out, _ = await sluice("workflows", "list", server=live.url)
     assert code == 0 and "webhook:hook" in out and "Say hello." in out
     code, out, _ = await sluice("workflows", "list", "--json", server=live.url)
-    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy", "chatty"}
+    assert {w["name"] for w in json.loads(out)["workflows"]} == {"greet", "sleepy", "chatty", "keyed"}
 
     code, out, _ = await sluice("runs", "retry", run_id, "--json", server=live.url)
     assert code == 0 and json.loads(out)["retry_of"] == run_id
@@ -225,6 +236,32 @@ async def test_runs_show_follow_is_the_live_view_of_sluice_run(live: Served, tmp
     assert code == 0 and "✓ run" in err and "log line for x" in err
     code, _, err = await sluice("runs", "show", "r-nope", "--follow", server=live.url)
     assert code == 2 and "r-nope" in err
+
+
+async def test_runs_show_follow_says_what_a_step_waits_for(live: Served, tmp_path: Path) -> None:
+    """A step waiting for its concurrency key is shown waiting, with the reason, then started."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    ahead = await live.engine.start_run("keyed", {"gate": str(first)})
+    run_id = await live.engine.start_run("keyed", {"gate": str(second)})
+    follow = asyncio.ensure_future(sluice("runs", "show", run_id, "--follow", server=live.url))
+    deadline = time.monotonic() + 20
+    while live.engine.orchestrator.keys.reason(run_id, "talk") is None:
+        assert time.monotonic() < deadline and not follow.done()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # several polls while it waits
+    first.touch()
+    await live.engine.orchestrator.wait(ahead, 20)
+    second.touch()
+    code, _, err = await asyncio.wait_for(follow, 30)
+    assert code == 0, err
+    lines = [line.split(maxsplit=1)[1] for line in err.splitlines()]
+    assert lines[1] == (
+        "… talk         waiting for concurrency key 'one': 1 of 1 attempts running, 0 waiting ahead of it"
+    )
+    assert lines[2] == "→ talk         started", lines
+    assert lines[-1].startswith(f"✓ run {run_id} SUCCEEDED") and len(lines) == 7  # each line once
+    at = [float(line.split(maxsplit=1)[0].rstrip("s")) for line in err.splitlines()]
+    assert at[2] - at[1] > 0.7, "started while it still waited"
 
 
 async def _logs(live: Served, run_id: str) -> str:

@@ -466,3 +466,41 @@ def test_resolve_input_default_is_a_copy(tmp_path: Path) -> None:
     resolve_input(wf, {})["tags"].append("b")
     assert resolve_input(wf, None) == {"tags": ["a"]}
     assert json.dumps(resolve_input(wf, {}))
+
+
+def test_a_list_with_a_wrong_item_says_which(tmp_path: Path) -> None:
+    text = (
+        "name: v\nsteps:\n  c:\n    container:\n      image: busybox:1.36\n      command: [true]\n"
+        "      volumes: [./a:/a, {host: /etc, container: /data}]\n"
+    )
+    path = tmp_path / "v.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert "steps.c.container.volumes: must be a list of strings, but item 1 is a mapping" in str(info.value)
+
+
+def test_a_mapping_with_a_wrong_value_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text(
+        "name: v\nsteps:\n  c:\n    container: {image: busybox:1.36, parameters: {who: [a, b]}}\n"
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert "steps.c.container.parameters: must be a mapping of names to strings, but who is a list" in str(
+        info.value
+    )
+
+
+def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: twice\nsteps:\n  x: {wait: 1s}\n  y: {wait: 2s}\n  x: {wait: 3s}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert str(info.value).endswith(
+        "twice.yaml: line 5: invalid YAML: while reading a mapping, 'x' is written twice (first on line 3)"
+        " (keep one of them)"
+    )
+    merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: that is no duplicate
+    merged.write_text("name: m\nsteps:\n  x: &d {wait: 1s}\n  y: {<<: *d, wait: 2s, needs: [x]}\n")
+    assert load_file(merged).steps["y"].wait is not None
