@@ -63,6 +63,8 @@ class Attempts:
         self.reclaiming: dict[str, str] = {}
         #: called with an interruptible environment whose engine went away; returns the reason
         self.host_lost: Callable[[str], str] | None = None
+        #: called with (environment, host, reason) when one of an environment's hosts went away
+        self.host_down: Callable[[str, str, str], None] | None = None
         self._rng = random.Random()
         self.closing = False
 
@@ -217,6 +219,8 @@ class Attempts:
                 result = ContainerResult(None, None, f"CannotStartContainerError: {exc}")
                 if self._host_gone(job, exc):
                     result = ContainerResult(job.container_id, None, str(exc))
+                else:
+                    self._host_unreachable(job, exc)
             if self.closing:
                 raise asyncio.CancelledError
             pending = self._running_writes.pop(job.id, None)
@@ -247,6 +251,11 @@ class Attempts:
         if self.host_lost is not None:
             self.reclaiming[job.id] = self.host_lost(env.name)
         return True
+
+    def _host_unreachable(self, job: Job, exc: Exception) -> None:
+        """One of several hosts stopped answering under an attempt: the scaler takes it out."""
+        if job.host is not None and isinstance(exc, DockerError) and exc.status == 0 and self.host_down:
+            self.host_down(job.environment or "", job.host, f"unreachable under job {job.id}: {exc}")
 
     def _on_started(self, req: ContainerRequest, container_id: str) -> None:
         """The runner's callback: commit STARTING -> RUNNING with the container id."""

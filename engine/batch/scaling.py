@@ -108,6 +108,18 @@ class Scaler:
                     self._start_check(env, host)
             self._record(env, changed, now)
 
+    def host_down(self, env_name: str, host_name: str, reason: str) -> None:
+        """A host in service stopped answering under an attempt: UNHEALTHY, so it takes no more
+        jobs and the next host comes in instead; it is checked again after the recheck wait."""
+        env = self.book.envs.get(env_name)
+        host = env.host(host_name) if env is not None else None
+        if self.closing or env is None or host is None or host.state not in (IN_SERVICE, DRAINING):
+            return
+        now = time.time()
+        log.warning("host %s of %s taken out of service: %s", host_name, env_name, reason)
+        self._record(env, [self._move(host, UNHEALTHY, reason, now)], now)
+        self.wake()
+
     def _move(self, host: Host, state: str, reason: str, now: float) -> tuple[Host, str]:
         previous = host.state
         host.state, host.reason, host.since = state, reason, now

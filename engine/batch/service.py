@@ -100,6 +100,7 @@ class BatchService:
         self.attempts.host_lost = self.interrupts.host_lost
         self.policies = Policies(store, self.book, self.wake)
         self.scaler = Scaler(store, bus, self.book, self.attempts, self.wake, cooldown_s=scale_in_cooldown_s)
+        self.attempts.host_down = self.scaler.host_down
         self.usage = Usage()  #: each fair-share queue's decayed usage per share
         self._fair_running: dict[tuple[str, str], float] = {}
         self.steps = ContainerSteps(self.submitter, self.ledger, self.describe)

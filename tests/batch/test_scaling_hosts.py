@@ -21,6 +21,7 @@ from engine.batch.scaling import SCALING_DETAIL_TYPE
 from engine.batch.service import BatchService
 from engine.executors.docker import TIMED_OUT
 from engine.executors.docker_api import DockerClient
+from tests.batch.test_interruptible import SocketProxy
 from tests.support.batch import MIB, MakeBatch, box
 from tests.support.docker import TEST_LABEL
 from tests.support.docker_b import B
@@ -338,3 +339,26 @@ async def test_logs_timeouts_and_terminate_reach_the_host_the_job_runs_on(
     ended = await svc.describe(stuck["job_id"])
     assert ended is not None and ended["status_reason"] == "stopped by the test"
     assert await on_daemon(docker_b, docker_test_label) == set()  # every container removed from b
+
+
+@pytest.mark.docker
+async def test_a_host_that_goes_away_in_service_is_taken_out_and_the_next_comes_in(
+    batch: MakeBatch, tmp_path: Path
+) -> None:
+    proxy = SocketProxy(str(tmp_path / "docker.sock"))  # the machine's engine, until it vanishes
+    await proxy.start()
+    svc = await batch()
+    await pair(svc, first=f"unix://{proxy.path}", second="local")
+    first = await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)})
+    assert await svc.wait(first["job_id"], 30) == "SUCCEEDED"
+    assert (await svc.describe(first["job_id"]) or {})["host"] == "a"
+    assert states(svc)["a"] in (IN_SERVICE, DRAINING)  # the cooldown (1 s) keeps it a moment
+    await proxy.vanish()
+    retried = await svc.submit(
+        {"queue": "p", "container": box(["true"], vcpus=1, retry_strategy={"attempts": 2})}
+    )
+    assert await svc.wait(retried["job_id"], 60) == "SUCCEEDED"
+    desc = await svc.describe(retried["job_id"])
+    assert desc is not None and [a["host"] for a in desc["attempts"]] == ["a", "b"], desc["attempts"]
+    a = svc.envs["pair"].hosts[0]
+    assert a.state == UNHEALTHY and a.reason is not None and a.reason.startswith("unreachable under job")
