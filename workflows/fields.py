@@ -84,6 +84,8 @@ class FileCtx:
             if key in allowed:
                 continue
             close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+            if key in _OTHER_NAMES and _OTHER_NAMES[key] in allowed:  # what other tools call it
+                close = [_OTHER_NAMES[key]]
             hint = f"did you mean {close[0]}?" if close else f"valid fields: {', '.join(allowed)}"
             self.err(f"{prefix}{key}", "unknown field", hint)
         for key in required:
@@ -101,6 +103,10 @@ class FileCtx:
                 getattr(exc, "where", where), getattr(exc, "problem", str(exc)), "fix the {{ }} expression"
             )
             return None
+
+
+#: fields as GitHub Actions and others name them, and Sluice's name for the same
+_OTHER_NAMES = {"on": "triggers", "jobs": "steps", "depends_on": "needs", "if": "when", "inputs": "params"}
 
 
 def _first(allowed: Collection[str]) -> str:

@@ -65,8 +65,10 @@ class RemoteError(Exception):
 
 
 def default_server(arg: str | None = None) -> str:
-    """``--server``, then ``$SLUICE_SERVER``, then http://127.0.0.1:8765."""
-    return (arg or os.environ.get("SLUICE_SERVER") or DEFAULT_SERVER).rstrip("/")
+    """``--server``, then ``$SLUICE_SERVER``, then http://127.0.0.1:8765; ``host:port`` is taken
+    as ``http://host:port``, as curl takes it."""
+    server = (arg or os.environ.get("SLUICE_SERVER") or DEFAULT_SERVER).rstrip("/")
+    return server if "://" in server else f"http://{server}"
 
 
 def request(

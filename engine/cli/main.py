@@ -103,12 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the engine, triggers and HTTP API until stopped")
     p.add_argument("dir", nargs="?", default=".", help="folder of workflow files (default: .)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port, default=8765, help="0 to 65535 (0: any free port)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="default: 127.0.0.1 (off loopback it needs $SLUICE_API_TOKEN)"
+    )
+    p.add_argument("--port", type=port, default=8765, help="0 to 65535 (0: any free port; default: 8765)")
     p.add_argument("--data-dir", default=None, help="store and logs (default: $SLUICE_DATA_DIR or ./.sluice)")
     p.add_argument("--workers", type=count, default=None, help="warm function workers (default: cores)")
     p.add_argument("--max-workers", type=count, default=None, help="scale-out ceiling (default: 32)")
-    p.add_argument("--grace", type=seconds, default=30.0, help="seconds running steps get to finish on stop")
+    p.add_argument(
+        "--grace",
+        type=seconds,
+        default=30.0,
+        help="seconds running steps get to finish on stop (default: 30)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("token", help="print a new random API token (for $SLUICE_API_TOKEN)")

@@ -152,3 +152,13 @@ def test_hints_name_cli_commands_not_http_routes() -> None:
     message = cli_hints("run r-x is SUCCEEDED: only a FAILED run is retried from its failed steps "
                         "(a retry without \"from\" starts it over)")  # fmt: skip
     assert message.endswith("(`sluice runs retry RUN` without --from-failed starts it over)")
+
+
+def test_a_server_without_a_scheme_is_taken_as_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.cli.common import default_server
+
+    monkeypatch.delenv("SLUICE_SERVER", raising=False)
+    assert default_server("localhost:8765") == "http://localhost:8765"  # not "unknown url type"
+    assert default_server("https://sluice.example/") == "https://sluice.example"
+    monkeypatch.setenv("SLUICE_SERVER", "10.0.0.5:8765")
+    assert default_server() == "http://10.0.0.5:8765"

@@ -504,3 +504,12 @@ def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) ->
     merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: that is no duplicate
     merged.write_text("name: m\nsteps:\n  x: &d {wait: 1s}\n  y: {<<: *d, wait: 2s, needs: [x]}\n")
     assert load_file(merged).steps["y"].wait is not None
+
+
+def test_a_field_named_as_other_tools_name_it_gets_sluices_name(tmp_path: Path) -> None:
+    path = tmp_path / "gha.yaml"
+    path.write_text("name: gha\non: [push]\nsteps:\n  x: {wait: 1s, depends_on: [y]}\n  y: {wait: 1s}\n")
+    with pytest.raises(SpecErrors) as info:
+        load_file(path)
+    assert "gha.yaml: on: unknown field (did you mean triggers?)" in str(info.value)
+    assert "steps.x.depends_on: unknown field (did you mean needs?)" in str(info.value)
