@@ -183,7 +183,8 @@ def _fan_out(ctx: FileCtx, where: str, kind: str, body: dict[str, Any]) -> tuple
             "make the step a function or a container, or remove for_each",
         )
     lanes = read_int(ctx, f"{where}.max_concurrency", body.get("max_concurrency"), 1, 10000, 10)
-    if lanes is not None and kind == "container":  # one array job: capacity is the queue's to give
+    container_fan = kind == "container" and body.get("for_each") is not None
+    if lanes is not None and container_fan:  # one array job: capacity is the queue's to give
         ctx.err(
             f"{where}.max_concurrency",
             "a container step's for_each is one array job; its children run as the queue's "
