@@ -17,6 +17,7 @@ from typing import Any
 
 from workflows.concurrency import parse_step_concurrency
 from workflows.dag import Dag
+from workflows.fan_out import fan_out, read_for_each
 from workflows.fields import (
     NAME,
     FileCtx,
@@ -129,7 +130,7 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
             "write e.g. function: images:probe",
         )
     kind = kinds[0] if kinds else "function"
-    array, lanes = _fan_out(ctx, where, kind, body)
+    array, lanes = fan_out(ctx, where, kind, body)
     if body.get("env") is not None and kind != "function":
         hint = "write it under container: (container.env)" if kind == "container" else "remove it"
         ctx.err(f"{where}.env", "env is for function steps (a container's goes in container.env)", hint)
@@ -151,57 +152,11 @@ def _step(ctx: FileCtx, name: str, body: Any) -> StepSpec:
         retry=_retry(ctx, f"{where}.retry", body.get("retry"), kind == "container"),
         on_failure=read_choice(ctx, f"{where}.on_failure", body.get("on_failure"), ("fail", "continue"))
         or "fail",  # type: ignore[arg-type]
-        for_each=_for_each(ctx, f"{where}.for_each", body.get("for_each")),
+        for_each=read_for_each(ctx, f"{where}.for_each", body.get("for_each")),
         max_concurrency=lanes,
         array=array,
         env=_function_env(ctx, f"{where}.env", body.get("env")) if kind == "function" else {},
     )
-
-
-def _fan_out(ctx: FileCtx, where: str, kind: str, body: dict[str, Any]) -> tuple[int | None, int | None]:
-    """``array``/``for_each``/``max_concurrency``: which kinds fan out, and how; (array, lanes)."""
-    array = read_int(ctx, f"{where}.array", body.get("array"), 2, 10000, 4)
-    if array is not None and kind != "container":
-        ctx.err(f"{where}.array", "array is for container steps only", "use for_each for other steps")
-    if array is not None and body.get("for_each") is not None:
-        ctx.err(
-            f"{where}.for_each",
-            "a step has either for_each or array, not both",
-            "keep for_each for one child per item, each reading SLUICE_ITEM; or array: N for N children",
-        )
-    elif kind == "container" and isinstance(body.get("for_each"), list) and len(body["for_each"]) > 10000:
-        ctx.err(
-            f"{where}.for_each",
-            f"a container step's for_each is one array job of at most 10000 children, got "
-            f"{len(body['for_each'])} items",
-            "split the list over several steps",
-        )
-    elif body.get("for_each") is not None and kind not in ("function", "container"):
-        ctx.err(
-            f"{where}.for_each",
-            "for_each runs a function or container step once per item",
-            "make the step a function or a container, or remove for_each",
-        )
-    lanes = read_int(ctx, f"{where}.max_concurrency", body.get("max_concurrency"), 1, 10000, 10)
-    if lanes is not None and kind == "container":  # one array job: capacity is the queue's to give
-        ctx.err(
-            f"{where}.max_concurrency",
-            "a container step's for_each is one array job; its children run as the queue's "
-            "compute environments have room, not in lanes",
-            "remove it; to cap the children running at once, give the step a queue of its own "
-            "whose environment's max_vcpus allows only that many",
-        )
-    elif lanes is not None and kind != "function":
-        ctx.err(
-            f"{where}.max_concurrency", "max_concurrency is for function steps with for_each", "remove it"
-        )
-    elif lanes is not None and body.get("for_each") is None:
-        ctx.err(
-            f"{where}.max_concurrency",
-            "max_concurrency caps the items of a for_each in flight; this step has no for_each",
-            "add for_each, or use concurrency to cap the attempts of a function",
-        )
-    return array, lanes
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -244,19 +199,6 @@ def _function_env(ctx: FileCtx, where: str, value: Any) -> dict[str, str]:
         else:
             env[str(name)] = raw if isinstance(raw, str) else json.dumps(raw)
     return env
-
-
-def _for_each(ctx: FileCtx, where: str, value: Any) -> Renderable | None:
-    if value is None:
-        return None
-    if isinstance(value, list) or (isinstance(value, str) and "{{" in value):
-        return ctx.template(where, value)
-    ctx.err(
-        where,
-        f"must be a list or a template giving a list, got {ctx.show(value)}",
-        'write e.g. for_each: "{{ steps.probe.output.tiles }}"',
-    )
-    return None
 
 
 def _function(ctx: FileCtx, where: str, ref: Any) -> str | None:

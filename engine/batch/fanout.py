@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,8 +28,6 @@ MAX_ITEM_BYTES = 32 * 1024
 #: all items together: each child's row holds its own, the store keeps them all
 MAX_ITEMS_BYTES = 16 * 1024 * 1024
 ITEM_ENV = "SLUICE_ITEM"
-
-ChildSpec = Callable[[JobSpec, int], JobSpec]
 
 
 def render_items(name: str, spec: StepSpec, ctx: Mapping[str, Any]) -> list[str]:
@@ -49,13 +47,14 @@ def render_items(name: str, spec: StepSpec, ctx: Mapping[str, Any]) -> list[str]
     texts, total = [], 0
     for i, item in enumerate(items):
         text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode()) > MAX_ITEM_BYTES:
+        size = len(text.encode())
+        if size > MAX_ITEM_BYTES:
             raise SluiceError(
-                f"steps.{name}.for_each item {i} is {len(text.encode())} bytes as JSON; a container's item "
+                f"steps.{name}.for_each item {i} is {size} bytes as JSON; a container's item "
                 f"is at most {MAX_ITEM_BYTES} (it goes in an environment variable); put the data in a "
                 "file the container mounts and pass its path as the item"
             )
-        total += len(text)
+        total += size
         if total > MAX_ITEMS_BYTES:
             raise SluiceError(
                 f"steps.{name}.for_each items add up to over {MAX_ITEMS_BYTES} bytes as JSON; put the "

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from engine.batch import fanout
+from engine.batch.jobs import JobSpec
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import box
 from tests.support.docker import TEST_LABEL
@@ -24,6 +25,7 @@ from tests.support.engines import MakeEngine, write_flow
 from tests.support.http import Serve
 from tests.support.slurm import MakeSlurmBatch
 from tests.support.waiting import wait_until as until
+from workflows.errors import SluiceError
 from workflows.spec import ContainerSpec, StepSpec
 from workflows.templating import compile_value
 
@@ -398,3 +400,15 @@ async def test_through_slurm_each_child_of_one_sbatch_array_gets_its_own_item(
         assert _read(child["attempts"][0]["log_path"]) == f"{i} {item['k']} {text}\n"
         handles.add(child["attempts"][0]["slurm_job_id"].split("_")[0])
     assert len(handles) == 1  # one sbatch --array for the three
+
+
+def test_a_template_that_does_not_fit_one_item_names_it() -> None:
+    items = [{"key": "a"}, {"other": 1}]
+    env = {"K": compile_value("{{ item.key }}", "steps.fe.container.env.K")}
+    spec = StepSpec(
+        "fe", "container", container=ContainerSpec(image="b", env=env), for_each=compile_value(items, "x")
+    )
+    fan = fanout.per_child("fe", spec, {}, fanout.render_items("fe", spec, {}))
+    assert fan(JobSpec(image="b"), 0).environment == {"K": "a", "SLUICE_ITEM": '{"key":"a"}'}
+    with pytest.raises(SluiceError, match=r"^item 1: steps\.fe\.container\.env\.K: cannot render"):
+        fan(JobSpec(image="b"), 1)
