@@ -78,8 +78,9 @@ LINGER_TURNS = 4
 #: commits (a few WAL pages each) after which the checkpointer copies the WAL into the database
 CHECKPOINT_AFTER = 100
 #: WAL pages (4 KiB) past which the writer checkpoints itself between batches so the WAL starts
-#: over: a stall of a few ms every few hundred runs instead of every ~15 (bench/RESULTS.md)
-WAL_RESTART_PAGES = 8_192
+#: over: a stall of a few ms every few hundred runs instead of every ~15. At 8,192 the stalls
+#: were ~0.9 % of a one-client ?wait chain's requests, so they set its p99 (bench/RESULTS.md)
+WAL_RESTART_PAGES = 16_384
 #: while the disk is full, the queued writes are tried again this often (seconds)
 FULL_RETRY_S = 0.5
 
