@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bus.bus import Bus
+from engine.events import MANUAL_SOURCE
 from engine.executors.base import Executor
 from engine.runs.admission import Admission, AdmissionSettings
 from engine.runs.driver import RunDriver
@@ -265,7 +266,10 @@ class Orchestrator:
         async with self.store.reader() as db:
             if await queries.job_tag(db, thing, RUN_TAG) == run_id:
                 return True
-            return f"{RUN_TAG}/{run_id}" in await queries.run_event_resources(db, thing)
+            # only a manual start's event: its source is the engine's own (PutEvents refuses
+            # sluice.*), so a resource someone else wrote into an event grants nothing
+            made = await queries.run_event_resources(db, thing, MANUAL_SOURCE)
+            return f"{RUN_TAG}/{run_id}" in made
 
     def _here(self, run_id: str) -> bool:
         """Driven, held by admission, or waiting for its concurrency key."""

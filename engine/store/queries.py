@@ -216,10 +216,11 @@ async def job_tag(db: aiosqlite.Connection, job_id: str, tag: str) -> str | None
     return value if isinstance(value, str) else None
 
 
-async def run_event_resources(db: aiosqlite.Connection, run_id: str) -> list[str]:
-    """The ``resources`` of the event that made a run ([] for no such run, or an event pruned)."""
-    sql = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id=?"
-    rows = list(await db.execute_fetchall(sql, (run_id,)))
+async def run_event_resources(db: aiosqlite.Connection, run_id: str, source: str) -> list[str]:
+    """The ``resources`` of the event that made a run, if that event came from ``source`` ([] for
+    no such run, an event from elsewhere, or one pruned)."""
+    sql = "SELECT e.body FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id=? AND e.source=?"
+    rows = list(await db.execute_fetchall(sql, (run_id, source)))
     body = loads(rows[0][0]) if rows else None
     resources = body.get("resources") if isinstance(body, dict) else None
     return [r for r in resources if isinstance(r, str)] if isinstance(resources, list) else []

@@ -65,6 +65,14 @@ steps:
   one: {function: handlers:one}
 """
 
+LISTENS = """
+name: listens
+triggers:
+  - event: {pattern: {source: [com.example.grant]}}
+steps:
+  one: {function: handlers:one}
+"""
+
 NAPPER = """
 name: napper
 steps:
@@ -139,6 +147,7 @@ def flows_dir(tmp_path: Path) -> Path:
     write_flow(flows, RESUMED, name="resumed.yaml")
     write_flow(flows, HANDOFF, name="handoff.yaml")
     write_flow(flows, QUICK, name="quick.yaml")
+    write_flow(flows, LISTENS, name="listens.yaml")
     return flows
 
 
@@ -337,3 +346,32 @@ async def test_what_a_run_made_is_still_its_own_after_a_restart(
         assert summary["steps"]["use"]["output"] == done
     finally:
         await second.stop(grace_s=0)
+
+
+async def test_a_resource_written_into_an_event_grants_a_run_nothing(served: tuple[str, Engine]) -> None:
+    """What the store says a run made comes from what the engine wrote: an event that names
+    ``sluice:run/<id>`` among its resources does not make the run it starts that run's own."""
+    base, engine = served
+    napper = await engine.start_run("napper", {})
+    token = engine.orchestrator.tokens.mint(napper)
+    deadline = time.monotonic() + 10
+    while engine.orchestrator.tokens.run_of(token) is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    entry = {"Source": "com.example.grant", "DetailType": "Grant", "Detail": "{}",
+             "Resources": [f"sluice:run/{napper}"]}  # fmt: skip
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    url = f"{base}/api/v1/events"
+    async with aiohttp.ClientSession() as s, s.post(url, json={"Entries": [entry]}, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+    deadline = time.monotonic() + 10
+    while not (found := [r for r in await engine.store.read(_runs_of("listens"))]):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    status, body = await _get(base, f"/api/v1/runs/{found[0]}", token)
+    assert status == 403 and body["error"]["code"] == "not_this_runs", body
+    assert (await _get(base, f"/api/v1/runs/{napper}", token))[0] == 200  # its own run it reaches
+
+
+def _runs_of(workflow: str) -> Any:
+    return lambda c: [r[0] for r in c.execute("SELECT id FROM runs WHERE workflow=?", (workflow,))]
