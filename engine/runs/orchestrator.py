@@ -96,6 +96,7 @@ class Orchestrator:
             keys=self.keys,
         )
         self.finished = 0
+        store.quiet = lambda: not self._tasks
         bus.on_runs(self.accept)
 
     def __repr__(self) -> str:
@@ -200,6 +201,8 @@ class Orchestrator:
             self.finished += 1
             self._resolve(run_id, status, driver.end)
             self._release(run_id)
+        if not self._tasks:  # the store's WAL restart, if due, stalls no run now
+            self.store.quiet_moment()
         return status
 
     def set_api_url(self, url: str) -> None:

@@ -77,10 +77,12 @@ INLINE_MAX = 16
 LINGER_TURNS = 4
 #: commits (a few WAL pages each) after which the checkpointer copies the WAL into the database
 CHECKPOINT_AFTER = 100
-#: WAL pages (4 KiB) past which the writer checkpoints itself between batches so the WAL starts
-#: over: a stall of a few ms every few hundred runs instead of every ~15. At 8,192 the stalls
-#: were ~0.9 % of a one-client ?wait chain's requests, so they set its p99 (bench/RESULTS.md)
+#: WAL pages (4 KiB) past which the writer checkpoints itself so the WAL starts over: a stall of
+#: a few ms every few hundred runs instead of every ~15. Fewer restarts, fewer slow requests at the
+#: price of a larger WAL file (bench/RESULTS.md, "The one-client tail")
 WAL_RESTART_PAGES = 16_384
+#: how long a due restart waits for a quiet moment (``Store.quiet``) before it stalls what is in flight
+RESTART_PATIENCE_S = 0.1
 #: while the disk is full, the queued writes are tried again this often (seconds)
 FULL_RETRY_S = 0.5
 
@@ -180,7 +182,12 @@ class Store:
         self.restarts = 0  #: checkpoints by the writer itself, so the WAL starts over
         self._since_checkpoint = 0  #: commits since the checkpointer last started
         self._checkpointing = False  #: the checkpointer is at work
-        self._restart_due = False  #: the WAL passed WAL_RESTART_PAGES: the writer checkpoints next
+        self._restart_due = False  #: the WAL passed WAL_RESTART_PAGES: the writer checkpoints soon
+        self._restart_due_at = 0.0  #: loop time it did
+        #: says that nothing is in flight a restart's stall would hold up (the orchestrator: no run
+        #: is driving). With it, a due restart waits for ``quiet_moment`` (or RESTART_PATIENCE_S),
+        #: so its fsyncs fall between runs; without it, the restart goes at the next batch.
+        self.quiet: Callable[[], bool] | None = None
         self._heavy = False  #: a heavy write is queued (see ``write``)
         #: while this says so (the bus: a flood of events), small batches linger (``LINGER_TURNS``)
         self.linger: Callable[[], bool] | None = None
@@ -351,13 +358,46 @@ class Store:
         return True
 
     def _checkpoint_due(self) -> bool:
-        """The WAL is past WAL_RESTART_PAGES: the writer checkpoints now, between two batches."""
+        """The WAL is past WAL_RESTART_PAGES: the writer checkpoints now, before the next batch.
+
+        With a ``quiet`` hook the restart waits for a quiet moment instead: a batch queued while
+        nothing is in flight is how new work begins (a webhook's event and its run), so stalling
+        it would only move the stall to the next run's first commit. Past RESTART_PATIENCE_S the
+        restart goes anyway, so a never-quiet engine still bounds its WAL.
+        """
         if not self._restart_due or self._closed:
             return False
+        if self.quiet is not None and not self._restart_overdue():
+            return False
+        self._restart()
+        return True
+
+    def _restart_overdue(self) -> bool:
+        assert self._loop is not None
+        return self._loop.time() - self._restart_due_at >= RESTART_PATIENCE_S
+
+    def _restart(self) -> None:
         self._restart_due = False
         self.restarts += 1
         self._to_thread(self._checkpoint, [])
-        return True
+
+    def quiet_moment(self) -> None:
+        """Nothing is in flight now (the orchestrator's last run has ended): a due restart goes at
+        once, on the writer thread, so its fsyncs overlap the gap before the next work arrives
+        instead of a run's commit."""
+        if self._restart_due and not self._closed and not self._on_thread and not self._queue:
+            self._restart()
+
+    def _restart_waited(self, due_at: float) -> None:
+        """RESTART_PATIENCE_S after a restart fell due and no quiet moment came: go now."""
+        if not self._restart_due or self._restart_due_at != due_at or self._closed:
+            return
+        self._restart_due_at = float("-inf")  # overdue: the next batch waits for it
+        if not self._on_thread:
+            if not self._queue:
+                self._restart()
+            elif self._flush_at is None:
+                self._flush()
 
     def _committed(self) -> None:
         """Every ``CHECKPOINT_AFTER`` commits, start the checkpointer (never two at once)."""
@@ -390,10 +430,16 @@ class Store:
             log.warning("store checkpoint failed: %s", exc)
             return
         self.checkpoints += 1
-        if job.result() >= WAL_RESTART_PAGES:
-            self._restart_due = True
-            if not self._on_thread and self._flush_at is None and self._loop is not None:
+        if job.result() < WAL_RESTART_PAGES or self._loop is None:
+            return
+        self._restart_due, self._restart_due_at = True, self._loop.time()
+        if self.quiet is None:
+            if not self._on_thread and self._flush_at is None:
                 self._flush_at = self._loop.call_soon(self._flush)
+            return
+        self._loop.call_later(RESTART_PATIENCE_S, self._restart_waited, self._restart_due_at)
+        if self.quiet():
+            self.quiet_moment()
 
     def _to_thread(self, fn: Callable[[Batch], list[tuple[bool, Any]]], batch: Batch) -> None:
         """Hand the connection to the writer thread for ``fn(batch)``; ``_applied`` takes it back."""

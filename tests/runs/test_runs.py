@@ -552,3 +552,36 @@ async def test_a_container_step_waits_for_docker_to_attach_rather_than_failing(
     assert await engine.orchestrator.wait(run_id, timeout_s=10) == Status.FAILED
     error = (await engine.describe_run(run_id))["steps"]["box"]["error"]
     assert error["errorType"] == "Sluice.NoContainerRuntime"
+
+
+async def test_the_stores_wal_restarts_between_runs_not_during_them(
+    make_engine: MakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orchestrator tells the store when its last run has ended, so a due WAL restart (a few
+    ms of fsyncs) falls between runs instead of stalling a run's commit; the patience is set far
+    beyond the test, so every restart here came from such a moment."""
+    from engine.store import store as store_module
+
+    monkeypatch.setattr(store_module, "WAL_RESTART_PAGES", 40)
+    monkeypatch.setattr(store_module, "CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(store_module, "RESTART_PATIENCE_S", 600)
+    flows = tmp_path / "flows"
+    write_flow(flows, """
+name: chain
+steps:
+  a: {function: handlers:inc, input: {n: 0}}
+  b: {function: handlers:inc, needs: [a], input: {n: "{{ steps.a.output }}"}}
+outputs: {n: "{{ steps.b.output }}"}
+""", HANDLERS)  # fmt: skip
+    engine = await make_engine(flows)
+    in_flight: list[int] = []  # runs driving when each restart was started
+    restart = store_module.Store._restart
+
+    def counted(store: store_module.Store) -> None:
+        in_flight.append(engine.orchestrator.active)
+        restart(store)
+
+    monkeypatch.setattr(store_module.Store, "_restart", counted)
+    for _ in range(60):
+        assert (await engine.run_to_end("chain", timeout_s=20))["outputs"] == {"n": 2}
+    assert in_flight and set(in_flight) == {0}, (in_flight, repr(engine.store))

@@ -393,6 +393,62 @@ async def test_a_cancelled_read_leaves_its_connection_usable(store: Store) -> No
             await b.__aexit__(None, None, None)
 
 
+def _wal_frames(path: Path) -> int:
+    """Frames in the WAL now, from a connection of its own (a PASSIVE checkpoint reports them)."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()
+
+
+async def test_a_due_wal_restart_waits_for_a_quiet_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a ``quiet`` hook (the orchestrator: no run is driving), a restart that falls due while
+    work is in flight does not stall that work's commits: it waits, and goes at ``quiet_moment``,
+    after which the WAL starts over."""
+    monkeypatch.setattr(store_module, "WAL_RESTART_PAGES", 200)
+    monkeypatch.setattr(store_module, "RESTART_PATIENCE_S", 60)
+    busy = True
+    s = Store(tmp_path / "db.sqlite")
+    s.quiet = lambda: not busy
+    await s.open()
+    try:
+        for i in range(1_000):
+            await s.write(_put(f"k{i}", "v" * 2_000))
+        await until(lambda: not s._checkpointing, 10)
+        assert s.checkpoints >= 1 and s.restarts == 0, repr(s)
+        assert _wal_frames(s.path) >= 200
+        busy = False
+        s.quiet_moment()
+        await until(lambda: s.restarts == 1 and not s._on_thread, 10)
+        await s.write(_put("after", "v"))
+        assert _wal_frames(s.path) < 20, "the WAL did not start over after the quiet moment's restart"
+    finally:
+        await s.close()
+
+
+async def test_a_never_quiet_store_still_restarts_its_wal_after_the_patience(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine that is never quiet (runs always in flight) still bounds its WAL: a due restart
+    goes RESTART_PATIENCE_S later, at the next batch or on its own if nothing is queued."""
+    monkeypatch.setattr(store_module, "WAL_RESTART_PAGES", 200)
+    monkeypatch.setattr(store_module, "RESTART_PATIENCE_S", 0.2)
+    s = Store(tmp_path / "db.sqlite")
+    s.quiet = lambda: False
+    await s.open()
+    try:
+        for i in range(1_000):
+            await s.write(_put(f"k{i}", "v" * 2_000))
+        await until(lambda: s.restarts >= 1 and not s._on_thread, 10)
+        await s.write(_put("after", "v"))
+        assert _wal_frames(s.path) < 400, repr(s)
+    finally:
+        await s.close()
+
+
 async def test_a_checkpoint_that_ends_after_close_starts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
