@@ -222,44 +222,62 @@ def _put(kind: str, fields: tuple[str, ...], nested: tuple[str, ...] = ()) -> An
             data = request(args.server, "POST", f"/api/v1/{kind}", {"name": args.name, **body})
         else:
             data = request(args.server, "PATCH", f"/api/v1/{kind}/{quote(args.name)}", body)
-        return emit(args, data, json.dumps(data))
+        return emit(args, data, _saved(args.action, data, *SHOWN[kind]))
 
     return cmd
 
 
+def _saved(action: str, data: dict[str, Any], row: Any, heads: tuple[str, ...]) -> str:
+    """What a create or update answers on a terminal: the object as its ``list`` shows it."""
+    return f"{heads[0]} {data['name']} {action}d\n" + table([row(data)], heads)
+
+
+def _queue_row(q: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        q["name"],
+        q["priority"],
+        q["state"],
+        ",".join(q["environments"]),
+        f"grace {q['preemption']['grace_s']:g}s" if q.get("preemption", {}).get("enabled") else "-",
+        q.get("scheduling_policy") or "FIFO",
+    )
+
+
+QUEUE_HEADS = ("queue", "priority", "state", "environments", "preemption", "order")
+
+
 def cmd_queues_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/queues")
-    rows = [
-        (
-            q["name"],
-            q["priority"],
-            q["state"],
-            ",".join(q["environments"]),
-            f"grace {q['preemption']['grace_s']:g}s" if q.get("preemption", {}).get("enabled") else "-",
-        )
-        for q in data["queues"]
-    ]
-    return emit(args, data, table(rows, ("queue", "priority", "state", "environments", "preemption")))
+    return emit(args, data, table([_queue_row(q) for q in data["queues"]], QUEUE_HEADS))
+
+
+def _environment_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        e["name"],
+        e["endpoint"],
+        e["state"] + (" (reclaimed)" if e.get("reclaimed_at") else ""),
+        "interruptible" if e.get("interruptible") else "on-demand",
+        f"{e['used_vcpus']:g}",
+        f"{e.get('min_vcpus', 0):g}/{e.get('desired_vcpus', 0):g}/{e['max_vcpus']:g}",
+        e["max_memory"],
+        " ".join(f"{h['name']}:{h['state']}" for h in e.get("hosts", [])) or "-",
+    )
+
+
+ENVIRONMENT_HEADS: tuple[str, ...] = ("environment", "endpoint", "state", "capacity", "vcpus used")
+ENVIRONMENT_HEADS += ("min/desired/max", "max_memory", "hosts")
+
+
+#: how ``queues``/``environments`` create and update show what they saved
+SHOWN: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "queues": (_queue_row, QUEUE_HEADS),
+    "environments": (_environment_row, ENVIRONMENT_HEADS),
+}
 
 
 def cmd_environments_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/environments")
-    rows = [
-        (
-            e["name"],
-            e["endpoint"],
-            e["state"] + (" (reclaimed)" if e.get("reclaimed_at") else ""),
-            "interruptible" if e.get("interruptible") else "on-demand",
-            f"{e['used_vcpus']:g}",
-            f"{e.get('min_vcpus', 0):g}/{e.get('desired_vcpus', 0):g}/{e['max_vcpus']:g}",
-            e["max_memory"],
-            " ".join(f"{h['name']}:{h['state']}" for h in e.get("hosts", [])) or "-",
-        )
-        for e in data["environments"]
-    ]
-    heads: tuple[str, ...] = ("environment", "endpoint", "state", "capacity", "vcpus used")
-    heads += ("min/desired/max", "max_memory", "hosts")
-    return emit(args, data, table(rows, heads))
+    return emit(args, data, table([_environment_row(e) for e in data["environments"]], ENVIRONMENT_HEADS))
 
 
 def _weights(items: list[str] | None) -> list[dict[str, Any]] | None:
@@ -290,23 +308,25 @@ def cmd_policies_put(args: argparse.Namespace) -> int:
         data = request(args.server, "POST", "/api/v1/scheduling-policies", body)
     else:
         data = request(args.server, "PATCH", f"/api/v1/scheduling-policies/{quote(args.name)}", body)
-    return emit(args, data, json.dumps(data))
+    return emit(args, data, _saved(args.action, data, _policy_row, POLICY_HEADS))
+
+
+def _policy_row(p: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        p["name"],
+        f"{p['share_decay_s']:g}s",
+        f"{p['compute_reservation']}%",
+        " ".join(f"{d['share_identifier']}={d['weight_factor']:g}" for d in p["share_distribution"]) or "-",
+        ",".join(p.get("queues", [])) or "-",
+    )
+
+
+POLICY_HEADS = ("policy", "decay", "reservation", "weights", "queues")
 
 
 def cmd_policies_list(args: argparse.Namespace) -> int:
     data = request(args.server, "GET", "/api/v1/scheduling-policies")
-    rows = [
-        (
-            p["name"],
-            f"{p['share_decay_s']:g}s",
-            f"{p['compute_reservation']}%",
-            " ".join(f"{d['share_identifier']}={d['weight_factor']:g}" for d in p["share_distribution"])
-            or "-",
-            ",".join(p["queues"]) or "-",
-        )
-        for p in data["scheduling_policies"]
-    ]
-    return emit(args, data, table(rows, ("policy", "decay", "reservation", "weights", "queues")))
+    return emit(args, data, table([_policy_row(p) for p in data["scheduling_policies"]], POLICY_HEADS))
 
 
 def cmd_policies_delete(args: argparse.Namespace) -> int:

@@ -81,10 +81,12 @@ async def test_preemption_settings_through_api_cli_aws_and_dashboard(server: tup
         assert status == 400 and words in err["error"]["message"], err
     assert engine.batch.queues["urgent"].preemption.grace_s == 5.0  # unchanged by the refusals
     code, out, err = await cli(base, "queues", "create", "calm", "--priority", "2", "--environments", "local")
-    assert code == 0, err
+    assert code == 0 and out.startswith("queue calm created\n") and "QUEUE" in out, (out, err)
     code, out, err = await cli(base, "queues", "update", "calm", "--preemption-grace", "3s")
+    assert code == 0 and "queue calm updated" in out and "grace 3s" in out, (out, err)
+    code, out, err = await cli(base, "queues", "update", "calm", "--preemption-grace", "3s", "--json")
     assert code == 0 and json.loads(out)["preemption"] == {"enabled": True, "grace_s": 3.0}, (out, err)
-    code, out, _ = await cli(base, "queues", "update", "calm", "--no-preemption")
+    code, out, _ = await cli(base, "queues", "update", "calm", "--no-preemption", "--json")
     assert json.loads(out)["preemption"]["enabled"] is False
     code, out, _ = await cli(base, "queues", "list")
     assert "grace 5s" in out
@@ -234,7 +236,7 @@ async def test_fair_share_policies_through_aws_http_cli_and_dashboard(server: tu
     assert status == 400 and "used by job queue(s) shared" in json.dumps(err)
 
     code, text, err = await cli(base, "policies", "create", "other", "--share", "x=2", "--decay", "60")
-    assert code == 0, err
+    assert code == 0 and text.startswith("policy other created\n") and "x=2" in text, (text, err)
     code, text, _ = await cli(base, "policies", "list")
     assert "alpha=1 b*=3" in text and "shared" in text and "x=2" in text
     code, text, err = await cli(base, "policies", "create", "bad", "--share", "x=heavy")
@@ -243,7 +245,9 @@ async def test_fair_share_policies_through_aws_http_cli_and_dashboard(server: tu
     assert code == 0 and "beta" in text, (text, err)
     status, html = await call(base, "GET", "/batch?queue=shared")
     assert "fair share (teams)" in html and "Shares of shared" in html and "<td>beta</td>" in html
-    code, text, err = await cli(base, "queues", "update", "shared", "--scheduling-policy", "none")
+    code, text, err = await cli(base, "queues", "list")
+    assert code == 0 and "teams" in text.splitlines()[0] + text, (text, err)
+    code, text, err = await cli(base, "queues", "update", "shared", "--scheduling-policy", "none", "--json")
     assert code == 0 and json.loads(text)["scheduling_policy"] is None, err
     code, text, err = await cli(base, "policies", "delete", "teams")
     assert code == 0, err

@@ -100,7 +100,7 @@ async def test_hosts_and_their_states_through_every_surface(
     assert "vCPUs are covered without it; takes no new job" in pair["hosts"][1]["reason"]
     code, out, err = await cli(
         base, "environments", "create", "by-cli", "--host", "local,vcpus=1,memory=256MiB,name=a",
-        "--host", f"{B},vcpus=0.5,memory=128MiB",
+        "--host", f"{B},vcpus=0.5,memory=128MiB", "--json",
     )  # fmt: skip
     assert code == 0, err
     made = json.loads(out)
