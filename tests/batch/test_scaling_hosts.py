@@ -65,6 +65,23 @@ def test_plan_skips_an_unhealthy_host_until_it_is_due_a_new_check() -> None:
     assert plan(two, 1.0, 131.0, 60).check == ["h0"]
 
 
+def test_a_host_in_service_is_kept_while_the_one_before_it_is_rechecked() -> None:
+    two = hosts(UNHEALTHY, IN_SERVICE)
+    two[0].since = 100.0
+    assert not plan(two, 1.0, 110.0, 60)  # the replacement serves; nothing to do
+    due = plan(two, 1.0, 131.0, 60)
+    # the unhealthy host is checked again, and the one serving in its place keeps taking jobs
+    # until the check has passed (a host that is still down must not leave no host in service)
+    assert due.check == ["h0"] and due.drain == []
+    two[0].state = JOINING
+    assert not plan(two, 1.0, 132.0, 60)
+    two[0].state = IN_SERVICE
+    assert plan(two, 1.0, 133.0, 60).drain == ["h1"]  # it passed: the replacement drains
+    draining = hosts(JOINING, DRAINING)
+    draining[1].since = 0.0
+    assert not plan(draining, 1.0, 500.0, 60).leave  # not out while the one covering is unproven
+
+
 def test_decide_places_a_job_on_one_host_never_on_the_sum() -> None:
     env = Environment("pair", 2, 2 * GIB, hosts=hosts(IN_SERVICE, IN_SERVICE))
     env.hosts[0].used_vcpus = env.used_vcpus = 0.5
