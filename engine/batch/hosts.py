@@ -141,9 +141,11 @@ def plan(hosts: Sequence[Host], desired: float, now: float, cooldown_s: float) -
     """Follow ``desired`` vCPUs with the fewest hosts in list order (see the module docstring).
 
     A host under check counts as coming, so one rise in demand starts one check at a time per
-    missing host; an unhealthy one is passed over until :data:`RECHECK_S` has gone by."""
+    missing host; an unhealthy one is passed over until :data:`RECHECK_S` has gone by. A host
+    in service that the wanted ones would make unneeded stays until those serve: an unhealthy
+    host due its recheck may still be down, and its replacement must not drain meanwhile."""
     out = Plan()
-    covered = 0.0
+    covered = ready = 0.0
     wanted: set[str] = set()
     for host in hosts:
         if covered + _EPS >= desired:
@@ -152,12 +154,17 @@ def plan(hosts: Sequence[Host], desired: float, now: float, cooldown_s: float) -
             continue
         wanted.add(host.name)
         covered += host.vcpus
+        if host.serving:
+            ready += host.vcpus
+    keep = ready + _EPS < desired  # the hosts to come are not proven yet: no serving one goes
     for host in hosts:
         if host.name in wanted:
             if host.state in (OUT, UNHEALTHY):
                 out.check.append(host.name)
             elif host.state == DRAINING:
                 out.resume.append(host.name)
+        elif keep:
+            continue
         elif host.state == IN_SERVICE:
             out.drain.append(host.name)
         elif host.state == DRAINING and host.used_vcpus <= _EPS:

@@ -7,6 +7,11 @@ never holds the scheduler up); draining, resuming and leaving happen at once. Ev
 committed with one ``aws.batch`` / :data:`SCALING_DETAIL_TYPE` event per host that changed, in
 the same transaction as the environment's new state (``compute_environments.capacity``), so a
 restart comes back with the same hosts in service and a rule on the bus sees every step.
+
+A host in service is also watched while nothing starts there: every :data:`HEALTH_EVERY_S` the
+same check runs on it (in its own task as well), so a daemon that went away while the host was
+idle is taken out (UNHEALTHY) and replaced before a job is placed there, as AWS Batch replaces an
+unhealthy instance; a job starting on a host checks it already, so that host is not watched then.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import names
 from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host
+from engine.batch.jobs import STARTING
 from engine.batch.queues import Environment
 from engine.bus.bus import Bus
 from engine.events import JOB_SOURCE, envelope
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 SCALING_DETAIL_TYPE = "Batch Compute Environment Scaling"
 #: a health check that takes longer has failed
 CHECK_TIMEOUT_S = 5.0
+#: a host in service (or draining) with no job starting is health-checked this often
+HEALTH_EVERY_S = 15.0
 
 
 def scaling_event(env: Environment, host: Host, previous: str, now: float) -> dict[str, Any]:
@@ -75,16 +83,19 @@ class Scaler:
         self.cooldown_s = cooldown_s  #: a draining host leaves after this long without a job
         self.check_timeout_s = CHECK_TIMEOUT_S
         self._checks: dict[tuple[str, str], asyncio.Task[None]] = {}  #: (environment, host) -> check
+        self._watches: dict[tuple[str, str], asyncio.Task[None]] = {}  #: the same, hosts in service
+        self._watched: dict[tuple[str, str], float] = {}  #: when each host's last watch started
         self._writes: set[asyncio.Task[None]] = set()
         self.closing = False
 
     def __repr__(self) -> str:
-        return f"<Scaler checking={len(self._checks)}>"
+        return f"<Scaler checking={len(self._checks)} watching={len(self._watches)}>"
 
     def follow(self, now: float) -> None:
         """Bring each environment's hosts in line with its desired vCPUs (the service set them)."""
         if self.closing:
             return
+        self._watch(now)
         for env in self.book.envs.values():
             if not env.hosts:
                 continue
@@ -108,9 +119,64 @@ class Scaler:
                     self._start_check(env, host)
             self._record(env, changed, now)
 
+    def _watch(self, now: float) -> None:
+        """Start the checks of the serving hosts that are due one (none of their jobs starting)."""
+        due: list[tuple[Environment, Host]] = []
+        for env in self.book.envs.values():
+            for host in env.hosts:
+                key = (env.name, host.name)
+                if not host.serving or key in self._watches:
+                    continue
+                if now - max(host.since, self._watched.get(key, 0.0)) >= HEALTH_EVERY_S:
+                    due.append((env, host))
+        if not due:
+            return
+        starting = {
+            (job.environment, job.host)
+            for job in (self.book.jobs.get(job_id) for job_id in self.book.started)
+            if job is not None and job.status == STARTING and job.host is not None
+        }
+        for env, host in due:
+            key = (env.name, host.name)
+            if key in starting:
+                continue
+            self._watched[key] = now
+            self._start_watch(env.name, host)
+
+    def _start_watch(self, env_name: str, host: Host) -> None:
+        key = (env_name, host.name)
+        task = asyncio.create_task(self._recheck(env_name, host), name=f"watch {env_name}/{host.name}")
+        self._watches[key] = task
+        task.add_done_callback(lambda t: self._watches.pop(key, None))
+
+    async def _recheck(self, env_name: str, watched: Host) -> None:
+        """One watch: a host in service that fails it is taken out, as one lost under a job."""
+        spec = watched.spec()
+        ok, text = await self._health(watched)
+        if ok or self.closing:
+            return
+        # the environment may have been rewritten meanwhile: only the same daemon is taken out
+        env = self.book.envs.get(env_name)
+        host = env.host(watched.name) if env is not None else None
+        if host is None or host.spec() != spec:
+            return
+        self.host_down(env_name, host.name, f"health check failed while in service: {text}")
+
+    async def _health(self, host: Host) -> tuple[bool, str]:
+        """``/_ping`` then ``/version`` within the timeout: (passed, the version or the error)."""
+        client = self.attempts.docker_runner(host.endpoint, host.config).client
+        try:
+            async with asyncio.timeout(self.check_timeout_s):
+                await client.ping()
+                version = await client.version()
+        except (DockerError, OSError, TimeoutError) as exc:
+            return False, str(exc) or f"no answer within {self.check_timeout_s:g}s"
+        return True, f"Docker {version.get('Version', '?')}"
+
     def host_down(self, env_name: str, host_name: str, reason: str) -> None:
-        """A host in service stopped answering under an attempt: UNHEALTHY, so it takes no more
-        jobs and the next host comes in instead; it is checked again after the recheck wait."""
+        """A host in service stopped answering (under an attempt, or to its watch): UNHEALTHY, so
+        it takes no more jobs and the next host comes in instead; it is checked again after the
+        recheck wait."""
         env = self.book.envs.get(env_name)
         host = env.host(host_name) if env is not None else None
         if self.closing or env is None or host is None or host.state not in (IN_SERVICE, DRAINING):
@@ -137,15 +203,8 @@ class Scaler:
         host = env.host(host_name) if env is not None else None
         if host is None:
             return
-        client = self.attempts.docker_runner(host.endpoint, host.config).client
-        try:
-            async with asyncio.timeout(self.check_timeout_s):
-                await client.ping()
-                version = await client.version()
-            ok, why = True, f"health check passed (Docker {version.get('Version', '?')})"
-        except (DockerError, OSError, TimeoutError) as exc:
-            text = str(exc) or f"no answer within {self.check_timeout_s:g}s"
-            ok, why = False, f"health check failed: {text}"
+        ok, text = await self._health(host)
+        why = f"health check passed ({text})" if ok else f"health check failed: {text}"
         if self.closing:
             return
         # the environment may have been rewritten meanwhile: act on its host of that name now
@@ -189,7 +248,7 @@ class Scaler:
     async def aclose(self) -> None:
         """Stop checking (a check under way is redone after a restart); let queued writes land."""
         self.closing = True
-        checks = list(self._checks.values())
+        checks = [*self._checks.values(), *self._watches.values()]
         for task in checks:
             task.cancel(msg="engine stopping")
         await asyncio.gather(*checks, *self._writes, return_exceptions=True)

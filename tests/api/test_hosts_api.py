@@ -119,3 +119,39 @@ async def test_hosts_and_their_states_through_every_surface(
     assert arns == {"a", "b"}
     status, html = await call(base, "GET", "/batch")
     assert status == 200 and 'class="status DRAINING"' in html and B in html
+
+
+async def test_a_host_that_dies_while_idle_shows_why_on_every_surface(
+    server: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.batch import scaling
+    from tests.batch.test_interruptible import SocketProxy
+
+    monkeypatch.setattr(scaling, "HEALTH_EVERY_S", 0.5)
+    base, engine = server
+    proxy = SocketProxy(str(tmp_path / "engine.sock"))  # the machine's engine, until it vanishes
+    await proxy.start()
+    hosts = [
+        {"name": "a", "endpoint": f"unix://{proxy.path}", "vcpus": 1, "memory": "256MiB"},
+        {"name": "b", "endpoint": "local", "vcpus": 1, "memory": "256MiB"},
+    ]
+    status, env = await call(
+        base, "POST", "/api/v1/environments", {"name": "pair", "hosts": hosts, "min_vcpus": 1}
+    )
+    assert status == 201, env
+    try:
+        pair = engine.batch.envs["pair"]
+        await until(lambda: pair.hosts[0].state == "IN_SERVICE", 20, what="a in service")
+        await proxy.vanish()
+        await until(
+            lambda: [h.state for h in pair.hosts] == ["UNHEALTHY", "IN_SERVICE"], 15, what="a replaced by b"
+        )
+    finally:
+        await proxy.vanish()
+    status, listing = await call(base, "GET", "/api/v1/environments")
+    a = next(e for e in listing["environments"] if e["name"] == "pair")["hosts"][0]
+    assert a["state"] == "UNHEALTHY" and a["reason"].startswith("health check failed while in service: ")
+    assert "engine.sock" in a["reason"]
+    status, html = await call(base, "GET", "/batch")
+    assert status == 200 and 'class="status UNHEALTHY"' in html
+    assert "health check failed while in service: Docker: cannot reach the Docker daemon" in html

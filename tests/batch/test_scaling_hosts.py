@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from engine.batch import hosts as hosting
+from engine.batch import scaling
 from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host, plan
 from engine.batch.jobs import JobError
 from engine.batch.queues import Environment, Preemption, Queue, QueueView, Running, Slot, decide
@@ -63,6 +65,23 @@ def test_plan_skips_an_unhealthy_host_until_it_is_due_a_new_check() -> None:
     two[0].since = 100.0
     assert plan(two, 1.0, 110.0, 60).check == ["h1"]
     assert plan(two, 1.0, 131.0, 60).check == ["h0"]
+
+
+def test_a_host_in_service_is_kept_while_the_one_before_it_is_rechecked() -> None:
+    two = hosts(UNHEALTHY, IN_SERVICE)
+    two[0].since = 100.0
+    assert not plan(two, 1.0, 110.0, 60)  # the replacement serves; nothing to do
+    due = plan(two, 1.0, 131.0, 60)
+    # the unhealthy host is checked again, and the one serving in its place keeps taking jobs
+    # until the check has passed (a host that is still down must not leave no host in service)
+    assert due.check == ["h0"] and due.drain == []
+    two[0].state = JOINING
+    assert not plan(two, 1.0, 132.0, 60)
+    two[0].state = IN_SERVICE
+    assert plan(two, 1.0, 133.0, 60).drain == ["h1"]  # it passed: the replacement drains
+    draining = hosts(JOINING, DRAINING)
+    draining[1].since = 0.0
+    assert not plan(draining, 1.0, 500.0, 60).leave  # not out while the one covering is unproven
 
 
 def test_decide_places_a_job_on_one_host_never_on_the_sum() -> None:
@@ -343,8 +362,9 @@ async def test_logs_timeouts_and_terminate_reach_the_host_the_job_runs_on(
 
 @pytest.mark.docker
 async def test_a_host_that_goes_away_in_service_is_taken_out_and_the_next_comes_in(
-    batch: MakeBatch, tmp_path: Path
+    batch: MakeBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(scaling, "HEALTH_EVERY_S", 3600.0)  # found by the job, not by the watch
     proxy = SocketProxy(str(tmp_path / "docker.sock"))  # the machine's engine, until it vanishes
     await proxy.start()
     svc = await batch()
@@ -362,3 +382,55 @@ async def test_a_host_that_goes_away_in_service_is_taken_out_and_the_next_comes_
     assert desc is not None and [a["host"] for a in desc["attempts"]] == ["a", "b"], desc["attempts"]
     a = svc.envs["pair"].hosts[0]
     assert a.state == UNHEALTHY and a.reason is not None and a.reason.startswith("unreachable under job")
+
+
+@pytest.mark.docker
+async def test_an_idle_host_in_service_that_goes_away_is_replaced_and_comes_back(
+    batch: MakeBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scaling, "HEALTH_EVERY_S", 0.5)
+    monkeypatch.setattr(hosting, "RECHECK_S", 3600.0)  # not before the restart below
+    proxy = SocketProxy(str(tmp_path / "docker.sock"))  # the machine's engine, until it vanishes
+    await proxy.start()
+    try:
+        svc = await batch()
+        # min 1 vCPU: one host stays in service with no job at all
+        await pair(svc, first=f"unix://{proxy.path}", second="local", min_vcpus=1)
+        await until(lambda: states(svc) == {"a": IN_SERVICE, "b": OUT}, 20, what="a in service, idle")
+        await proxy.vanish()
+        await until(lambda: states(svc) == {"a": UNHEALTHY, "b": IN_SERVICE}, 10, what="a replaced by b")
+        reason = svc.envs["pair"].hosts[0].reason
+        assert reason is not None and reason.startswith("health check failed while in service: "), reason
+        assert "docker.sock" in reason
+        events = await scaling_events(svc)
+        down = [
+            e for e in events if (e["host"], e["previousState"], e["state"]) == ("a", IN_SERVICE, UNHEALTHY)
+        ]
+        assert [e["reason"] for e in down] == [reason]
+        assert down[0]["inServicevCpus"] == 0  # a no longer counted; b came in after
+        out = await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)})
+        assert await svc.wait(out["job_id"], 30) == "SUCCEEDED"
+        desc = await svc.describe(out["job_id"])
+        assert desc is not None and [t["host"] for t in desc["attempts"]] == ["b"], desc["attempts"]
+        await svc.aclose()  # a restart keeps the states and the reason
+        await svc.store.close()
+        svc = await batch()
+        assert states(svc) == {"a": UNHEALTHY, "b": IN_SERVICE}
+        assert svc.envs["pair"].hosts[0].reason == reason
+        # still down at its recheck: b keeps serving meanwhile
+        monkeypatch.setattr(hosting, "RECHECK_S", 1.0)
+        await until(lambda: _rechecked(svc), 10, what="a rechecked while still down")
+        assert states(svc)["b"] == IN_SERVICE and states(svc)["a"] in (UNHEALTHY, JOINING)
+        assert not [e for e in await scaling_events(svc) if e["host"] == "b" and e["state"] == DRAINING]
+        # it answers again: back at its next recheck, and b, no longer needed, drains and leaves
+        await proxy.start()
+        await until(lambda: states(svc) == {"a": IN_SERVICE, "b": OUT}, 20, what="a back, b out")
+    finally:
+        await proxy.vanish()
+
+
+async def _rechecked(svc: BatchService) -> bool:
+    return any(
+        (e["host"], e["previousState"], e["state"]) == ("a", JOINING, UNHEALTHY)
+        for e in await scaling_events(svc)
+    )
