@@ -21,7 +21,7 @@ from typing import Any
 from engine.batch import rows
 from engine.batch.book import Book, Change
 from engine.batch.detail import job_event
-from engine.batch.jobs import FAILED, PENDING, SUBMITTED, Job, JobSpec
+from engine.batch.jobs import FAILED, PENDING, SUBMITTED, ChildError, Job, JobSpec
 from engine.bus.bus import Bus
 from engine.events import iso_ms
 from engine.store.records import dumps
@@ -32,6 +32,9 @@ from engine.store.store import Store
 ARRAY_CHUNK = 25
 #: the reason of a child whose row a crash kept from being written
 INTERRUPTED = "the engine stopped before this array child was stored; submit the array again"
+
+#: a child's reason is kept whole up to this, as a failed dependency's is
+MAX_REASON = 500
 
 Deps = dict[str, list[tuple[str, str]]]
 
@@ -44,7 +47,8 @@ async def expand(
 ) -> tuple[list[Job], list[tuple[str, str, str]]]:
     """The job and its array children, and each one's dependency rows (N_TO_N, SEQUENTIAL spelled out).
 
-    ``spec_of(spec, i)``: child *i*'s own spec (a container ``for_each``: its item). 10,000
+    ``spec_of(spec, i)``: child *i*'s own spec (a container ``for_each``: its item); a child whose
+    spec it refuses (:class:`ChildError`) is created FAILED, with no attempt, and the rest run. 10,000
     children take ~30 ms to build: the loop gets a turn every ``ARRAY_CHUNK * 40`` of them
     (every ``ARRAY_CHUNK * 4`` when each renders its own spec, ~10x the work)."""
     if size is None:
@@ -56,7 +60,11 @@ async def expand(
             await asyncio.sleep(0)
         child = child_of(job, i)
         if spec_of is not None:
-            child.spec = spec_of(job.spec, i)
+            try:
+                child.spec = spec_of(job.spec, i)
+            except ChildError as exc:
+                child.status, child.status_reason = FAILED, str(exc)[:MAX_REASON]
+                child.stopped_at = job.created_at
         jobs.append(child)
         for d, m in deps:
             if m == "SEQUENTIAL":
@@ -120,7 +128,7 @@ async def write_children(
     """Commit the children (already in the book, as ``unwritten``) one chunk per transaction."""
     for at in range(0, len(children), ARRAY_CHUNK):
         part = children[at : at + ARRAY_CHUNK]
-        written = store.write_nowait(_chunk_tx(bus, part, deps_of, now), heavy=True)
+        written = store.write_nowait(chunk_tx(bus, part, deps_of, now), heavy=True)
         # a change made from now on is queued behind this chunk, so it may be committed itself
         book.unwritten.difference_update(j.id for j in part)
         bus.deliver(await written)
@@ -128,7 +136,7 @@ async def write_children(
         wake()
 
 
-def _chunk_tx(bus: Bus, part: list[Job], deps_of: Deps, now: float) -> Callable[[sqlite3.Connection], Any]:
+def chunk_tx(bus: Bus, part: list[Job], deps_of: Deps, now: float) -> Callable[[sqlite3.Connection], Any]:
     snaps = [copy.copy(j) for j in part]  # as they are now: a cancel may have ended some already
     events: list[dict[str, Any]] = []
     dep_rows: list[tuple[str, str, str]] = []

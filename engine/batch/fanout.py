@@ -7,17 +7,22 @@ environment variable ``SLUICE_ITEM`` (the item as JSON) beside ``SLUICE_ARRAY_IN
 ``{{ item }}``/``{{ index }}`` in ``container.env`` (and ``command`` arguments), rendered per
 child. A child's item lives in its own job row (its spec), never in one row for the whole
 array, so 10,000 children are written in the array's chunks like any other array's.
+
+An item those templates do not fit fails its own child, as a function ``for_each``'s bad item
+fails alone: the child is created FAILED (no container, no attempt; its reason ``item 3: ...``)
+and the others run. Templates that do not read the item fail the step before any job exists.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.batch.jobs import MAX_ARRAY, JobError, JobSpec, check_command
+from engine.batch.jobs import MAX_ARRAY, ChildError, JobError, JobSpec, check_command
 from workflows import secrets
 from workflows.errors import SluiceError
 from workflows.spec import StepSpec
@@ -28,6 +33,14 @@ MAX_ITEM_BYTES = 32 * 1024
 #: all items together: each child's row holds its own, the store keeps them all
 MAX_ITEMS_BYTES = 16 * 1024 * 1024
 ITEM_ENV = "SLUICE_ITEM"
+#: the reason of a child created FAILED because its item did not fit (:class:`PerChild`)
+_ITEM_REASON = re.compile(r"item \d+: steps\.")
+
+
+def misfit(reason: str | None) -> bool:
+    """The child never ran: its item did not fit the step's env or command (a template's error,
+    or a value no container takes), as a function for_each's item fails its input's template."""
+    return reason is not None and _ITEM_REASON.match(reason) is not None
 
 
 def render_items(name: str, spec: StepSpec, ctx: Mapping[str, Any]) -> list[str]:
@@ -75,38 +88,42 @@ class PerChild:
     command: tuple[Renderable, ...] | None  #: the command, when one of its arguments reads them
 
     def __call__(self, base: JobSpec, index: int) -> JobSpec:
+        try:
+            return self._render(base, index)
+        except SluiceError as exc:  # a template, or its value, that does not fit this item
+            raise ChildError(f"item {index}: {exc}") from exc
+
+    def _render(self, base: JobSpec, index: int) -> JobSpec:
         text = None if self.items is None else self.items[index]
         ctx = {**self.ctx, "index": index}
         if text is not None:
             ctx["item"] = json.loads(text)
         env, sealed = dict(base.environment), dict(base.secrets)
-        try:
-            for key, value in self.env.items():
-                rendered = env_text(value.render(ctx))
-                if "\0" in rendered:
-                    raise JobError(f"steps.{self.name}.container.env.{key}: item {index} puts a NUL in it")
-                ref = secrets.seal(rendered)
-                if ref is None:
-                    env[key] = rendered
-                    sealed.pop(key, None)
-                else:
-                    sealed[key] = ref
-            command = base.command
-            if self.command is not None:
-                command = tuple(env_text(part.render(ctx)) for part in self.command)
-                if any(secrets.holds_secret(part) for part in command):
-                    raise JobError(
-                        f"steps.{self.name}.container.command: holds a value from ${{env:...}}, which "
-                        "would show in the job's description; pass it through env: instead"
-                    )
-        except JobError as exc:
-            raise JobError(f"item {index}: {exc}") from exc
-        except SluiceError as exc:  # a template of the step that does not fit this item
-            raise SluiceError(f"item {index}: {exc}") from exc
+        for key, value in self.env.items():
+            rendered = env_text(value.render(ctx))
+            if "\0" in rendered:
+                raise JobError(f"steps.{self.name}.container.env.{key}: item {index} puts a NUL in it")
+            ref = secrets.seal(rendered)
+            if ref is None:
+                env[key] = rendered
+                sealed.pop(key, None)
+            else:
+                sealed[key] = ref
+        command = base.command
+        if self.command is not None:
+            command = tuple(env_text(part.render(ctx)) for part in self.command)
+            if any(secrets.holds_secret(part) for part in command):
+                raise JobError(
+                    f"steps.{self.name}.container.command: holds a value from ${{env:...}}, which "
+                    "would show in the job's description; pass it through env: instead"
+                )
         if text is not None:
             env[ITEM_ENV] = text  # set last: the item is Sluice's to give, as the index is
         child = replace(base, environment=env, secrets=sealed, command=command)
-        check_command(child)
+        try:
+            check_command(child)
+        except JobError as exc:  # its "command[2]: ..." named as the step's field, as the others are
+            raise JobError(f"steps.{self.name}.container.{exc}") from exc
         return child
 
 
@@ -140,6 +157,16 @@ def child_outputs(conn: sqlite3.Connection, parent_id: str) -> list[dict[str, An
         }
         for job_id, index, status, reason, code, attempts, log_path in conn.execute(sql, (parent_id,))
     ]
+
+
+def misfits(conn: sqlite3.Connection, parent_id: str) -> list[tuple[int, str]]:
+    """The children created FAILED because their item did not fit: (index, reason), in order.
+    They end in the submission's own commit, so no watcher of the array is told of them."""
+    sql = (
+        "SELECT array_index, status_reason FROM jobs "
+        "WHERE parent_id = ? AND status = 'FAILED' AND attempts = 0 ORDER BY array_index"
+    )
+    return [(i, reason) for i, reason in conn.execute(sql, (parent_id,)) if misfit(reason)]
 
 
 def children_done(conn: sqlite3.Connection, parent_id: str) -> int:

@@ -61,6 +61,11 @@ class JobError(SluiceError):
         self.code, self.status = code, status
 
 
+class ChildError(JobError):
+    """Array child *i*'s own spec cannot be made (a ``for_each`` item that does not fit the step's
+    templates): that child alone is created FAILED, as a Batch array whose one child fails."""
+
+
 def check_transition(job_id: str, old: str, new: str) -> None:
     if new not in NEXT[old]:
         raise JobError(f"job {job_id}: illegal transition {old} -> {new}", "illegal_transition", 409)

@@ -101,6 +101,8 @@ def step_body(
 
 
 def error_type(reason: str | None) -> str:
+    if fanout.misfit(reason):
+        return TEMPLATE_ERROR
     head = (reason or "").split(":", 1)[0]
     if head.endswith("Error"):
         return f"Batch.{head}"
@@ -236,7 +238,8 @@ class ContainerSteps:
     async def _count_children(
         self, host: StepHost, name: str, job_id: str, size: int | None
     ) -> Callable[[], None]:
-        """Tell the run's progress of each child's end (``sluice run`` shows ``fan 37/120``)."""
+        """Tell the run's progress of each child's end (``sluice run`` shows ``fan 37/120``), and
+        of the children whose item did not fit, which ended before there was anyone to tell."""
         total = size or 0
         log_path = self.submitter.attempts.log_path
         done = 0
@@ -257,6 +260,10 @@ class ContainerSteps:
 
         unwatch = self.ledger.watch_children(job_id, told)
         done = await self.ledger.store.read(lambda c: fanout.children_done(c, job_id))
+        for index, reason in await self.ledger.store.read(lambda c: fanout.misfits(c, job_id)):
+            error = {"errorType": TEMPLATE_ERROR, "errorMessage": reason}
+            info = {"index": index, "done": done, "items": total, "error": error, "log_path": None}
+            host.progress("item", name, Status.FAILED, info)
         return unwatch
 
     async def _end_fan_out(self, host: StepHost, name: str, job_id: str, size: int, t0: float) -> Outcome:

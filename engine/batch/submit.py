@@ -353,7 +353,8 @@ class Submitter:
         """Validate, then write the job (and children, dependencies, events) in one transaction.
 
         ``per_child(spec, i)`` gives array child *i* its own spec (a container step's
-        ``for_each``, whose array may have a single child); its JobError writes nothing."""
+        ``for_each``, whose array may have a single child); a ChildError from it fails that child
+        alone, at once, as a failed dependency would."""
         if not isinstance(req, Mapping):
             raise JobError("a job submission must be a JSON object")
         if run_step is None and isinstance(req.get("container"), Mapping) and "secrets" in req["container"]:
@@ -441,7 +442,13 @@ class Submitter:
         """
         parent, children = jobs[0], jobs[1:]
         bus = self.ledger.bus
-        summary = {SUBMITTED: len(children)}  # what the store says until the children are written
+        # children failed at once (an item that does not fit) go with the parent: a crash before
+        # their chunk would otherwise end them INTERRUPTED, their own reason lost
+        failed = [j for j in children if j.status == FAILED]
+        children = [j for j in children if j.status != FAILED]
+        write_failed = arrays.chunk_tx(bus, failed, deps_of, now)
+        # what the store says until the children are written
+        summary = {SUBMITTED: len(children), **({FAILED: len(failed)} if failed else {})}
         events = [
             job_event(replace(parent, status=early, status_reason=None), now, (), (), summary)
             for early in (SUBMITTED, PENDING)
@@ -452,6 +459,7 @@ class Submitter:
             runs: list[Any] = list(before_commit(conn, parent) or []) if before_commit is not None else []
             for env in events:
                 runs.extend(bus.publish(conn, env, 0))
+            runs.extend(write_failed(conn))
             return runs
 
         bus.deliver(await self.store.write(first))
@@ -484,6 +492,8 @@ class Submitter:
         for j in jobs:
             if j.is_parent:
                 j.status, j.status_reason = PENDING, f"array of {j.array_size}; children waiting"
+                continue
+            if j.status == FAILED:  # its own spec could not be made (arrays.expand): it never runs
                 continue
             deps = waiting.get(j.id, {})
             for dep_id, mode in list(deps.items()):

@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
+from engine.batch import fanout
 from engine.batch.arrays import ARRAY_CHUNK, INTERRUPTED
 from engine.batch.jobs import STATES
 from engine.batch.service import BatchService
 from tests.support.batch import MakeBatch, box
 from tests.support.waiting import wait_until as until
+from workflows.spec import ContainerSpec, StepSpec
+from workflows.templating import compile_value
 
 pytestmark = pytest.mark.docker
 
@@ -30,9 +33,22 @@ async def idle_batch(batch: MakeBatch) -> BatchService:
     return svc
 
 
-def submit(svc: BatchService) -> asyncio.Future[dict[str, Any]]:
+def submit(svc: BatchService, per_child: fanout.PerChild | None = None) -> asyncio.Future[dict[str, Any]]:
     req = {"queue": "default", "array_size": SIZE, "container": box(["true"])}
-    return asyncio.ensure_future(svc.submit(req))
+    if per_child is None:
+        return asyncio.ensure_future(svc.submit(req))
+    return asyncio.ensure_future(svc.submitter.submit(req, run_step=("r-fe", "fe"), per_child=per_child))
+
+
+def one_bad_item(bad: int) -> fanout.PerChild:
+    """A container for_each of ``SIZE`` items whose item ``bad`` has no ``k`` for ``{{ item.k }}``."""
+    items = [{"k": i} for i in range(SIZE)]
+    items[bad] = {"other": 1}
+    env = {"K": compile_value("{{ item.k }}", "steps.fe.container.env.K")}
+    spec = StepSpec(
+        "fe", "container", container=ContainerSpec(image="b", env=env), for_each=compile_value(items, "x")
+    )
+    return fanout.per_child("fe", spec, {}, fanout.render_items("fe", spec, {}))
 
 
 async def parent_of(svc: BatchService) -> str:
@@ -135,3 +151,57 @@ async def test_a_child_not_stored_yet_is_described_as_submitted_not_unknown(batc
     assert "SUBMITTED" in seen, "every read came after the last chunk"
     assert (await svc.describe(last) or {})["status"] == "RUNNABLE"
     assert await svc.describe(f"{parent}:{SIZE}") is None  # past the array's end
+
+
+async def test_a_restart_mid_submission_keeps_a_bad_items_child_failed_for_its_own_reason(
+    batch: MakeBatch,
+) -> None:
+    """The last child (its item does not fit the template) would be in the last chunk; it is
+    written FAILED with the parent, so the restart neither loses its reason nor writes it twice."""
+    svc = await idle_batch(batch)
+    sub = submit(svc, one_bad_item(SIZE - 1))
+    parent = await parent_of(svc)
+    assert svc.book.unwritten, "the whole array was written before the stop"
+    await svc.aclose()
+    await svc.store.close()
+    with pytest.raises(asyncio.CancelledError):
+        await sub
+    again = await batch()
+    await again.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    bad = await again.describe(f"{parent}:{SIZE - 1}")
+    assert bad is not None and bad["status"] == "FAILED", bad
+    assert bad["status_reason"].startswith(f"item {SIZE - 1}: steps.fe.container.env.K: cannot render")
+    assert bad["attempts"] == []
+    second = await again.describe(f"{parent}:{SIZE - 2}")
+    assert second is not None and (second["status"], second["status_reason"]) == ("FAILED", INTERRUPTED)
+    ids = await again.store.read(
+        lambda c: [r[0] for r in c.execute("SELECT id FROM jobs WHERE parent_id=?", (parent,))]
+    )
+    assert len(ids) == len(set(ids)) == SIZE
+    await again.cancel(parent)
+    assert await again.wait(parent, 10) == "FAILED"
+    desc = await again.describe(parent)
+    assert desc is not None and desc["array_status_summary"]["FAILED"] == SIZE
+    first = f"{SIZE} of {SIZE} child jobs failed; first: {parent}:{SIZE - 1}"
+    assert desc["status_reason"] == first  # counted once, as the first to fail
+
+
+async def test_a_bad_items_child_is_failed_at_once_and_the_rest_are_runnable(batch: MakeBatch) -> None:
+    svc = await idle_batch(batch)
+    out = await submit(svc, one_bad_item(3))
+    parent = out["job_id"]
+    bad = await svc.describe(f"{parent}:3")
+    assert bad is not None and bad["status"] == "FAILED" and bad["attempt_count"] == 0
+    assert bad["status_reason"].startswith("item 3: steps.fe.container.env.K: cannot render")
+    desc = await svc.describe(parent)
+    assert desc is not None and desc["status"] == "PENDING"
+    assert desc["array_status_summary"]["FAILED"] == 1
+    assert desc["array_status_summary"]["RUNNABLE"] == SIZE - 1
+    assert len(svc.book.index) == SIZE - 1 and svc.book.array_failed == {parent: [f"{parent}:3"]}
+    child = await svc.describe(f"{parent}:4")
+    assert child is not None and child["spec"]["environment"]["K"] == "4"
+    await svc.cancel(parent)
+    assert await svc.wait(parent, 10) == "FAILED"
+    desc = await svc.describe(parent)
+    first = f"{SIZE} of {SIZE} child jobs failed; first: {parent}:3"
+    assert desc is not None and desc["status_reason"] == first

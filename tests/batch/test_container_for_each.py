@@ -7,9 +7,13 @@ step's output is each child's, in item order, for the steps downstream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import signal
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,14 @@ import aiohttp
 import pytest
 
 from engine.batch import fanout
+from engine.batch.arrays import ARRAY_CHUNK
 from engine.batch.jobs import JobSpec
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import box
 from tests.support.docker import TEST_LABEL
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.http import Serve
+from tests.support.paths import ROOT
 from tests.support.slurm import MakeSlurmBatch
 from tests.support.waiting import wait_until as until
 from workflows.errors import SluiceError
@@ -412,3 +418,150 @@ def test_a_template_that_does_not_fit_one_item_names_it() -> None:
     assert fan(JobSpec(image="b"), 0).environment == {"K": "a", "SLUICE_ITEM": '{"key":"a"}'}
     with pytest.raises(SluiceError, match=r"^item 1: steps\.fe\.container\.env\.K: cannot render"):
         fan(JobSpec(image="b"), 1)
+
+
+BAD_ITEMS = """\
+name: bad
+params:
+  items: {type: array}
+  tag: {type: object, default: {v: t}}
+steps:
+  each:
+    for_each: "{{ params.items }}"
+    container:
+      image: busybox:1.36
+      command: [sh, -c, 'echo "hi $NAME"']
+      env: {NAME: "{{ item.name }}", TAG: "{{ params.tag.v }}"}
+      vcpus: 0.25
+      memory: 32MiB
+      network: none
+"""
+
+
+def _job_events(conn: Any, job_id: str) -> list[tuple[str, str | None]]:
+    out = []
+    for (body,) in conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq"):
+        detail = json.loads(body)["detail"]
+        if detail["jobId"] == job_id:
+            out.append((detail["status"], detail.get("statusReason")))
+    return out
+
+
+async def test_an_item_that_does_not_fit_a_template_fails_its_child_alone(
+    make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
+) -> None:
+    """As a function for_each's bad item: child 1 (no ``name``) and child 3 (a NUL in it) end
+    FAILED at once, with no container and no attempt; 0 and 2 run; the step names item 1."""
+    engine = await _engine(make_engine, tmp_path, BAD_ITEMS, docker_test_label)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    engine.orchestrator.listeners.append(
+        lambda kind, run, step, status, info: seen.append((status, info)) if kind == "item" else None
+    )
+    items = [{"name": "a"}, {"other": 1}, {"name": "c"}, {"name": "d\u0000e"}]
+    summary = await engine.run_to_end("bad", {"items": items}, timeout_s=60)
+    assert summary["status"] == "FAILED", summary
+    each = await _step(engine, summary["run_id"], "each")
+    parent_id = each["job_id"]
+    assert each["status"] == "FAILED" and each["items"] == 4, each
+    assert each["error"]["errorType"] == "Sluice.TemplateError"
+    message = each["error"]["errorMessage"]
+    assert message.startswith(f"2 of 4 items failed; item 1: job {parent_id}:1: item 1: "), message
+    assert "steps.each.container.env.NAME" in message
+    parent = await engine.batch.describe(parent_id)
+    assert parent is not None and parent["status"] == "FAILED"
+    assert parent["array_status_summary"]["SUCCEEDED"] == 2
+    assert parent["array_status_summary"]["FAILED"] == 2
+    for i, name in ((0, "a"), (2, "c")):
+        child = await engine.batch.describe(f"{parent_id}:{i}")
+        assert child is not None and child["status"] == "SUCCEEDED"
+        assert _read(child["attempts"][0]["log_path"]) == f"hi {name}\n"
+    for i, words in ((1, "steps.each.container.env.NAME: cannot render"), (3, "puts a NUL in it")):
+        child = await engine.batch.describe(f"{parent_id}:{i}")
+        assert child is not None and child["status"] == "FAILED"
+        assert child["status_reason"].startswith(f"item {i}: "), child["status_reason"]
+        assert words in child["status_reason"]
+        assert child["attempts"] == [] and child["attempt_count"] == 0
+        events = await engine.store.read(lambda c, j=child["job_id"]: _job_events(c, j))
+        assert [s for s, _ in events] == ["SUBMITTED", "PENDING", "FAILED"]
+        assert events[-1][1] == child["status_reason"]
+    assert await docker_client.list({TEST_LABEL: docker_test_label}) == []
+    failed = sorted((i["index"], i["error"]["errorType"]) for s, i in seen if s == "FAILED")
+    assert failed == [(1, "Sluice.TemplateError"), (3, "Sluice.TemplateError")]  # `sluice run` shows them
+    assert sorted(i["index"] for s, i in seen if s == "SUCCEEDED") == [0, 2]
+    outputs = {o["index"]: o for o in await engine.store.read(lambda c: fanout.child_outputs(c, parent_id))}
+    assert outputs[1]["attempts"] == 0 and outputs[1]["log_path"] is None
+
+
+async def test_a_template_not_reading_the_item_still_fails_the_step_before_any_job(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    flow = BAD_ITEMS.replace("params.tag.v", "params.tag.missing")
+    engine = await make_engine(write_flow(tmp_path / "flows", flow, HANDLERS).parent)
+    summary = await engine.run_to_end("bad", {"items": [{"other": 1}, {"name": "b"}]}, timeout_s=30)
+    assert summary["status"] == "FAILED"
+    each = await _step(engine, summary["run_id"], "each")
+    assert each["error"]["errorType"] == "Sluice.TemplateError" and each["job_id"] is None
+    assert each["error"]["errorMessage"].startswith("steps.each.container.env.TAG"), each["error"]
+    jobs = await engine.store.read(lambda c: c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    assert jobs == 0
+
+
+#: an engine that starts a big fan-out on a disabled environment and is SIGKILLed (by itself, the
+#: moment the parent is committed and chunks are still to come): nothing runs, the writing is tested
+KILLED = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from engine.engine import Engine, Settings
+from workflows.loader import load_dir
+
+async def main():
+    engine = Engine(Settings(data_dir=Path(sys.argv[1]), workers=1), load_dir(sys.argv[2]))
+    await engine.start()
+    batch = engine.batch
+    await batch.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    items = [{"name": f"n{i}"} for i in range(int(sys.argv[3]))]
+    items[-1] = {"other": 1}
+    run_id = await engine.start_run("bad", {"items": items})
+    while not batch.book.unwritten:
+        await asyncio.sleep(0)
+    parent = next(j.id for j in batch.jobs.values() if j.is_parent)
+    print(json.dumps({"run_id": run_id, "parent": parent}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_kill_mid_submission_keeps_the_bad_items_child_failed_and_writes_none_twice(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    size = 8 * ARRAY_CHUNK
+    flows, data = write_flow(tmp_path / "flows", BAD_ITEMS).parent, tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", KILLED, str(data), str(flows), str(size)]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and line, line
+    ids = json.loads(line)
+    parent, bad = ids["parent"], f"{ids['parent']}:{size - 1}"
+    engine = await make_engine(flows, data_dir=data)
+    assert engine.batch is not None
+    await engine.batch.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    child = await engine.batch.describe(bad)
+    assert child is not None and child["status"] == "FAILED" and child["attempts"] == []
+    assert child["status_reason"].startswith(f"item {size - 1}: steps.each.container.env.NAME: cannot render")
+    stored = await engine.store.read(
+        lambda c: [r[0] for r in c.execute("SELECT id FROM jobs WHERE parent_id=?", (parent,))]
+    )
+    assert len(stored) == len(set(stored)) == size  # the rest written or ended INTERRUPTED, once each
+    events = await engine.store.read(lambda c: _job_events(c, bad))
+    assert [s for s, _ in events] == ["SUBMITTED", "PENDING", "FAILED"]
+    await engine.batch.cancel(parent, "enough")  # the step resumed on its job: it ends with the array
+    await engine.orchestrator.wait(ids["run_id"], 30)
+    each = await _step(engine, ids["run_id"], "each")
+    assert each["status"] == "FAILED" and each["error"]["errorMessage"].startswith(f"{size} of {size} items")
