@@ -443,9 +443,12 @@ class Submitter:
         parent, children = jobs[0], jobs[1:]
         bus = self.ledger.bus
         # children failed at once (an item that does not fit) go with the parent: a crash before
-        # their chunk would otherwise end them INTERRUPTED, their own reason lost
-        failed = [j for j in children if j.status == FAILED]
-        children = [j for j in children if j.status != FAILED]
+        # their chunk would otherwise end them INTERRUPTED, their own reason lost. Only the first
+        # chunk's worth: a template that fits no item of 10,000 must not bring back the one
+        # transaction the chunks exist to avoid (the others keep their place in the chunks)
+        failed = [j for j in children if j.status == FAILED][: arrays.ARRAY_CHUNK]
+        with_parent = {j.id for j in failed}
+        children = [j for j in children if j.id not in with_parent]
         write_failed = arrays.chunk_tx(bus, failed, deps_of, now)
         # what the store says until the children are written
         summary = {SUBMITTED: len(children), **({FAILED: len(failed)} if failed else {})}

@@ -51,6 +51,16 @@ def one_bad_item(bad: int) -> fanout.PerChild:
     return fanout.per_child("fe", spec, {}, fanout.render_items("fe", spec, {}))
 
 
+def no_item_fits() -> fanout.PerChild:
+    """A container for_each of ``SIZE`` items none of which has the ``k`` of ``{{ item.k }}``."""
+    items = [{"other": i} for i in range(SIZE)]
+    env = {"K": compile_value("{{ item.k }}", "steps.fe.container.env.K")}
+    spec = StepSpec(
+        "fe", "container", container=ContainerSpec(image="b", env=env), for_each=compile_value(items, "x")
+    )
+    return fanout.per_child("fe", spec, {}, fanout.render_items("fe", spec, {}))
+
+
 async def parent_of(svc: BatchService) -> str:
     """The parent's id, as soon as it is in the book (committed)."""
     await until(lambda: any(j.is_parent for j in svc.jobs.values()), 10, step_s=0.001)
@@ -205,3 +215,21 @@ async def test_a_bad_items_child_is_failed_at_once_and_the_rest_are_runnable(bat
     desc = await svc.describe(parent)
     first = f"{SIZE} of {SIZE} child jobs failed; first: {parent}:3"
     assert desc is not None and desc["status_reason"] == first
+
+
+async def test_an_array_whose_template_fits_no_item_is_still_written_in_chunks(batch: MakeBatch) -> None:
+    """Every child fails at once (a typo in the template): they are not all written with the
+    parent in one transaction, which would hold the store as long as the array's one big commit
+    did; each ends FAILED for its own reason, and so does the array."""
+    svc = await idle_batch(batch)
+    before = svc.store.transactions
+    out = await submit(svc, no_item_fits())
+    parent = out["job_id"]
+    assert svc.store.transactions - before >= SIZE // ARRAY_CHUNK, "the children went in one commit"
+    assert await svc.wait(parent, 10) == "FAILED"
+    for i in (0, SIZE // 2, SIZE - 1):
+        child = await svc.describe(f"{parent}:{i}")
+        assert child is not None and child["status"] == "FAILED" and child["attempt_count"] == 0
+        assert child["status_reason"].startswith(f"item {i}: steps.fe.container.env.K: cannot render")
+    desc = await svc.describe(parent)
+    assert desc is not None and desc["array_status_summary"]["FAILED"] == SIZE
