@@ -2,7 +2,8 @@
 jobs are removed, another engine's containers on the same daemon are left alone without a word,
 and one made by an older Sluice (no store label) is still reported, never removed.
 
-Real containers on the machine's Docker engine; each test removes what it made.
+Real containers on the machine's Docker engine (and the second dockerd for a host that comes
+into service); each test removes what it made.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 from engine.batch.service import BatchService
 from engine.executors.docker import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_STORE
 from engine.executors.docker_api import DockerClient, DockerError
+from tests.batch.test_scaling_hosts import pair
 from tests.support.batch import MakeBatch, box, run_job
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.docker_b import B
 from tests.support.waiting import wait_until as until
 
 pytestmark = pytest.mark.docker
@@ -163,3 +166,20 @@ async def test_an_old_style_container_without_a_store_label_is_still_reported(
         assert cid in [s for s, _ in await audit_rows(svc, "unknown-container")]
     finally:
         await docker_client.remove(cid, force=True)
+
+
+async def test_a_host_that_comes_into_service_is_cleared_of_this_engines_leftovers_first(
+    batch: MakeBatch, docker_b: DockerClient, docker_test_label: str
+) -> None:
+    svc = await batch()
+    # a job of this engine that ended while host b was away, its container still on b
+    _, cid = await finished_with_leftover(svc, docker_b, docker_test_label)
+    try:
+        await pair(svc, first=B, second="local")
+        job = (await svc.submit({"queue": "p", "container": box(["true"], vcpus=1)}))["job_id"]
+        assert await svc.wait(job, 60) == "SUCCEEDED"
+        assert not await exists(docker_b, cid)
+        assert [s for s, _ in await audit_rows(svc, "leftover-removed")] == [cid]
+    finally:
+        if await exists(docker_b, cid):
+            await docker_b.remove(cid, force=True)
