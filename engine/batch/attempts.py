@@ -53,6 +53,8 @@ class Attempts:
         self.requeue, self.wake = requeue, wake
         self.stop_grace_s, self.pull_timeout_s = stop_grace_s, pull_timeout_s
         self.labels: dict[str, str] = {}  #: extra labels on every container (tests tag theirs)
+        #: the store's id, labelled on every container (the service sets it once the store is open)
+        self.store_id: str | None = None
         self.runner = self._make_runner(client)
         self._runners: dict[str, ContainerRunner] = {}  #: endpoint and TLS -> runner, for remote engines
         self._slurm: dict[str, tuple[SlurmConfig, SlurmRunner]] = {}  #: environment -> its runner
@@ -196,6 +198,7 @@ class Attempts:
             network=spec.network,
             timeout_s=spec.timeout_s,
             stop_grace_s=self.stop_grace_s,
+            store_id=self.store_id,
         )
 
     # -- one attempt ------------------------------------------------------------------------

@@ -8,7 +8,9 @@ together say where each job was:
   removed finishes it; with no recorded result (the container was removed behind our back) it
   ended ``ContainerLost`` and its retry strategy decides;
 - STARTING and no container: put back to RUNNABLE and started again (nothing ran);
-- a managed container no unfinished job claims: reported (log and audit row), never killed.
+- a managed container no unfinished job claims: this store's own (its ``sluice.store`` label) is
+  removed once its log file is found, another store's is left alone, one made by an older Sluice
+  (no store label) is reported (log and audit row), never killed (:mod:`engine.batch.leftovers`).
 
 A Slurm environment answers the same questions with its jobs (found by their comment, or by the
 Slurm job id stored when ``sbatch`` answered): an attempt Slurm accepted is followed again,
@@ -19,18 +21,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from engine.batch import arrays, interrupts, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
-from engine.batch.jobs import RUNNABLE, RUNNING, STARTING, Job, slot_of
+from engine.batch.jobs import RUNNABLE, STARTING, Job, slot_of
 from engine.batch.ledger import Ledger
+from engine.batch.leftovers import Found, Leftovers, claimed
 from engine.executors.compute import ComputeRunner
-from engine.executors.docker import LABEL_ATTEMPT, LABEL_JOB, ContainerResult
+from engine.executors.docker import LABEL_ATTEMPT, LABEL_JOB, LABEL_STORE, ContainerResult
 from engine.executors.docker_api import DockerError
 from engine.executors.slurm import SlurmError
-from engine.store import audit
 from engine.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,8 @@ class Recovery:
 
     async def _recover_containers(self) -> None:
         # an array parent is RUNNING while a child runs, but it never has an attempt of its own
-        open_jobs = [
-            j for j in self.book.jobs.values() if j.status in (STARTING, RUNNING) and not j.is_parent
-        ]
+        owned = claimed(self.book)
+        open_jobs = [j for j in self.book.jobs.values() if (j.id, str(j.attempts)) in owned]
         pairs = [(j.id, j.attempts) for j in open_jobs]
         recorded = await self.store.read(lambda c: rows.recorded_results(c, pairs))
         submitted = await self.store.read(lambda c: rows.slurm_ids(c, pairs))
@@ -84,15 +84,22 @@ class Recovery:
         for job in open_jobs:
             runner = self.attempts.runner_for(job)
             groups.setdefault(id(runner), (runner, []))[1].append(job)
-        claimed = {(j.id, str(j.attempts)) for j in open_jobs}
-        strangers: dict[str, dict[str, Any]] = {}
+        strangers: dict[str, Found] = {}
         for runner, jobs in groups.values():
             try:
                 managed = await runner.find_managed()
             except (DockerError, SlurmError) as exc:
                 log.warning("cannot list what %r holds: %s", runner, exc)
                 managed = []
-            by_job = {(c["labels"].get(LABEL_JOB), c["labels"].get(LABEL_ATTEMPT)): c for c in managed}
+            # another store's container is never adopted, whatever its job id
+            mine = (None, self.attempts.store_id)
+            by_job = {
+                (c["labels"].get(LABEL_JOB), c["labels"].get(LABEL_ATTEMPT)): c
+                for c in managed
+                if c["labels"].get(LABEL_STORE) in mine
+            }
+            others = [c for c in managed if c["labels"].get(LABEL_STORE) not in mine]
+            strangers.update((c["id"], (runner, c)) for c in others)
             for job in jobs:
                 key = (job.id, job.attempts)
                 found = by_job.pop((job.id, str(job.attempts)), None)
@@ -112,9 +119,9 @@ class Recovery:
                     self.attempts.finish_lost(job, result)
             # two runners may reach one daemon (local and its socket): report each container once
             for labels, c in by_job.items():
-                if labels not in claimed:
-                    strangers[c["id"]] = c
-        await self._report_unknown(list(strangers.values()))
+                if labels not in owned:
+                    strangers[c["id"]] = (runner, c)
+        await Leftovers(self.store, self.book, self.attempts).settle(list(strangers.values()))
 
     async def _restart_attempt(self, job: Job) -> None:
         self.book.release(job)
@@ -123,26 +130,3 @@ class Recovery:
         job.status_reason = "the engine restarted before the container was created; starting it again"
         self.book.index.add(job.queue, slot_of(job))
         await self.ledger.commit([(job, STARTING)])
-
-    async def _report_unknown(self, containers: list[dict[str, Any]]) -> None:
-        if not containers:
-            return
-        now = time.time()
-        for c in containers:
-            log.warning(
-                "container %s (%s) is labelled sluice.managed but belongs to no unfinished job; "
-                "leaving it alone (remove it with `docker rm -f %s` if it is not needed)",
-                c["id"][:12],
-                c["name"],
-                c["id"][:12],
-            )
-        entries = [
-            (
-                "unknown-container",
-                c["id"],
-                {"name": c["name"], "labels": c["labels"], "state": c["state"]},
-                now,
-            )
-            for c in containers
-        ]
-        await self.store.write(lambda conn: audit.insert_many(conn, entries))

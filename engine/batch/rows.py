@@ -435,6 +435,20 @@ def recorded_results(
     return out
 
 
+def attempt_log_paths(
+    conn: sqlite3.Connection, attempts: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    """Where each of these (job, attempt) pairs wrote its log; an attempt never recorded is absent."""
+    out: dict[tuple[str, int], str] = {}
+    for job_id, attempt in attempts:
+        row = conn.execute(
+            "SELECT log_path FROM job_attempts WHERE job_id=? AND attempt=?", (job_id, attempt)
+        ).fetchone()
+        if row is not None:
+            out[(job_id, attempt)] = row[0]
+    return out
+
+
 def aws_context(
     conn: sqlite3.Connection, job_id: str, attempts: int, is_parent: bool
 ) -> tuple[list[Any], list[tuple[str, str]], dict[str, int] | None]:

@@ -12,6 +12,10 @@ A host in service is also watched while nothing starts there: every :data:`HEALT
 same check runs on it (in its own task as well), so a daemon that went away while the host was
 idle is taken out (UNHEALTHY) and replaced before a job is placed there, as AWS Batch replaces an
 unhealthy instance; a job starting on a host checks it already, so that host is not watched then.
+
+A host that passes its check to come into service (a new one, or one that was unhealthy and came
+back) is first cleared of this engine's leftover containers (:mod:`engine.batch.leftovers`):
+attempts that ended while it could not be reached leave theirs behind.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from engine.batch.book import Book
 from engine.batch.detail import names
 from engine.batch.hosts import DRAINING, IN_SERVICE, JOINING, OUT, UNHEALTHY, Host
 from engine.batch.jobs import STARTING
+from engine.batch.leftovers import Leftovers
 from engine.batch.queues import Environment
 from engine.bus.bus import Bus
 from engine.events import JOB_SOURCE, envelope
@@ -45,6 +50,8 @@ SCALING_DETAIL_TYPE = "Batch Compute Environment Scaling"
 CHECK_TIMEOUT_S = 5.0
 #: a host in service (or draining) with no job starting is health-checked this often
 HEALTH_EVERY_S = 15.0
+#: clearing a host's leftover containers before it takes jobs gives up after this long
+SWEEP_TIMEOUT_S = 30.0
 
 
 def scaling_event(env: Environment, host: Host, previous: str, now: float) -> dict[str, Any]:
@@ -82,6 +89,7 @@ class Scaler:
         self.store, self.bus, self.book, self.attempts, self.wake = store, bus, book, attempts, wake
         self.cooldown_s = cooldown_s  #: a draining host leaves after this long without a job
         self.check_timeout_s = CHECK_TIMEOUT_S
+        self.leftovers = Leftovers(store, book, attempts)
         self._checks: dict[tuple[str, str], asyncio.Task[None]] = {}  #: (environment, host) -> check
         self._watches: dict[tuple[str, str], asyncio.Task[None]] = {}  #: the same, hosts in service
         self._watched: dict[tuple[str, str], float] = {}  #: when each host's last watch started
@@ -173,6 +181,17 @@ class Scaler:
             return False, str(exc) or f"no answer within {self.check_timeout_s:g}s"
         return True, f"Docker {version.get('Version', '?')}"
 
+    async def _sweep(self, host: Host) -> None:
+        """Remove this engine's leftovers on a host before it takes jobs; failing that, it serves."""
+        runner = self.attempts.docker_runner(host.endpoint, host.config)
+        try:
+            async with asyncio.timeout(SWEEP_TIMEOUT_S):
+                await self.leftovers.sweep(runner)
+        except (DockerError, OSError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {SWEEP_TIMEOUT_S:g}s"
+            log.warning("host %s: cannot clear this engine's leftover containers (%s); they stay "
+                        "until it comes into service again", host.name, why)  # fmt: skip
+
     def host_down(self, env_name: str, host_name: str, reason: str) -> None:
         """A host in service stopped answering (under an attempt, or to its watch): UNHEALTHY, so
         it takes no more jobs and the next host comes in instead; it is checked again after the
@@ -204,6 +223,8 @@ class Scaler:
         if host is None:
             return
         ok, text = await self._health(host)
+        if ok and not self.closing:
+            await self._sweep(host)
         why = f"health check passed ({text})" if ok else f"health check failed: {text}"
         if self.closing:
             return

@@ -51,6 +51,7 @@ from engine.batch.submit import BeforeCommit, Submitter
 from engine.bus.bus import Bus
 from engine.executors.base import Outcome
 from engine.executors.docker_api import DockerClient
+from engine.store import kv
 from engine.store.store import Store
 from engine.types import StepHost
 from workflows.hostpaths import volume_roots
@@ -145,6 +146,7 @@ class BatchService:
         if self._started:
             return
         self._started = True
+        self.attempts.store_id = await self.store.write(kv.store_id_in)
         info = await self.attempts.client.info()
         await self.store.write(lambda c: rows.ensure_defaults(c, info))
         jobs, deps, failed = await self.store.read(rows.load_state)

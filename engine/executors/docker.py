@@ -3,8 +3,10 @@
 One :class:`ContainerRunner` drives many attempts at once: each ``run()`` is its own chain
 of API calls on a shared, unbounded connection pool, so a slow create/start (~300 ms here)
 never holds up another job's. Every container carries the labels ``sluice.managed=true``,
-``sluice.job-id`` and ``sluice.attempt``; after an engine restart :meth:`find_managed`
-lists them and :meth:`adopt` picks each one up where it was (it is never started again).
+``sluice.job-id`` and ``sluice.attempt``, and ``sluice.store`` with the id of the store that
+owns the job (several engines may share one daemon); after an engine restart
+:meth:`find_managed` lists them and :meth:`adopt` picks each one up where it was (it is never
+started again).
 
 Outcomes, as Batch reports them (``status_reason``):
 
@@ -57,6 +59,8 @@ NEVER_STARTED = "CannotStartContainerError: the engine stopped between creating 
 LABEL_MANAGED = "sluice.managed"
 LABEL_JOB = "sluice.job-id"
 LABEL_ATTEMPT = "sluice.attempt"
+#: the id of the store whose job the container runs (engine/store/kv.py); older ones have none
+LABEL_STORE = "sluice.store"
 
 #: after the container stops, the log stream ends by itself; this bounds a daemon that doesn't
 _LOG_DRAIN_S = 10.0
@@ -86,6 +90,7 @@ class ContainerRequest:
     network: str | None = None  #: None = Docker's default bridge; "none" = no network
     timeout_s: float | None = None  #: attempt duration limit, from start
     stop_grace_s: float = 10.0  #: between SIGTERM and SIGKILL on timeout or cancel
+    store_id: str | None = None  #: the ``sluice.store`` label: whose leftover it is after a crash
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,8 @@ def _open_log(log_path: str) -> BinaryIO:
 def container_config(req: ContainerRequest) -> dict[str, Any]:
     """The Engine API create body for ``req``: limits, labels, argv and mounts, never privileged."""
     labels = {**req.labels, LABEL_MANAGED: "true", LABEL_JOB: req.job_id, LABEL_ATTEMPT: str(req.attempt)}
+    if req.store_id is not None:
+        labels[LABEL_STORE] = req.store_id
     host: dict[str, Any] = {
         "NanoCpus": int(req.vcpus * 1e9),
         "Memory": req.memory_bytes,
@@ -260,6 +267,10 @@ class ContainerRunner:
             }
             for c in found
         ]
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container no attempt drives any more (a leftover), running or not."""
+        await self.client.remove(container_id, force=True)
 
     async def terminate(self, container_id: str, grace_s: float = 10.0, reason: str | None = None) -> None:
         """Stop a container politely, then firmly; the ``run()``/``adopt()`` driving it removes it.

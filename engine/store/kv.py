@@ -1,5 +1,8 @@
 """Durable key/value state for triggers (last cron fire, files seen), kept in the store.
 
+The store's own id lives here too (:func:`store_id_in`): made once, it tells this store's
+containers from those of another engine on the same daemon.
+
 Besides the async protocol, :func:`put_in` and :func:`take_in` write a key inside a transaction
 that is already open (a bus hook, a job submission): a row written with the event that owes work
 and deleted in the transaction that does it is how "exactly once" survives a ``kill -9``.
@@ -8,6 +11,7 @@ and deleted in the transaction that does it is how "exactly once" survives a ``k
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -20,6 +24,24 @@ _UPSERT = (
     "INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) "
     "ON CONFLICT (key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at"
 )
+
+
+#: the key of the store's id (never changes once written)
+STORE_ID_KEY = "sluice.store-id"
+
+
+def store_id_in(conn: sqlite3.Connection) -> str:
+    """This store's id, made the first time it is asked for and the same ever after.
+
+    Random, not derived from the path: a data dir that is moved keeps its id, and two data dirs
+    never share one (unless one is a copy of the other).
+    """
+    conn.execute(
+        "INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) ON CONFLICT (key) DO NOTHING",
+        (STORE_ID_KEY, dumps(f"s-{secrets.token_hex(8)}"), time.time()),
+    )
+    row = conn.execute("SELECT value FROM kv WHERE key=?", (STORE_ID_KEY,)).fetchone()
+    return str(json.loads(row[0]))
 
 
 def put_in(conn: sqlite3.Connection, key: str, value: Any) -> None:

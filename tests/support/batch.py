@@ -23,16 +23,20 @@ MakeBatch = Callable[..., Awaitable[BatchService]]
 async def batch(
     tmp_path: Path, docker_client: DockerClient, docker_test_label: str
 ) -> AsyncIterator[MakeBatch]:
-    """Factory of started BatchServices on a temp store, ``local`` sized as asked."""
+    """Factory of started BatchServices on a temp store, ``local`` sized as asked.
+
+    ``data`` names the data dir under ``tmp_path``: another name is another engine."""
     made: list[tuple[BatchService, Store, asyncio.Task[None]]] = []
 
-    async def make(vcpus: float = 2, memory: int = 2 << 30, reserve_after_s: float = 3600.0) -> BatchService:
-        store = Store(tmp_path / "data" / "sluice.db")
+    async def make(
+        vcpus: float = 2, memory: int = 2 << 30, reserve_after_s: float = 3600.0, data: str = "data"
+    ) -> BatchService:
+        store = Store(tmp_path / data / "sluice.db")
         await store.open()
         svc = BatchService(
             store,
             Bus(store, {}),
-            tmp_path / "data",
+            tmp_path / data,
             DockerClient(),
             stop_grace_s=1.0,
             reserve_after_s=reserve_after_s,
