@@ -238,6 +238,11 @@ class Book:
             self.array_failed.setdefault(parent.id, []).append(child.id)
         if left > 0:
             return []
+        work.append(parent)
+        return [self._end_array(parent)]
+
+    def _end_array(self, parent: Job) -> Change:
+        """Every child has ended: the array ends by AWS's rule, FAILED if any child failed."""
         old = parent.status
         failed = self.array_failed.pop(parent.id, [])
         self.array_left.pop(parent.id, None)
@@ -250,5 +255,19 @@ class Book:
         else:
             parent.status = SUCCEEDED
             parent.status_reason = f"all {parent.array_size} child jobs succeeded"
-        work.append(parent)
-        return [(parent, old)]
+        return (parent, old)
+
+    def settle_ended_arrays(self) -> list[Change]:
+        """After a crash between a submission and its parent's end: arrays with no child left.
+
+        A submission whose children all failed at once (an item that does not fit, a failed
+        dependency) commits the children, then the parent's end in a second commit; ``load``
+        counts only unfinished children, so nothing else would ever end such a parent. Call once
+        every child is loaded or stored (after ``arrays.finish_interrupted``)."""
+        changes: list[Change] = []
+        for parent in [j for j in self.jobs.values() if j.is_parent]:
+            ended = self.jobs.get(parent.id) is not parent or parent.status in DONE
+            if not ended and self.array_left.get(parent.id, 0) <= 0 and parent.id not in self.unwritten:
+                changes.append(self._end_array(parent))
+                changes.extend(self.settle(parent))
+        return changes
