@@ -17,6 +17,9 @@ from engine.batch.queues import Environment, Queue, RunnableIndex, Running, expl
 
 Change = tuple[Job, str]  #: a job (already changed in memory) and its status before
 
+#: how many ended jobs the book remembers for the submissions being written meanwhile
+ENDED_KEPT = 10_000
+
 
 class Book:
     def __init__(self) -> None:
@@ -37,6 +40,9 @@ class Book:
         #: array children admitted but whose rows are not written yet (a big array goes to the store
         #: in chunks): kept out of the index, and their changes wait for their chunk (see ``written``)
         self.unwritten: set[str] = set()
+        #: jobs ended lately (id -> status, reason): a submission reads its dependencies' states
+        #: before its write and is admitted after, so one may end in between (see ``admit``)
+        self.ended: dict[str, tuple[str, str | None]] = {}
 
     def __repr__(self) -> str:
         return f"<Book jobs={len(self.jobs)} runnable={len(self.index)}>"
@@ -160,6 +166,8 @@ class Book:
             self.jobs[parent.id] = parent
             self.array_left[parent.id] = parent.array_size or 0
         changes: list[Change] = []
+        gone: dict[str, tuple[str, str | None]] = {}
+        new = {j.id for j in jobs}
         for j in jobs[1:] if parent is not None else jobs:
             if j.status == FAILED:
                 changes.extend(self.settle(j))
@@ -171,6 +179,10 @@ class Book:
                 self.waiting_on[j.id] = waiting[j.id]
                 for dep_id in waiting[j.id]:
                     self.dependents.setdefault(dep_id, []).append(j.id)
+                    if dep_id not in self.jobs and dep_id not in new and dep_id in self.ended:
+                        gone[dep_id] = self.ended[dep_id]
+        # ended while the submission was written: nothing would ever tell its dependents
+        changes.extend(self.settle_stored((d, status, reason) for d, (status, reason) in gone.items()))
         return changes
 
     def written(self, jobs: Iterable[Job]) -> None:
@@ -196,6 +208,10 @@ class Book:
         while work:
             job = work.pop()
             self.jobs.pop(job.id, None)
+            if job.status in DONE:
+                self.ended[job.id] = (job.status, job.status_reason)
+                while len(self.ended) > ENDED_KEPT:
+                    self.ended.pop(next(iter(self.ended)))
             for dep_id in self.dependents.pop(job.id, []):
                 changes.extend(self._dependency_done(dep_id, job, work))
             parent = self.jobs.get(job.parent_id or "")
@@ -238,6 +254,11 @@ class Book:
             self.array_failed.setdefault(parent.id, []).append(child.id)
         if left > 0:
             return []
+        work.append(parent)
+        return [self._end_array(parent)]
+
+    def _end_array(self, parent: Job) -> Change:
+        """Every child has ended: the array ends by AWS's rule, FAILED if any child failed."""
         old = parent.status
         failed = self.array_failed.pop(parent.id, [])
         self.array_left.pop(parent.id, None)
@@ -250,5 +271,19 @@ class Book:
         else:
             parent.status = SUCCEEDED
             parent.status_reason = f"all {parent.array_size} child jobs succeeded"
-        work.append(parent)
-        return [(parent, old)]
+        return (parent, old)
+
+    def settle_ended_arrays(self) -> list[Change]:
+        """After a crash between a submission and its parent's end: arrays with no child left.
+
+        A submission whose children all failed at once (an item that does not fit, a failed
+        dependency) commits the children, then the parent's end in a second commit; ``load``
+        counts only unfinished children, so nothing else would ever end such a parent. Call once
+        every child is loaded or stored (after ``arrays.finish_interrupted``)."""
+        changes: list[Change] = []
+        for parent in [j for j in self.jobs.values() if j.is_parent]:
+            ended = self.jobs.get(parent.id) is not parent or parent.status in DONE
+            if not ended and self.array_left.get(parent.id, 0) <= 0 and parent.id not in self.unwritten:
+                changes.append(self._end_array(parent))
+                changes.extend(self.settle(parent))
+        return changes

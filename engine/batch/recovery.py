@@ -12,6 +12,10 @@ together say where each job was:
   removed once its log file is found, another store's is left alone, one made by an older Sluice
   (no store label) is reported (log and audit row), never killed (:mod:`engine.batch.leftovers`).
 
+Before that, the book is made whole: an array's children never stored end FAILED, an array whose
+children have all ended ends by the array rule, and a job whose dependencies ended is freed (or
+failed), each with the events it would have had, once.
+
 A Slurm environment answers the same questions with its jobs (found by their comment, or by the
 Slurm job id stored when ``sbatch`` answered): an attempt Slurm accepted is followed again,
 whatever state it is in, and never submitted a second time.
@@ -45,6 +49,7 @@ class Recovery:
 
     async def run(self) -> None:
         await self._finish_interrupted_arrays()
+        await self._settle_ended_arrays()
         await self._settle_loaded_dependencies()
         await self._recover_containers()
 
@@ -58,6 +63,16 @@ class Recovery:
                         "submitted); they end FAILED", parent_id, len(indexes))  # fmt: skip
         changes, write = arrays.finish_interrupted(self.book, missing, time.time())
         await self.ledger.commit(changes, extra=write)
+
+    async def _settle_ended_arrays(self) -> None:
+        """A crash after a submission whose children all ended at once, before the parent's end."""
+        changes = self.book.settle_ended_arrays()
+        for job, _ in changes:
+            if job.is_parent:
+                log.warning("array %s: its children had all ended, its own end was not stored; it ends %s",
+                            job.id, job.status)  # fmt: skip
+        if changes:
+            await self.ledger.commit(changes)
 
     async def _settle_loaded_dependencies(self) -> None:
         """After a crash between a job's end and its dependents' update: finish that work now."""

@@ -8,7 +8,11 @@ The ``local`` environment is disabled, so no container runs: the submission is w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import sys
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from engine.batch.arrays import ARRAY_CHUNK, INTERRUPTED
 from engine.batch.jobs import STATES
 from engine.batch.service import BatchService
 from tests.support.batch import MakeBatch, box
+from tests.support.paths import ROOT
 from tests.support.waiting import wait_until as until
 from workflows.spec import ContainerSpec, StepSpec
 from workflows.templating import compile_value
@@ -233,3 +238,74 @@ async def test_an_array_whose_template_fits_no_item_is_still_written_in_chunks(b
         assert child["status_reason"].startswith(f"item {i}: steps.fe.container.env.K: cannot render")
     desc = await svc.describe(parent)
     assert desc is not None and desc["array_status_summary"]["FAILED"] == SIZE
+
+
+#: a BatchService that SIGKILLs itself the moment an array is committed whose children all failed
+#: at once (their dependency had failed), before the parent's end is: ``Submitter._admit`` wrapped
+KILLED_BEFORE_SETTLE = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from engine.batch.service import BatchService
+from engine.batch.submit import Submitter
+from engine.bus.bus import Bus
+from engine.executors.docker_api import DockerClient
+from engine.store.store import Store
+
+def killed(self, jobs, waiting):
+    print(json.dumps({"parent": jobs[0].id}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    data, size, first = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    store = Store(data / "sluice.db")
+    await store.open()
+    svc = BatchService(store, Bus(store, {}), data, DockerClient())
+    await svc.start()
+    await svc.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    dep = (await svc.submit(first))["job_id"]
+    await svc.cancel(dep, "not wanted")
+    Submitter._admit = killed
+    await svc.submit({**first, "array_size": size, "depends_on": [dep]})
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("size", [3, 2 * ARRAY_CHUNK])  # one transaction, and a chunked array
+async def test_a_kill_before_an_array_of_failed_dependents_settles_is_settled_by_the_restart(
+    batch: MakeBatch, tmp_path: Any, size: int
+) -> None:
+    """Every child fails at once (its dependency failed); the engine dies between that commit and
+    the parent's end. The restart ends the parent FAILED with the array's reason, one event."""
+    first = {"queue": "default", "container": box(["true"])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", KILLED_BEFORE_SETTLE, str(tmp_path / "data"), str(size), json.dumps(first)]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and line, line
+    parent = json.loads(line)["parent"]
+    svc = await idle_batch(batch)
+    desc = await svc.describe(parent)
+    assert desc is not None and desc["status"] == "FAILED", desc
+    reason = f"{size} of {size} child jobs failed; first: {parent}:0"
+    assert desc["status_reason"] == reason and desc["array_status_summary"]["FAILED"] == size
+    child = await svc.describe(f"{parent}:0")
+    assert child is not None and child["status_reason"].endswith("failed: not wanted"), child
+    events = await svc.store.read(lambda c: _statuses_of(c, parent))
+    assert events == [("SUBMITTED", None), ("PENDING", None), ("FAILED", reason)]
+    assert await svc.wait(parent, 5) == "FAILED"
+    assert svc.jobs == {} and svc.book.array_left == {}
+
+
+def _statuses_of(conn: Any, job_id: str) -> list[tuple[str, str | None]]:
+    out = []
+    for (body,) in conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq"):
+        detail = json.loads(body)["detail"]
+        if detail["jobId"] == job_id:
+            out.append((detail["status"], detail.get("statusReason")))
+    return out

@@ -565,3 +565,65 @@ async def test_a_kill_mid_submission_keeps_the_bad_items_child_failed_and_writes
     await engine.orchestrator.wait(ids["run_id"], 30)
     each = await _step(engine, ids["run_id"], "each")
     assert each["status"] == "FAILED" and each["error"]["errorMessage"].startswith(f"{size} of {size} items")
+
+
+#: an engine that SIGKILLs itself the moment a submission is committed, before what it settles
+#: (the array parent, once every child failed at once) is: the test wraps ``Submitter._admit``
+KILLED_BEFORE_SETTLE = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from engine.batch.submit import Submitter
+from engine.engine import Engine, Settings
+from workflows.loader import load_dir
+
+def killed(self, jobs, waiting):
+    print(json.dumps({"run_id": jobs[0].run_id, "parent": jobs[0].id}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    engine = Engine(Settings(data_dir=Path(sys.argv[1]), workers=1), load_dir(sys.argv[2]))
+    await engine.start()
+    Submitter._admit = killed
+    await engine.start_run("bad", {"items": [{"other": i} for i in range(int(sys.argv[3]))]})
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("size", [3, 2 * ARRAY_CHUNK])  # one transaction, and a chunked array
+async def test_a_kill_before_the_parent_settles_leaves_it_settled_by_the_restart(
+    make_engine: MakeEngine, tmp_path: Path, size: int
+) -> None:
+    """Every item misfits, so every child is FAILED in the submission itself; the engine dies
+    before the parent's own end is committed. The restart ends it FAILED, once, and the step too."""
+    flows, data = write_flow(tmp_path / "flows", BAD_ITEMS).parent, tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", KILLED_BEFORE_SETTLE, str(data), str(flows), str(size)]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and line, line
+    ids = json.loads(line)
+    run_id, parent = ids["run_id"], ids["parent"]
+    assert _step_status(data, run_id, "each") == "RUNNING"
+    with contextlib.closing(sqlite3.connect(data / "sluice.db")) as conn:
+        assert _job_events(conn, parent) == [("SUBMITTED", None), ("PENDING", None)]
+    engine = await make_engine(flows, data_dir=data)
+    assert engine.batch is not None
+    await engine.orchestrator.wait(run_id, 20)
+    desc = await engine.batch.describe(parent)
+    assert desc is not None and desc["status"] == "FAILED", desc
+    reason = f"{size} of {size} child jobs failed; first: {parent}:0"
+    assert desc["status_reason"] == reason
+    assert desc["array_status_summary"]["FAILED"] == size
+    events = await engine.store.read(lambda c: _job_events(c, parent))
+    assert events == [("SUBMITTED", None), ("PENDING", None), ("FAILED", reason)]
+    each = await _step(engine, run_id, "each")
+    assert each["status"] == "FAILED" and each["error"]["errorType"] == "Sluice.TemplateError"
+    assert each["error"]["errorMessage"].startswith(f"{size} of {size} items failed; item 0: "), each
+    assert engine.batch.jobs == {} and engine.batch.book.array_left == {}

@@ -147,6 +147,39 @@ async def test_failed_dependency_fails_dependents_with_its_name_and_all_done_run
     assert desc["attempts"] == []  # never started
 
 
+@pytest.mark.parametrize("mode", ["STANDARD", "ALL_DONE"])
+async def test_a_dependency_that_ends_while_the_submission_is_written_still_settles_it(
+    batch: MakeBatch, mode: str
+) -> None:
+    """The submission reads its dependency's state, then is written; a dependency ending in
+    between used to leave the new job PENDING for ever, waiting on a job that had already gone."""
+    svc = await batch()
+    await svc.put_environment({"name": "local", "state": "DISABLED"}, create=False)
+    dep = (await svc.submit({"queue": "default", "container": box(["true"])}))["job_id"]
+    real, ended = svc.store.write, []
+
+    async def write(fn: Any, **kw: Any) -> Any:
+        if not ended:  # the submission's own transaction: its dependency is cancelled first
+            ended.append(asyncio.ensure_future(svc.cancel(dep, "gone")))
+            await ended[0]
+        return await real(fn, **kw)
+
+    svc.store.write = write  # type: ignore[method-assign]
+    try:
+        req = {"queue": "default", "container": box(["true"]), "depends_on": [{"job_id": dep, "type": mode}]}
+        job = (await svc.submit(req))["job_id"]
+    finally:
+        svc.store.write = real  # type: ignore[method-assign]
+    assert ended and ended[0].result()["changed"] == 1
+    if mode == "STANDARD":
+        assert await svc.wait(job, 5) == "FAILED"
+        desc = await svc.describe(job)
+        assert desc is not None and desc["status_reason"] == f"Dependent job {dep} failed: gone"
+    else:
+        await until(lambda: svc.jobs[job].status == "RUNNABLE", 5)
+    assert not svc.book.waiting_on and not svc.book.dependents
+
+
 async def test_priority_order_with_capacity_one(batch: MakeBatch) -> None:
     svc = await batch(vcpus=1)
     await svc.put_queue({"name": "high", "priority": 10, "environments": ["local"]}, create=True)
