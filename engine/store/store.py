@@ -55,9 +55,11 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from engine.store.errors import StoreFull, StoreUnavailable, is_full
+from engine.store.migrations import migrate
 from engine.store.readers import Readers, StoreClosed
-from engine.store.schema import MIGRATIONS
-from triggers.base import Unavailable
+
+__all__ = ["Store", "StoreClosed", "StoreFull", "StoreUnavailable", "migrate"]
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +89,6 @@ RESTART_PATIENCE_S = 0.1
 FULL_RETRY_S = 0.5
 
 
-class StoreFull(Unavailable):
-    """The disk under the store is full: nothing was written; retry once space is back."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(
-            f"the disk holding {path.parent} is full; free some space (the engine retries by itself)"
-        )
-
-
-def _is_full(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-
-
-class StoreUnavailable(RuntimeError):
-    """The store cannot be opened here; the message says why and what to do."""
-
-    def __init__(self, message: str, *, held_by: str | None = None) -> None:
-        super().__init__(message)
-        self.held_by = held_by  #: the pid of the engine that holds the data dir, if that is why
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     # a new file only (no effect once a table exists): retention can then hand free pages back
@@ -121,40 +100,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size=-16000")
     conn.row_factory = sqlite3.Row
     return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the latest version; each migration is one transaction."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise StoreUnavailable(
-            f"the store's schema is version {version}, newer than this Sluice knows ({len(MIGRATIONS)}); "
-            "upgrade Sluice or point --data-dir at another folder"
-        )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(script):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("store schema migrated to version %d", number)
-    return len(MIGRATIONS)
-
-
-def _statements(script: str) -> list[str]:
-    parts, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            parts.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        parts.append(buf.strip())
-    return parts
 
 
 class Store:
@@ -552,7 +497,7 @@ class Store:
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if _is_full(exc):
+            if is_full(exc):
                 raise StoreFull(self.path) from None
             return self._apply_isolated(batch)
         except BaseException:
@@ -575,7 +520,7 @@ class Store:
                     results.append((True, fn(conn)))
                     conn.execute("RELEASE w")
                 except Exception as exc:
-                    if _is_full(exc):
+                    if is_full(exc):
                         raise StoreFull(self.path) from None
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
@@ -584,7 +529,7 @@ class Store:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if _is_full(exc):
+            if is_full(exc):
                 raise StoreFull(self.path) from None
             raise
         self.commits += 1
