@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from engine.batch import rows
+from engine.batch import config_rows, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.jobs import RUNNING, STARTING, Job, JobError
@@ -146,7 +146,7 @@ class Interrupts:
 
     async def _save_reclaimed(self, env: Environment) -> None:
         now = env.reclaimed_at or time.time()
-        await self.store.write(lambda c: rows.save_environment(c, env, now))
+        await self.store.write(lambda c: config_rows.save_environment(c, env, now))
         log.warning("compute environment %s reclaimed (%s)", env.name, instance_id(env))
 
     def host_lost(self, name: str) -> str:

@@ -1,5 +1,6 @@
-"""The SQL of the job tables: jobs, job_attempts, job_dependencies, job_definitions, job_queues,
-compute_environments. This module is the one writer of those tables.
+"""The SQL of the job tables: jobs, job_attempts, job_dependencies. This module is the one writer
+of those tables (the configuration's, job_definitions, job_queues and compute_environments, are
+engine/batch/config_rows.py's).
 
 Every function takes a ``sqlite3.Connection`` and runs inside a store transaction (on the loop or
 the writer thread); none awaits.
@@ -9,13 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import hosts as hosting
 from engine.batch.jobs import (
     FAILED,
     PENDING,
@@ -26,14 +25,6 @@ from engine.batch.jobs import (
     JobError,
     check_transition,
     parse_spec,
-)
-from engine.batch.queues import (
-    DEFAULT_ENVIRONMENT,
-    DEFAULT_QUEUE,
-    NO_PREEMPTION,
-    Environment,
-    Preemption,
-    Queue,
 )
 from engine.events import iso_ms
 from engine.executors.docker import OUT_OF_MEMORY, TIMED_OUT, ContainerResult
@@ -206,59 +197,6 @@ def public_row(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def ensure_defaults(conn: sqlite3.Connection, info: dict[str, Any]) -> None:
-    """The local environment (this machine's cores and memory) and the default queue, once."""
-    now = time.time()
-    cpus = float(info.get("NCPU") or 1)
-    memory = int(info.get("MemTotal") or 1 << 30)
-    conn.execute(
-        "INSERT OR IGNORE INTO compute_environments "
-        "(name, endpoint, max_vcpus, max_memory, state, created_at) VALUES (?,?,?,?,?,?)",
-        (DEFAULT_ENVIRONMENT, "local", cpus, memory, "ENABLED", now),
-    )
-    conn.execute(
-        "INSERT OR IGNORE INTO job_queues (name, priority, environments, state, created_at) "
-        "VALUES (?,?,?,?,?)",
-        (DEFAULT_QUEUE, 1, json.dumps([DEFAULT_ENVIRONMENT]), "ENABLED", now),
-    )
-
-
-def load_config(conn: sqlite3.Connection) -> tuple[dict[str, Environment], dict[str, Queue], dict[str, Any]]:
-    envs = {}
-    for r in conn.execute("SELECT * FROM compute_environments"):
-        capacity = json.loads(r["capacity"])
-        envs[r["name"]] = Environment(
-            r["name"],
-            r["max_vcpus"],
-            r["max_memory"],
-            r["state"],
-            r["endpoint"],
-            type=r["type"],
-            config=json.loads(r["config"]),
-            interruptible=bool(capacity.get("interruptible", False)),
-            reclaimed_at=capacity.get("reclaimed_at"),
-            min_vcpus=float(capacity.get("min_vcpus", 0.0)),
-            hosts=hosting.from_config(json.loads(r["config"]), capacity.get("hosts") or {}),
-            scale_in_cooldown_s=capacity.get("scale_in_cooldown_s"),
-        )
-    queues = {}
-    for r in conn.execute("SELECT * FROM job_queues"):
-        config = json.loads(r["config"])
-        preemption = Preemption(**config["preemption"]) if "preemption" in config else NO_PREEMPTION
-        queues[r["name"]] = Queue(
-            r["name"],
-            r["priority"],
-            tuple(json.loads(r["environments"])),
-            r["state"],
-            preemption,
-            config.get("scheduling_policy"),
-        )
-    defs: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {}
-    for r in conn.execute("SELECT * FROM job_definitions ORDER BY name, revision"):
-        defs.setdefault(r["name"], {})[r["revision"]] = (r["status"], json.loads(r["body"]))
-    return envs, queues, defs
-
-
 def load_state(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], dict[str, list[str]]]:
     """Unfinished jobs, the dependencies of PENDING ones, failed children of unfinished arrays."""
     jobs = conn.execute(
@@ -318,53 +256,6 @@ def slurm_ids(conn: sqlite3.Connection, attempts: Sequence[tuple[str, int]]) -> 
         if row is not None:
             out[(job_id, attempt)] = str(row[0])
     return out
-
-
-def insert_definition(
-    conn: sqlite3.Connection, name: str, revision: int, body: dict[str, Any], at: float
-) -> None:
-    conn.execute(
-        "INSERT INTO job_definitions (name, revision, status, body, created_at) VALUES (?,?,?,?,?)",
-        (name, revision, "ACTIVE", json.dumps(body), at),
-    )
-
-
-def save_environment(conn: sqlite3.Connection, env: Environment, at: float) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO compute_environments (name, endpoint, max_vcpus, max_memory, state, "
-        "created_at, type, config, capacity) VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            env.name,
-            env.endpoint,
-            env.max_vcpus,
-            env.max_memory,
-            env.state,
-            at,
-            env.type,
-            dumps(env.config),
-            dumps(env.capacity()),
-        ),
-    )
-
-
-def save_capacity(conn: sqlite3.Connection, name: str, capacity: dict[str, Any]) -> None:
-    """An environment's scaling state only (which hosts are in service), as the scaler changes it."""
-    conn.execute("UPDATE compute_environments SET capacity=? WHERE name=?", (dumps(capacity), name))
-
-
-def save_queue(conn: sqlite3.Connection, queue: Queue, at: float) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO job_queues (name, priority, environments, state, created_at, config) "
-        "VALUES (?,?,?,?,?,?)",
-        (
-            queue.name,
-            queue.priority,
-            json.dumps(list(queue.environments)),
-            queue.state,
-            at,
-            dumps(queue.config()),
-        ),
-    )
 
 
 def array_shape(conn: sqlite3.Connection, job_id: str) -> tuple[int | None, int | None] | None:
@@ -566,18 +457,6 @@ def list_filtered(
         args.append(before_seq)
     sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
     return conn.execute(sql, (*args, int(limit))).fetchall()
-
-
-def set_definition_status(conn: sqlite3.Connection, name: str, revision: int, status: str) -> None:
-    conn.execute("UPDATE job_definitions SET status=? WHERE name=? AND revision=?", (status, name, revision))
-
-
-def delete_environment(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("DELETE FROM compute_environments WHERE name=?", (name,))
-
-
-def delete_queue(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("DELETE FROM job_queues WHERE name=?", (name,))
 
 
 def unfinished_in_queue(conn: sqlite3.Connection, queue: str) -> int:

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from engine.batch import config_rows
 from engine.batch import hosts as hosting
-from engine.batch import rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.detail import names
@@ -247,7 +247,7 @@ class Scaler:
         bus = self.bus
 
         def tx(conn: sqlite3.Connection) -> list[RunRecord]:
-            rows.save_capacity(conn, name, capacity)
+            config_rows.save_capacity(conn, name, capacity)
             started: list[RunRecord] = []
             for event in events:
                 started.extend(bus.publish(conn, event, 0))

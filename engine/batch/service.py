@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.batch import arrays, interrupts, policies, rows
+from engine.batch import arrays, config_rows, interrupts, policies, rows
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
 from engine.batch.fairshare import FairView, Usage
@@ -148,9 +148,9 @@ class BatchService:
         self._started = True
         self.attempts.store_id = await self.store.write(kv.store_id_in)
         info = await self.attempts.client.info()
-        await self.store.write(lambda c: rows.ensure_defaults(c, info))
+        await self.store.write(lambda c: config_rows.ensure_defaults(c, info))
         jobs, deps, failed = await self.store.read(rows.load_state)
-        envs, queues, defs = await self.store.read(rows.load_config)
+        envs, queues, defs = await self.store.read(config_rows.load_config)
         self.book.envs, self.book.queues, self.book.definitions = envs, queues, defs
         self.book.policies = await self.store.read(policies.load)
         for job in self.book.load([rows.job_from_row(r, self.allowed_roots) for r in jobs], deps, failed):

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.batch import arrays, environments, rows, settings
+from engine.batch import arrays, config_rows, environments, rows, settings
 from engine.batch import hosts as hosting
 from engine.batch.attempts import Attempts
 from engine.batch.book import Book
@@ -88,7 +88,7 @@ class Submitter:
         clean = {k: v for k, v in body.items() if k != "name"}
         revision = max(self.book.definitions.get(name, {0: None}), default=0) + 1
         now = time.time()
-        await self.store.write(lambda c: rows.insert_definition(c, name, revision, clean, now))
+        await self.store.write(lambda c: config_rows.insert_definition(c, name, revision, clean, now))
         self.book.definitions.setdefault(name, {})[revision] = ("ACTIVE", clean)
         return {"name": name, "revision": revision, "arn": f"{name}:{revision}"}
 
@@ -138,7 +138,7 @@ class Submitter:
         name, rev, _ = self.resolve_definition(ref, for_submit=False)
         status, body = self.book.definitions[name][rev]
         if status != "INACTIVE":
-            await self.store.write(lambda c: rows.set_definition_status(c, name, rev, "INACTIVE"))
+            await self.store.write(lambda c: config_rows.set_definition_status(c, name, rev, "INACTIVE"))
             self.book.definitions[name][rev] = ("INACTIVE", body)
         return {"name": name, "revision": rev, "status": "INACTIVE"}
 
@@ -162,7 +162,7 @@ class Submitter:
         )
         settings.environment_capacity(body, old, env)
         now = time.time()
-        await self.store.write(lambda c: rows.save_environment(c, env, now))
+        await self.store.write(lambda c: config_rows.save_environment(c, env, now))
         if old is not None:
             env.used_vcpus, env.used_memory = old.used_vcpus, old.used_memory
             hosting.carry(old.hosts, env.hosts)
@@ -198,7 +198,7 @@ class Submitter:
             settings.policy_name(body, old, self.book.policies),
         )
         now = time.time()
-        await self.store.write(lambda c: rows.save_queue(c, queue, now))
+        await self.store.write(lambda c: config_rows.save_queue(c, queue, now))
         self.book.queues[name] = queue
         self.wake()
         return queue.public()
@@ -215,7 +215,7 @@ class Submitter:
             raise JobError(f"compute environment {name} is used by job queue(s) {', '.join(users)}")
         if env.used_vcpus > 0:
             raise JobError(f"compute environment {name} still runs jobs; wait for them to end")
-        await self.store.write(lambda c: rows.delete_environment(c, name))
+        await self.store.write(lambda c: config_rows.delete_environment(c, name))
         del self.book.envs[name]
 
     async def delete_queue(self, name: str) -> None:
@@ -230,7 +230,7 @@ class Submitter:
             raise JobError(
                 f"job queue {name} still holds {left} unfinished job(s); cancel or terminate them first"
             )
-        await self.store.write(lambda c: rows.delete_queue(c, name))
+        await self.store.write(lambda c: config_rows.delete_queue(c, name))
         del self.book.queues[name]
 
     # -- submit -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch import rows
+from engine.batch import config_rows
 from engine.batch.jobs import Job, JobError, JobSpec
 from engine.executors.docker_api import DockerClient
 from tests.support.batch import MakeBatch, box
@@ -171,7 +171,8 @@ async def test_a_restart_between_a_reclaim_and_its_kill_still_kills(batch: MakeB
     await svc.aclose()  # like a crash: the container keeps running
     env = svc.envs["spot"]
     env.state, env.reclaimed_at = "DISABLED", time.time()
-    await svc.store.write(lambda c: rows.save_environment(c, env, time.time()))  # the reclaim's own write
+    # the reclaim's own write
+    await svc.store.write(lambda c: config_rows.save_environment(c, env, time.time()))
     await svc.store.close()
     again = await batch(vcpus=2)
     assert await again.wait(job_id, 60) == "SUCCEEDED"
