@@ -163,6 +163,23 @@ def _watch(
     return proc.returncode, timed_out
 
 
+def remove(runtime: str, name: str, tries: int = 3) -> bool:
+    """Remove the job's container, asking again if a signal killed the runtime's CLI meanwhile.
+
+    The engine takes the result as soon as ``result.json`` is there, while this script is still
+    removing the container; an ``scancel`` then (an operator's, a test's teardown) sends SIGTERM to
+    every process of the job, and ``docker``/``podman`` (Go programs) die of it, leaving the
+    container behind. This script only records the signal, so it can ask again: Slurm sends
+    SIGTERM once and SIGKILL only ``KillWait`` later."""
+    for _ in range(tries):
+        try:
+            if _quiet([runtime, "rm", "-f", name]).returncode >= 0:  # ended by itself: done or gone
+                return True
+        except subprocess.TimeoutExpired:
+            continue
+    return False
+
+
 def _write_result(folder: Path, result: dict[str, Any]) -> None:
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result))
@@ -248,7 +265,7 @@ def main() -> int:
     result = _run(folder, req)
     _write_result(folder, result)  # before the container goes: the result is never lost
     if result.get("created"):
-        _quiet([req.get("runtime") or "docker", "rm", "-f", f"{req['name']}-s{result['slurm_job_id']}"])
+        remove(req.get("runtime") or "docker", f"{req['name']}-s{result['slurm_job_id']}")
     code = result.get("exit_code")
     return code if isinstance(code, int) and 0 <= code < 256 else 1
 
