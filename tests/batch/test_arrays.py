@@ -8,11 +8,7 @@ The ``local`` environment is disabled, so no container runs: the submission is w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import sys
 from typing import Any
 
 import pytest
@@ -21,8 +17,7 @@ from engine.batch import fanout
 from engine.batch.arrays import ARRAY_CHUNK, INTERRUPTED
 from engine.batch.jobs import STATES
 from engine.batch.service import BatchService
-from tests.support.batch import MakeBatch, box
-from tests.support.paths import ROOT
+from tests.support.batch import MakeBatch, box, job_events, killed_midway
 from tests.support.waiting import wait_until as until
 from workflows.spec import ContainerSpec, StepSpec
 from workflows.templating import compile_value
@@ -278,17 +273,8 @@ async def test_a_kill_before_an_array_of_failed_dependents_settles_is_settled_by
     """Every child fails at once (its dependency failed); the engine dies between that commit and
     the parent's end. The restart ends the parent FAILED with the array's reason, one event."""
     first = {"queue": "default", "container": box(["true"])}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", KILLED_BEFORE_SETTLE, str(tmp_path / "data"), str(size), json.dumps(first)]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL and line, line
-    parent = json.loads(line)["parent"]
+    ids = await killed_midway(KILLED_BEFORE_SETTLE, str(tmp_path / "data"), str(size), json.dumps(first))
+    parent = ids["parent"]
     svc = await idle_batch(batch)
     desc = await svc.describe(parent)
     assert desc is not None and desc["status"] == "FAILED", desc
@@ -296,16 +282,7 @@ async def test_a_kill_before_an_array_of_failed_dependents_settles_is_settled_by
     assert desc["status_reason"] == reason and desc["array_status_summary"]["FAILED"] == size
     child = await svc.describe(f"{parent}:0")
     assert child is not None and child["status_reason"].endswith("failed: not wanted"), child
-    events = await svc.store.read(lambda c: _statuses_of(c, parent))
+    events = await svc.store.read(lambda c: job_events(c, parent))
     assert events == [("SUBMITTED", None), ("PENDING", None), ("FAILED", reason)]
     assert await svc.wait(parent, 5) == "FAILED"
     assert svc.jobs == {} and svc.book.array_left == {}
-
-
-def _statuses_of(conn: Any, job_id: str) -> list[tuple[str, str | None]]:
-    out = []
-    for (body,) in conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq"):
-        detail = json.loads(body)["detail"]
-        if detail["jobId"] == job_id:
-            out.append((detail["status"], detail.get("statusReason")))
-    return out

@@ -7,13 +7,9 @@ step's output is each child's, in item order, for the steps downstream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +20,10 @@ from engine.batch import fanout
 from engine.batch.arrays import ARRAY_CHUNK
 from engine.batch.jobs import JobSpec
 from engine.executors.docker_api import DockerClient
-from tests.support.batch import box
+from tests.support.batch import box, job_events, killed_midway
 from tests.support.docker import TEST_LABEL
 from tests.support.engines import MakeEngine, write_flow
 from tests.support.http import Serve
-from tests.support.paths import ROOT
 from tests.support.slurm import MakeSlurmBatch
 from tests.support.waiting import wait_until as until
 from workflows.errors import SluiceError
@@ -438,15 +433,6 @@ steps:
 """
 
 
-def _job_events(conn: Any, job_id: str) -> list[tuple[str, str | None]]:
-    out = []
-    for (body,) in conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq"):
-        detail = json.loads(body)["detail"]
-        if detail["jobId"] == job_id:
-            out.append((detail["status"], detail.get("statusReason")))
-    return out
-
-
 async def test_an_item_that_does_not_fit_a_template_fails_its_child_alone(
     make_engine: MakeEngine, tmp_path: Path, docker_client: DockerClient, docker_test_label: str
 ) -> None:
@@ -481,7 +467,7 @@ async def test_an_item_that_does_not_fit_a_template_fails_its_child_alone(
         assert child["status_reason"].startswith(f"item {i}: "), child["status_reason"]
         assert words in child["status_reason"]
         assert child["attempts"] == [] and child["attempt_count"] == 0
-        events = await engine.store.read(lambda c, j=child["job_id"]: _job_events(c, j))
+        events = await engine.store.read(lambda c, j=child["job_id"]: job_events(c, j))
         assert [s for s, _ in events] == ["SUBMITTED", "PENDING", "FAILED"]
         assert events[-1][1] == child["status_reason"]
     assert await docker_client.list({TEST_LABEL: docker_test_label}) == []
@@ -537,17 +523,7 @@ async def test_a_kill_mid_submission_keeps_the_bad_items_child_failed_and_writes
 ) -> None:
     size = 8 * ARRAY_CHUNK
     flows, data = write_flow(tmp_path / "flows", BAD_ITEMS).parent, tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", KILLED, str(data), str(flows), str(size)]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL and line, line
-    ids = json.loads(line)
+    ids = await killed_midway(KILLED, str(data), str(flows), str(size))
     parent, bad = ids["parent"], f"{ids['parent']}:{size - 1}"
     engine = await make_engine(flows, data_dir=data)
     assert engine.batch is not None
@@ -559,7 +535,7 @@ async def test_a_kill_mid_submission_keeps_the_bad_items_child_failed_and_writes
         lambda c: [r[0] for r in c.execute("SELECT id FROM jobs WHERE parent_id=?", (parent,))]
     )
     assert len(stored) == len(set(stored)) == size  # the rest written or ended INTERRUPTED, once each
-    events = await engine.store.read(lambda c: _job_events(c, bad))
+    events = await engine.store.read(lambda c: job_events(c, bad))
     assert [s for s, _ in events] == ["SUBMITTED", "PENDING", "FAILED"]
     await engine.batch.cancel(parent, "enough")  # the step resumed on its job: it ends with the array
     await engine.orchestrator.wait(ids["run_id"], 30)
@@ -598,21 +574,11 @@ async def test_a_kill_before_the_parent_settles_leaves_it_settled_by_the_restart
     """Every item misfits, so every child is FAILED in the submission itself; the engine dies
     before the parent's own end is committed. The restart ends it FAILED, once, and the step too."""
     flows, data = write_flow(tmp_path / "flows", BAD_ITEMS).parent, tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", KILLED_BEFORE_SETTLE, str(data), str(flows), str(size)]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL and line, line
-    ids = json.loads(line)
+    ids = await killed_midway(KILLED_BEFORE_SETTLE, str(data), str(flows), str(size))
     run_id, parent = ids["run_id"], ids["parent"]
     assert _step_status(data, run_id, "each") == "RUNNING"
     with contextlib.closing(sqlite3.connect(data / "sluice.db")) as conn:
-        assert _job_events(conn, parent) == [("SUBMITTED", None), ("PENDING", None)]
+        assert job_events(conn, parent) == [("SUBMITTED", None), ("PENDING", None)]
     engine = await make_engine(flows, data_dir=data)
     assert engine.batch is not None
     await engine.orchestrator.wait(run_id, 20)
@@ -621,7 +587,7 @@ async def test_a_kill_before_the_parent_settles_leaves_it_settled_by_the_restart
     reason = f"{size} of {size} child jobs failed; first: {parent}:0"
     assert desc["status_reason"] == reason
     assert desc["array_status_summary"]["FAILED"] == size
-    events = await engine.store.read(lambda c: _job_events(c, parent))
+    events = await engine.store.read(lambda c: job_events(c, parent))
     assert events == [("SUBMITTED", None), ("PENDING", None), ("FAILED", reason)]
     each = await _step(engine, run_id, "each")
     assert each["status"] == "FAILED" and each["error"]["errorType"] == "Sluice.TemplateError"

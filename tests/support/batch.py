@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,7 @@ from engine.bus.bus import Bus
 from engine.executors.docker_api import DockerClient
 from engine.store.store import Store
 from tests.support.docker import TEST_IMAGE, TEST_LABEL
+from tests.support.paths import ROOT
 
 MIB = 1 << 20
 MakeBatch = Callable[..., Awaitable[BatchService]]
@@ -73,3 +80,30 @@ async def run_job(svc: BatchService, timeout_s: float = 60, **req: Any) -> dict[
     desc = await svc.describe(out["job_id"])
     assert desc is not None
     return desc
+
+
+def job_events(conn: sqlite3.Connection, job_id: str) -> list[tuple[str, str | None]]:
+    """(status, statusReason) of each ``aws.batch`` job event of ``job_id``, in commit order."""
+    out = []
+    for (body,) in conn.execute("SELECT body FROM events WHERE source='aws.batch' ORDER BY seq"):
+        detail = json.loads(body)["detail"]
+        if detail["jobId"] == job_id:
+            out.append((detail["status"], detail.get("statusReason")))
+    return out
+
+
+async def killed_midway(script: str, *args: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Run ``script`` in a Python of its own, which prints one JSON line and then SIGKILLs itself
+    (a crash at a moment the script chose); the line, once the process is surely dead."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", script, *args]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT, env=env)
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and line, line
+    return dict(json.loads(line))
