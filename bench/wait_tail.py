@@ -16,14 +16,11 @@ import gc
 import json
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from .core import REPO_DIR
-from .sluice_workloads import _catalog, write_bench_workflows
-from .webhook_wait import HOOK_FLOW, _client_process
+from .webhook_wait import _client_process, hook_engine
 
 CLIENT = """
 import asyncio, json, sys, time
@@ -81,27 +78,16 @@ def instrument() -> dict[str, list[Span]]:
 
 
 async def measure(requests: int) -> dict[str, Any]:
-    from engine.engine import Settings, tune_gc
-    from engine.server import build_server
-
-    tune_gc()
     spans = instrument()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_bench_workflows(folder)
-        (folder / "ww.yaml").write_text(HOOK_FLOW)
-        engine = build_server(Settings(data_dir=folder / ".sluice", port=0), _catalog(folder), folder)
-        async with engine:
-            http = next(s for s in engine.services if getattr(s, "name", "") == "http")
-            url = f"http://127.0.0.1:{http.port}/hooks/ww/in?wait=30"
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, _client_process, url, 200, 1)  # warm workers and HTTP
-            for kind in spans.values():
-                kind.clear()
-            cmd = [sys.executable, "-c", CLIENT, url, str(requests)]
-            done = await loop.run_in_executor(
-                None, lambda: subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, check=True)
-            )
+    async with hook_engine() as (_engine, url):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _client_process, url, 200, 1)  # warm workers and HTTP
+        for kind in spans.values():
+            kind.clear()
+        cmd = [sys.executable, "-c", CLIENT, url, str(requests)]
+        done = await loop.run_in_executor(
+            None, lambda: subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, check=True)
+        )
     reqs: list[Span] = [tuple(x) for x in json.loads(done.stdout)]  # type: ignore[misc]
     lat = sorted(end - start for start, end in reqs)
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]

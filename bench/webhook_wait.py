@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +84,13 @@ async def w1(engine: Any, runs: int) -> dict[str, float]:
     return out
 
 
-async def measure(requests: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def hook_engine() -> AsyncIterator[tuple[Any, str]]:
+    """A served engine (as ``sluice serve`` runs, GC tuned alike) with the ``ww`` hook; its URL."""
     from engine.engine import Settings, tune_gc
     from engine.server import build_server
 
-    tune_gc()  # as ``sluice serve`` does
+    tune_gc()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_bench_workflows(folder)
@@ -94,25 +98,29 @@ async def measure(requests: int) -> dict[str, Any]:
         engine = build_server(Settings(data_dir=folder / ".sluice", port=0), _catalog(folder), folder)
         async with engine:
             http = next(s for s in engine.services if getattr(s, "name", "") == "http")
-            url = f"http://127.0.0.1:{http.port}/hooks/ww/in?wait=30"
-            loop = asyncio.get_running_loop()
-            await w1(engine, 20)  # warm the workers
-            out: dict[str, Any] = {"loadavg_at_start": list(os.getloadavg())}
-            out["w1_before"] = await w1(engine, requests)
-            await loop.run_in_executor(None, _client_process, url, 20, 1)  # warm the HTTP path
-            out["one_client"] = await loop.run_in_executor(None, _client_process, url, requests, 1)
-            out["four_clients"] = await loop.run_in_executor(None, _client_process, url, requests // 4, 4)
-            out["w1_after"] = await w1(engine, requests)
-            store = engine.store
-            wal = store.path.with_name(store.path.name + "-wal")
-            out["store"] = {  # getattr: the same script measures commits before the checkpointer
-                "commits": store.commits,
-                "checkpoints": getattr(store, "checkpoints", None),
-                "writer_checkpoints": getattr(store, "restarts", None),
-                "wal_mb": round(wal.stat().st_size / 1e6, 1),
-            }
-            out["loadavg_at_end"] = list(os.getloadavg())
-            return out
+            yield engine, f"http://127.0.0.1:{http.port}/hooks/ww/in?wait=30"
+
+
+async def measure(requests: int) -> dict[str, Any]:
+    async with hook_engine() as (engine, url):
+        loop = asyncio.get_running_loop()
+        await w1(engine, 20)  # warm the workers
+        out: dict[str, Any] = {"loadavg_at_start": list(os.getloadavg())}
+        out["w1_before"] = await w1(engine, requests)
+        await loop.run_in_executor(None, _client_process, url, 20, 1)  # warm the HTTP path
+        out["one_client"] = await loop.run_in_executor(None, _client_process, url, requests, 1)
+        out["four_clients"] = await loop.run_in_executor(None, _client_process, url, requests // 4, 4)
+        out["w1_after"] = await w1(engine, requests)
+        store = engine.store
+        wal = store.path.with_name(store.path.name + "-wal")
+        out["store"] = {  # getattr: the same script measures commits before the checkpointer
+            "commits": store.commits,
+            "checkpoints": getattr(store, "checkpoints", None),
+            "writer_checkpoints": getattr(store, "restarts", None),
+            "wal_mb": round(wal.stat().st_size / 1e6, 1),
+        }
+        out["loadavg_at_end"] = list(os.getloadavg())
+        return out
 
 
 def _round(value: Any) -> Any:
