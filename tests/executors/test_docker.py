@@ -305,6 +305,9 @@ async def test_container_removed_behind_our_back(
     req = make_container_request(command=["sleep", "30"])
     task = asyncio.create_task(container_runner.run(req))
     cid = await running_id(container_runner, req)
+    # removed while it runs: its id is known at create, and a removal before the start is another
+    # case (the start fails, CannotStartContainerError)
+    await wait_until(lambda: _running_inspect(docker_client, cid), 20)
     await docker_client.remove(cid, force=True)
     result = await task  # a result, not an exception: the engine itself is fine
     # Whether `wait` or `inspect` sees the kill first or the removal is up to dockerd.
